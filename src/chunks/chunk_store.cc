@@ -1,0 +1,260 @@
+#include "chunks/chunk_store.h"
+
+#include <cerrno>
+#include <cstring>
+#include <dirent.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <spdlog/spdlog.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <vector>
+
+namespace wormhole {
+namespace fs = std::filesystem;
+
+namespace {
+int write_all(int fd, const char* data, size_t len) {
+  while (len > 0) {
+    ssize_t n = ::write(fd, data, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    data += n;
+    len -= static_cast<size_t>(n);
+  }
+  return 0;
+}
+}  // namespace
+
+ChunkStore::OpenChunk::~OpenChunk() {
+  if (fd >= 0) ::close(fd);
+}
+
+ChunkStore::ChunkStore(std::string dir, size_t max_open_files)
+    : dir_(std::move(dir)), max_open_files_(max_open_files) {}
+
+ChunkStore::~ChunkStore() {
+  if (dir_fd_ >= 0) ::close(dir_fd_);
+}
+
+std::string ChunkStore::hash(const char* data, size_t len) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  EVP_Digest(data, len, md, &md_len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(md), md_len);
+}
+
+std::string ChunkStore::hex(const std::string& sha256) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  out.reserve(sha256.size() * 2);
+  for (unsigned char c : sha256) {
+    out.push_back(digits[c >> 4]);
+    out.push_back(digits[c & 15]);
+  }
+  return out;
+}
+
+std::string ChunkStore::path_of(const std::string& sha256) const {
+  std::string h = hex(sha256);
+  return dir_ + "/" + h.substr(0, 2) + "/" + h;
+}
+
+bool ChunkStore::init(std::string* error) {
+  std::error_code ec;
+  fs::create_directories(dir_ + "/tmp", ec);
+  if (ec) {
+    *error = "cannot create " + dir_ + ": " + ec.message();
+    return false;
+  }
+  for (int i = 0; i < 256; ++i) {
+    char sub[3];
+    std::snprintf(sub, sizeof sub, "%02x", i);
+    fs::create_directories(dir_ + "/" + sub, ec);
+    if (ec) {
+      *error = "cannot create " + dir_ + "/" + sub + ": " + ec.message();
+      return false;
+    }
+  }
+  // Leftovers of writes interrupted by a crash: never referenced, safe to drop.
+  for (auto& e : fs::directory_iterator(dir_ + "/tmp", ec)) fs::remove(e.path(), ec);
+  uint64_t n = 0, bytes = 0;
+  for (auto& sub : fs::directory_iterator(dir_, ec)) {
+    if (!sub.is_directory() || sub.path().filename() == "tmp") continue;
+    for (auto& f : fs::directory_iterator(sub.path(), ec)) {
+      n++;
+      bytes += f.file_size(ec);
+    }
+  }
+  chunks_ = n;
+  bytes_ = bytes;
+  dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd_ < 0) {
+    *error = "cannot open " + dir_ + ": " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+int ChunkStore::put(const char* data, size_t len, std::string* sha256) {
+  *sha256 = hash(data, len);
+  const std::string final_path = path_of(*sha256);
+  struct stat st;
+  if (::stat(final_path.c_str(), &st) == 0) {
+    // Deduplicated. Refresh its age so garbage collection, which may see it unreferenced
+    // until our version commits, keeps it through the grace period.
+    ::utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0);
+    return 0;
+  }
+  const std::string tmp = dir_ + "/tmp/" + std::to_string(::getpid()) + "." + std::to_string(tmp_seq_++);
+  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return errno;
+  auto chunk = std::make_shared<OpenChunk>();
+  chunk->fd = fd;
+  chunk->size = len;
+  if (int err = write_all(fd, data, len)) {
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return err;
+  }
+  chunks_++;
+  bytes_ += len;
+  // We just wrote these bytes from memory whose hash we computed: the descriptor is as
+  // good as verified.
+  cache_insert(*sha256, std::move(chunk));
+  return 0;
+}
+
+void ChunkStore::cache_insert(const std::string& sha256, std::shared_ptr<OpenChunk> chunk) {
+  std::lock_guard lock(mu_);
+  auto it = cache_.find(sha256);
+  if (it != cache_.end()) {
+    lru_.erase(it->second.second);
+    cache_.erase(it);
+  }
+  lru_.push_front(sha256);
+  cache_.emplace(sha256, std::make_pair(std::move(chunk), lru_.begin()));
+  while (cache_.size() > max_open_files_) {
+    cache_.erase(lru_.back());
+    lru_.pop_back();
+  }
+}
+
+std::shared_ptr<ChunkStore::OpenChunk> ChunkStore::open_verified(const std::string& sha256, int* err) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(sha256);
+    if (it != cache_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second.second);
+      return it->second.first;
+    }
+  }
+  const std::string path = path_of(sha256);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *err = errno == ENOENT ? ENOENT : EIO;
+    return nullptr;
+  }
+  auto chunk = std::make_shared<OpenChunk>();
+  chunk->fd = fd;
+  // Verify the whole chunk once, streaming (never the whole chunk in memory at once).
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  uint64_t off = 0;
+  for (;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      EVP_MD_CTX_free(ctx);
+      *err = EIO;
+      return nullptr;
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  EVP_DigestFinal_ex(ctx, md, &md_len);
+  EVP_MD_CTX_free(ctx);
+  if (std::string(reinterpret_cast<char*>(md), md_len) != sha256) {
+    spdlog::error("chunk {} is corrupt: its bytes do not match its hash", path);
+    *err = EIO;
+    return nullptr;
+  }
+  chunk->size = off;
+  cache_insert(sha256, chunk);
+  return chunk;
+}
+
+ssize_t ChunkStore::read(const std::string& sha256, uint64_t offset, size_t len, char* out) {
+  int err = 0;
+  auto chunk = open_verified(sha256, &err);
+  if (!chunk) return -err;
+  if (offset >= chunk->size) return 0;
+  len = static_cast<size_t>(std::min<uint64_t>(len, chunk->size - offset));
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = ::pread(chunk->fd, out + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -EIO;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
+}
+
+bool ChunkStore::contains(const std::string& sha256) {
+  struct stat st;
+  return ::stat(path_of(sha256).c_str(), &st) == 0;
+}
+
+int ChunkStore::sync() {
+  return ::syncfs(dir_fd_) == 0 ? 0 : errno;
+}
+
+uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s) {
+  const auto now = fs::file_time_type::clock::now();
+  uint64_t removed = 0;
+  std::error_code ec;
+  for (auto& sub : fs::directory_iterator(dir_, ec)) {
+    if (!sub.is_directory() || sub.path().filename() == "tmp") continue;
+    for (auto& f : fs::directory_iterator(sub.path(), ec)) {
+      const std::string name = f.path().filename();
+      if (name.size() != 64) continue;
+      std::string raw(32, '\0');
+      for (size_t i = 0; i < 32; ++i) raw[i] = static_cast<char>(std::stoi(name.substr(i * 2, 2), nullptr, 16));
+      if (live.count(raw)) continue;
+      auto age = std::chrono::duration_cast<std::chrono::seconds>(now - f.last_write_time(ec)).count();
+      if (ec || age < grace_s) continue;
+      uint64_t size = f.file_size(ec);
+      {
+        std::lock_guard lock(mu_);
+        auto it = cache_.find(raw);
+        if (it != cache_.end()) {
+          lru_.erase(it->second.second);
+          cache_.erase(it);
+        }
+      }
+      if (fs::remove(f.path(), ec)) {
+        removed++;
+        chunks_--;
+        bytes_ -= size;
+      }
+    }
+  }
+  return removed;
+}
+
+}  // namespace wormhole

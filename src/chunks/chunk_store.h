@@ -1,0 +1,75 @@
+// ChunkStore: immutable, content-addressed chunk files on local disk.
+// A chunk lives at <dir>/<first 2 hex of its SHA-256>/<64 hex>; it is written to
+// <dir>/tmp first and renamed into place, so a crash never leaves a half chunk under its
+// name. Every chunk is verified against its hash the first time it is opened for reading;
+// open verified chunks stay in a bounded descriptor cache. Thread-safe.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include <sys/types.h>
+
+namespace wormhole {
+
+struct ChunkStoreStats {
+  uint64_t chunks = 0;
+  uint64_t bytes = 0;
+};
+
+class ChunkStore {
+ public:
+  static constexpr size_t kHashBytes = 32;
+  explicit ChunkStore(std::string dir, size_t max_open_files = 256);
+  ~ChunkStore();
+
+  // Creates the directories, removes leftovers of interrupted writes, counts chunks.
+  bool init(std::string* error);
+
+  // Stores `len` bytes and sets *sha256 to their 32-byte hash. Storing bytes that are
+  // already present is free. Returns 0 or an errno (ENOSPC when the disk is full).
+  int put(const char* data, size_t len, std::string* sha256);
+
+  // Reads up to `len` bytes at `offset` of chunk `sha256` into `out`. Returns the byte
+  // count (short at the chunk's end) or -errno: -ENOENT missing, -EIO corrupt.
+  ssize_t read(const std::string& sha256, uint64_t offset, size_t len, char* out);
+
+  bool contains(const std::string& sha256);
+
+  // Makes every stored chunk durable (syncfs of the storage file system).
+  int sync();
+
+  // Deletes chunk files not in `live` whose age exceeds `grace_s` (a chunk can be written
+  // before the version that references it is committed). Returns the number removed.
+  uint64_t collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s);
+
+  ChunkStoreStats stats() const { return {chunks_.load(), bytes_.load()}; }
+  std::string path_of(const std::string& sha256) const;
+
+  static std::string hash(const char* data, size_t len);
+  static std::string hex(const std::string& sha256);
+
+ private:
+  struct OpenChunk {
+    int fd = -1;
+    uint64_t size = 0;
+    ~OpenChunk();
+  };
+  std::shared_ptr<OpenChunk> open_verified(const std::string& sha256, int* err);
+  void cache_insert(const std::string& sha256, std::shared_ptr<OpenChunk> chunk);
+
+  std::string dir_;
+  size_t max_open_files_;
+  int dir_fd_ = -1;
+  std::atomic<uint64_t> chunks_{0}, bytes_{0}, tmp_seq_{0};
+  std::mutex mu_;  // guards the cache
+  std::list<std::string> lru_;  // most recent first
+  std::unordered_map<std::string, std::pair<std::shared_ptr<OpenChunk>, std::list<std::string>::iterator>> cache_;
+};
+
+}  // namespace wormhole

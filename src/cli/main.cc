@@ -1,0 +1,152 @@
+// The `wormhole` binary: runs a pod (`run`) and talks to running pods (`status`, `gc`,
+// `config`). Every subcommand has --help.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "config/config.h"
+#include "daemon/control.h"
+#include "daemon/daemon.h"
+
+using namespace wormhole;
+
+namespace {
+
+std::string human_bytes(uint64_t b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(b);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    u++;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+// Loads the config and picks the pod, printing the error. nullptr on failure.
+const PodConfig* pick(const std::string& file, const std::string& pod_name, std::optional<Config>* cfg) {
+  std::string error;
+  *cfg = load_config(file, &error);
+  if (!*cfg) {
+    std::cerr << "wormhole: " << error << "\n";
+    return nullptr;
+  }
+  const PodConfig* pod = (*cfg)->find_pod(pod_name, &error);
+  if (!pod) std::cerr << "wormhole: " << error << "\n";
+  return pod;
+}
+
+int ask(const std::string& file, const std::string& pod_name, const nlohmann::json& req, nlohmann::json* reply) {
+  std::optional<Config> cfg;
+  const PodConfig* pod = pick(file, pod_name, &cfg);
+  if (!pod) return 2;
+  std::string error;
+  if (!control_request(control_socket_path(*pod), req, reply, &error)) {
+    std::cerr << "wormhole: pod " << pod->name << ": " << error << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Wormhole: one folder over the disks of many machines."};
+  app.require_subcommand(1);
+  std::string config_file = "wormhole.toml", pod_name;
+  bool json = false;
+
+  auto add_common = [&](CLI::App* sub) {
+    sub->add_option("-c,--config", config_file, "network configuration file (TOML)")->capture_default_str();
+    sub->add_option("-p,--pod", pod_name, "which [[pod]] of the file (needed when it declares several)");
+  };
+
+  CLI::App* run = app.add_subcommand("run", "run a pod: mount the network and serve it until Ctrl-C/SIGTERM");
+  add_common(run);
+  std::string log_level = "info";
+  run->add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+
+  CLI::App* status = app.add_subcommand("status", "show the state of a running pod");
+  add_common(status);
+  status->add_flag("--json", json, "machine-readable output");
+
+  CLI::App* gc = app.add_subcommand("gc", "collect unreferenced chunks on a running pod now");
+  add_common(gc);
+  std::string grace;
+  gc->add_option("--grace", grace, "keep chunks younger than this (e.g. 0s, 10m); default: the pod's gc_grace");
+  gc->add_flag("--json", json, "machine-readable output");
+
+  CLI::App* config = app.add_subcommand("config", "inspect a configuration file");
+  config->require_subcommand(1);
+  std::string check_file;
+  CLI::App* check = config->add_subcommand("check", "validate a configuration file");
+  check->add_option("file", check_file, "configuration file")->required();
+  CLI::App* pods = config->add_subcommand("pods", "list the pods a configuration file declares");
+  pods->add_option("file", check_file, "configuration file")->required();
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (run->parsed()) {
+    spdlog::set_level(spdlog::level::from_str(log_level));
+    std::optional<Config> cfg;
+    const PodConfig* pod = pick(config_file, pod_name, &cfg);
+    if (!pod) return 2;
+    return run_daemon(*cfg, *pod);
+  }
+  if (status->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask(config_file, pod_name, {{"cmd", "status"}}, &r)) return rc;
+    if (json) {
+      std::cout << r.dump(2) << "\n";
+      return 0;
+    }
+    std::cout << "network     " << r["network"].get<std::string>() << "\n"
+              << "pod         " << r["pod"].get<std::string>() << " (" << r["pod_id"].get<std::string>() << ", "
+              << r["role"].get<std::string>() << ", pid " << r["pid"] << ")\n"
+              << "mountpoint  " << r["mountpoint"].get<std::string>() << "\n"
+              << "storage     " << r["storage"].get<std::string>() << "\n"
+              << "files       " << r["files"] << " (" << human_bytes(r["logical_bytes"]) << "), directories "
+              << r["directories"] << "\n"
+              << "stored      " << r["chunks"] << " chunks, " << human_bytes(r["chunk_bytes"]) << "\n";
+    return 0;
+  }
+  if (gc->parsed()) {
+    nlohmann::json req{{"cmd", "gc"}};
+    if (!grace.empty()) {
+      uint64_t ms = 0;
+      if (!parse_duration_ms(grace, &ms)) {
+        std::cerr << "wormhole: --grace: expected a duration such as 0s or 10m\n";
+        return 2;
+      }
+      req["grace_s"] = ms / 1000;
+    }
+    nlohmann::json r;
+    if (int rc = ask(config_file, pod_name, req, &r)) return rc;
+    if (json)
+      std::cout << r.dump() << "\n";
+    else
+      std::cout << "removed " << r["removed_chunks"] << " chunks\n";
+    return 0;
+  }
+  if (check->parsed() || pods->parsed()) {
+    std::string error;
+    auto cfg = load_config(check_file, &error);
+    if (!cfg) {
+      std::cerr << "wormhole: " << error << "\n";
+      return 2;
+    }
+    if (check->parsed()) {
+      std::cout << cfg->file << ": ok (network " << cfg->network.name << ", " << cfg->pods.size() << " pods, "
+                << cfg->rules.size() << " rules)\n";
+    } else {
+      for (auto& p : cfg->pods) std::cout << p.name << "\n";
+    }
+    return 0;
+  }
+  return 0;
+}

@@ -1,0 +1,41 @@
+#include "common/ids.h"
+
+#include <cstdio>
+
+namespace wormhole {
+
+std::string Gid::str() const {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%llx:%llx", static_cast<unsigned long long>(pod),
+                static_cast<unsigned long long>(seq));
+  return buf;
+}
+
+std::string Hlc::str() const {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%llu.%u@%llx", static_cast<unsigned long long>(wall_ms), counter,
+                static_cast<unsigned long long>(pod));
+  return buf;
+}
+
+Hlc HlcClock::tick(uint64_t wall_ms) {
+  if (wall_ms > last_.wall_ms) {
+    last_.wall_ms = wall_ms;
+    last_.counter = 0;
+  } else {
+    // Wall clock behind or equal to the last stamp: keep its wall part, bump the counter.
+    last_.counter++;
+  }
+  last_.pod = pod_;
+  return last_;
+}
+
+void HlcClock::observe(const Hlc& remote) {
+  if (remote.wall_ms > last_.wall_ms ||
+      (remote.wall_ms == last_.wall_ms && remote.counter > last_.counter)) {
+    last_.wall_ms = remote.wall_ms;
+    last_.counter = remote.counter;
+  }
+}
+
+}  // namespace wormhole

@@ -1,0 +1,51 @@
+// Global ids and hybrid-logical-clock stamps: the two value types every module shares.
+// Plain values, thread-compatible.
+#pragma once
+#include <compare>
+#include <cstdint>
+#include <string>
+
+namespace wormhole {
+
+// Globally unique id of an inode, entry or version: (creating pod, that pod's counter).
+// Never a bare local counter, so ids minted on different pods never collide.
+struct Gid {
+  uint64_t pod = 0;
+  uint64_t seq = 0;
+  auto operator<=>(const Gid&) const = default;
+  bool empty() const { return pod == 0 && seq == 0; }
+  std::string str() const;  // "pod:seq" in hex, for logs
+};
+
+// Well-known ids (pod 0 is reserved for them).
+inline constexpr Gid kRootId{0, 1};   // the root directory (entry and inode)
+inline constexpr Gid kTrashId{0, 2};  // parent of deleted entries; never visible
+
+// Hybrid logical clock stamp. Totally ordered by (wall_ms, counter, pod).
+struct Hlc {
+  uint64_t wall_ms = 0;
+  uint32_t counter = 0;
+  uint64_t pod = 0;
+  auto operator<=>(const Hlc&) const = default;
+  bool empty() const { return wall_ms == 0 && counter == 0 && pod == 0; }
+  std::string str() const;
+};
+
+// The clock of one pod. Not thread-safe: the owner (meta) serializes calls.
+// It never reads the wall clock itself: callers pass wall time, so simulations stay
+// deterministic.
+class HlcClock {
+ public:
+  explicit HlcClock(uint64_t pod) : pod_(pod) {}
+  // Returns a stamp greater than every stamp issued or observed so far.
+  Hlc tick(uint64_t wall_ms);
+  // Records a stamp received from elsewhere so later ticks are greater than it.
+  void observe(const Hlc& remote);
+  const Hlc& last() const { return last_; }
+
+ private:
+  uint64_t pod_;
+  Hlc last_;
+};
+
+}  // namespace wormhole

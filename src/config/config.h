@@ -1,0 +1,84 @@
+// Configuration: the declarative TOML file of a network (DESIGN.md §7) parsed and
+// validated in full before anything starts. Plain values, thread-compatible.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace wormhole {
+
+struct Reactions {
+  // Each one of: continue, throttle, read-only, lower-redundancy, stop.
+  std::string favorable = "continue";
+  std::string mitigated = "continue";
+  std::string grave = "read-only";
+};
+
+struct NetworkConfig {
+  std::string name;
+  uint32_t redundancy = 2;          // copies per version; 0 means "all" storage pods
+  std::string join = "open";        // open | token | approval
+  std::string token;                // required when join = "token"
+  uint64_t max_storage_bytes = 0;   // 0 = unlimited
+  std::vector<std::string> admins;
+  std::string replication_mode = "sync";  // sync | async
+  uint64_t replication_delay_ms = 0;
+  std::string conflict = "keep-both";     // keep-both | last-write-wins
+  uint64_t repair_delay_s = 600;
+  uint64_t repair_rate_bytes = 64ull << 20;  // per second
+  Reactions reactions;
+  uint64_t chunk_size = 4ull << 20;
+};
+
+struct Affinity {
+  double redundant = 1.0, new_files = 1.0, hot = 1.0, cold = 1.0;
+};
+
+struct PodConfig {
+  std::string name;
+  std::string role = "storage";     // storage | client
+  std::string listen;               // host:port for pod-to-pod traffic
+  std::vector<std::string> peers;   // addresses of members to join through
+  std::string mountpoint;           // absolute (relative paths resolve against the file)
+  std::string storage;              // absolute storage directory
+  uint64_t storage_limit_bytes = 0; // 0 = the whole file system
+  uint64_t cache_bytes = 1ull << 30;
+  std::string cache_policy = "auto";  // auto | stream | copy
+  uint64_t stream_above_bytes = 64ull << 20;
+  Affinity affinity;
+  std::vector<std::string> labels;
+  std::string disconnect = "continue";  // continue | read-only | freeze
+  uint64_t gc_grace_s = 600;        // unreferenced chunks younger than this are kept
+  uint64_t gc_interval_s = 300;
+};
+
+struct RuleConfig {
+  std::string path;                 // glob on the path inside the network, e.g. "/photos/**"
+  std::optional<uint32_t> redundancy;  // 0 = all
+  std::vector<std::string> pin;     // pods that keep a local copy
+  bool no_cache = false;
+  bool read_only = false;
+  std::optional<std::string> conflict;
+};
+
+struct Config {
+  std::string file;  // absolute path of the file it was read from
+  NetworkConfig network;
+  std::vector<PodConfig> pods;
+  std::vector<RuleConfig> rules;
+
+  // The pod named `name`; with an empty name, the only pod. nullptr + *error otherwise.
+  const PodConfig* find_pod(const std::string& name, std::string* error) const;
+};
+
+// Reads and validates `path`. On error returns nullopt and sets *error to
+// "<file>:<line>:<column>: <key>: <what is wrong>".
+std::optional<Config> load_config(const std::string& path, std::string* error);
+
+// Parses "4MiB", "10GB", "512" (bytes) into bytes; false on bad syntax.
+bool parse_size(const std::string& text, uint64_t* bytes);
+// Parses "30s", "10m", "2h", "1d", "250ms" into milliseconds; false on bad syntax.
+bool parse_duration_ms(const std::string& text, uint64_t* ms);
+
+}  // namespace wormhole

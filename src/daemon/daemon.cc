@@ -1,0 +1,145 @@
+#include "daemon/daemon.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "chunks/chunk_store.h"
+#include "daemon/control.h"
+#include "daemon/storage_dir.h"
+#include "fs/fuse_fs.h"
+#include "meta/namespace.h"
+#include "store/rocks_kv.h"
+#include "vfs/vfs.h"
+
+namespace wormhole {
+
+std::string control_socket_path(const PodConfig& pod) { return pod.storage + "/control.sock"; }
+
+namespace {
+
+// Runs periodic work (move-log trimming, chunk garbage collection) until stopped.
+class Timers {
+ public:
+  Timers(Vfs& vfs, const PodConfig& pod) : vfs_(vfs), pod_(pod) {
+    thread_ = std::thread([this] { loop(); });
+  }
+  ~Timers() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void loop() {
+    auto next_gc = std::chrono::steady_clock::now() + std::chrono::seconds(pod_.gc_interval_s);
+    std::unique_lock lock(mu_);
+    while (!stop_) {
+      cv_.wait_for(lock, std::chrono::seconds(1));
+      if (stop_) break;
+      lock.unlock();
+      vfs_.ns().trim();
+      if (std::chrono::steady_clock::now() >= next_gc) {
+        uint64_t removed = vfs_.collect_garbage(static_cast<int64_t>(pod_.gc_grace_s));
+        if (removed) spdlog::info("garbage collection removed {} chunks", removed);
+        next_gc = std::chrono::steady_clock::now() + std::chrono::seconds(pod_.gc_interval_s);
+      }
+      lock.lock();
+    }
+  }
+  Vfs& vfs_;
+  const PodConfig& pod_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+int64_t wall_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+int run_daemon(const Config& config, const PodConfig& pod) {
+  std::string error;
+  StorageDir storage(pod.storage);
+  if (!storage.lock(&error) || !storage.load_identity(config.network.name, pod.name, &error)) {
+    spdlog::error("{}", error);
+    return 1;
+  }
+  auto kv = RocksKv::open(pod.storage + "/meta", &error);
+  if (!kv) {
+    spdlog::error("cannot open metadata in {}/meta: {}", pod.storage, error);
+    return 1;
+  }
+  ChunkStore chunks(pod.storage + "/chunks");
+  if (!chunks.init(&error)) {
+    spdlog::error("{}", error);
+    return 1;
+  }
+  Vfs* vfs_ptr = nullptr;
+  Namespace ns(*kv, storage.pod_id(), wall_ns, [&vfs_ptr](Gid g) { return vfs_ptr && vfs_ptr->in_use(g); });
+  if (!ns.init(&error)) {
+    spdlog::error("{}", error);
+    return 1;
+  }
+  Vfs vfs(ns, chunks, config.network.chunk_size);
+  vfs_ptr = &vfs;
+  ns.trim();
+
+  const auto started = std::chrono::steady_clock::now();
+  ControlServer control(control_socket_path(pod), [&](const nlohmann::json& req) {
+    const std::string cmd = req.value("cmd", "");
+    if (cmd == "status") {
+      NamespaceStats s = ns.stats();
+      ChunkStoreStats c = chunks.stats();
+      char id[20];
+      std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(storage.pod_id()));
+      return nlohmann::json{
+          {"network", config.network.name},
+          {"pod", pod.name},
+          {"pod_id", id},
+          {"role", pod.role},
+          {"pid", ::getpid()},
+          {"mountpoint", pod.mountpoint},
+          {"storage", pod.storage},
+          {"files", s.files},
+          {"directories", s.directories},
+          {"logical_bytes", s.logical_bytes},
+          {"chunks", c.chunks},
+          {"chunk_bytes", c.bytes},
+          {"move_log_entries", s.move_log_entries},
+          {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
+                           .count()}};
+    }
+    if (cmd == "gc") {
+      int64_t grace = req.value("grace_s", static_cast<int64_t>(pod.gc_grace_s));
+      ns.trim();
+      return nlohmann::json{{"removed_chunks", vfs.collect_garbage(grace)}};
+    }
+    return nlohmann::json{{"error", "unknown command \"" + cmd + "\""}};
+  });
+  if (!control.start(&error)) {
+    spdlog::error("{}", error);
+    return 1;
+  }
+  Timers timers(vfs, pod);
+  spdlog::info("pod {} of network {} starting (storage {})", pod.name, config.network.name, pod.storage);
+  FuseOptions opts;
+  opts.mountpoint = pod.mountpoint;
+  opts.storage_dir = pod.storage;
+  int rc = run_fuse(vfs, opts);
+  spdlog::info("pod {} stopped", pod.name);
+  return rc;
+}
+
+}  // namespace wormhole

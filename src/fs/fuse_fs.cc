@@ -1,0 +1,551 @@
+#define FUSE_USE_VERSION 312
+#include "fs/fuse_fs.h"
+
+#include <fuse_lowlevel.h>
+#include <spdlog/spdlog.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+namespace wormhole {
+namespace {
+
+struct Context {
+  Vfs* vfs;
+  FuseOptions opts;
+};
+
+// An open regular file handle (fi->fh).
+struct FileHandle {
+  std::shared_ptr<OpenFile> file;
+};
+
+// An open directory handle: a snapshot of the listing taken at opendir, so offsets stay
+// stable while the directory changes (bounded by the directory's size).
+struct DirHandle {
+  std::vector<ListItem> items;
+  uint64_t self_ino = 0, parent_ino = 1;
+};
+
+Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(req)); }
+Vfs& vfs(fuse_req_t req) { return *ctx(req).vfs; }
+Namespace& ns(fuse_req_t req) { return ctx(req).vfs->ns(); }
+
+void to_stat(const Attr& a, struct stat* st) {
+  std::memset(st, 0, sizeof *st);
+  st->st_ino = a.ino;
+  st->st_mode = a.mode;
+  st->st_nlink = a.nlink;
+  st->st_uid = a.uid;
+  st->st_gid = a.gid;
+  st->st_size = static_cast<off_t>(a.size);
+  st->st_blocks = static_cast<blkcnt_t>((a.size + 511) / 512);
+  st->st_blksize = 128 * 1024;  // larger than 4 KiB so tools read and write in big pieces
+  st->st_atim.tv_sec = a.atime_ns / 1000000000;
+  st->st_atim.tv_nsec = a.atime_ns % 1000000000;
+  st->st_mtim.tv_sec = a.mtime_ns / 1000000000;
+  st->st_mtim.tv_nsec = a.mtime_ns % 1000000000;
+  st->st_ctim.tv_sec = a.ctime_ns / 1000000000;
+  st->st_ctim.tv_nsec = a.ctime_ns % 1000000000;
+}
+
+void reply_entry(fuse_req_t req, const Attr& a) {
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof e);
+  e.ino = a.ino;
+  e.generation = 1;
+  to_stat(a, &e.attr);
+  e.attr_timeout = ctx(req).opts.attr_timeout_s;
+  e.entry_timeout = ctx(req).opts.entry_timeout_s;
+  fuse_reply_entry(req, &e);
+}
+
+void reply_attr(fuse_req_t req, const Attr& a) {
+  struct stat st;
+  to_stat(a, &st);
+  fuse_reply_attr(req, &st, ctx(req).opts.attr_timeout_s);
+}
+
+FileHandle* handle(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
+
+void wh_init(void* userdata, fuse_conn_info* conn) {
+  (void)userdata;
+  // The kernel caches written pages and sends them in large writes; safe because every
+  // change to a file on this pod goes through this mount.
+  if (conn->capable & FUSE_CAP_WRITEBACK_CACHE) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+  // POSIX and flock locks stay local to this pod: the kernel handles them when the file
+  // system does not implement lock requests.
+  conn->want &= ~FUSE_CAP_POSIX_LOCKS;
+  conn->want &= ~FUSE_CAP_FLOCK_LOCKS;
+  conn->max_write = 1 << 20;
+  conn->max_readahead = 1 << 20;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+}
+
+void wh_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Attr a;
+  if (int err = ns(req).lookup(parent, name, &a)) {
+    if (err == ENOENT) {
+      // A negative entry lets the kernel cache "does not exist" (we make every change).
+      fuse_entry_param e;
+      std::memset(&e, 0, sizeof e);
+      e.entry_timeout = ctx(req).opts.entry_timeout_s;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (a.type == pb::REGULAR) vfs(req).getattr(a.ino, &a);
+  reply_entry(req, a);
+}
+
+void wh_forget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+void wh_forget_multi(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
+
+void wh_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Attr a;
+  if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+  reply_attr(req, a);
+}
+
+void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
+  Attr a;
+  if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
+    if (a.type != pb::REGULAR) return (void)fuse_reply_err(req, EINVAL);
+    int err = fi && fi->fh ? handle(fi)->file->truncate(static_cast<uint64_t>(st->st_size), Vfs::now_ns())
+                           : vfs(req).truncate(a.id, static_cast<uint64_t>(st->st_size));
+    if (err) return (void)fuse_reply_err(req, err);
+  }
+  pb::SetAttr change;
+  uint32_t mask = 0;
+  const int64_t now = Vfs::now_ns();
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    mask |= kAttrMode;
+    change.set_mode(st->st_mode & 07777);
+  }
+  if (to_set & FUSE_SET_ATTR_UID) {
+    mask |= kAttrUid;
+    change.set_uid(st->st_uid);
+  }
+  if (to_set & FUSE_SET_ATTR_GID) {
+    mask |= kAttrGid;
+    change.set_gid(st->st_gid);
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
+    mask |= kAttrAtime;
+    change.set_atime_ns((to_set & FUSE_SET_ATTR_ATIME_NOW) ? now
+                                                           : st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec);
+  }
+  if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
+    mask |= kAttrMtime;
+    change.set_mtime_ns((to_set & FUSE_SET_ATTR_MTIME_NOW) ? now
+                                                           : st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec);
+  }
+  if (mask) {
+    change.set_mask(mask);
+    if (int err = ns(req).setattr(ino, change, &a)) return (void)fuse_reply_err(req, err);
+  }
+  if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+  reply_attr(req, a);
+}
+
+void wh_readlink(fuse_req_t req, fuse_ino_t ino) {
+  std::string target;
+  if (int err = ns(req).readlink(ino, &target)) return (void)fuse_reply_err(req, err);
+  fuse_reply_readlink(req, target.c_str());
+}
+
+void make_node(fuse_req_t req, fuse_ino_t parent, const char* name, pb::FileType type, mode_t mode,
+               const char* target) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  Attr a;
+  if (int err = ns(req).make(parent, name, type, mode, c->uid, c->gid, target ? target : "", &a))
+    return (void)fuse_reply_err(req, err);
+  reply_entry(req, a);
+}
+
+void wh_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+  pb::FileType type;
+  if (S_ISREG(mode)) type = pb::REGULAR;
+  else if (S_ISFIFO(mode)) type = pb::FIFO;
+  else if (S_ISSOCK(mode)) type = pb::SOCKET;
+  else return (void)fuse_reply_err(req, EPERM);  // device nodes are not supported
+  make_node(req, parent, name, type, mode, nullptr);
+}
+
+void wh_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  make_node(req, parent, name, pb::DIRECTORY, mode, nullptr);
+}
+
+void wh_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+  make_node(req, parent, name, pb::SYMLINK, 0777, link);
+}
+
+void wh_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, ns(req).unlink(parent, name));
+}
+
+void wh_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_reply_err(req, ns(req).rmdir(parent, name));
+}
+
+void wh_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+               unsigned int flags) {
+  fuse_reply_err(req, ns(req).rename(parent, name, newparent, newname, flags));
+}
+
+void wh_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  Attr a;
+  if (int err = ns(req).link(ino, newparent, newname, &a)) return (void)fuse_reply_err(req, err);
+  vfs(req).getattr(a.ino, &a);
+  reply_entry(req, a);
+}
+
+int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
+  if (a.type == pb::DIRECTORY) return EISDIR;
+  if (a.type != pb::REGULAR) return ENXIO;
+  auto h = std::make_unique<FileHandle>();
+  if (int err = vfs(req).open(a.id, &h->file)) return err;
+  fi->fh = reinterpret_cast<uint64_t>(h.release());
+  // Every change of this file's content on this pod passes through this mount, so the
+  // kernel's cached pages stay valid from one open to the next.
+  fi->keep_cache = 1;
+  return 0;
+}
+
+void wh_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Attr a;
+  if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+  if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
+  if (fuse_reply_open(req, fi) == -ENOENT) {  // interrupted: the kernel never saw the handle
+    vfs(req).release(handle(fi)->file);
+    delete handle(fi);
+  }
+}
+
+void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  Attr a;
+  if (int err = ns(req).make(parent, name, pb::REGULAR, mode, c->uid, c->gid, "", &a))
+    return (void)fuse_reply_err(req, err);
+  if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
+  fuse_entry_param e;
+  std::memset(&e, 0, sizeof e);
+  e.ino = a.ino;
+  e.generation = 1;
+  to_stat(a, &e.attr);
+  e.attr_timeout = ctx(req).opts.attr_timeout_s;
+  e.entry_timeout = ctx(req).opts.entry_timeout_s;
+  if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+    vfs(req).release(handle(fi)->file);
+    delete handle(fi);
+  }
+}
+
+void wh_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  // One buffer per FUSE thread, as large as the largest read the kernel sends.
+  thread_local std::vector<char> buf;
+  if (buf.size() < size) buf.resize(size);
+  ssize_t n = handle(fi)->file->read(static_cast<uint64_t>(off), size, buf.data());
+  if (n < 0) return (void)fuse_reply_err(req, static_cast<int>(-n));
+  fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+}
+
+void wh_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+  if (int err = handle(fi)->file->write(static_cast<uint64_t>(off), data, size, Vfs::now_ns()))
+    return (void)fuse_reply_err(req, err);
+  fuse_reply_write(req, size);
+}
+
+void wh_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  // Called at every close(): commit the version so other processes and pods see it
+  // (close-to-open), and report a full disk to the closing process.
+  fuse_reply_err(req, handle(fi)->file->flush(false));
+}
+
+void wh_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  FileHandle* h = handle(fi);
+  int err = vfs(req).release(h->file);
+  delete h;
+  fuse_reply_err(req, err);
+}
+
+void wh_fsync(fuse_req_t req, fuse_ino_t, int, fuse_file_info* fi) {
+  fuse_reply_err(req, handle(fi)->file->flush(true));
+}
+
+void wh_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto h = std::make_unique<DirHandle>();
+  h->self_ino = ino;
+  if (int err = ns(req).list(ino, &h->items, &h->parent_ino)) return (void)fuse_reply_err(req, err);
+  fi->fh = reinterpret_cast<uint64_t>(h.release());
+  fi->cache_readdir = 0;
+  fuse_reply_open(req, fi);
+}
+
+void readdir_common(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  DirHandle* h = reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  const size_t total = h->items.size() + 2;
+  for (size_t i = static_cast<size_t>(off); i < total; ++i) {
+    std::string name;
+    struct stat st;
+    std::memset(&st, 0, sizeof st);
+    Attr a;
+    if (i < 2) {
+      name = i == 0 ? "." : "..";
+      st.st_ino = i == 0 ? h->self_ino : h->parent_ino;
+      st.st_mode = S_IFDIR;
+    } else {
+      const ListItem& item = h->items[i - 2];
+      name = item.name;
+      st.st_ino = item.ino;
+      st.st_mode = item.mode;
+    }
+    size_t n;
+    if (plus) {
+      fuse_entry_param e;
+      std::memset(&e, 0, sizeof e);
+      if (i >= 2) {
+        if (vfs(req).getattr(st.st_ino, &a) != 0) continue;  // removed since opendir
+        e.ino = a.ino;
+        e.generation = 1;
+        to_stat(a, &e.attr);
+        e.attr_timeout = ctx(req).opts.attr_timeout_s;
+        e.entry_timeout = ctx(req).opts.entry_timeout_s;
+      } else {
+        e.attr = st;  // "." and "..": the kernel does not take a lookup reference
+      }
+      n = fuse_add_direntry_plus(req, buf.data() + used, size - used, name.c_str(), &e, static_cast<off_t>(i + 1));
+    } else {
+      n = fuse_add_direntry(req, buf.data() + used, size - used, name.c_str(), &st, static_cast<off_t>(i + 1));
+    }
+    if (n > size - used) break;
+    used += n;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void wh_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  readdir_common(req, ino, size, off, fi, false);
+}
+void wh_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  readdir_common(req, ino, size, off, fi, true);
+}
+
+void wh_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void wh_fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
+  // Namespace changes are in RocksDB's log on the storage file system: syncing that file
+  // system makes them durable.
+  fuse_reply_err(req, vfs(req).chunks().sync());
+}
+
+void wh_statfs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs sv;
+  if (::statvfs(ctx(req).opts.storage_dir.c_str(), &sv) != 0) return (void)fuse_reply_err(req, errno);
+  sv.f_namemax = 255;
+  fuse_reply_statfs(req, &sv);
+}
+
+bool is_system_xattr(const char* name) { return std::strncmp(name, "system.", 7) == 0; }
+
+void wh_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  if (is_system_xattr(name)) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  fuse_reply_err(req, ns(req).setxattr(ino, name, std::string_view(value, size), flags));
+}
+
+void wh_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  if (is_system_xattr(name)) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  std::string value;
+  if (int err = ns(req).getxattr(ino, name, &value)) return (void)fuse_reply_err(req, err);
+  if (size == 0) return (void)fuse_reply_xattr(req, value.size());
+  if (size < value.size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, value.data(), value.size());
+}
+
+void wh_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  std::vector<std::string> names;
+  if (int err = ns(req).listxattr(ino, &names)) return (void)fuse_reply_err(req, err);
+  std::string out;
+  for (auto& n : names) {
+    out += n;
+    out.push_back('\0');
+  }
+  if (size == 0) return (void)fuse_reply_xattr(req, out.size());
+  if (size < out.size()) return (void)fuse_reply_err(req, ERANGE);
+  fuse_reply_buf(req, out.data(), out.size());
+}
+
+void wh_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (is_system_xattr(name)) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  fuse_reply_err(req, ns(req).removexattr(ino, name));
+}
+
+void wh_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  Attr a;
+  if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+  if (mask == F_OK) return (void)fuse_reply_err(req, 0);
+  const fuse_ctx* c = fuse_req_ctx(req);
+  if (c->uid == 0) {
+    // root may do anything but execute a file nobody may execute
+    const bool exec_ok = !(mask & X_OK) || a.type == pb::DIRECTORY || (a.mode & 0111);
+    return (void)fuse_reply_err(req, exec_ok ? 0 : EACCES);
+  }
+  unsigned bits = a.mode & 07;
+  if (c->uid == a.uid) bits = (a.mode >> 6) & 07;
+  else if (c->gid == a.gid) bits = (a.mode >> 3) & 07;
+  const unsigned want = ((mask & R_OK) ? 4 : 0) | ((mask & W_OK) ? 2 : 0) | ((mask & X_OK) ? 1 : 0);
+  fuse_reply_err(req, (bits & want) == want ? 0 : EACCES);
+}
+
+void wh_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+  if (mode & ~FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, EOPNOTSUPP);
+  if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
+  // Chunks are written only when data is, so space cannot be reserved; but a caller asking
+  // for more room than the disk has must hear ENOSPC now, not later.
+  struct statvfs sv;
+  if (::statvfs(ctx(req).opts.storage_dir.c_str(), &sv) == 0) {
+    const uint64_t avail = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+    if (static_cast<uint64_t>(length) > avail) return (void)fuse_reply_err(req, ENOSPC);
+  }
+  if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+    Attr a;
+    a.size = 0;
+    handle(fi)->file->overlay(&a);
+    const uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
+    if (end > a.size)
+      if (int err = handle(fi)->file->truncate(end, Vfs::now_ns())) return (void)fuse_reply_err(req, err);
+  }
+  fuse_reply_err(req, 0);
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.init = wh_init;
+  ops.lookup = wh_lookup;
+  ops.forget = wh_forget;
+  ops.forget_multi = wh_forget_multi;
+  ops.getattr = wh_getattr;
+  ops.setattr = wh_setattr;
+  ops.readlink = wh_readlink;
+  ops.mknod = wh_mknod;
+  ops.mkdir = wh_mkdir;
+  ops.unlink = wh_unlink;
+  ops.rmdir = wh_rmdir;
+  ops.symlink = wh_symlink;
+  ops.rename = wh_rename;
+  ops.link = wh_link;
+  ops.open = wh_open;
+  ops.read = wh_read;
+  ops.write = wh_write;
+  ops.flush = wh_flush;
+  ops.release = wh_release;
+  ops.fsync = wh_fsync;
+  ops.opendir = wh_opendir;
+  ops.readdir = wh_readdir;
+  ops.readdirplus = wh_readdirplus;
+  ops.releasedir = wh_releasedir;
+  ops.fsyncdir = wh_fsyncdir;
+  ops.statfs = wh_statfs;
+  ops.setxattr = wh_setxattr;
+  ops.getxattr = wh_getxattr;
+  ops.listxattr = wh_listxattr;
+  ops.removexattr = wh_removexattr;
+  ops.access = wh_access;
+  ops.create = wh_create;
+  ops.fallocate = wh_fallocate;
+  return ops;
+}();
+
+}  // namespace
+
+bool clean_stale_mount(const std::string& mountpoint) {
+  struct stat st;
+  if (::stat(mountpoint.c_str(), &st) == 0 || errno != ENOTCONN) return true;
+  spdlog::warn("{} is a dead mount left by a crashed daemon; detaching it", mountpoint);
+  if (::umount2(mountpoint.c_str(), MNT_DETACH) == 0) return true;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execlp("fusermount3", "fusermount3", "-u", "-z", mountpoint.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  if (pid > 0) ::waitpid(pid, &status, 0);
+  return ::stat(mountpoint.c_str(), &st) == 0;
+}
+
+int run_fuse(Vfs& vfs, const FuseOptions& options) {
+  Context context{&vfs, options};
+  if (!clean_stale_mount(options.mountpoint)) {
+    spdlog::error("cannot clean the stale mount at {}", options.mountpoint);
+    return 1;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options.mountpoint, ec);
+  std::vector<std::string> argv_s = {"wormhole", "-o", "fsname=wormhole,subtype=wormhole"};
+  if (::geteuid() == 0) {
+    // Shared mount for every user, with the kernel checking permissions against modes.
+    argv_s.push_back("-o");
+    argv_s.push_back("allow_other,default_permissions");
+  } else {
+    argv_s.push_back("-o");
+    argv_s.push_back("default_permissions");
+  }
+  std::vector<char*> argv;
+  for (auto& s : argv_s) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_session* se = fuse_session_new(&args, &kOps, sizeof kOps, &context);
+  if (!se) {
+    spdlog::error("cannot create the FUSE session");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(se) != 0) {
+    fuse_session_destroy(se);
+    return 1;
+  }
+  if (fuse_session_mount(se, options.mountpoint.c_str()) != 0) {
+    spdlog::error("cannot mount at {}", options.mountpoint);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return 1;
+  }
+  spdlog::info("mounted at {}", options.mountpoint);
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(cfg, 1);
+  fuse_loop_cfg_set_max_threads(cfg, options.max_threads);
+  fuse_loop_cfg_set_idle_threads(cfg, 4);
+  int rc = fuse_session_loop_mt(se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  spdlog::info("unmounted {}", options.mountpoint);
+  return rc < 0 ? 1 : 0;
+}
+
+}  // namespace wormhole

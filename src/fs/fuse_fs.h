@@ -1,0 +1,27 @@
+// FuseFs: the libfuse3 low-level adapter. Translates kernel requests into Namespace and
+// Vfs calls and their results into replies; it holds no file-system state of its own.
+// Runs the multithreaded session loop on the calling thread until unmount or signal.
+#pragma once
+#include <string>
+
+#include "vfs/vfs.h"
+
+namespace wormhole {
+
+struct FuseOptions {
+  std::string mountpoint;
+  std::string storage_dir;   // for statfs and fallocate space checks
+  double entry_timeout_s = 1.0;
+  double attr_timeout_s = 1.0;
+  unsigned max_threads = 16;
+};
+
+// Mounts and serves until the file system is unmounted or SIGINT/SIGTERM arrives, then
+// unmounts. Returns 0 on a clean stop, non-zero (with a log line) if mounting failed.
+int run_fuse(Vfs& vfs, const FuseOptions& options);
+
+// If `mountpoint` is a dead FUSE mount (ENOTCONN), detaches it. Returns false when a
+// stale mount could not be removed.
+bool clean_stale_mount(const std::string& mountpoint);
+
+}  // namespace wormhole

@@ -1,0 +1,583 @@
+#include "meta/meta.h"
+
+#include <cassert>
+#include <sys/stat.h>
+
+#include "meta/keys.h"
+
+namespace wormhole {
+namespace {
+
+// Depth bound for ancestor walks: a path deeper than this is treated as a cycle. Linux
+// paths are at most 4096 bytes, so no legitimate tree is anywhere near it.
+constexpr int kMaxDepth = 1 << 16;
+
+Gid from_pb(const pb::Gid& g) { return Gid{g.pod(), g.seq()}; }
+void to_pb(Gid g, pb::Gid* out) {
+  out->set_pod(g.pod);
+  out->set_seq(g.seq);
+}
+Hlc from_pb(const pb::Hlc& h) { return Hlc{h.wall_ms(), h.counter(), h.pod()}; }
+void to_pb(const Hlc& h, pb::Hlc* out) {
+  out->set_wall_ms(h.wall_ms);
+  out->set_counter(h.counter);
+  out->set_pod(h.pod);
+}
+int64_t wall_ns(const Hlc& ts) { return static_cast<int64_t>(ts.wall_ms) * 1000000; }
+
+std::string encode_progress(uint64_t seq, const Hlc& h) {
+  std::string v;
+  keys::put_u64(v, seq);
+  keys::put_u64(v, h.wall_ms);
+  keys::put_u64(v, h.counter);
+  keys::put_u64(v, h.pod);
+  return v;
+}
+
+}  // namespace
+
+Meta::Meta(KvStore& kv, uint64_t pod_id, std::function<bool(Gid)> in_use)
+    : kv_(kv), pod_id_(pod_id), in_use_(std::move(in_use)), clock_(pod_id) {
+  assert(pod_id != 0 && "pod id 0 is reserved for well-known ids");
+}
+
+bool Meta::init(uint64_t wall_ms, std::string* error) {
+  std::string v;
+  if (kv_.get(keys::state("gid_seq"), &v) && v.size() == 8) gid_seq_ = keys::get_u64(v, 0);
+  if (kv_.get(keys::state("next_ino"), &v) && v.size() == 8) next_ino_ = keys::get_u64(v, 0);
+  kv_.scan(keys::kProgressPrefix, prefix_end(keys::kProgressPrefix), false,
+           [&](std::string_view k, std::string_view val) {
+             if (k.size() != 9 || val.size() != 32) return true;
+             Progress p;
+             p.seq = keys::get_u64(val, 0);
+             p.hlc = Hlc{keys::get_u64(val, 8), static_cast<uint32_t>(keys::get_u64(val, 16)),
+                         keys::get_u64(val, 24)};
+             progress_[keys::get_u64(k, 1)] = p;
+             clock_.observe(p.hlc);
+             return true;
+           });
+  local_seq_ = progress_[pod_id_].seq;
+  // Inodes that were unlinked while open when the previous daemon stopped: nobody can
+  // use them any more.
+  {
+    KvTxn txn(kv_);
+    std::vector<Gid> orphans;
+    kv_.scan(keys::kOrphanPrefix, prefix_end(keys::kOrphanPrefix), false, [&](std::string_view k, std::string_view) {
+      if (k.size() == 17) orphans.push_back(keys::get_gid(k, 1));
+      return true;
+    });
+    for (Gid g : orphans) purge_inode(txn, g);
+    txn.commit(false);
+  }
+  if (!kv_.get(keys::inode(kRootId), &v)) {
+    KvTxn txn(kv_);
+    for (Gid g : {kRootId, kTrashId}) {
+      pb::InodeRecord root;
+      root.set_type(pb::DIRECTORY);
+      root.set_mode(0755);
+      int64_t now_ns = static_cast<int64_t>(wall_ms) * 1000000;
+      root.set_atime_ns(now_ns);
+      root.set_mtime_ns(now_ns);
+      root.set_ctime_ns(now_ns);
+      root.set_nlink(2);
+      root.set_local_ino(g == kRootId ? 1 : 0);
+      write_inode(txn, g, root);
+    }
+    std::string gid;
+    keys::put_gid(gid, kRootId);
+    txn.put(keys::ino(1), gid);
+    save_counters(txn);
+    KvStatus st = txn.commit(true);
+    if (!st.ok) {
+      *error = "cannot initialise metadata: " + st.message;
+      return false;
+    }
+  }
+  return true;
+}
+
+pb::Op Meta::new_local_op(uint64_t wall_ms) {
+  pb::Op op;
+  to_pb(clock_.tick(wall_ms), op.mutable_hlc());
+  op.set_origin(pod_id_);
+  op.set_seq(local_seq_ + 1);
+  return op;
+}
+
+void Meta::save_counters(KvTxn& txn) {
+  std::string v;
+  keys::put_u64(v, gid_seq_);
+  txn.put(keys::state("gid_seq"), v);
+  v.clear();
+  keys::put_u64(v, next_ino_);
+  txn.put(keys::state("next_ino"), v);
+}
+
+bool Meta::read_inode(KvTxn& txn, Gid g, pb::InodeRecord* rec) {
+  std::string v;
+  return txn.get(keys::inode(g), &v) && rec->ParseFromString(v);
+}
+
+void Meta::write_inode(KvTxn& txn, Gid g, const pb::InodeRecord& rec) {
+  txn.put(keys::inode(g), rec.SerializeAsString());
+}
+
+bool Meta::read_edge(KvTxn& txn, Gid entry, Edge* edge) {
+  std::string v;
+  pb::EntryRecord rec;
+  if (!txn.get(keys::entry(entry), &v) || !rec.ParseFromString(v)) return false;
+  edge->parent = from_pb(rec.parent());
+  edge->name = rec.name();
+  edge->inode = from_pb(rec.inode());
+  return true;
+}
+
+KvStatus Meta::apply(const pb::Op& op, bool sync) {
+  const uint64_t origin = op.origin();
+  auto& prog = progress_[origin];
+  if (op.seq() <= prog.seq) return {};  // duplicate: already applied
+  // Ops of one origin are applied in sequence order; the network layer holds back gaps.
+  assert(op.seq() == prog.seq + 1);
+
+  // Snapshot the in-memory state so that a failed write leaves nothing changed.
+  const Progress saved_prog = prog;
+  const uint64_t saved_ino = next_ino_, saved_local_seq = local_seq_;
+  const Hlc op_ts = from_pb(op.hlc());
+  const HlcClock saved_clock = clock_;
+  clock_.observe(op_ts);
+
+  KvTxn txn(kv_);
+  // Kleppmann: undo every logged move newer than this op (newest first), apply the op,
+  // then redo the undone moves oldest first, each recomputing its old edge and cycle check.
+  std::vector<std::pair<std::string, pb::MoveLogRecord>> undone;
+  const std::string first_key = keys::movelog(op_ts, 0);
+  kv_.scan(first_key, prefix_end(keys::kMoveLogPrefix), true,
+           [&](std::string_view k, std::string_view v) {
+             pb::MoveLogRecord rec;
+             if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())))
+               undone.emplace_back(std::string(k), std::move(rec));
+             return true;
+           });
+  for (auto& [key, rec] : undone) undo_move(txn, rec);
+
+  for (int i = 0; i < op.actions_size(); ++i) {
+    const pb::Action& a = op.actions(i);
+    const uint32_t index = static_cast<uint32_t>(i);
+    // Actions of one op share its stamp; the move log orders them by (stamp, index).
+    const Hlc& ts = op_ts;
+    switch (a.kind_case()) {
+      case pb::Action::kMove: do_move(txn, ts, index, a.move()); break;
+      case pb::Action::kSetAttr: apply_set_attr(txn, ts, a.set_attr()); break;
+      case pb::Action::kSetXattr: apply_set_xattr(txn, ts, a.set_xattr()); break;
+      case pb::Action::kCommit: apply_commit(txn, ts, a.commit()); break;
+      case pb::Action::KIND_NOT_SET: break;
+    }
+  }
+
+  for (auto it = undone.rbegin(); it != undone.rend(); ++it) {
+    Hlc ts;
+    uint32_t index = 0;
+    keys::parse_movelog(it->first, &ts, &index);
+    do_move(txn, ts, index, it->second.move());
+  }
+
+  prog.seq = op.seq();
+  if (op_ts > prog.hlc) prog.hlc = op_ts;
+  txn.put(keys::progress(origin), encode_progress(prog.seq, prog.hlc));
+  txn.put(keys::oplog(origin, op.seq()), op.SerializeAsString());
+  if (origin == pod_id_) local_seq_ = op.seq();
+  save_counters(txn);
+  KvStatus st = txn.commit(sync);
+  if (!st.ok) {
+    prog = saved_prog;
+    next_ino_ = saved_ino;
+    local_seq_ = saved_local_seq;
+    clock_ = saved_clock;
+  }
+  return st;
+}
+
+void Meta::create_inode(KvTxn& txn, const pb::NewInode& n, const Hlc& ts) {
+  const Gid g = from_pb(n.inode());
+  pb::InodeRecord rec;
+  if (read_inode(txn, g, &rec)) return;  // already exists (redo, or duplicate create)
+  rec.set_type(n.type());
+  rec.set_mode(n.mode() & 07777);
+  rec.set_uid(n.uid());
+  rec.set_gid(n.gid());
+  rec.set_symlink_target(n.symlink_target());
+  rec.set_atime_ns(n.time_ns());
+  rec.set_mtime_ns(n.time_ns());
+  rec.set_ctime_ns(n.time_ns());
+  rec.set_size(n.type() == pb::SYMLINK ? n.symlink_target().size() : 0);
+  rec.set_nlink(0);
+  for (pb::Hlc* h : {rec.mutable_mode_hlc(), rec.mutable_owner_hlc(), rec.mutable_times_hlc(),
+                     rec.mutable_content_hlc()})
+    to_pb(ts, h);
+  rec.set_local_ino(next_ino_);
+  std::string gid;
+  keys::put_gid(gid, g);
+  txn.put(keys::ino(next_ino_), gid);
+  next_ino_++;
+  write_inode(txn, g, rec);
+}
+
+bool Meta::would_cycle(KvTxn& txn, Gid entry, Gid new_parent) {
+  Gid p = new_parent;
+  for (int depth = 0; depth < kMaxDepth; ++depth) {
+    if (p == entry) return true;
+    if (p == kRootId || p == kTrashId) return false;
+    Edge e;
+    if (!read_edge(txn, p, &e)) return true;  // parent unknown or detached: refuse
+    p = e.parent;
+  }
+  return true;
+}
+
+void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m) {
+  const Gid entry = from_pb(m.entry());
+  const Gid parent = from_pb(m.parent());
+  if (m.has_new_inode()) create_inode(txn, m.new_inode(), ts);
+
+  pb::MoveLogRecord log;
+  *log.mutable_move() = m;
+  Edge old;
+  const bool had_old = read_edge(txn, entry, &old);
+  if (had_old) {
+    log.set_had_old(true);
+    to_pb(old.parent, log.mutable_old()->mutable_parent());
+    log.mutable_old()->set_name(old.name);
+    to_pb(old.inode, log.mutable_old()->mutable_inode());
+  }
+  pb::InodeRecord parent_rec;
+  const bool parent_is_dir =
+      parent == kTrashId || (read_inode(txn, parent, &parent_rec) && parent_rec.type() == pb::DIRECTORY);
+  if (parent_is_dir && !would_cycle(txn, entry, parent)) {
+    Edge next{parent, m.name(), from_pb(m.inode())};
+    set_edge(txn, entry, had_old ? &old : nullptr, &next, ts);
+  }
+  txn.put(keys::movelog(ts, index), log.SerializeAsString());
+}
+
+void Meta::undo_move(KvTxn& txn, const pb::MoveLogRecord& rec) {
+  const Gid entry = from_pb(rec.move().entry());
+  Edge cur;
+  const bool has_cur = read_edge(txn, entry, &cur);
+  Edge old;
+  if (rec.had_old()) old = Edge{from_pb(rec.old().parent()), rec.old().name(), from_pb(rec.old().inode())};
+  set_edge(txn, entry, has_cur ? &cur : nullptr, rec.had_old() ? &old : nullptr, Hlc{});
+}
+
+// Replaces the edge of `entry` and keeps the derived state (directory index, nlink,
+// parent directory times) in step. `ts` empty = an undo: derived times are not touched.
+void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge, const Hlc& ts) {
+  auto adjust = [&](const Edge& e, int sign) {
+    const bool live = e.parent != kTrashId;
+    pb::InodeRecord rec;
+    if (!read_inode(txn, e.inode, &rec)) return;
+    const bool is_dir = rec.type() == pb::DIRECTORY;
+    if (live) {
+      int64_t n = static_cast<int64_t>(rec.nlink()) + sign * (is_dir ? 2 : 1);
+      rec.set_nlink(static_cast<uint32_t>(n < 0 ? 0 : n));
+      if (!ts.empty()) rec.set_ctime_ns(wall_ns(ts));
+      write_inode(txn, e.inode, rec);
+      pb::InodeRecord parent;
+      if (read_inode(txn, e.parent, &parent)) {
+        if (is_dir) {
+          int64_t pn = static_cast<int64_t>(parent.nlink()) + sign;
+          parent.set_nlink(static_cast<uint32_t>(pn < 0 ? 0 : pn));
+        }
+        if (!ts.empty()) {
+          parent.set_mtime_ns(wall_ns(ts));
+          parent.set_ctime_ns(wall_ns(ts));
+        }
+        write_inode(txn, e.parent, parent);
+      }
+    }
+  };
+  if (old_edge) {
+    txn.del(keys::dirent(old_edge->parent, old_edge->name, entry));
+    txn.del(keys::link(old_edge->inode, entry));
+    adjust(*old_edge, -1);
+  }
+  if (new_edge) {
+    std::string ino;
+    keys::put_gid(ino, new_edge->inode);
+    txn.put(keys::dirent(new_edge->parent, new_edge->name, entry), ino);
+    txn.put(keys::link(new_edge->inode, entry), "");
+    pb::EntryRecord rec;
+    to_pb(new_edge->parent, rec.mutable_parent());
+    rec.set_name(new_edge->name);
+    to_pb(new_edge->inode, rec.mutable_inode());
+    txn.put(keys::entry(entry), rec.SerializeAsString());
+    adjust(*new_edge, +1);
+  } else {
+    txn.del(keys::entry(entry));
+  }
+}
+
+void Meta::apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a) {
+  const Gid g = from_pb(a.inode());
+  pb::InodeRecord rec;
+  if (!read_inode(txn, g, &rec)) return;
+  const uint32_t mask = a.mask();
+  if ((mask & kAttrMode) && ts > from_pb(rec.mode_hlc())) {
+    rec.set_mode(a.mode() & 07777);
+    to_pb(ts, rec.mutable_mode_hlc());
+  }
+  if ((mask & (kAttrUid | kAttrGid)) && ts > from_pb(rec.owner_hlc())) {
+    if (mask & kAttrUid) rec.set_uid(a.uid());
+    if (mask & kAttrGid) rec.set_gid(a.gid());
+    to_pb(ts, rec.mutable_owner_hlc());
+  }
+  if ((mask & (kAttrAtime | kAttrMtime | kAttrCtime)) && ts > from_pb(rec.times_hlc())) {
+    if (mask & kAttrAtime) rec.set_atime_ns(a.atime_ns());
+    if (mask & kAttrMtime) rec.set_mtime_ns(a.mtime_ns());
+    if (mask & kAttrCtime) rec.set_ctime_ns(a.ctime_ns());
+    to_pb(ts, rec.mutable_times_hlc());
+  }
+  write_inode(txn, g, rec);
+}
+
+void Meta::apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x) {
+  const Gid g = from_pb(x.inode());
+  const std::string key = keys::xattr(g, x.name());
+  std::string v;
+  pb::XattrRecord rec;
+  if (txn.get(key, &v) && rec.ParseFromString(v) && !(ts > from_pb(rec.hlc()))) return;
+  rec.set_value(x.remove() ? "" : x.value());
+  rec.set_removed(x.remove());
+  to_pb(ts, rec.mutable_hlc());
+  txn.put(key, rec.SerializeAsString());
+}
+
+void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c) {
+  const Gid g = from_pb(c.inode());
+  pb::InodeRecord rec;
+  if (!read_inode(txn, g, &rec)) return;
+  if (!(ts > from_pb(rec.content_hlc()))) return;  // an older version lost (last writer wins)
+  const Gid old_version = from_pb(rec.version());
+  const Gid new_version = from_pb(c.version());
+  pb::VersionRecord v;
+  *v.mutable_inode() = c.inode();
+  *v.mutable_base_version() = c.base_version();
+  v.set_size(c.size());
+  *v.mutable_chunks() = c.chunks();
+  to_pb(ts, v.mutable_hlc());
+  txn.put(keys::version(new_version), v.SerializeAsString());
+  if (!old_version.empty() && old_version != new_version) txn.del(keys::version(old_version));
+  to_pb(new_version, rec.mutable_version());
+  rec.set_size(c.size());
+  rec.set_mtime_ns(c.mtime_ns());
+  rec.set_ctime_ns(c.mtime_ns());
+  to_pb(ts, rec.mutable_content_hlc());
+  write_inode(txn, g, rec);
+}
+
+size_t Meta::trim(size_t max_entries) {
+  // No pod can still send an op older than the newest op we applied from every known pod.
+  Hlc horizon;
+  bool first = true;
+  for (auto& [pod, p] : progress_) {
+    if (first || p.hlc < horizon) horizon = p.hlc;
+    first = false;
+  }
+  if (first) return 0;
+  KvTxn txn(kv_);
+  size_t removed = 0;
+  std::vector<Gid> trashed;
+  const std::string end = keys::movelog(horizon, 0xffffffff);
+  kv_.scan(keys::kMoveLogPrefix, end, false, [&](std::string_view k, std::string_view v) {
+    pb::MoveLogRecord rec;
+    if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())) &&
+        from_pb(rec.move().parent()) == kTrashId)
+      trashed.push_back(from_pb(rec.move().entry()));
+    txn.del(std::string(k));
+    return ++removed < max_entries;
+  });
+  // Also drop the op log up to the horizon: every pod has it.
+  size_t ops = 0;
+  kv_.scan(keys::kOpLogPrefix, prefix_end(keys::kOpLogPrefix), false, [&](std::string_view k, std::string_view v) {
+    pb::Op op;
+    if (op.ParseFromArray(v.data(), static_cast<int>(v.size())) && !(from_pb(op.hlc()) <= horizon)) return true;
+    txn.del(std::string(k));
+    return ++ops < max_entries;
+  });
+  for (Gid entry : trashed) {
+    Edge e;
+    if (!read_edge(txn, entry, &e) || e.parent != kTrashId) continue;
+    txn.del(keys::dirent(e.parent, e.name, entry));
+    txn.del(keys::link(e.inode, entry));
+    txn.del(keys::entry(entry));
+    pb::InodeRecord rec;
+    if (read_inode(txn, e.inode, &rec) && rec.nlink() == 0) {
+      if (in_use_ && in_use_(e.inode))
+        txn.put(keys::orphan(e.inode), "");
+      else
+        purge_inode(txn, e.inode);
+    }
+  }
+  if (removed == 0 && ops == 0) return 0;
+  txn.commit(false);
+  return removed;
+}
+
+void Meta::purge_inode(KvTxn& txn, Gid g) {
+  pb::InodeRecord rec;
+  if (!read_inode(txn, g, &rec)) return;
+  if (rec.has_version()) txn.del(keys::version(from_pb(rec.version())));
+  for (auto& name : list_xattrs(g)) txn.del(keys::xattr(g, name));
+  txn.del(keys::ino(rec.local_ino()));
+  txn.del(keys::inode(g));
+  txn.del(keys::orphan(g));
+}
+
+void Meta::purge_if_unused(Gid g) {
+  std::string v;
+  if (!kv_.get(keys::orphan(g), &v)) return;
+  if (in_use_ && in_use_(g)) return;
+  KvTxn txn(kv_);
+  purge_inode(txn, g);
+  txn.commit(false);
+}
+
+bool Meta::get_inode(Gid g, pb::InodeRecord* rec) {
+  std::string v;
+  return kv_.get(keys::inode(g), &v) && rec->ParseFromString(v);
+}
+
+bool Meta::get_version(Gid g, pb::VersionRecord* rec) {
+  std::string v;
+  return kv_.get(keys::version(g), &v) && rec->ParseFromString(v);
+}
+
+bool Meta::get_entry(Gid g, pb::EntryRecord* rec) {
+  std::string v;
+  return kv_.get(keys::entry(g), &v) && rec->ParseFromString(v);
+}
+
+bool Meta::gid_of_ino(uint64_t ino, Gid* g) {
+  std::string v;
+  if (!kv_.get(keys::ino(ino), &v) || v.size() != 16) return false;
+  *g = keys::get_gid(v, 0);
+  return true;
+}
+
+bool Meta::lookup(Gid dir, std::string_view name, DirItem* item) {
+  const std::string prefix = keys::dirent_prefix(dir, name);
+  bool found = false;
+  // Several entries may carry one name after concurrent creates on different pods; the one
+  // with the smallest entry id is shown, the same choice on every pod.
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+    if (k.size() != prefix.size() + 16 || v.size() != 16) return true;
+    item->name = std::string(name);
+    item->entry = keys::get_gid(k, prefix.size());
+    item->inode = keys::get_gid(v, 0);
+    found = true;
+    return false;
+  });
+  return found;
+}
+
+std::vector<DirItem> Meta::list(Gid dir) {
+  std::vector<DirItem> items;
+  const std::string prefix = keys::dir_prefix(dir);
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+    if (k.size() < prefix.size() + 17 || v.size() != 16) return true;
+    std::string_view name = k.substr(prefix.size(), k.size() - prefix.size() - 17);
+    if (!items.empty() && items.back().name == name) return true;  // shadowed duplicate
+    items.push_back(DirItem{std::string(name), keys::get_gid(k, k.size() - 16), keys::get_gid(v, 0)});
+    return true;
+  });
+  return items;
+}
+
+bool Meta::dir_is_empty(Gid dir) {
+  bool empty = true;
+  const std::string prefix = keys::dir_prefix(dir);
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) {
+    empty = false;
+    return false;
+  });
+  return empty;
+}
+
+std::string Meta::path_of(Gid inode) {
+  if (inode == kRootId) return "/";
+  // Any entry pointing at the inode will do (hard links have several).
+  std::string path;
+  Gid cur;
+  const std::string prefix = keys::link_prefix(inode);
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+    if (k.size() == prefix.size() + 16) cur = keys::get_gid(k, prefix.size());
+    return false;
+  });
+  if (cur.empty()) return "(unlinked)";
+  for (int depth = 0; depth < kMaxDepth && cur != kRootId; ++depth) {
+    pb::EntryRecord e;
+    if (!get_entry(cur, &e)) return "?" + path;
+    path = "/" + e.name() + path;
+    cur = from_pb(e.parent());
+    if (cur == kTrashId) return "(deleted)" + path;
+  }
+  return path;
+}
+
+bool Meta::is_ancestor(Gid ancestor, Gid dir) {
+  Gid p = dir;
+  for (int depth = 0; depth < kMaxDepth; ++depth) {
+    if (p == ancestor) return true;
+    if (p == kRootId || p == kTrashId) return false;
+    pb::EntryRecord e;
+    if (!get_entry(p, &e)) return false;
+    p = from_pb(e.parent());
+  }
+  return false;
+}
+
+bool Meta::get_xattr(Gid inode, std::string_view name, std::string* value) {
+  std::string v;
+  pb::XattrRecord rec;
+  if (!kv_.get(keys::xattr(inode, name), &v) || !rec.ParseFromString(v) || rec.removed()) return false;
+  *value = rec.value();
+  return true;
+}
+
+std::vector<std::string> Meta::list_xattrs(Gid inode) {
+  std::vector<std::string> names;
+  const std::string prefix = keys::xattr_prefix(inode);
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+    pb::XattrRecord rec;
+    if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())) && !rec.removed())
+      names.emplace_back(k.substr(prefix.size()));
+    return true;
+  });
+  return names;
+}
+
+size_t Meta::move_log_size() {
+  size_t n = 0;
+  kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), false,
+           [&](std::string_view, std::string_view) { return ++n, true; });
+  return n;
+}
+
+void Meta::for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit) {
+  kv_.scan(keys::kInodePrefix, prefix_end(keys::kInodePrefix), false, [&](std::string_view k, std::string_view v) {
+    pb::InodeRecord rec;
+    if (k.size() == 17 && rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) visit(keys::get_gid(k, 1), rec);
+    return true;
+  });
+}
+
+void Meta::for_each_chunk(const std::function<void(const std::string&)>& visit) {
+  kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view, std::string_view v) {
+    pb::VersionRecord rec;
+    if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())))
+      for (auto& c : rec.chunks())
+        if (!c.sha256().empty()) visit(c.sha256());
+    return true;
+  });
+}
+
+}  // namespace wormhole

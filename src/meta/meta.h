@@ -1,0 +1,125 @@
+// Meta: the replicated namespace of one pod as a deterministic state machine.
+//
+// Every change, local or remote, is a pb::Op applied by apply(); one op is one atomic
+// KvStore batch, so a crash never leaves half an op. Tree changes are Kleppmann moves
+// with an undo/redo log; attributes are last-writer-wins registers; file content is a
+// chain of versions. Meta does no I/O but through KvStore and never reads a clock: the
+// caller passes wall time. Not thread-safe: the owner (Namespace) serializes all calls.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "common/ids.h"
+#include "store/kv.h"
+#include "proto/wormhole.pb.h"
+
+namespace wormhole {
+
+// Bits of pb::SetAttr::mask.
+enum AttrMask : uint32_t {
+  kAttrMode = 1u << 0,
+  kAttrUid = 1u << 1,
+  kAttrGid = 1u << 2,
+  kAttrAtime = 1u << 3,
+  kAttrMtime = 1u << 4,
+  kAttrCtime = 1u << 5,
+};
+
+// One visible directory entry.
+struct DirItem {
+  std::string name;
+  Gid entry;
+  Gid inode;
+};
+
+class Meta {
+ public:
+  // `in_use(inode)` tells whether a local handle still uses an inode, so that an unlinked
+  // but open file is purged only once it is closed.
+  Meta(KvStore& kv, uint64_t pod_id, std::function<bool(Gid)> in_use);
+
+  // Creates the root and trash on an empty store, loads counters. False + *error on failure.
+  bool init(uint64_t wall_ms, std::string* error);
+
+  uint64_t pod_id() const { return pod_id_; }
+
+  // Mints a new global id for an object created by this pod.
+  Gid new_gid() { return Gid{pod_id_, ++gid_seq_}; }
+
+  // Returns an empty local op stamped now: next HLC tick and next sequence number.
+  pb::Op new_local_op(uint64_t wall_ms);
+
+  // Applies `op` (local or remote) atomically. Ops already applied (same origin, seq not
+  // newer) are ignored, so duplicates are harmless. With `sync`, durable on return.
+  // On a failed write nothing changed (in the store and in memory).
+  KvStatus apply(const pb::Op& op, bool sync);
+
+  // Drops move-log entries no late op can precede any more (older than every pod's newest
+  // applied op), purging deleted entries and unreachable inodes that no handle uses.
+  // Returns the number of log entries removed. Bounded by `max_entries` per call.
+  size_t trim(size_t max_entries);
+
+  // Purges inode `g` if it is unreachable and no longer in use (called when a handle closes).
+  void purge_if_unused(Gid g);
+
+  // ---- reads ------------------------------------------------------------------------------
+  bool get_inode(Gid g, pb::InodeRecord* rec);
+  bool get_version(Gid g, pb::VersionRecord* rec);
+  bool get_entry(Gid g, pb::EntryRecord* rec);
+  bool gid_of_ino(uint64_t ino, Gid* g);
+  // The visible entry `name` in directory `dir` (deterministic when several exist).
+  bool lookup(Gid dir, std::string_view name, DirItem* item);
+  // All visible entries of `dir`, in name order.
+  std::vector<DirItem> list(Gid dir);
+  bool dir_is_empty(Gid dir);
+  // Path of an inode (first entry found), for log lines; "?" parts when unknown.
+  std::string path_of(Gid inode);
+  // Is `ancestor` an ancestor of (or equal to) directory `dir`?
+  bool is_ancestor(Gid ancestor, Gid dir);
+  bool get_xattr(Gid inode, std::string_view name, std::string* value);
+  std::vector<std::string> list_xattrs(Gid inode);
+  size_t move_log_size();
+  const Hlc& last_hlc() const { return clock_.last(); }
+
+  void for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
+  // Every chunk hash referenced by a stored version (for chunk garbage collection).
+  void for_each_chunk(const std::function<void(const std::string& sha256)>& visit);
+
+ private:
+  struct Edge {
+    Gid parent;
+    std::string name;
+    Gid inode;
+  };
+  struct Progress {
+    uint64_t seq = 0;
+    Hlc hlc;
+  };
+  bool read_inode(KvTxn& txn, Gid g, pb::InodeRecord* rec);
+  void write_inode(KvTxn& txn, Gid g, const pb::InodeRecord& rec);
+  bool read_edge(KvTxn& txn, Gid entry, Edge* edge);
+  void do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m);
+  void undo_move(KvTxn& txn, const pb::MoveLogRecord& rec);
+  void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge, const Hlc& ts);
+  bool would_cycle(KvTxn& txn, Gid entry, Gid new_parent);
+  void create_inode(KvTxn& txn, const pb::NewInode& n, const Hlc& ts);
+  void apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a);
+  void apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x);
+  void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c);
+  void purge_inode(KvTxn& txn, Gid g);
+  void save_counters(KvTxn& txn);
+
+  KvStore& kv_;
+  uint64_t pod_id_;
+  std::function<bool(Gid)> in_use_;
+  HlcClock clock_;
+  uint64_t gid_seq_ = 0;  // last gid minted by this pod
+  uint64_t next_ino_ = 2; // next FUSE inode number (1 is the root)
+  uint64_t local_seq_ = 0;
+  std::map<uint64_t, Progress> progress_;  // per origin pod
+};
+
+}  // namespace wormhole

@@ -1,0 +1,410 @@
+#include "meta/namespace.h"
+
+#include <cerrno>
+#include <linux/fs.h>
+#include <mutex>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include "meta/keys.h"
+
+namespace wormhole {
+namespace {
+
+constexpr size_t kMaxNameBytes = 255;
+constexpr size_t kMaxXattrValueBytes = 64 * 1024;  // Linux's XATTR_SIZE_MAX
+// Trim the move log after this many local ops (and on the daemon's timer).
+constexpr uint64_t kTrimEveryOps = 4096;
+
+void to_pb(Gid g, pb::Gid* out) {
+  out->set_pod(g.pod);
+  out->set_seq(g.seq);
+}
+Gid from_pb(const pb::Gid& g) { return Gid{g.pod(), g.seq()}; }
+
+int check_name(std::string_view name) {
+  if (name.empty()) return ENOENT;
+  if (name.size() > kMaxNameBytes) return ENAMETOOLONG;
+  if (name == "." || name == "..") return EEXIST;
+  return 0;
+}
+
+pb::Move* add_move(pb::Op& op, Gid entry, Gid parent, std::string_view name, Gid inode) {
+  pb::Move* m = op.add_actions()->mutable_move();
+  to_pb(entry, m->mutable_entry());
+  to_pb(parent, m->mutable_parent());
+  m->set_name(std::string(name));
+  to_pb(inode, m->mutable_inode());
+  return m;
+}
+
+}  // namespace
+
+uint32_t make_mode(pb::FileType type, uint32_t perm) {
+  uint32_t fmt = S_IFREG;
+  switch (type) {
+    case pb::DIRECTORY: fmt = S_IFDIR; break;
+    case pb::SYMLINK: fmt = S_IFLNK; break;
+    case pb::FIFO: fmt = S_IFIFO; break;
+    case pb::SOCKET: fmt = S_IFSOCK; break;
+    default: break;
+  }
+  return fmt | (perm & 07777);
+}
+
+Namespace::Namespace(KvStore& kv, uint64_t pod_id, WallClock wall_ns, std::function<bool(Gid)> in_use)
+    : meta_(kv, pod_id, std::move(in_use)), wall_ns_(std::move(wall_ns)) {}
+
+bool Namespace::init(std::string* error) {
+  std::unique_lock lock(mu_);
+  return meta_.init(static_cast<uint64_t>(wall_ns_() / 1000000), error);
+}
+
+int Namespace::submit(pb::Op& op, bool sync) {
+  KvStatus st = meta_.apply(op, sync);
+  if (!st.ok) return st.no_space ? ENOSPC : EIO;
+  if (++ops_since_trim_ >= kTrimEveryOps) {
+    ops_since_trim_ = 0;
+    meta_.trim(kTrimEveryOps * 4);
+  }
+  return 0;
+}
+
+int Namespace::fill_attr(Gid g, Attr* attr) {
+  pb::InodeRecord rec;
+  if (!meta_.get_inode(g, &rec)) return ENOENT;
+  attr->ino = rec.local_ino();
+  attr->id = g;
+  attr->type = rec.type();
+  attr->mode = make_mode(rec.type(), rec.mode());
+  attr->nlink = rec.nlink();
+  attr->uid = rec.uid();
+  attr->gid = rec.gid();
+  attr->size = rec.size();
+  attr->atime_ns = rec.atime_ns();
+  attr->mtime_ns = rec.mtime_ns();
+  attr->ctime_ns = rec.ctime_ns();
+  attr->version = from_pb(rec.version());
+  return 0;
+}
+
+int Namespace::resolve_dir(uint64_t ino, Gid* g) {
+  if (!meta_.gid_of_ino(ino, g)) return ENOENT;
+  pb::InodeRecord rec;
+  if (!meta_.get_inode(*g, &rec)) return ENOENT;
+  if (rec.type() != pb::DIRECTORY) return ENOTDIR;
+  if (rec.nlink() == 0) return ENOENT;  // removed directory
+  return 0;
+}
+
+bool Namespace::gid_of(uint64_t ino, Gid* g) {
+  std::shared_lock lock(mu_);
+  return meta_.gid_of_ino(ino, g);
+}
+
+int Namespace::getattr(uint64_t ino, Attr* attr) {
+  std::shared_lock lock(mu_);
+  Gid g;
+  if (!meta_.gid_of_ino(ino, &g)) return ENOENT;
+  return fill_attr(g, attr);
+}
+
+int Namespace::lookup(uint64_t parent, std::string_view name, Attr* attr) {
+  if (name.size() > kMaxNameBytes) return ENAMETOOLONG;
+  std::shared_lock lock(mu_);
+  Gid dir;
+  if (int err = resolve_dir(parent, &dir)) return err;
+  DirItem item;
+  if (!meta_.lookup(dir, name, &item)) return ENOENT;
+  return fill_attr(item.inode, attr);
+}
+
+int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, uint32_t mode, uint32_t uid,
+                    uint32_t gid, std::string_view target, Attr* attr) {
+  if (int err = check_name(name)) return err;
+  if (type == pb::SYMLINK && (target.empty() || target.size() >= 4096)) return target.empty() ? ENOENT : ENAMETOOLONG;
+  std::unique_lock lock(mu_);
+  Gid dir;
+  if (int err = resolve_dir(parent, &dir)) return err;
+  DirItem existing;
+  if (meta_.lookup(dir, name, &existing)) return EEXIST;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  const Gid inode = meta_.new_gid();
+  // A directory is its own entry (it can have only one); other inodes get a separate entry
+  // so that hard links are simply more entries.
+  const Gid entry = type == pb::DIRECTORY ? inode : meta_.new_gid();
+  pb::Move* m = add_move(op, entry, dir, name, inode);
+  pb::NewInode* n = m->mutable_new_inode();
+  to_pb(inode, n->mutable_inode());
+  n->set_type(type);
+  n->set_mode(type == pb::SYMLINK ? 0777 : (mode & 07777));
+  n->set_uid(uid);
+  n->set_gid(gid);
+  n->set_symlink_target(std::string(target));
+  n->set_time_ns(wall_ns_());
+  if (int err = submit(op, false)) return err;
+  return fill_attr(inode, attr);
+}
+
+int Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view new_name, Attr* attr) {
+  if (int err = check_name(new_name)) return err;
+  std::unique_lock lock(mu_);
+  Gid inode, dir;
+  if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
+  if (int err = resolve_dir(new_parent, &dir)) return err;
+  pb::InodeRecord rec;
+  if (!meta_.get_inode(inode, &rec) || rec.nlink() == 0) return ENOENT;
+  if (rec.type() == pb::DIRECTORY) return EPERM;
+  DirItem existing;
+  if (meta_.lookup(dir, new_name, &existing)) return EEXIST;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  add_move(op, meta_.new_gid(), dir, new_name, inode);
+  if (int err = submit(op, false)) return err;
+  return fill_attr(inode, attr);
+}
+
+int Namespace::unlink(uint64_t parent, std::string_view name) {
+  if (name.size() > kMaxNameBytes) return ENAMETOOLONG;
+  std::unique_lock lock(mu_);
+  Gid dir;
+  if (int err = resolve_dir(parent, &dir)) return err;
+  DirItem item;
+  if (!meta_.lookup(dir, name, &item)) return ENOENT;
+  pb::InodeRecord rec;
+  if (meta_.get_inode(item.inode, &rec) && rec.type() == pb::DIRECTORY) return EISDIR;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  add_move(op, item.entry, kTrashId, name, item.inode);
+  return submit(op, false);
+}
+
+int Namespace::rmdir(uint64_t parent, std::string_view name) {
+  if (name == ".") return EINVAL;
+  if (name == "..") return ENOTEMPTY;
+  if (name.size() > kMaxNameBytes) return ENAMETOOLONG;
+  std::unique_lock lock(mu_);
+  Gid dir;
+  if (int err = resolve_dir(parent, &dir)) return err;
+  DirItem item;
+  if (!meta_.lookup(dir, name, &item)) return ENOENT;
+  pb::InodeRecord rec;
+  if (!meta_.get_inode(item.inode, &rec)) return ENOENT;
+  if (rec.type() != pb::DIRECTORY) return ENOTDIR;
+  if (!meta_.dir_is_empty(item.inode)) return ENOTEMPTY;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  add_move(op, item.entry, kTrashId, name, item.inode);
+  return submit(op, false);
+}
+
+int Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+                      unsigned flags) {
+  if (int err = check_name(name)) return err == EEXIST ? EBUSY : err;
+  if (int err = check_name(new_name)) return err == EEXIST ? EBUSY : err;
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return EINVAL;
+  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return EINVAL;
+  std::unique_lock lock(mu_);
+  Gid src_dir, dst_dir;
+  if (int err = resolve_dir(parent, &src_dir)) return err;
+  if (int err = resolve_dir(new_parent, &dst_dir)) return err;
+  DirItem src, dst;
+  if (!meta_.lookup(src_dir, name, &src)) return ENOENT;
+  const bool dst_exists = meta_.lookup(dst_dir, new_name, &dst);
+  pb::InodeRecord src_rec, dst_rec;
+  if (!meta_.get_inode(src.inode, &src_rec)) return ENOENT;
+  const bool src_is_dir = src_rec.type() == pb::DIRECTORY;
+  // A directory cannot move below itself.
+  if (src_is_dir && meta_.is_ancestor(src.inode, dst_dir)) return EINVAL;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  if (flags & RENAME_EXCHANGE) {
+    if (!dst_exists) return ENOENT;
+    if (!meta_.get_inode(dst.inode, &dst_rec)) return ENOENT;
+    if (dst_rec.type() == pb::DIRECTORY && meta_.is_ancestor(dst.inode, src_dir)) return EINVAL;
+    if (src.entry == dst.entry) return 0;
+    add_move(op, src.entry, dst_dir, new_name, src.inode);
+    add_move(op, dst.entry, src_dir, name, dst.inode);
+    return submit(op, false);
+  }
+  if (dst_exists) {
+    if (flags & RENAME_NOREPLACE) return EEXIST;
+    if (dst.inode == src.inode) return 0;  // POSIX: two links to one file, nothing to do
+    if (!meta_.get_inode(dst.inode, &dst_rec)) return ENOENT;
+    const bool dst_is_dir = dst_rec.type() == pb::DIRECTORY;
+    if (src_is_dir && !dst_is_dir) return ENOTDIR;
+    if (!src_is_dir && dst_is_dir) return EISDIR;
+    if (dst_is_dir && !meta_.dir_is_empty(dst.inode)) return ENOTEMPTY;
+    add_move(op, dst.entry, kTrashId, new_name, dst.inode);
+  }
+  add_move(op, src.entry, dst_dir, new_name, src.inode);
+  return submit(op, false);
+}
+
+int Namespace::setattr(uint64_t ino, const pb::SetAttr& change, Attr* attr) {
+  std::unique_lock lock(mu_);
+  Gid inode;
+  if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  pb::SetAttr* a = op.add_actions()->mutable_set_attr();
+  *a = change;
+  to_pb(inode, a->mutable_inode());
+  if (!(a->mask() & kAttrCtime)) {
+    // Every attribute change updates ctime. Times are one register group, so the current
+    // atime/mtime travel along unless they are being set.
+    Attr cur;
+    if (int err = fill_attr(inode, &cur)) return err;
+    if (!(a->mask() & kAttrAtime)) a->set_atime_ns(cur.atime_ns);
+    if (!(a->mask() & kAttrMtime)) a->set_mtime_ns(cur.mtime_ns);
+    a->set_ctime_ns(wall_ns_());
+    a->set_mask(a->mask() | kAttrAtime | kAttrMtime | kAttrCtime);
+  }
+  if (int err = submit(op, false)) return err;
+  return fill_attr(inode, attr);
+}
+
+int Namespace::readlink(uint64_t ino, std::string* target) {
+  std::shared_lock lock(mu_);
+  Gid g;
+  pb::InodeRecord rec;
+  if (!meta_.gid_of_ino(ino, &g) || !meta_.get_inode(g, &rec)) return ENOENT;
+  if (rec.type() != pb::SYMLINK) return EINVAL;
+  *target = rec.symlink_target();
+  return 0;
+}
+
+int Namespace::list(uint64_t ino, std::vector<ListItem>* items, uint64_t* parent_ino) {
+  std::shared_lock lock(mu_);
+  Gid dir;
+  if (int err = resolve_dir(ino, &dir)) return err;
+  *parent_ino = 1;
+  pb::EntryRecord e;
+  pb::InodeRecord parent;
+  if (dir != kRootId && meta_.get_entry(dir, &e) && meta_.get_inode(from_pb(e.parent()), &parent))
+    *parent_ino = parent.local_ino();
+  for (auto& item : meta_.list(dir)) {
+    pb::InodeRecord rec;
+    if (!meta_.get_inode(item.inode, &rec)) continue;
+    items->push_back(ListItem{item.name, rec.local_ino(), make_mode(rec.type(), rec.mode())});
+  }
+  return 0;
+}
+
+int Namespace::setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags) {
+  if (name.empty() || name.size() > 255) return name.empty() ? EINVAL : ERANGE;
+  if (value.size() > kMaxXattrValueBytes) return E2BIG;
+  std::unique_lock lock(mu_);
+  Gid inode;
+  if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
+  std::string cur;
+  const bool exists = meta_.get_xattr(inode, name, &cur);
+  if ((flags & XATTR_CREATE) && exists) return EEXIST;
+  if ((flags & XATTR_REPLACE) && !exists) return ENODATA;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  pb::SetXattr* x = op.add_actions()->mutable_set_xattr();
+  to_pb(inode, x->mutable_inode());
+  x->set_name(std::string(name));
+  x->set_value(std::string(value));
+  return submit(op, false);
+}
+
+int Namespace::getxattr(uint64_t ino, std::string_view name, std::string* value) {
+  std::shared_lock lock(mu_);
+  Gid inode;
+  if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
+  return meta_.get_xattr(inode, name, value) ? 0 : ENODATA;
+}
+
+int Namespace::listxattr(uint64_t ino, std::vector<std::string>* names) {
+  std::shared_lock lock(mu_);
+  Gid inode;
+  if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
+  *names = meta_.list_xattrs(inode);
+  return 0;
+}
+
+int Namespace::removexattr(uint64_t ino, std::string_view name) {
+  std::unique_lock lock(mu_);
+  Gid inode;
+  if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
+  std::string cur;
+  if (!meta_.get_xattr(inode, name, &cur)) return ENODATA;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  pb::SetXattr* x = op.add_actions()->mutable_set_xattr();
+  to_pb(inode, x->mutable_inode());
+  x->set_name(std::string(name));
+  x->set_remove(true);
+  return submit(op, false);
+}
+
+int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vector<pb::ChunkRef>& chunks,
+                      int64_t mtime_ns, bool sync, Gid* new_version) {
+  std::unique_lock lock(mu_);
+  pb::InodeRecord rec;
+  if (!meta_.get_inode(inode, &rec)) return ENOENT;
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  pb::CommitVersion* c = op.add_actions()->mutable_commit();
+  const Gid v = meta_.new_gid();
+  to_pb(inode, c->mutable_inode());
+  to_pb(v, c->mutable_version());
+  if (!base_version.empty()) to_pb(base_version, c->mutable_base_version());
+  c->set_size(size);
+  for (auto& ch : chunks) *c->add_chunks() = ch;
+  c->set_mtime_ns(mtime_ns);
+  if (int err = submit(op, sync)) return err;
+  *new_version = v;
+  return 0;
+}
+
+bool Namespace::get_version(Gid version, pb::VersionRecord* rec) {
+  std::shared_lock lock(mu_);
+  return meta_.get_version(version, rec);
+}
+
+int Namespace::current_version(Gid inode, Gid* version, pb::VersionRecord* rec) {
+  std::shared_lock lock(mu_);
+  pb::InodeRecord ir;
+  if (!meta_.get_inode(inode, &ir)) return ENOENT;
+  if (ir.type() != pb::REGULAR) return EINVAL;
+  *version = from_pb(ir.version());
+  rec->Clear();
+  if (version->empty()) return 0;
+  if (!meta_.get_version(*version, rec)) return EIO;
+  return 0;
+}
+
+std::string Namespace::path_of(Gid inode) {
+  std::shared_lock lock(mu_);
+  return meta_.path_of(inode);
+}
+
+void Namespace::trim() {
+  std::unique_lock lock(mu_);
+  meta_.trim(kTrimEveryOps * 4);
+}
+
+void Namespace::purge_if_unused(Gid inode) {
+  std::unique_lock lock(mu_);
+  meta_.purge_if_unused(inode);
+}
+
+NamespaceStats Namespace::stats() {
+  std::shared_lock lock(mu_);
+  NamespaceStats s;
+  // Counting is a full scan of the inode records; fine for `status`, never on a hot path.
+  std::vector<Gid> ids;
+  meta_.for_each_inode([&](Gid g, const pb::InodeRecord& rec) {
+    if (rec.nlink() == 0 || g == kTrashId) return;
+    if (rec.type() == pb::REGULAR) {
+      s.files++;
+      s.logical_bytes += rec.size();
+    } else if (rec.type() == pb::DIRECTORY) {
+      s.directories++;
+    }
+  });
+  s.move_log_entries = meta_.move_log_size();
+  return s;
+}
+
+void Namespace::for_each_chunk(const std::function<void(const std::string&)>& visit) {
+  std::shared_lock lock(mu_);
+  meta_.for_each_chunk(visit);
+}
+
+}  // namespace wormhole

@@ -1,0 +1,98 @@
+// Namespace: the file-system operations of one pod (mkdir, rename, setattr, ...) on top of
+// Meta. Each method checks POSIX preconditions, builds one op and applies it with the same
+// Meta::apply remote ops go through. Errors are returned as positive errno values.
+// Thread-safe: reads run concurrently, changes are serialized.
+#pragma once
+#include <functional>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "meta/meta.h"
+
+namespace wormhole {
+
+// What FUSE needs to know about an inode.
+struct Attr {
+  uint64_t ino = 0;
+  Gid id;
+  pb::FileType type = pb::FILE_TYPE_UNSPECIFIED;
+  uint32_t mode = 0;  // S_IF* | permission bits
+  uint32_t nlink = 0;
+  uint32_t uid = 0, gid = 0;
+  uint64_t size = 0;
+  int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
+  Gid version;
+};
+
+struct ListItem {
+  std::string name;
+  uint64_t ino = 0;
+  uint32_t mode = 0;
+};
+
+struct NamespaceStats {
+  uint64_t files = 0;        // regular files
+  uint64_t directories = 0;
+  uint64_t logical_bytes = 0;  // sum of file sizes
+  uint64_t move_log_entries = 0;
+};
+
+class Namespace {
+ public:
+  using WallClock = std::function<int64_t()>;  // nanoseconds since the epoch
+  Namespace(KvStore& kv, uint64_t pod_id, WallClock wall_ns, std::function<bool(Gid)> in_use);
+  bool init(std::string* error);
+
+  int getattr(uint64_t ino, Attr* attr);
+  int lookup(uint64_t parent, std::string_view name, Attr* attr);
+  // Creates a regular file, directory, symlink (target), fifo or socket.
+  int make(uint64_t parent, std::string_view name, pb::FileType type, uint32_t mode, uint32_t uid,
+           uint32_t gid, std::string_view target, Attr* attr);
+  int link(uint64_t ino, uint64_t new_parent, std::string_view new_name, Attr* attr);
+  int unlink(uint64_t parent, std::string_view name);
+  int rmdir(uint64_t parent, std::string_view name);
+  // flags: RENAME_NOREPLACE, RENAME_EXCHANGE or 0.
+  int rename(uint64_t parent, std::string_view name, uint64_t new_parent, std::string_view new_name,
+             unsigned flags);
+  // Changes the attributes named in `change.mask` (inode field ignored).
+  int setattr(uint64_t ino, const pb::SetAttr& change, Attr* attr);
+  int readlink(uint64_t ino, std::string* target);
+  // Entries of directory `ino` in name order, and the FUSE number of its parent.
+  int list(uint64_t ino, std::vector<ListItem>* items, uint64_t* parent_ino);
+  // flags: XATTR_CREATE / XATTR_REPLACE or 0.
+  int setxattr(uint64_t ino, std::string_view name, std::string_view value, int flags);
+  int getxattr(uint64_t ino, std::string_view name, std::string* value);
+  int listxattr(uint64_t ino, std::vector<std::string>* names);
+  int removexattr(uint64_t ino, std::string_view name);
+
+  // Commits a new content version of `inode`; durable on return when `sync`.
+  int commit(Gid inode, Gid base_version, uint64_t size, const std::vector<pb::ChunkRef>& chunks,
+             int64_t mtime_ns, bool sync, Gid* new_version);
+  bool get_version(Gid version, pb::VersionRecord* rec);
+  // The current version of a regular file (empty id and record for a never-written file).
+  int current_version(Gid inode, Gid* version, pb::VersionRecord* rec);
+  bool gid_of(uint64_t ino, Gid* g);
+
+  std::string path_of(Gid inode);
+  void trim();
+  void purge_if_unused(Gid inode);
+  NamespaceStats stats();
+  void for_each_chunk(const std::function<void(const std::string&)>& visit);
+
+ private:
+  int resolve_dir(uint64_t ino, Gid* g);
+  int fill_attr(Gid g, Attr* attr);
+  int submit(pb::Op& op, bool sync);
+
+  std::shared_mutex mu_;
+  Meta meta_;
+  WallClock wall_ns_;
+  uint64_t ops_since_trim_ = 0;
+};
+
+// Maps an inode type and permission bits to st_mode.
+uint32_t make_mode(pb::FileType type, uint32_t perm);
+
+}  // namespace wormhole

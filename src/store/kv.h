@@ -1,0 +1,56 @@
+// The persistence interface meta uses: an ordered key-value store with atomic batches.
+// RocksKv (RocksDB, the real store) and MemKv (in-memory, for the deterministic
+// simulation of many pods in one process) implement it.
+#pragma once
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace wormhole {
+
+// One atomic group of writes: key -> value, or key -> nullopt for a delete.
+using KvBatch = std::vector<std::pair<std::string, std::optional<std::string>>>;
+
+// Result of a write. `no_space` is set when the disk is full (mapped to ENOSPC).
+struct KvStatus {
+  bool ok = true;
+  bool no_space = false;
+  std::string message;
+};
+
+// Thread-safe: get/scan may run concurrently with write.
+class KvStore {
+ public:
+  virtual ~KvStore() = default;
+  // Reads `key`; returns false when absent.
+  virtual bool get(std::string_view key, std::string* value) = 0;
+  // Visits keys in [start, end) in order (reverse = descending) until `visit` returns false.
+  virtual void scan(std::string_view start, std::string_view end, bool reverse,
+                    const std::function<bool(std::string_view key, std::string_view value)>& visit) = 0;
+  // Applies all of `batch` or none of it. With `sync`, durable on return.
+  virtual KvStatus write(const KvBatch& batch, bool sync) = 0;
+};
+
+// A read-your-writes view over a store, collecting writes into one batch.
+// Not thread-safe; the owner serializes use. Scans see only the underlying store.
+class KvTxn {
+ public:
+  explicit KvTxn(KvStore& store) : store_(store) {}
+  bool get(std::string_view key, std::string* value);
+  void put(std::string key, std::string value);
+  void del(std::string key);
+  KvStatus commit(bool sync);
+  KvStore& store() { return store_; }
+
+ private:
+  KvStore& store_;
+  std::map<std::string, std::optional<std::string>, std::less<>> pending_;
+};
+
+// Smallest key greater than every key starting with `prefix`.
+std::string prefix_end(std::string_view prefix);
+
+}  // namespace wormhole

@@ -1,0 +1,42 @@
+#include "store/mem_kv.h"
+
+namespace wormhole {
+
+bool MemKv::get(std::string_view key, std::string* value) {
+  std::lock_guard lock(mu_);
+  auto it = data_.find(key);
+  if (it == data_.end()) return false;
+  *value = it->second;
+  return true;
+}
+
+void MemKv::scan(std::string_view start, std::string_view end, bool reverse,
+                 const std::function<bool(std::string_view, std::string_view)>& visit) {
+  // Copy the range first so `visit` may call back into the store.
+  std::vector<std::pair<std::string, std::string>> items;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = data_.lower_bound(start); it != data_.end() && it->first < end; ++it)
+      items.emplace_back(it->first, it->second);
+  }
+  if (reverse) {
+    for (auto it = items.rbegin(); it != items.rend(); ++it)
+      if (!visit(it->first, it->second)) return;
+  } else {
+    for (auto& [k, v] : items)
+      if (!visit(k, v)) return;
+  }
+}
+
+KvStatus MemKv::write(const KvBatch& batch, bool /*sync*/) {
+  std::lock_guard lock(mu_);
+  for (auto& [k, v] : batch) {
+    if (v)
+      data_[k] = *v;
+    else
+      data_.erase(k);
+  }
+  return {};
+}
+
+}  // namespace wormhole

@@ -1,0 +1,78 @@
+#include "store/rocks_kv.h"
+
+#include <rocksdb/db.h>
+#include <rocksdb/table.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/write_batch.h>
+
+namespace wormhole {
+
+std::unique_ptr<RocksKv> RocksKv::open(const std::string& dir, std::string* error) {
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  // Metadata is small and hot: a modest memtable, bloom filters for point lookups.
+  options.write_buffer_size = 32 << 20;
+  options.max_background_jobs = 2;
+  rocksdb::BlockBasedTableOptions table;
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::DB* db = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(options, dir, &db);
+  if (!s.ok()) {
+    *error = s.ToString();
+    return nullptr;
+  }
+  return std::unique_ptr<RocksKv>(new RocksKv(db));
+}
+
+RocksKv::~RocksKv() {
+  db_->Close();
+  delete db_;
+}
+
+bool RocksKv::get(std::string_view key, std::string* value) {
+  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), value);
+  return s.ok();
+}
+
+void RocksKv::scan(std::string_view start, std::string_view end, bool reverse,
+                   const std::function<bool(std::string_view, std::string_view)>& visit) {
+  rocksdb::ReadOptions ro;
+  rocksdb::Slice lower(start.data(), start.size()), upper(end.data(), end.size());
+  ro.iterate_lower_bound = &lower;
+  ro.iterate_upper_bound = &upper;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  if (reverse)
+    it->SeekToLast();
+  else
+    it->SeekToFirst();
+  for (; it->Valid(); reverse ? it->Prev() : it->Next()) {
+    auto k = it->key(), v = it->value();
+    if (!visit(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) return;
+  }
+}
+
+KvStatus RocksKv::write(const KvBatch& batch, bool sync) {
+  rocksdb::WriteBatch wb;
+  for (auto& [k, v] : batch) {
+    if (v)
+      wb.Put(k, *v);
+    else
+      wb.Delete(k);
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = sync;
+  rocksdb::Status s = db_->Write(wo, &wb);
+  KvStatus st;
+  if (!s.ok()) {
+    st.ok = false;
+    st.no_space = s.IsNoSpace() || s.ToString().find("No space") != std::string::npos;
+    st.message = s.ToString();
+    // After a failed write RocksDB stops accepting writes until the error is cleared;
+    // a full disk is recoverable once space is freed, so ask it to resume.
+    if (st.no_space) db_->Resume();
+  }
+  return st;
+}
+
+}  // namespace wormhole

@@ -1,0 +1,284 @@
+#include "vfs/open_file.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+#include <spdlog/spdlog.h>
+
+namespace wormhole {
+
+OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size, Gid inode)
+    : ns_(ns), store_(chunks), chunk_size_(chunk_size), inode_(inode) {
+  assert(chunk_size_ > 0 && chunk_size_ <= (1u << 30));
+}
+
+int OpenFile::load() {
+  std::unique_lock lock(mu_);
+  pb::VersionRecord v;
+  if (int err = ns_.current_version(inode_, &base_version_, &v)) return err;
+  size_ = v.size();
+  chunks_.assign(v.chunks().begin(), v.chunks().end());
+  // Invariant: one entry per chunk span of the file.
+  if (chunks_.size() != (size_ + chunk_size_ - 1) / chunk_size_) {
+    spdlog::error("version {} of {} has {} chunks for {} bytes; chunk size changed?", base_version_.str(),
+                  ns_.path_of(inode_), chunks_.size(), size_);
+    return EIO;
+  }
+  return 0;
+}
+
+uint64_t OpenFile::span(uint64_t index) const {
+  const uint64_t start = index * chunk_size_;
+  if (start >= size_) return 0;
+  return std::min(chunk_size_, size_ - start);
+}
+
+bool OpenFile::covers(const DirtyChunk& d, uint32_t start, uint32_t end) {
+  if (start >= end) return true;
+  for (auto& [s, e] : d.written)
+    if (s <= start && e >= end) return true;
+  return false;
+}
+
+void OpenFile::add_range(DirtyChunk& d, uint32_t start, uint32_t end) {
+  if (start >= end) return;
+  auto& w = d.written;
+  w.emplace_back(start, end);
+  std::sort(w.begin(), w.end());
+  size_t out = 0;
+  for (size_t i = 1; i < w.size(); ++i) {
+    if (w[i].first <= w[out].second)
+      w[out].second = std::max(w[out].second, w[i].second);
+    else
+      w[++out] = w[i];
+  }
+  w.resize(out + 1);
+}
+
+OpenFile::DirtyChunk& OpenFile::make_dirty(uint64_t index) {
+  auto it = dirty_.find(index);
+  if (it != dirty_.end()) return it->second;
+  DirtyChunk& d = dirty_[index];
+  // A chunk with no stored bytes (a hole, or beyond the old end) is all zeros: the zero
+  // fill of `data` already is its base.
+  d.base_loaded = index >= chunks_.size() || chunks_[index].sha256().empty();
+  return d;
+}
+
+int OpenFile::load_base(uint64_t index, DirtyChunk& d) {
+  if (d.base_loaded) return 0;
+  const uint64_t limit = span(index);
+  std::vector<char> merged;
+  if (index < chunks_.size() && !chunks_[index].sha256().empty()) {
+    const uint64_t stored = std::min<uint64_t>(chunks_[index].length(), limit);
+    merged.resize(stored);
+    ssize_t n = store_.read(chunks_[index].sha256(), 0, stored, merged.data());
+    if (n < 0) {
+      spdlog::error("cannot read chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(static_cast<int>(-n)));
+      return static_cast<int>(-n);
+    }
+    merged.resize(static_cast<size_t>(n));
+  }
+  size_t need = merged.size();
+  for (auto& [s, e] : d.written) need = std::max<size_t>(need, e);
+  merged.resize(std::max(need, d.data.size()));
+  for (auto& [s, e] : d.written) std::memcpy(merged.data() + s, d.data.data() + s, e - s);
+  d.data = std::move(merged);
+  d.written.clear();
+  d.base_loaded = true;
+  return 0;
+}
+
+int OpenFile::seal(uint64_t index) {
+  auto it = dirty_.find(index);
+  if (it == dirty_.end()) return 0;
+  DirtyChunk& d = it->second;
+  const uint64_t limit = span(index);
+  if (!d.base_loaded && !covers(d, 0, static_cast<uint32_t>(limit)))
+    if (int err = load_base(index, d)) return err;
+  if (d.data.size() > limit) d.data.resize(limit);
+  // Trailing bytes past data.size() within the span read as zeros, so a short chunk is
+  // exact. An all-empty chunk becomes a hole.
+  pb::ChunkRef ref;
+  if (!d.data.empty()) {
+    std::string sha;
+    if (int err = store_.put(d.data.data(), d.data.size(), &sha)) {
+      spdlog::error("cannot store chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(err));
+      return err;
+    }
+    ref.set_sha256(sha);
+    ref.set_length(static_cast<uint32_t>(d.data.size()));
+    unsynced_ = true;
+  }
+  if (chunks_.size() <= index) chunks_.resize(index + 1);
+  chunks_[index] = ref;
+  dirty_.erase(it);
+  return 0;
+}
+
+int OpenFile::seal_all() {
+  while (!dirty_.empty())
+    if (int err = seal(dirty_.begin()->first)) return err;
+  return 0;
+}
+
+int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_ns) {
+  std::unique_lock lock(mu_);
+  if (len == 0) return 0;
+  const uint64_t end = offset + len;
+  if (end > size_) {
+    size_ = end;
+    chunks_.resize((size_ + chunk_size_ - 1) / chunk_size_);
+  }
+  uint64_t pos = offset;
+  while (pos < end) {
+    const uint64_t index = pos / chunk_size_;
+    const uint64_t in_chunk = pos - index * chunk_size_;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(end - pos, chunk_size_ - in_chunk));
+    DirtyChunk& d = make_dirty(index);
+    if (d.data.size() < in_chunk + n) d.data.resize(in_chunk + n);
+    std::memcpy(d.data.data() + in_chunk, data + (pos - offset), n);
+    if (!d.base_loaded) add_range(d, static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(in_chunk + n));
+    // A completely written chunk is sealed right away: sequential writers keep one chunk
+    // in memory, and the bytes reach disk while the writer continues.
+    const bool full = in_chunk + n == chunk_size_ &&
+                      (d.base_loaded ? d.data.size() == chunk_size_ : covers(d, 0, static_cast<uint32_t>(chunk_size_)));
+    pos += n;
+    modified_ = true;
+    mtime_ns_ = now_ns;
+    if (full)
+      if (int err = seal(index)) return err;
+  }
+  // Bound the write-back area: seal the lowest dirty chunks when too many are dirty.
+  while (dirty_.size() > kMaxDirtyChunks)
+    if (int err = seal(dirty_.begin()->first)) return err;
+  return 0;
+}
+
+int OpenFile::truncate(uint64_t size, int64_t now_ns) {
+  std::unique_lock lock(mu_);
+  if (size == size_) {
+    return 0;
+  }
+  modified_ = true;
+  mtime_ns_ = now_ns;
+  if (size > size_) {
+    // Growing: the new range is a hole; stored bytes never extend past the old end.
+    size_ = size;
+    chunks_.resize((size_ + chunk_size_ - 1) / chunk_size_);
+    return 0;
+  }
+  const uint64_t count = (size + chunk_size_ - 1) / chunk_size_;
+  dirty_.erase(dirty_.lower_bound(count), dirty_.end());
+  size_ = size;
+  if (count > 0) {
+    const uint64_t last = count - 1;
+    const uint64_t limit = span(last);
+    auto it = dirty_.find(last);
+    if (it != dirty_.end()) {
+      DirtyChunk& d = it->second;
+      if (!d.base_loaded) {
+        // Load the base now, clipped to the new end, so bytes beyond it never come back.
+        if (int err = load_base(last, d)) return err;
+      }
+      if (d.data.size() > limit) d.data.resize(limit);
+    } else if (last < chunks_.size() && chunks_[last].length() > limit) {
+      DirtyChunk& d = make_dirty(last);
+      if (int err = load_base(last, d)) return err;
+      if (d.data.size() > limit) d.data.resize(limit);
+    }
+  }
+  chunks_.resize(count);
+  return 0;
+}
+
+ssize_t OpenFile::read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out) {
+  const pb::ChunkRef* ref = index < chunks_.size() ? &chunks_[index] : nullptr;
+  size_t got = 0;
+  if (ref && !ref->sha256().empty() && in_chunk < ref->length()) {
+    ssize_t r = store_.read(ref->sha256(), in_chunk, n, out);
+    if (r < 0) {
+      spdlog::error("read of {} failed at chunk {}: {}", ns_.path_of(inode_), index,
+                    r == -ENOENT ? "chunk missing" : "chunk corrupt or unreadable");
+      return -EIO;
+    }
+    got = static_cast<size_t>(r);
+  }
+  if (got < n) std::memset(out + got, 0, n - got);  // hole or past the stored bytes
+  return static_cast<ssize_t>(n);
+}
+
+ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out, bool may_load) {
+  if (offset >= size_) return 0;
+  const uint64_t end = std::min<uint64_t>(size_, offset + len);
+  uint64_t pos = offset;
+  while (pos < end) {
+    const uint64_t index = pos / chunk_size_;
+    const uint64_t in_chunk = pos - index * chunk_size_;
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(end - pos, chunk_size_ - in_chunk));
+    char* dst = out + (pos - offset);
+    auto it = dirty_.find(index);
+    if (it == dirty_.end()) {
+      ssize_t r = read_clean(index, in_chunk, n, dst);
+      if (r < 0) return r;
+    } else {
+      DirtyChunk& d = it->second;
+      if (!d.base_loaded && !covers(d, static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(in_chunk + n))) {
+        if (!may_load) return -EAGAIN;
+        if (int err = load_base(index, d)) return -err;
+      }
+      size_t have = d.data.size() > in_chunk ? std::min<size_t>(n, d.data.size() - in_chunk) : 0;
+      if (have) std::memcpy(dst, d.data.data() + in_chunk, have);
+      if (have < n) std::memset(dst + have, 0, n - have);
+    }
+    pos += n;
+  }
+  return static_cast<ssize_t>(end - offset);
+}
+
+ssize_t OpenFile::read(uint64_t offset, size_t len, char* out) {
+  {
+    std::shared_lock lock(mu_);
+    ssize_t r = read_locked(offset, len, out, false);
+    if (r != -EAGAIN) return r;
+  }
+  // A dirty chunk needs its base merged in: that changes state, so take the lock exclusively.
+  std::unique_lock lock(mu_);
+  return read_locked(offset, len, out, true);
+}
+
+int OpenFile::flush(bool sync) {
+  std::unique_lock lock(mu_);
+  if (int err = seal_all()) return err;
+  if (modified_) {
+    if (sync && unsynced_) {
+      if (int err = store_.sync()) return err;
+      unsynced_ = false;
+    }
+    Gid version;
+    if (int err = ns_.commit(inode_, base_version_, size_, chunks_, mtime_ns_, sync, &version)) return err;
+    base_version_ = version;
+    modified_ = false;
+    return 0;
+  }
+  if (sync && unsynced_) {
+    if (int err = store_.sync()) return err;
+    unsynced_ = false;
+  }
+  return 0;
+}
+
+void OpenFile::overlay(Attr* attr) {
+  std::shared_lock lock(mu_);
+  attr->size = size_;
+  if (modified_) attr->mtime_ns = attr->ctime_ns = mtime_ns_;
+}
+
+void OpenFile::pending_chunks(std::vector<std::string>* out) {
+  std::shared_lock lock(mu_);
+  for (auto& c : chunks_)
+    if (!c.sha256().empty()) out->push_back(c.sha256());
+}
+
+}  // namespace wormhole

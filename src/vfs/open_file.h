@@ -1,0 +1,76 @@
+// OpenFile: the content of one regular file while it is open on this pod, shared by all
+// handles on it: the version it is based on, the pending chunk list, and a bounded set of
+// dirty chunks in memory (the write-back area). Reads overlay dirty bytes on the pending
+// chunks. A dirty chunk is sealed (hashed and stored as an immutable chunk) as soon as it
+// is completely written, when too many are dirty, and on flush; flush then commits the
+// pending list as a new version. Only touched chunks are rewritten, and memory per file
+// is bounded by kMaxDirtyChunks chunks. Thread-safe (internal lock).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "chunks/chunk_store.h"
+#include "meta/namespace.h"
+
+namespace wormhole {
+
+class OpenFile {
+ public:
+  static constexpr size_t kMaxDirtyChunks = 8;
+
+  OpenFile(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size, Gid inode);
+  // Loads the current version. Returns 0 or errno.
+  int load();
+
+  // Returns bytes read (short at end of file) or -errno.
+  ssize_t read(uint64_t offset, size_t len, char* out);
+  // Returns 0 or errno. Extends the file when writing past its end.
+  int write(uint64_t offset, const char* data, size_t len, int64_t now_ns);
+  int truncate(uint64_t size, int64_t now_ns);
+  // Seals dirty chunks and commits a new version if anything changed; with `sync`, the
+  // chunks and the version are durable on return.
+  int flush(bool sync);
+
+  // Current size and modification time, including unflushed writes.
+  void overlay(Attr* attr);
+  Gid inode() const { return inode_; }
+  // Chunks referenced by the pending list (kept alive by garbage collection).
+  void pending_chunks(std::vector<std::string>* out);
+
+ private:
+  struct DirtyChunk {
+    std::vector<char> data;  // bytes [0, data.size()) of the chunk
+    // Ranges written since the chunk became dirty, [start, end), sorted and merged.
+    // Unneeded once base_loaded: then data holds the whole logical content.
+    std::vector<std::pair<uint32_t, uint32_t>> written;
+    bool base_loaded = false;
+  };
+  uint64_t span(uint64_t index) const;
+  DirtyChunk& make_dirty(uint64_t index);
+  int load_base(uint64_t index, DirtyChunk& d);
+  int seal(uint64_t index);
+  int seal_all();
+  ssize_t read_locked(uint64_t offset, size_t len, char* out, bool may_load);
+  ssize_t read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out);
+  static bool covers(const DirtyChunk& d, uint32_t start, uint32_t end);
+  static void add_range(DirtyChunk& d, uint32_t start, uint32_t end);
+
+  Namespace& ns_;
+  ChunkStore& store_;
+  const uint64_t chunk_size_;
+  const Gid inode_;
+  std::shared_mutex mu_;
+  Gid base_version_;
+  uint64_t size_ = 0;
+  int64_t mtime_ns_ = 0;
+  bool modified_ = false;      // pending state differs from base_version_
+  bool unsynced_ = false;      // chunks written since the last sync
+  std::vector<pb::ChunkRef> chunks_;           // pending chunk list
+  std::map<uint64_t, DirtyChunk> dirty_;       // chunk index -> dirty bytes
+};
+
+}  // namespace wormhole

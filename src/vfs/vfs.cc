@@ -1,0 +1,90 @@
+#include "vfs/vfs.h"
+
+#include <cerrno>
+#include <chrono>
+#include <unordered_set>
+
+namespace wormhole {
+
+Vfs::Vfs(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size)
+    : ns_(ns), chunks_(chunks), chunk_size_(chunk_size) {}
+
+int64_t Vfs::now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int Vfs::open(Gid inode, std::shared_ptr<OpenFile>* file) {
+  std::lock_guard lock(mu_);
+  Slot& slot = open_[inode];
+  if (!slot.file) {
+    auto f = std::make_shared<OpenFile>(ns_, chunks_, chunk_size_, inode);
+    if (int err = f->load()) {
+      open_.erase(inode);
+      return err;
+    }
+    slot.file = std::move(f);
+  }
+  slot.refs++;
+  *file = slot.file;
+  return 0;
+}
+
+int Vfs::release(const std::shared_ptr<OpenFile>& file) {
+  int err = file->flush(false);
+  bool last = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(file->inode());
+    if (it != open_.end() && --it->second.refs <= 0) {
+      // Flush again under the table lock: no writer can slip in between.
+      int err2 = it->second.file->flush(false);
+      if (!err) err = err2;
+      open_.erase(it);
+      last = true;
+    }
+  }
+  if (last) ns_.purge_if_unused(file->inode());
+  return err;
+}
+
+bool Vfs::in_use(Gid inode) {
+  std::lock_guard lock(mu_);
+  return open_.count(inode) > 0;
+}
+
+int Vfs::getattr(uint64_t ino, Attr* attr) {
+  if (int err = ns_.getattr(ino, attr)) return err;
+  if (attr->type != pb::REGULAR) return 0;
+  std::shared_ptr<OpenFile> f;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(attr->id);
+    if (it == open_.end()) return 0;
+    f = it->second.file;
+  }
+  f->overlay(attr);
+  return 0;
+}
+
+int Vfs::truncate(Gid inode, uint64_t size) {
+  std::shared_ptr<OpenFile> f;
+  if (int err = open(inode, &f)) return err;
+  int err = f->truncate(size, now_ns());
+  int err2 = release(f);
+  return err ? err : err2;
+}
+
+uint64_t Vfs::collect_garbage(int64_t grace_s) {
+  std::unordered_set<std::string> live;
+  ns_.for_each_chunk([&](const std::string& sha) { live.insert(sha); });
+  {
+    std::vector<std::string> pending;
+    std::lock_guard lock(mu_);
+    for (auto& [g, slot] : open_) slot.file->pending_chunks(&pending);
+    live.insert(pending.begin(), pending.end());
+  }
+  return chunks_.collect_garbage(live, grace_s);
+}
+
+}  // namespace wormhole

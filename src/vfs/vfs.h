@@ -1,0 +1,53 @@
+// Vfs: what the FUSE adapter calls for file content. Owns the table of open files (one
+// OpenFile per inode, shared by its handles) and overlays unflushed state on attributes.
+// Thread-safe.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "chunks/chunk_store.h"
+#include "meta/namespace.h"
+#include "vfs/open_file.h"
+
+namespace wormhole {
+
+struct GidHash {
+  size_t operator()(const Gid& g) const { return std::hash<uint64_t>()(g.pod * 0x9e3779b97f4a7c15ULL ^ g.seq); }
+};
+
+class Vfs {
+ public:
+  Vfs(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size);
+
+  // Opens the content of regular file `inode`; every open needs a matching release().
+  int open(Gid inode, std::shared_ptr<OpenFile>* file);
+  // Drops one reference; the last one flushes and forgets the OpenFile.
+  int release(const std::shared_ptr<OpenFile>& file);
+  bool in_use(Gid inode);
+
+  // Namespace attributes with the size/mtime of unflushed writes.
+  int getattr(uint64_t ino, Attr* attr);
+  // Changes the size of a file, open or not. Returns 0 or errno.
+  int truncate(Gid inode, uint64_t size);
+
+  // Deletes unreferenced chunks older than `grace_s`. Returns the number removed.
+  uint64_t collect_garbage(int64_t grace_s);
+
+  Namespace& ns() { return ns_; }
+  ChunkStore& chunks() { return chunks_; }
+  static int64_t now_ns();
+
+ private:
+  Namespace& ns_;
+  ChunkStore& chunks_;
+  const uint64_t chunk_size_;
+  std::mutex mu_;
+  struct Slot {
+    std::shared_ptr<OpenFile> file;
+    int refs = 0;
+  };
+  std::unordered_map<Gid, Slot, GidHash> open_;
+};
+
+}  // namespace wormhole

@@ -1,0 +1,278 @@
+#include <gtest/gtest.h>
+
+#include <linux/fs.h>
+#include <random>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+#include "meta/keys.h"
+#include "meta/namespace.h"
+#include "store/mem_kv.h"
+
+using namespace wormhole;
+
+namespace {
+
+// A store whose writes can be made to fail, as a full disk would.
+class FlakyKv : public MemKv {
+ public:
+  bool fail = false;
+  KvStatus write(const KvBatch& b, bool sync) override {
+    if (fail) return KvStatus{false, true, "No space left on device"};
+    return MemKv::write(b, sync);
+  }
+};
+
+struct Fixture {
+  FlakyKv kv;
+  int64_t now = 1'700'000'000'000'000'000;
+  Namespace ns{kv, 42, [this] { return now += 1000; }, [](Gid) { return false; }};
+  Fixture() {
+    std::string err;
+    EXPECT_TRUE(ns.init(&err)) << err;
+  }
+  uint64_t mk(uint64_t parent, const char* name, pb::FileType t = pb::REGULAR) {
+    Attr a;
+    EXPECT_EQ(ns.make(parent, name, t, 0644, 1000, 1000, t == pb::SYMLINK ? "target" : "", &a), 0) << name;
+    return a.ino;
+  }
+};
+
+}  // namespace
+
+TEST(Namespace, CreateLookupAndErrors) {
+  Fixture f;
+  uint64_t d = f.mk(1, "dir", pb::DIRECTORY);
+  uint64_t file = f.mk(d, "file");
+  Attr a;
+  ASSERT_EQ(f.ns.lookup(d, "file", &a), 0);
+  EXPECT_EQ(a.ino, file);
+  EXPECT_EQ(a.nlink, 1u);
+  EXPECT_EQ(a.uid, 1000u);
+  EXPECT_EQ(a.mode, S_IFREG | 0644u);
+  EXPECT_EQ(f.ns.lookup(d, "nope", &a), ENOENT);
+  EXPECT_EQ(f.ns.make(d, "file", pb::REGULAR, 0644, 0, 0, "", &a), EEXIST);
+  EXPECT_EQ(f.ns.make(file, "x", pb::REGULAR, 0644, 0, 0, "", &a), ENOTDIR);
+  EXPECT_EQ(f.ns.make(d, std::string(256, 'n'), pb::REGULAR, 0644, 0, 0, "", &a), ENAMETOOLONG);
+  EXPECT_EQ(f.ns.rmdir(1, "dir"), ENOTEMPTY);
+  EXPECT_EQ(f.ns.unlink(1, "dir"), EISDIR);
+  EXPECT_EQ(f.ns.rmdir(d, "file"), ENOTDIR);
+  ASSERT_EQ(f.ns.getattr(1, &a), 0);
+  EXPECT_EQ(a.nlink, 3u);  // ".", "..", and dir's ".."
+  ASSERT_EQ(f.ns.unlink(d, "file"), 0);
+  ASSERT_EQ(f.ns.rmdir(1, "dir"), 0);
+  ASSERT_EQ(f.ns.getattr(1, &a), 0);
+  EXPECT_EQ(a.nlink, 2u);
+  std::vector<ListItem> items;
+  uint64_t parent = 0;
+  ASSERT_EQ(f.ns.list(1, &items, &parent), 0);
+  EXPECT_TRUE(items.empty());
+}
+
+TEST(Namespace, HardLinksShareOneInode) {
+  Fixture f;
+  uint64_t file = f.mk(1, "a");
+  Attr a;
+  ASSERT_EQ(f.ns.link(file, 1, "b", &a), 0);
+  EXPECT_EQ(a.ino, file);
+  EXPECT_EQ(a.nlink, 2u);
+  ASSERT_EQ(f.ns.unlink(1, "a"), 0);
+  ASSERT_EQ(f.ns.lookup(1, "b", &a), 0);
+  EXPECT_EQ(a.nlink, 1u);
+  uint64_t dir = f.mk(1, "d", pb::DIRECTORY);
+  EXPECT_EQ(f.ns.link(dir, 1, "d2", &a), EPERM);
+}
+
+TEST(Namespace, RenameSemantics) {
+  Fixture f;
+  uint64_t d1 = f.mk(1, "d1", pb::DIRECTORY);
+  uint64_t d2 = f.mk(d1, "d2", pb::DIRECTORY);
+  f.mk(1, "x");
+  f.mk(1, "y");
+  f.mk(d2, "inner");
+  Attr a;
+  EXPECT_EQ(f.ns.rename(1, "d1", d2, "loop", 0), EINVAL);  // below itself
+  EXPECT_EQ(f.ns.rename(1, "x", 1, "y", RENAME_NOREPLACE), EEXIST);
+  EXPECT_EQ(f.ns.rename(1, "x", 1, "d1", 0), EISDIR);
+  EXPECT_EQ(f.ns.rename(1, "d1", 1, "x", 0), ENOTDIR);
+  EXPECT_EQ(f.ns.rename(d1, "d2", 1, "d1", 0), ENOTEMPTY);  // as Linux: d1 holds d2
+  uint64_t empty = f.mk(1, "empty", pb::DIRECTORY);
+  (void)empty;
+  EXPECT_EQ(f.ns.rename(d1, "d2", 1, "empty", 0), 0);  // over an empty directory
+  EXPECT_EQ(f.ns.lookup(1, "empty", &a), 0);
+  EXPECT_EQ(a.ino, d2);
+  ASSERT_EQ(f.ns.lookup(1, "y", &a), 0);
+  uint64_t y = a.ino;
+  ASSERT_EQ(f.ns.rename(1, "x", 1, "y", 0), 0);  // replaces y
+  EXPECT_EQ(f.ns.lookup(1, "x", &a), ENOENT);
+  ASSERT_EQ(f.ns.lookup(1, "y", &a), 0);
+  EXPECT_NE(a.ino, y);
+  uint64_t new_y = a.ino;
+  ASSERT_EQ(f.ns.rename(1, "y", 1, "d1", RENAME_EXCHANGE), 0);
+  ASSERT_EQ(f.ns.lookup(1, "y", &a), 0);
+  EXPECT_EQ(a.ino, d1);
+  ASSERT_EQ(f.ns.lookup(1, "d1", &a), 0);
+  EXPECT_EQ(a.ino, new_y);
+  EXPECT_EQ(f.ns.rename(1, "nothing", 1, "d1", RENAME_EXCHANGE), ENOENT);
+}
+
+TEST(Namespace, AttributesAndXattrs) {
+  Fixture f;
+  uint64_t file = f.mk(1, "f");
+  pb::SetAttr ch;
+  ch.set_mask(kAttrMode | kAttrUid);
+  ch.set_mode(0600);
+  ch.set_uid(7);
+  Attr a;
+  ASSERT_EQ(f.ns.setattr(file, ch, &a), 0);
+  EXPECT_EQ(a.mode, S_IFREG | 0600u);
+  EXPECT_EQ(a.uid, 7u);
+  EXPECT_EQ(a.gid, 1000u);
+  EXPECT_EQ(f.ns.setxattr(file, "user.k", "v1", 0), 0);
+  EXPECT_EQ(f.ns.setxattr(file, "user.k", "v2", XATTR_CREATE), EEXIST);
+  EXPECT_EQ(f.ns.setxattr(file, "user.new", "v", XATTR_REPLACE), ENODATA);
+  std::string v;
+  ASSERT_EQ(f.ns.getxattr(file, "user.k", &v), 0);
+  EXPECT_EQ(v, "v1");
+  std::vector<std::string> names;
+  ASSERT_EQ(f.ns.listxattr(file, &names), 0);
+  EXPECT_EQ(names, std::vector<std::string>{"user.k"});
+  EXPECT_EQ(f.ns.removexattr(file, "user.k"), 0);
+  EXPECT_EQ(f.ns.getxattr(file, "user.k", &v), ENODATA);
+  EXPECT_EQ(f.ns.removexattr(file, "user.k"), ENODATA);
+}
+
+TEST(Namespace, AFailedWriteChangesNothing) {
+  Fixture f;
+  f.mk(1, "before");
+  f.kv.fail = true;
+  Attr a;
+  EXPECT_EQ(f.ns.make(1, "lost", pb::REGULAR, 0644, 0, 0, "", &a), ENOSPC);
+  f.kv.fail = false;
+  EXPECT_EQ(f.ns.lookup(1, "lost", &a), ENOENT);
+  // The next op reuses the sequence number the failed one would have had, and works.
+  f.mk(1, "after");
+  EXPECT_EQ(f.ns.lookup(1, "after", &a), 0);
+  EXPECT_EQ(f.ns.lookup(1, "before", &a), 0);
+}
+
+TEST(Namespace, TrimPurgesDeletedInodes) {
+  Fixture f;
+  uint64_t file = f.mk(1, "f");
+  Gid g;
+  ASSERT_TRUE(f.ns.gid_of(file, &g));
+  std::vector<pb::ChunkRef> chunks(1);
+  chunks[0].set_sha256(std::string(32, 'x'));
+  chunks[0].set_length(10);
+  Gid v;
+  ASSERT_EQ(f.ns.commit(g, Gid{}, 10, chunks, 5, false, &v), 0);
+  int n = 0;
+  f.ns.for_each_chunk([&](const std::string&) { n++; });
+  EXPECT_EQ(n, 1);
+  ASSERT_EQ(f.ns.unlink(1, "f"), 0);
+  f.ns.trim();
+  Attr a;
+  EXPECT_EQ(f.ns.getattr(file, &a), ENOENT);
+  n = 0;
+  f.ns.for_each_chunk([&](const std::string&) { n++; });
+  EXPECT_EQ(n, 0);
+  EXPECT_EQ(f.ns.stats().move_log_entries, 0u);
+}
+
+// ---- the replicated move operation ------------------------------------------------------
+
+namespace {
+
+pb::Op move_op(uint64_t origin, uint64_t seq, uint64_t wall, Gid entry, Gid parent, const std::string& name,
+               bool create_dir) {
+  pb::Op op;
+  op.mutable_hlc()->set_wall_ms(wall);
+  op.mutable_hlc()->set_pod(origin);
+  op.set_origin(origin);
+  op.set_seq(seq);
+  pb::Move* m = op.add_actions()->mutable_move();
+  m->mutable_entry()->set_pod(entry.pod);
+  m->mutable_entry()->set_seq(entry.seq);
+  m->mutable_parent()->set_pod(parent.pod);
+  m->mutable_parent()->set_seq(parent.seq);
+  m->set_name(name);
+  m->mutable_inode()->set_pod(entry.pod);
+  m->mutable_inode()->set_seq(entry.seq);
+  if (create_dir) {
+    *m->mutable_new_inode()->mutable_inode() = m->inode();
+    m->mutable_new_inode()->set_type(pb::DIRECTORY);
+    m->mutable_new_inode()->set_mode(0755);
+  }
+  return op;
+}
+
+// The tree as text: every entry with its parent and name, in key order.
+std::string dump_tree(MemKv& kv) {
+  std::string out;
+  kv.scan("E", prefix_end("E"), false, [&](std::string_view k, std::string_view v) {
+    pb::EntryRecord e;
+    e.ParseFromArray(v.data(), static_cast<int>(v.size()));
+    Gid g = keys::get_gid(k, 1);
+    out += g.str() + " -> " + std::to_string(e.parent().pod()) + ":" + std::to_string(e.parent().seq()) + "/" +
+           e.name() + "\n";
+    return true;
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST(MoveOp, SameOpsInAnyOrderGiveTheSameTreeWithoutCycles) {
+  for (uint32_t seed = 1; seed <= 30; ++seed) {
+    std::mt19937 rng(seed);
+    // Three origins; origin 1 first creates six directories, then all three move them
+    // around at random, sometimes into their own subtrees.
+    std::vector<std::vector<pb::Op>> per_origin(3);
+    std::vector<Gid> dirs;
+    for (uint64_t i = 0; i < 6; ++i) {
+      dirs.push_back(Gid{1, 100 + i});
+      per_origin[0].push_back(move_op(1, i + 1, 1000 + i, dirs.back(), kRootId, "d" + std::to_string(i), true));
+    }
+    for (int o = 0; o < 3; ++o) {
+      uint64_t wall = 2000;
+      for (int i = 0; i < 25; ++i) {
+        wall += 1 + rng() % 50;  // an HLC never issues one stamp twice
+        Gid child = dirs[rng() % dirs.size()];
+        Gid parent = rng() % 4 == 0 ? kRootId : dirs[rng() % dirs.size()];
+        uint64_t origin = static_cast<uint64_t>(o + 1);
+        per_origin[o].push_back(move_op(origin, per_origin[o].size() + 1, wall, child, parent,
+                                        "m" + std::to_string(rng() % 3), false));
+      }
+    }
+    std::string reference;
+    for (int replica = 0; replica < 4; ++replica) {
+      MemKv kv;
+      Meta meta(kv, 9, [](Gid) { return false; });
+      std::string err;
+      ASSERT_TRUE(meta.init(1, &err));
+      // Deliver in a random interleaving that keeps each origin's order, with duplicates.
+      std::vector<size_t> next(3, 0);
+      std::mt19937 order(seed * 100 + static_cast<uint32_t>(replica));
+      for (;;) {
+        std::vector<int> ready;
+        for (int o = 0; o < 3; ++o)
+          if (next[o] < per_origin[o].size()) ready.push_back(o);
+        if (ready.empty()) break;
+        int o = ready[order() % ready.size()];
+        ASSERT_TRUE(meta.apply(per_origin[o][next[o]], false).ok);
+        if (order() % 5 == 0) {
+          ASSERT_TRUE(meta.apply(per_origin[o][next[o]], false).ok);  // duplicate
+        }
+        next[o]++;
+      }
+      // Every directory still reaches the root: no cycle was created.
+      for (Gid d : dirs) EXPECT_TRUE(meta.is_ancestor(kRootId, d)) << "seed " << seed;
+      std::string tree = dump_tree(kv);
+      if (replica == 0) {
+        reference = tree;
+      } else {
+        EXPECT_EQ(tree, reference) << "seed " << seed << " replica " << replica;
+      }
+    }
+  }
+}

@@ -1,0 +1,156 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+#include <unistd.h>
+
+#include "store/mem_kv.h"
+#include "vfs/vfs.h"
+
+using namespace wormhole;
+
+namespace {
+
+constexpr uint64_t kChunk = 64 * 1024;
+
+struct Fixture {
+  MemKv kv;
+  Namespace ns{kv, 3, [] { return Vfs::now_ns(); }, [](Gid) { return false; }};
+  std::string dir;
+  ChunkStore chunks;
+  Vfs vfs{ns, chunks, kChunk};
+  Gid inode;
+  explicit Fixture(const char* name)
+      : dir((std::filesystem::temp_directory_path() / (std::string("wh-of-") + name + std::to_string(::getpid())))
+                .string()),
+        chunks(dir) {
+    std::filesystem::remove_all(dir);
+    std::string err;
+    EXPECT_TRUE(ns.init(&err));
+    EXPECT_TRUE(chunks.init(&err));
+    Attr a;
+    EXPECT_EQ(ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &a), 0);
+    inode = a.id;
+  }
+  std::string read_all(OpenFile& f, uint64_t size) {
+    std::string out(size, '\0');
+    EXPECT_EQ(f.read(0, size, out.data()), static_cast<ssize_t>(size));
+    return out;
+  }
+  std::vector<pb::ChunkRef> committed() {
+    Gid v;
+    pb::VersionRecord rec;
+    EXPECT_EQ(ns.current_version(inode, &v, &rec), 0);
+    return {rec.chunks().begin(), rec.chunks().end()};
+  }
+};
+
+std::string pattern(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  std::mt19937 rng(seed);
+  for (auto& c : s) c = static_cast<char>('a' + rng() % 26);
+  return s;
+}
+
+}  // namespace
+
+TEST(OpenFile, WritesSurviveFlushAndReopen) {
+  Fixture fx("reopen");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(3 * kChunk + 123, 1);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  Attr a;
+  ASSERT_EQ(fx.ns.getattr(2, &a), 0);  // the first inode after the root
+  EXPECT_EQ(a.size, data.size());
+  EXPECT_EQ(fx.committed().size(), 4u);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
+TEST(OpenFile, OnlyTouchedChunksAreRewritten) {
+  Fixture fx("touched");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(4 * kChunk, 2);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  auto before = fx.committed();
+  ASSERT_EQ(f->write(2 * kChunk + 10, "XYZ", 3, 2), 0);
+  ASSERT_EQ(f->flush(true), 0);
+  auto after = fx.committed();
+  ASSERT_EQ(before.size(), 4u);
+  ASSERT_EQ(after.size(), 4u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(before[i].sha256() == after[i].sha256(), i != 2) << i;
+  data.replace(2 * kChunk + 10, 3, "XYZ");
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
+TEST(OpenFile, TruncateShrinksAndGrowsWithZeros) {
+  Fixture fx("truncate");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(2 * kChunk, 3);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(f->truncate(kChunk + 5, 2), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(f->truncate(2 * kChunk, 3), 0);  // bytes past the cut must not come back
+  std::string expect = data.substr(0, kChunk + 5) + std::string(kChunk - 5, '\0');
+  EXPECT_EQ(fx.read_all(*f, expect.size()), expect);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, expect.size()), expect);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
+// Model-based: random writes, truncates, flushes and reopens against a std::string.
+TEST(OpenFile, RandomOperationsMatchAModel) {
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    Fixture fx(("model" + std::to_string(seed)).c_str());
+    std::mt19937 rng(seed);
+    std::string model;
+    std::shared_ptr<OpenFile> f;
+    ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+    for (int step = 0; step < 200; ++step) {
+      switch (rng() % 10) {
+        case 0: {
+          uint64_t size = rng() % (12 * kChunk);
+          ASSERT_EQ(f->truncate(size, step), 0);
+          model.resize(size, '\0');
+          break;
+        }
+        case 1: {
+          ASSERT_EQ(f->flush(rng() % 2), 0);
+          break;
+        }
+        case 2:
+          ASSERT_EQ(fx.vfs.release(f), 0);
+          ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+          break;
+        default: {
+          uint64_t off = rng() % (12 * kChunk);
+          size_t len = rng() % 3 == 0 ? kChunk * (1 + rng() % 3) : 1 + rng() % 5000;
+          std::string d = pattern(len, rng());
+          ASSERT_EQ(f->write(off, d.data(), d.size(), step), 0);
+          if (model.size() < off + len) model.resize(off + len, '\0');
+          model.replace(off, len, d);
+        }
+      }
+      if (step % 20 == 0) {
+        ASSERT_EQ(fx.read_all(*f, model.size()), model) << "seed " << seed << " step " << step;
+      }
+    }
+    ASSERT_EQ(fx.read_all(*f, model.size()), model) << "seed " << seed;
+    ASSERT_EQ(fx.vfs.release(f), 0);
+    fx.vfs.collect_garbage(0);  // nothing the file references may go
+    ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+    ASSERT_EQ(fx.read_all(*f, model.size()), model) << "after gc, seed " << seed;
+    ASSERT_EQ(fx.vfs.release(f), 0);
+    std::filesystem::remove_all(fx.dir);
+  }
+}
