@@ -1,0 +1,122 @@
+"""Test harness: runs real `wormhole` daemons on temporary storage with a FUSE mount.
+
+Every pod started here is stopped by PID and unmounted with `fusermount3 -u` by the test
+that started it, also when the test fails.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+BINARY = None  # set by main()
+
+
+def parse_args():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", required=True)
+    parser.add_argument("--seed", type=int, default=None)
+    args, rest = parser.parse_known_args()
+    return args, rest
+
+
+def main():
+    global BINARY
+    args, rest = parse_args()
+    BINARY = os.path.abspath(args.binary)
+    if args.seed is not None:
+        os.environ["WORMHOLE_SEED"] = str(args.seed)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+def unmount(path):
+    if os.path.ismount(path) or _is_dead_mount(path):
+        subprocess.run(["fusermount3", "-u", "-z", path], stderr=subprocess.DEVNULL, check=False)
+
+
+def _is_dead_mount(path):
+    try:
+        os.stat(path)
+        return False
+    except OSError as e:
+        return e.errno == 107  # ENOTCONN
+
+
+class Pod:
+    """One daemon with its own config, storage directory and mountpoint."""
+
+    def __init__(self, root=None, name="a", network="test", chunk_size="4MiB", storage=None, extra_pod="",
+                 extra_network=""):
+        self.root = root or tempfile.mkdtemp(prefix="wh-test-")
+        os.chmod(self.root, 0o755)  # let permission tests reach the mount as another user
+        self.name = name
+        self.mnt = os.path.join(self.root, "mnt", name)
+        self.storage = storage or os.path.join(self.root, "data", name)
+        self.config = os.path.join(self.root, f"{name}.toml")
+        self.log_path = os.path.join(self.root, f"{name}.log")
+        with open(self.config, "w") as f:
+            f.write(f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\n{extra_network}\n'
+                    f'[[pod]]\nname = "{name}"\nmountpoint = "{self.mnt}"\nstorage = "{self.storage}"\n'
+                    f'{extra_pod}\n')
+        self.proc = None
+
+    def start(self, wait=True):
+        self.log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([BINARY, "run", "-c", self.config], stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            deadline = time.time() + 30
+            while not os.path.ismount(self.mnt):
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.read_log()}")
+                if time.time() > deadline:
+                    raise RuntimeError("mount did not appear: " + self.read_log())
+                time.sleep(0.02)
+        return self
+
+    def stop(self):
+        """SIGTERM, then wait for a clean unmount."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        unmount(self.mnt)
+        self.proc = None
+
+    def kill9(self):
+        """kill -9: leaves the dead mount behind, as a crash would."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def cleanup(self):
+        self.stop()
+        unmount(self.mnt)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def read_log(self):
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def cli(self, *args, check=True):
+        r = subprocess.run([BINARY, *args, "-c", self.config], capture_output=True, text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"wormhole {' '.join(args)} failed: {r.stderr}")
+        return r
+
+    def status(self):
+        return json.loads(self.cli("status", "--json").stdout)
+
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
