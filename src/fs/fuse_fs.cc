@@ -128,6 +128,7 @@ void wh_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+  spdlog::debug("setattr ino {} to_set {:#x} size {} fh {}", ino, to_set, st->st_size, fi ? fi->fh : 0);
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
     if (a.type != pb::REGULAR) return (void)fuse_reply_err(req, EINVAL);
@@ -225,6 +226,13 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
   if (a.type != pb::REGULAR) return ENXIO;
   auto h = std::make_unique<FileHandle>();
   if (int err = vfs(req).open(a.id, &h->file)) return err;
+  // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
+  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+    if (int err = h->file->truncate(0, Vfs::now_ns())) {
+      vfs(req).release(h->file);
+      return err;
+    }
+  }
   fi->fh = reinterpret_cast<uint64_t>(h.release());
   // Every change of this file's content on this pod passes through this mount, so the
   // kernel's cached pages stay valid from one open to the next.
@@ -233,6 +241,7 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
 }
 
 void wh_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  spdlog::debug("open ino {} flags {:#x}", ino, fi->flags);
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
@@ -271,6 +280,7 @@ void wh_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 }
 
 void wh_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+  spdlog::debug("write off {} size {}", off, size);
   if (int err = handle(fi)->file->write(static_cast<uint64_t>(off), data, size, Vfs::now_ns()))
     return (void)fuse_reply_err(req, err);
   fuse_reply_write(req, size);

@@ -67,7 +67,7 @@ class Pod:
 
     def start(self, wait=True):
         self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([BINARY, "run", "-c", self.config], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([BINARY, "run", "-c", self.config, "--log-level", os.environ.get("WORMHOLE_LOG_LEVEL", "info")], stdout=self.log, stderr=subprocess.STDOUT)
         if wait:
             deadline = time.time() + 30
             while not os.path.ismount(self.mnt):
