@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <nlohmann/json.hpp>
@@ -97,6 +98,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
   ns.trim();
 
   const auto started = std::chrono::steady_clock::now();
+  std::atomic<bool> mounted{false};
   ControlServer control(control_socket_path(pod), [&](const nlohmann::json& req) {
     const std::string cmd = req.value("cmd", "");
     if (cmd == "status") {
@@ -111,6 +113,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"role", pod.role},
           {"pid", ::getpid()},
           {"mountpoint", pod.mountpoint},
+          {"mounted", mounted.load()},
           {"storage", pod.storage},
           {"files", s.files},
           {"directories", s.directories},
@@ -137,6 +140,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
   FuseOptions opts;
   opts.mountpoint = pod.mountpoint;
   opts.storage_dir = pod.storage;
+  opts.on_mounted = [&mounted] { mounted = true; };
   int rc = run_fuse(vfs, opts);
   spdlog::info("pod {} stopped", pod.name);
   return rc;

@@ -492,11 +492,28 @@ const fuse_lowlevel_ops kOps = [] {
   return ops;
 }();
 
+// Is `path` listed as a mount point in /proc/self/mountinfo?
+bool is_mount_point(const std::string& path) {
+  FILE* f = std::fopen("/proc/self/mountinfo", "r");
+  if (!f) return false;
+  char line[4096];
+  bool found = false;
+  while (!found && std::fgets(line, sizeof line, f)) {
+    // Fields: id parent major:minor root mountpoint ... (spaces in paths are escaped as \040)
+    char mp[4096];
+    if (std::sscanf(line, "%*s %*s %*s %*s %4095s", mp) == 1 && path == mp) found = true;
+  }
+  std::fclose(f);
+  return found;
+}
+
 }  // namespace
 
 bool clean_stale_mount(const std::string& mountpoint) {
-  struct stat st;
-  if (::stat(mountpoint.c_str(), &st) == 0 || errno != ENOTCONN) return true;
+  // statfs always reaches the file system (stat may be answered from the kernel's cache),
+  // so it tells a dead FUSE mount apart.
+  struct statvfs sv;
+  if (::statvfs(mountpoint.c_str(), &sv) == 0 || errno != ENOTCONN) return true;
   spdlog::warn("{} is a dead mount left by a crashed daemon; detaching it", mountpoint);
   if (::umount2(mountpoint.c_str(), MNT_DETACH) == 0) return true;
   pid_t pid = ::fork();
@@ -506,7 +523,7 @@ bool clean_stale_mount(const std::string& mountpoint) {
   }
   int status = 0;
   if (pid > 0) ::waitpid(pid, &status, 0);
-  return ::stat(mountpoint.c_str(), &st) == 0;
+  return ::statvfs(mountpoint.c_str(), &sv) == 0;
 }
 
 int run_fuse(Vfs& vfs, const FuseOptions& options) {
@@ -517,6 +534,10 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
   }
   std::error_code ec;
   std::filesystem::create_directories(options.mountpoint, ec);
+  if (is_mount_point(options.mountpoint)) {
+    spdlog::error("{} is already mounted (another daemon?); refusing to mount over it", options.mountpoint);
+    return 1;
+  }
   std::vector<std::string> argv_s = {"wormhole", "-o", "fsname=wormhole,subtype=wormhole"};
   if (::geteuid() == 0) {
     // Shared mount for every user, with the kernel checking permissions against modes.
@@ -545,6 +566,7 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
     return 1;
   }
   spdlog::info("mounted at {}", options.mountpoint);
+  if (options.on_mounted) options.on_mounted();
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 1);
   fuse_loop_cfg_set_max_threads(cfg, options.max_threads);

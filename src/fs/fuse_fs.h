@@ -2,6 +2,7 @@
 // Vfs calls and their results into replies; it holds no file-system state of its own.
 // Runs the multithreaded session loop on the calling thread until unmount or signal.
 #pragma once
+#include <functional>
 #include <string>
 
 #include "vfs/vfs.h"
@@ -14,6 +15,7 @@ struct FuseOptions {
   double entry_timeout_s = 1.0;
   double attr_timeout_s = 1.0;
   unsigned max_threads = 16;
+  std::function<void()> on_mounted;  // called once the mount is live
 };
 
 // Mounts and serves until the file system is unmounted or SIGINT/SIGTERM arrives, then

@@ -66,17 +66,25 @@ class Pod:
         self.proc = None
 
     def start(self, wait=True):
-        self.log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([BINARY, "run", "-c", self.config, "--log-level", os.environ.get("WORMHOLE_LOG_LEVEL", "info")], stdout=self.log, stderr=subprocess.STDOUT)
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(
+                [BINARY, "run", "-c", self.config, "--log-level", os.environ.get("WORMHOLE_LOG_LEVEL", "info")],
+                stdout=log, stderr=subprocess.STDOUT)
         if wait:
             deadline = time.time() + 30
-            while not os.path.ismount(self.mnt):
+            while not self._mounted():
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.read_log()}")
                 if time.time() > deadline:
                     raise RuntimeError("mount did not appear: " + self.read_log())
                 time.sleep(0.02)
         return self
+
+    def _mounted(self):
+        """True once this daemon reports its mount live (a dead mount left by a killed
+        daemon can still look mounted to os.path.ismount)."""
+        r = subprocess.run([BINARY, "status", "--json", "-c", self.config], capture_output=True, text=True)
+        return r.returncode == 0 and json.loads(r.stdout).get("mounted") is True
 
     def stop(self):
         """SIGTERM, then wait for a clean unmount."""
