@@ -12,8 +12,10 @@ namespace wormhole {
 struct FuseOptions {
   std::string mountpoint;
   std::string storage_dir;   // for statfs and fallocate space checks
-  double entry_timeout_s = 1.0;
-  double attr_timeout_s = 1.0;
+  // Every change on this pod passes through this mount, so the kernel's caches of names
+  // and attributes stay true; changes from other pods will invalidate them explicitly.
+  double entry_timeout_s = 300.0;
+  double attr_timeout_s = 300.0;
   unsigned max_threads = 16;
   std::function<void()> on_mounted;  // called once the mount is live
 };

@@ -575,7 +575,7 @@ void Meta::for_each_chunk(const std::function<void(const std::string&)>& visit) 
     pb::VersionRecord rec;
     if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())))
       for (auto& c : rec.chunks())
-        if (!c.sha256().empty()) visit(c.sha256());
+        if (!c.sha256().empty() && c.inline_data().empty()) visit(c.sha256());
     return true;
   });
 }

@@ -19,6 +19,13 @@ int OpenFile::load() {
   if (int err = ns_.current_version(inode_, &base_version_, &v)) return err;
   size_ = v.size();
   chunks_.assign(v.chunks().begin(), v.chunks().end());
+  for (auto& c : chunks_) {
+    const std::string& data = c.inline_data();
+    if (!data.empty() && (data.size() != c.length() || ChunkStore::hash(data.data(), data.size()) != c.sha256())) {
+      spdlog::error("inline chunk of {} does not match its hash: corrupt metadata", ns_.path_of(inode_));
+      return EIO;
+    }
+  }
   // Invariant: one entry per chunk span of the file.
   if (chunks_.size() != (size_ + chunk_size_ - 1) / chunk_size_) {
     spdlog::error("version {} of {} has {} chunks for {} bytes; chunk size changed?", base_version_.str(),
@@ -73,11 +80,8 @@ int OpenFile::load_base(uint64_t index, DirtyChunk& d) {
   if (index < chunks_.size() && !chunks_[index].sha256().empty()) {
     const uint64_t stored = std::min<uint64_t>(chunks_[index].length(), limit);
     merged.resize(stored);
-    ssize_t n = store_.read(chunks_[index].sha256(), 0, stored, merged.data());
-    if (n < 0) {
-      spdlog::error("cannot read chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(static_cast<int>(-n)));
-      return static_cast<int>(-n);
-    }
+    ssize_t n = read_stored(index, 0, stored, merged.data());
+    if (n < 0) return static_cast<int>(-n);
     merged.resize(static_cast<size_t>(n));
   }
   size_t need = merged.size();
@@ -101,7 +105,11 @@ int OpenFile::seal(uint64_t index) {
   // Trailing bytes past data.size() within the span read as zeros, so a short chunk is
   // exact. An all-empty chunk becomes a hole.
   pb::ChunkRef ref;
-  if (!d.data.empty()) {
+  if (!d.data.empty() && d.data.size() <= kInlineMaxBytes) {
+    ref.set_sha256(ChunkStore::hash(d.data.data(), d.data.size()));
+    ref.set_length(static_cast<uint32_t>(d.data.size()));
+    ref.set_inline_data(d.data.data(), d.data.size());
+  } else if (!d.data.empty()) {
     std::string sha;
     if (int err = store_.put(d.data.data(), d.data.size(), &sha)) {
       spdlog::error("cannot store chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(err));
@@ -137,7 +145,11 @@ int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_n
     const uint64_t in_chunk = pos - index * chunk_size_;
     const size_t n = static_cast<size_t>(std::min<uint64_t>(end - pos, chunk_size_ - in_chunk));
     DirtyChunk& d = make_dirty(index);
-    if (d.data.size() < in_chunk + n) d.data.resize(in_chunk + n);
+    if (d.data.size() < in_chunk + n) {
+      // Past the small-file range, reserve the whole chunk once instead of regrowing.
+      if (in_chunk + n > kInlineMaxBytes && d.data.capacity() < chunk_size_) d.data.reserve(chunk_size_);
+      d.data.resize(in_chunk + n);
+    }
     std::memcpy(d.data.data() + in_chunk, data + (pos - offset), n);
     if (!d.base_loaded) add_range(d, static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(in_chunk + n));
     // A completely written chunk is sealed right away: sequential writers keep one chunk
@@ -193,16 +205,30 @@ int OpenFile::truncate(uint64_t size, int64_t now_ns) {
   return 0;
 }
 
+ssize_t OpenFile::read_stored(uint64_t index, uint64_t in_chunk, size_t n, char* out) {
+  const pb::ChunkRef& ref = chunks_[index];
+  if (!ref.inline_data().empty() || ref.length() == 0) {
+    const std::string& data = ref.inline_data();
+    if (in_chunk >= data.size()) return 0;
+    const size_t count = std::min<size_t>(n, data.size() - in_chunk);
+    std::memcpy(out, data.data() + in_chunk, count);
+    return static_cast<ssize_t>(count);
+  }
+  ssize_t r = store_.read(ref.sha256(), in_chunk, n, out);
+  if (r < 0) {
+    spdlog::error("read of {} failed at chunk {}: {}", ns_.path_of(inode_), index,
+                  r == -ENOENT ? "chunk missing" : "chunk corrupt or unreadable");
+    return -EIO;
+  }
+  return r;
+}
+
 ssize_t OpenFile::read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out) {
   const pb::ChunkRef* ref = index < chunks_.size() ? &chunks_[index] : nullptr;
   size_t got = 0;
   if (ref && !ref->sha256().empty() && in_chunk < ref->length()) {
-    ssize_t r = store_.read(ref->sha256(), in_chunk, n, out);
-    if (r < 0) {
-      spdlog::error("read of {} failed at chunk {}: {}", ns_.path_of(inode_), index,
-                    r == -ENOENT ? "chunk missing" : "chunk corrupt or unreadable");
-      return -EIO;
-    }
+    ssize_t r = read_stored(index, in_chunk, n, out);
+    if (r < 0) return r;
     got = static_cast<size_t>(r);
   }
   if (got < n) std::memset(out + got, 0, n - got);  // hole or past the stored bytes
@@ -278,7 +304,7 @@ void OpenFile::overlay(Attr* attr) {
 void OpenFile::pending_chunks(std::vector<std::string>* out) {
   std::shared_lock lock(mu_);
   for (auto& c : chunks_)
-    if (!c.sha256().empty()) out->push_back(c.sha256());
+    if (!c.sha256().empty() && c.inline_data().empty()) out->push_back(c.sha256());
 }
 
 }  // namespace wormhole

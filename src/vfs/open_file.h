@@ -21,6 +21,9 @@ namespace wormhole {
 class OpenFile {
  public:
   static constexpr size_t kMaxDirtyChunks = 8;
+  // Chunks up to this size are kept inline in the version record rather than as chunk
+  // files: a small file then costs one metadata write instead of a file create + rename.
+  static constexpr size_t kInlineMaxBytes = 8 * 1024;
 
   OpenFile(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size, Gid inode);
   // Loads the current version. Returns 0 or errno.
@@ -56,6 +59,9 @@ class OpenFile {
   int seal_all();
   ssize_t read_locked(uint64_t offset, size_t len, char* out, bool may_load);
   ssize_t read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out);
+  // Reads stored bytes of chunk `index` (inline or from the chunk store); short at the
+  // chunk's stored end. -errno on failure, logged with the file's path.
+  ssize_t read_stored(uint64_t index, uint64_t in_chunk, size_t n, char* out);
   static bool covers(const DirtyChunk& d, uint32_t start, uint32_t end);
   static void add_range(DirtyChunk& d, uint32_t start, uint32_t end);
 

@@ -90,6 +90,23 @@ TEST(OpenFile, OnlyTouchedChunksAreRewritten) {
   ASSERT_EQ(fx.vfs.release(f), 0);
 }
 
+TEST(OpenFile, SmallChunksAreStoredInline) {
+  Fixture fx("inline");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(kChunk + 100, 4);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  auto refs = fx.committed();
+  ASSERT_EQ(refs.size(), 2u);
+  EXPECT_TRUE(refs[0].inline_data().empty());
+  EXPECT_EQ(refs[1].inline_data(), data.substr(kChunk));
+  EXPECT_EQ(fx.chunks.stats().chunks, 1u);  // only the full chunk became a file
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
 TEST(OpenFile, TruncateShrinksAndGrowsWithZeros) {
   Fixture fx("truncate");
   std::shared_ptr<OpenFile> f;

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Wormhole benchmarks: the same workloads on a Wormhole mount and on a local directory of
+the same disk, in one run. Prints both figures and their ratio, then one line per metric
+`ratio <metric> <value>` where above 1 always means Wormhole is better (for times: local
+time / Wormhole time; for throughputs: Wormhole / local).
+
+Usage: bench/run_bench.py [--binary build/wormhole] [--size-mib 1024] [--files 10000]
+"""
+import argparse
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "mount"))
+import harness  # noqa: E402
+from harness import Pod  # noqa: E402
+
+MIB = 1 << 20
+
+
+def drop_caches():
+    """Cold caches for both sides (root only); returns whether it was possible."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - t0
+
+
+def seq_write(path, size_mib):
+    block = os.urandom(MIB)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    for _ in range(size_mib):
+        os.write(fd, block)
+    os.fsync(fd)
+    os.close(fd)
+
+
+def seq_read(path):
+    fd = os.open(path, os.O_RDONLY)
+    while os.read(fd, MIB):
+        pass
+    os.close(fd)
+
+
+def random_reads(path, count, seed=1):
+    size = os.stat(path).st_size
+    rng = random.Random(seed)
+    fd = os.open(path, os.O_RDONLY)
+    for _ in range(count):
+        os.pread(fd, 4096, rng.randrange(0, size // 4096) * 4096)
+    os.close(fd)
+
+
+def make_files(root, n):
+    data = os.urandom(4096)
+    for i in range(n):
+        fd = os.open(os.path.join(root, f"f{i:05d}"), os.O_CREAT | os.O_WRONLY, 0o644)
+        os.write(fd, data)
+        os.close(fd)
+
+
+def stat_files(root, n):
+    for i in range(n):
+        os.stat(os.path.join(root, f"f{i:05d}"))
+
+
+def read_files(root, n):
+    for i in range(n):
+        fd = os.open(os.path.join(root, f"f{i:05d}"), os.O_RDONLY)
+        os.read(fd, 8192)
+        os.close(fd)
+
+
+def delete_files(root, n):
+    for i in range(n):
+        os.unlink(os.path.join(root, f"f{i:05d}"))
+
+
+def untar(tarball, dest):
+    os.makedirs(dest, exist_ok=True)
+    subprocess.run(["tar", "xf", tarball, "-C", dest], check=True)
+
+
+def grep(dest):
+    subprocess.run(["grep", "-r", "-c", "wormhole_no_such_string", dest], stdout=subprocess.DEVNULL, check=False)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--binary", default="build/wormhole")
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--files", type=int, default=10000)
+    parser.add_argument("--random-reads", type=int, default=20000)
+    parser.add_argument("--workdir", default=None, help="directory on the disk to test (default: build/bench)")
+    args = parser.parse_args()
+    harness.BINARY = os.path.abspath(args.binary)
+    base = os.path.abspath(args.workdir or os.path.join(os.path.dirname(harness.BINARY), "bench"))
+    os.makedirs(base, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="run-", dir=base)
+    local = os.path.join(work, "local")
+    os.makedirs(local)
+    pod = Pod(root=work, name="bench", storage=os.path.join(work, "storage"))
+    cold = drop_caches()
+    results = []  # (metric, unit, local, wormhole, higher_is_better)
+
+    def record(metric, unit, l, w, higher_is_better):
+        results.append((metric, unit, l, w, higher_is_better))
+        ratio = (w / l) if higher_is_better else (l / w)
+        print(f"{metric:<16} local {l:>10.3f} {unit:<6} wormhole {w:>10.3f} {unit:<6} ratio {ratio:6.2f}", flush=True)
+
+    try:
+        pod.start()
+        mnt = pod.mnt
+        tarball = os.path.join(work, "include.tar")
+        subprocess.run(["tar", "cf", tarball, "-C", "/usr", "include"], check=True)
+        print(f"# workdir {work}; caches {'dropped' if cold else 'NOT dropped (not root)'}; "
+              f"{args.size_mib} MiB file, {args.files} small files", flush=True)
+
+        big_l, big_w = os.path.join(local, "big"), os.path.join(mnt, "big")
+        tl = timed(seq_write, big_l, args.size_mib)
+        tw = timed(seq_write, big_w, args.size_mib)
+        record("seq_write", "MB/s", args.size_mib * MIB / tl / 1e6, args.size_mib * MIB / tw / 1e6, True)
+
+        drop_caches()
+        tl = timed(seq_read, big_l)
+        drop_caches()
+        tw = timed(seq_read, big_w)
+        record("seq_read", "MB/s", args.size_mib * MIB / tl / 1e6, args.size_mib * MIB / tw / 1e6, True)
+
+        drop_caches()
+        tl = timed(random_reads, big_l, args.random_reads)
+        drop_caches()
+        tw = timed(random_reads, big_w, args.random_reads)
+        record("rand_read_4k", "op/s", args.random_reads / tl, args.random_reads / tw, True)
+        os.unlink(big_l)
+        os.unlink(big_w)
+
+        for side in (local, mnt):
+            os.makedirs(os.path.join(side, "small"))
+        n = args.files
+        times = {}
+        for name, fn in (("create", make_files), ("stat", stat_files), ("small_read", read_files),
+                         ("delete", delete_files)):
+            if name == "small_read":
+                drop_caches()
+            tl = timed(fn, os.path.join(local, "small"), n)
+            if name == "small_read":
+                drop_caches()
+            tw = timed(fn, os.path.join(mnt, "small"), n)
+            times[name] = (tl, tw)
+            record(name, "op/s", n / tl, n / tw, True)
+
+        tl = timed(untar, tarball, os.path.join(local, "tree"))
+        tw = timed(untar, tarball, os.path.join(mnt, "tree"))
+        record("untar", "s", tl, tw, False)
+        drop_caches()
+        tl = timed(grep, os.path.join(local, "tree"))
+        drop_caches()
+        tw = timed(grep, os.path.join(mnt, "tree"))
+        record("grep", "s", tl, tw, False)
+    finally:
+        pod.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+
+    for metric, unit, l, w, hib in results:
+        print(f"ratio {metric} {(w / l) if hib else (l / w):.3f}")
+
+
+if __name__ == "__main__":
+    main()
