@@ -30,6 +30,8 @@ struct Context {
 // An open regular file handle (fi->fh).
 struct FileHandle {
   std::shared_ptr<OpenFile> file;
+  uint32_t opener_uid = 0;
+  bool privileges_checked = false;  // set-user/group-id bits checked since open
 };
 
 // An open directory handle: a snapshot of the listing taken at opendir, so offsets stay
@@ -125,10 +127,36 @@ void wh_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   reply_attr(req, a);
 }
 
+// Libfuse leaves clearing set-user-ID and set-group-ID bits to the file system (the kernel's
+// HANDLE_KILLPRIV): a write or truncate by an unprivileged user, and any change of owner,
+// clear them as on a local file system.
+int kill_privileges(fuse_req_t req, fuse_ino_t ino) {
+  Attr a;
+  if (int err = ns(req).getattr(ino, &a)) return err;
+  if (a.type != pb::REGULAR) return 0;
+  uint32_t mode = a.mode & 07777;
+  uint32_t cleared = mode & ~static_cast<uint32_t>(S_ISUID);
+  if (mode & S_IXGRP) cleared &= ~static_cast<uint32_t>(S_ISGID);  // without group-exec it is a lock flag
+  if (cleared == mode) return 0;
+  pb::SetAttr change;
+  change.set_mask(kAttrMode);
+  change.set_mode(cleared);
+  return ns(req).setattr(ino, change, &a);
+}
+
 void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   spdlog::debug("setattr ino {} to_set {:#x} size {} fh {}", ino, to_set, st->st_size, fi ? fi->fh : 0);
+  // The kernel's write-back cache reports the time of the writes it flushes: that belongs to
+  // the version being written, not to a separate attribute change.
+  const int kTimesOnly = FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME;
+  if (fi && fi->fh && (to_set & FUSE_SET_ATTR_MTIME) && !(to_set & ~kTimesOnly) &&
+      handle(fi)->file->set_pending_mtime(st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec)) {
+    if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+    return reply_attr(req, a);
+  }
+  const bool unprivileged = fuse_req_ctx(req)->uid != 0;
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
     if (a.type != pb::REGULAR) return (void)fuse_reply_err(req, EINVAL);
@@ -165,6 +193,9 @@ void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
     change.set_mask(mask);
     if (int err = ns(req).setattr(ino, change, &a)) return (void)fuse_reply_err(req, err);
   }
+  const bool owner_changed = to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID);
+  if ((owner_changed && !(to_set & FUSE_SET_ATTR_MODE)) || ((to_set & FUSE_SET_ATTR_SIZE) && unprivileged))
+    if (int err = kill_privileges(req, ino)) return (void)fuse_reply_err(req, err);
   if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   reply_attr(req, a);
 }
@@ -225,6 +256,7 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
   if (a.type == pb::DIRECTORY) return EISDIR;
   if (a.type != pb::REGULAR) return ENXIO;
   auto h = std::make_unique<FileHandle>();
+  h->opener_uid = fuse_req_ctx(req)->uid;
   if (int err = vfs(req).open(a.id, &h->file)) return err;
   // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
@@ -539,6 +571,8 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
     return 1;
   }
   std::vector<std::string> argv_s = {"wormhole", "-o", "fsname=wormhole,subtype=wormhole"};
+  // WORMHOLE_FUSE_DEBUG=1 makes libfuse log every request (for debugging only: slow).
+  if (std::getenv("WORMHOLE_FUSE_DEBUG")) argv_s.push_back("-d");
   if (::geteuid() == 0) {
     // Shared mount for every user, with the kernel checking permissions against modes.
     argv_s.push_back("-o");

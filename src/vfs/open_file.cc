@@ -295,6 +295,13 @@ int OpenFile::flush(bool sync) {
   return 0;
 }
 
+bool OpenFile::set_pending_mtime(int64_t mtime_ns) {
+  std::unique_lock lock(mu_);
+  if (!modified_) return false;
+  mtime_ns_ = mtime_ns;
+  return true;
+}
+
 void OpenFile::overlay(Attr* attr) {
   std::shared_lock lock(mu_);
   attr->size = size_;

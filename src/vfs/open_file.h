@@ -38,6 +38,10 @@ class OpenFile {
   // chunks and the version are durable on return.
   int flush(bool sync);
 
+  // Sets the modification time the next version will carry, when unflushed writes exist
+  // (the kernel's write-back cache reports the time of the writes it holds). Returns false
+  // when there is nothing unflushed: the caller must then change the attribute itself.
+  bool set_pending_mtime(int64_t mtime_ns);
   // Current size and modification time, including unflushed writes.
   void overlay(Attr* attr);
   Gid inode() const { return inode_; }

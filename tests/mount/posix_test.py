@@ -274,6 +274,23 @@ class MountTest(unittest.TestCase):
         r = as_nobody("cat", secret)
         self.assertEqual((r.returncode, r.stdout), (0, "s"))
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to switch to an unprivileged uid")
+    def test_setuid_bits_are_cleared_like_on_a_local_disk(self):
+        f = self.p("suid")
+        with open(f, "w") as fh:
+            fh.write("#!/bin/sh\n")
+        os.chmod(f, 0o6777)
+        os.chown(f, 65534, 65534)  # a change of owner clears both bits (group-exec is set)
+        self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o777)
+        os.chmod(f, 0o6777)
+        r = as_nobody("sh", "-c", f"echo more >> {f}")  # an unprivileged write clears them
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o777)
+        os.chmod(f, 0o4755)
+        with open(f, "a") as fh:  # root keeps them (CAP_FSETID)
+            fh.write("root\n")
+        self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o4755)
+
     # ---- locks and statfs ---------------------------------------------------------------
     def test_local_locks(self):
         f = self.p("lock")
