@@ -8,8 +8,8 @@
 
 namespace wormhole {
 
-OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size, Gid inode)
-    : ns_(ns), store_(chunks), chunk_size_(chunk_size), inode_(inode) {
+OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode)
+    : ns_(ns), store_(chunks), buffers_(buffers), chunk_size_(chunk_size), inode_(inode) {
   assert(chunk_size_ > 0 && chunk_size_ <= (1u << 30));
 }
 
@@ -67,6 +67,14 @@ OpenFile::DirtyChunk& OpenFile::make_dirty(uint64_t index) {
   auto it = dirty_.find(index);
   if (it != dirty_.end()) return it->second;
   DirtyChunk& d = dirty_[index];
+  auto s = sealing_.find(index);
+  if (s != sealing_.end()) {
+    // Written again while being stored: start from the bytes being stored.
+    buffers_.reserve_full(d.data);
+    d.data.assign(s->second.data->begin(), s->second.data->end());
+    d.base_loaded = true;
+    return d;
+  }
   // A chunk with no stored bytes (a hole, or beyond the old end) is all zeros: the zero
   // fill of `data` already is its base.
   d.base_loaded = index >= chunks_.size() || chunks_[index].sha256().empty();
@@ -76,7 +84,7 @@ OpenFile::DirtyChunk& OpenFile::make_dirty(uint64_t index) {
 int OpenFile::load_base(uint64_t index, DirtyChunk& d) {
   if (d.base_loaded) return 0;
   const uint64_t limit = span(index);
-  std::vector<char> merged;
+  ByteBuffer merged;
   if (index < chunks_.size() && !chunks_[index].sha256().empty()) {
     const uint64_t stored = std::min<uint64_t>(chunks_[index].length(), limit);
     merged.resize(stored);
@@ -86,8 +94,11 @@ int OpenFile::load_base(uint64_t index, DirtyChunk& d) {
   }
   size_t need = merged.size();
   for (auto& [s, e] : d.written) need = std::max<size_t>(need, e);
+  const size_t stored_end = merged.size();
   merged.resize(std::max(need, d.data.size()));
+  std::memset(merged.data() + stored_end, 0, merged.size() - stored_end);  // past the stored bytes: zeros
   for (auto& [s, e] : d.written) std::memcpy(merged.data() + s, d.data.data() + s, e - s);
+  buffers_.give_back(std::move(d.data));
   d.data = std::move(merged);
   d.written.clear();
   d.base_loaded = true;
@@ -121,7 +132,9 @@ int OpenFile::seal(uint64_t index) {
   }
   if (chunks_.size() <= index) chunks_.resize(index + 1);
   chunks_[index] = ref;
+  buffers_.give_back(std::move(d.data));
   dirty_.erase(it);
+  sealing_.erase(index);  // an older store of this chunk still in flight must not win
   return 0;
 }
 
@@ -134,6 +147,7 @@ int OpenFile::seal_all() {
 int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_ns) {
   std::unique_lock lock(mu_);
   if (len == 0) return 0;
+  std::vector<std::pair<uint64_t, std::shared_ptr<ByteBuffer>>> full_chunks;
   const uint64_t end = offset + len;
   if (end > size_) {
     size_ = end;
@@ -146,9 +160,11 @@ int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_n
     const size_t n = static_cast<size_t>(std::min<uint64_t>(end - pos, chunk_size_ - in_chunk));
     DirtyChunk& d = make_dirty(index);
     if (d.data.size() < in_chunk + n) {
-      // Past the small-file range, reserve the whole chunk once instead of regrowing.
-      if (in_chunk + n > kInlineMaxBytes && d.data.capacity() < chunk_size_) d.data.reserve(chunk_size_);
-      d.data.resize(in_chunk + n);
+      // Past the small-file range, take a whole chunk buffer once instead of regrowing.
+      if (in_chunk + n > kInlineMaxBytes) buffers_.reserve_full(d.data);
+      const size_t old_size = d.data.size();
+      d.data.resize(in_chunk + n);  // uninitialised: filled below
+      if (in_chunk > old_size) std::memset(d.data.data() + old_size, 0, in_chunk - old_size);  // a gap is zeros
     }
     std::memcpy(d.data.data() + in_chunk, data + (pos - offset), n);
     if (!d.base_loaded) add_range(d, static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(in_chunk + n));
@@ -159,13 +175,58 @@ int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_n
     pos += n;
     modified_ = true;
     mtime_ns_ = now_ns;
-    if (full)
-      if (int err = seal(index)) return err;
+    if (full) {
+      auto buf = std::make_shared<ByteBuffer>(std::move(d.data));
+      dirty_.erase(index);
+      sealing_[index] = Sealing{buf};
+      full_chunks.emplace_back(index, std::move(buf));
+    }
   }
   // Bound the write-back area: seal the lowest dirty chunks when too many are dirty.
-  while (dirty_.size() > kMaxDirtyChunks)
-    if (int err = seal(dirty_.begin()->first)) return err;
-  return 0;
+  int bound_err = 0;
+  while (!bound_err && dirty_.size() > kMaxDirtyChunks) bound_err = seal(dirty_.begin()->first);
+  // Always: the chunks moved to sealing_ above must be stored or put back.
+  const int seal_err = seal_outside_lock(lock, full_chunks);
+  return bound_err ? bound_err : seal_err;
+}
+
+int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
+                                std::vector<std::pair<uint64_t, std::shared_ptr<ByteBuffer>>>& jobs) {
+  if (jobs.empty()) return 0;
+  struct Stored {
+    std::string sha;
+    int err;
+  };
+  std::vector<Stored> results(jobs.size());
+  lock.unlock();
+  for (size_t i = 0; i < jobs.size(); ++i)
+    results[i].err = store_.put(jobs[i].second->data(), jobs[i].second->size(), &results[i].sha);
+  lock.lock();
+  int first_err = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    auto& [index, buf] = jobs[i];
+    auto it = sealing_.find(index);
+    // Install only if nothing newer (a write, a truncate) replaced this chunk meanwhile.
+    if (it == sealing_.end() || it->second.data != buf) continue;
+    sealing_.erase(it);
+    if (results[i].err) {
+      // Keep the bytes as a dirty chunk: a later flush retries, nothing is lost.
+      spdlog::error("cannot store chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(results[i].err));
+      if (!first_err) first_err = results[i].err;
+      DirtyChunk& d = dirty_[index];
+      d.data = std::move(*buf);
+      d.base_loaded = true;
+      continue;
+    }
+    pb::ChunkRef ref;
+    ref.set_sha256(results[i].sha);
+    ref.set_length(static_cast<uint32_t>(buf->size()));
+    if (chunks_.size() > index) chunks_[index] = ref;
+    unsynced_ = true;
+    buffers_.give_back(std::move(*buf));
+  }
+  sealed_.notify_all();
+  return first_err;
 }
 
 int OpenFile::truncate(uint64_t size, int64_t now_ns) {
@@ -182,7 +243,13 @@ int OpenFile::truncate(uint64_t size, int64_t now_ns) {
     return 0;
   }
   const uint64_t count = (size + chunk_size_ - 1) / chunk_size_;
-  dirty_.erase(dirty_.lower_bound(count), dirty_.end());
+  for (auto it = dirty_.lower_bound(count); it != dirty_.end(); it = dirty_.erase(it))
+    buffers_.give_back(std::move(it->second.data));
+  sealing_.erase(sealing_.lower_bound(count), sealing_.end());
+  if (count > 0 && sealing_.count(count - 1)) {
+    make_dirty(count - 1);  // copies the bytes being stored; clipped below
+    sealing_.erase(count - 1);
+  }
   size_ = size;
   if (count > 0) {
     const uint64_t last = count - 1;
@@ -245,7 +312,13 @@ ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out, bool may_l
     const size_t n = static_cast<size_t>(std::min<uint64_t>(end - pos, chunk_size_ - in_chunk));
     char* dst = out + (pos - offset);
     auto it = dirty_.find(index);
-    if (it == dirty_.end()) {
+    auto sealing = it == dirty_.end() ? sealing_.find(index) : sealing_.end();
+    if (sealing != sealing_.end()) {
+      const ByteBuffer& d = *sealing->second.data;
+      size_t have = d.size() > in_chunk ? std::min<size_t>(n, d.size() - in_chunk) : 0;
+      if (have) std::memcpy(dst, d.data() + in_chunk, have);
+      if (have < n) std::memset(dst + have, 0, n - have);
+    } else if (it == dirty_.end()) {
       ssize_t r = read_clean(index, in_chunk, n, dst);
       if (r < 0) return r;
     } else {
@@ -276,6 +349,7 @@ ssize_t OpenFile::read(uint64_t offset, size_t len, char* out) {
 
 int OpenFile::flush(bool sync) {
   std::unique_lock lock(mu_);
+  sealed_.wait(lock, [this] { return sealing_.empty(); });
   if (int err = seal_all()) return err;
   if (modified_) {
     if (sync && unsynced_) {

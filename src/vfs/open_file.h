@@ -4,16 +4,24 @@
 // chunks. A dirty chunk is sealed (hashed and stored as an immutable chunk) as soon as it
 // is completely written, when too many are dirty, and on flush; flush then commits the
 // pending list as a new version. Only touched chunks are rewritten, and memory per file
-// is bounded by kMaxDirtyChunks chunks. Thread-safe (internal lock).
+// is bounded by kMaxDirtyChunks dirty chunks plus the full chunks being sealed.
+//
+// A completely written chunk is sealed outside the lock, so that while one thread hashes
+// and stores it, other threads keep copying the next writes in: on two cores this nearly
+// doubles sequential write speed. Such a chunk sits in `sealing_` (readable) until stored.
+// Thread-safe (internal lock).
 #pragma once
 #include <cstdint>
+#include <condition_variable>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <vector>
 
 #include "chunks/chunk_store.h"
+#include "vfs/buffer_pool.h"
 #include "meta/namespace.h"
 
 namespace wormhole {
@@ -25,7 +33,7 @@ class OpenFile {
   // files: a small file then costs one metadata write instead of a file create + rename.
   static constexpr size_t kInlineMaxBytes = 8 * 1024;
 
-  OpenFile(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size, Gid inode);
+  OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode);
   // Loads the current version. Returns 0 or errno.
   int load();
 
@@ -50,7 +58,7 @@ class OpenFile {
 
  private:
   struct DirtyChunk {
-    std::vector<char> data;  // bytes [0, data.size()) of the chunk
+    ByteBuffer data;  // bytes [0, data.size()) of the chunk
     // Ranges written since the chunk became dirty, [start, end), sorted and merged.
     // Unneeded once base_loaded: then data holds the whole logical content.
     std::vector<std::pair<uint32_t, uint32_t>> written;
@@ -69,8 +77,17 @@ class OpenFile {
   static bool covers(const DirtyChunk& d, uint32_t start, uint32_t end);
   static void add_range(DirtyChunk& d, uint32_t start, uint32_t end);
 
+  // A full chunk being stored outside the lock.
+  struct Sealing {
+    std::shared_ptr<ByteBuffer> data;
+  };
+  // Stores the full chunks in `jobs` (unlocked), then installs them; 0 or first errno.
+  int seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
+                        std::vector<std::pair<uint64_t, std::shared_ptr<ByteBuffer>>>& jobs);
+
   Namespace& ns_;
   ChunkStore& store_;
+  BufferPool& buffers_;
   const uint64_t chunk_size_;
   const Gid inode_;
   std::shared_mutex mu_;
@@ -81,6 +98,8 @@ class OpenFile {
   bool unsynced_ = false;      // chunks written since the last sync
   std::vector<pb::ChunkRef> chunks_;           // pending chunk list
   std::map<uint64_t, DirtyChunk> dirty_;       // chunk index -> dirty bytes
+  std::map<uint64_t, Sealing> sealing_;        // chunk index -> full chunk being stored
+  std::condition_variable_any sealed_;         // signalled when sealing_ shrinks
 };
 
 }  // namespace wormhole

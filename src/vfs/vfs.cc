@@ -6,8 +6,11 @@
 
 namespace wormhole {
 
+// Idle chunk buffers kept for reuse: enough for a few files written at once.
+constexpr size_t kIdleBuffers = 16;
+
 Vfs::Vfs(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size)
-    : ns_(ns), chunks_(chunks), chunk_size_(chunk_size) {}
+    : ns_(ns), chunks_(chunks), chunk_size_(chunk_size), buffers_(chunk_size, kIdleBuffers) {}
 
 int64_t Vfs::now_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -18,7 +21,7 @@ int Vfs::open(Gid inode, std::shared_ptr<OpenFile>* file) {
   std::lock_guard lock(mu_);
   Slot& slot = open_[inode];
   if (!slot.file) {
-    auto f = std::make_shared<OpenFile>(ns_, chunks_, chunk_size_, inode);
+    auto f = std::make_shared<OpenFile>(ns_, chunks_, buffers_, chunk_size_, inode);
     if (int err = f->load()) {
       open_.erase(inode);
       return err;

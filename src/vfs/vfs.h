@@ -42,6 +42,7 @@ class Vfs {
   Namespace& ns_;
   ChunkStore& chunks_;
   const uint64_t chunk_size_;
+  BufferPool buffers_;
   std::mutex mu_;
   struct Slot {
     std::shared_ptr<OpenFile> file;
