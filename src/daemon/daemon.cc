@@ -73,7 +73,7 @@ int64_t wall_ns() {
 int run_daemon(const Config& config, const PodConfig& pod) {
   std::string error;
   StorageDir storage(pod.storage);
-  if (!storage.lock(&error) || !storage.load_identity(config.network.name, pod.name, &error)) {
+  if (!storage.lock(&error) || !storage.load_identity(config.network.name, pod.name, config.network.chunk_size, &error)) {
     spdlog::error("{}", error);
     return 1;
   }

@@ -46,11 +46,12 @@ bool StorageDir::lock(std::string* error) {
   return true;
 }
 
-bool StorageDir::load_identity(const std::string& network, const std::string& pod_name, std::string* error) {
+bool StorageDir::load_identity(const std::string& network, const std::string& pod_name, uint64_t chunk_size,
+                               std::string* error) {
   const std::string id_path = path_ + "/identity";
   std::ifstream in(id_path);
   if (in) {
-    std::string line, net, pod, id;
+    std::string line, net, pod, id, chunk;
     while (std::getline(in, line)) {
       auto eq = line.find('=');
       if (eq == std::string::npos) continue;
@@ -58,6 +59,7 @@ bool StorageDir::load_identity(const std::string& network, const std::string& po
       if (k == "network") net = v;
       if (k == "pod") pod = v;
       if (k == "pod_id") id = v;
+      if (k == "chunk_size") chunk = v;
     }
     if (net != network) {
       *error = "storage directory " + path_ + " belongs to network \"" + net + "\", not \"" + network + "\"";
@@ -65,6 +67,11 @@ bool StorageDir::load_identity(const std::string& network, const std::string& po
     }
     if (pod != pod_name) {
       *error = "storage directory " + path_ + " belongs to pod \"" + pod + "\", not \"" + pod_name + "\"";
+      return false;
+    }
+    if (!chunk.empty() && std::strtoull(chunk.c_str(), nullptr, 10) != chunk_size) {
+      *error = "storage directory " + path_ + " holds data cut in chunks of " + chunk +
+               " bytes; network.chunk_size is " + std::to_string(chunk_size) + " (it cannot change)";
       return false;
     }
     pod_id_ = std::strtoull(id.c_str(), nullptr, 16);
@@ -78,7 +85,8 @@ bool StorageDir::load_identity(const std::string& network, const std::string& po
   std::uniform_int_distribution<uint64_t> dist(1, UINT64_MAX);
   pod_id_ = dist(rd);
   std::ostringstream os;
-  os << "network=" << network << "\npod=" << pod_name << "\npod_id=" << std::hex << pod_id_ << "\n";
+  os << "network=" << network << "\npod=" << pod_name << "\nchunk_size=" << chunk_size << "\npod_id=" << std::hex
+     << pod_id_ << "\n";
   const std::string tmp = id_path + ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);

@@ -16,7 +16,9 @@ class StorageDir {
   bool lock(std::string* error);
   // Loads the identity file, creating it with a new random pod id on first start. Refuses
   // a directory that belongs to another network or pod.
-  bool load_identity(const std::string& network, const std::string& pod_name, std::string* error);
+  // Also refuses a chunk size different from the one the stored data was cut with.
+  bool load_identity(const std::string& network, const std::string& pod_name, uint64_t chunk_size,
+                     std::string* error);
 
   uint64_t pod_id() const { return pod_id_; }
   const std::string& path() const { return path_; }

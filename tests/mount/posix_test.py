@@ -381,6 +381,15 @@ class DaemonTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn('belongs to network "test"', r.stdout + r.stderr)
 
+    def test_changed_chunk_size_is_refused(self):
+        self.pod.start()
+        self.pod.stop()
+        other = Pod(root=tempfile.mkdtemp(prefix="wh-test-"), storage=self.pod.storage, chunk_size="1MiB")
+        self.addCleanup(other.cleanup)
+        r = subprocess.run([harness.BINARY, "run", "-c", other.config], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot change", r.stdout + r.stderr)
+
     def test_malformed_config_names_file_and_line(self):
         with open(self.pod.config, "a") as fh:
             fh.write("colour = 'blue'\n")
