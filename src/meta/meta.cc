@@ -57,6 +57,11 @@ bool Meta::init(uint64_t wall_ms, std::string* error) {
              return true;
            });
   local_seq_ = progress_[pod_id_].seq;
+  kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), true, [&](std::string_view k, std::string_view) {
+    uint32_t index = 0;
+    keys::parse_movelog(k, &newest_logged_, &index);
+    return false;
+  });
   // Inodes that were unlinked while open when the previous daemon stopped: nobody can
   // use them any more.
   {
@@ -141,6 +146,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
 
   // Snapshot the in-memory state so that a failed write leaves nothing changed.
   const Progress saved_prog = prog;
+  const Hlc saved_newest_logged = newest_logged_;
   const uint64_t saved_ino = next_ino_, saved_local_seq = local_seq_;
   const Hlc op_ts = from_pb(op.hlc());
   const HlcClock saved_clock = clock_;
@@ -150,14 +156,14 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   // Kleppmann: undo every logged move newer than this op (newest first), apply the op,
   // then redo the undone moves oldest first, each recomputing its old edge and cycle check.
   std::vector<std::pair<std::string, pb::MoveLogRecord>> undone;
-  const std::string first_key = keys::movelog(op_ts, 0);
-  kv_.scan(first_key, prefix_end(keys::kMoveLogPrefix), true,
-           [&](std::string_view k, std::string_view v) {
-             pb::MoveLogRecord rec;
-             if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())))
-               undone.emplace_back(std::string(k), std::move(rec));
-             return true;
-           });
+  if (!(op_ts > newest_logged_)) {
+    const std::string first_key = keys::movelog(op_ts, 0);
+    kv_.scan(first_key, prefix_end(keys::kMoveLogPrefix), true, [&](std::string_view k, std::string_view v) {
+      pb::MoveLogRecord rec;
+      if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) undone.emplace_back(std::string(k), std::move(rec));
+      return true;
+    });
+  }
   for (auto& [key, rec] : undone) undo_move(txn, rec);
 
   for (int i = 0; i < op.actions_size(); ++i) {
@@ -166,7 +172,10 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
     // Actions of one op share its stamp; the move log orders them by (stamp, index).
     const Hlc& ts = op_ts;
     switch (a.kind_case()) {
-      case pb::Action::kMove: do_move(txn, ts, index, a.move()); break;
+      case pb::Action::kMove:
+        do_move(txn, ts, index, a.move());
+        if (ts > newest_logged_) newest_logged_ = ts;
+        break;
       case pb::Action::kSetAttr: apply_set_attr(txn, ts, a.set_attr()); break;
       case pb::Action::kSetXattr: apply_set_xattr(txn, ts, a.set_xattr()); break;
       case pb::Action::kCommit: apply_commit(txn, ts, a.commit()); break;
@@ -193,6 +202,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
     next_ino_ = saved_ino;
     local_seq_ = saved_local_seq;
     clock_ = saved_clock;
+    newest_logged_ = saved_newest_logged;
   }
   return st;
 }
@@ -252,7 +262,10 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m)
   pb::InodeRecord parent_rec;
   const bool parent_is_dir =
       parent == kTrashId || (read_inode(txn, parent, &parent_rec) && parent_rec.type() == pb::DIRECTORY);
-  if (parent_is_dir && !would_cycle(txn, entry, parent)) {
+  // Only a directory can be an ancestor: a file's entry differs from its inode id, and
+  // moving it can never make a cycle, so the ancestor walk is skipped.
+  const bool is_dir_entry = entry == from_pb(m.inode());
+  if (parent_is_dir && !(is_dir_entry && would_cycle(txn, entry, parent))) {
     Edge next{parent, m.name(), from_pb(m.inode())};
     set_edge(txn, entry, had_old ? &old : nullptr, &next, ts);
   }

@@ -119,6 +119,9 @@ class Meta {
   uint64_t gid_seq_ = 0;  // last gid minted by this pod
   uint64_t next_ino_ = 2; // next FUSE inode number (1 is the root)
   uint64_t local_seq_ = 0;
+  // Stamp of the newest move-log entry: an op newer than it (the usual case) needs no
+  // undo/redo, and no scan of the log.
+  Hlc newest_logged_;
   std::map<uint64_t, Progress> progress_;  // per origin pod
 };
 

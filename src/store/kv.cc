@@ -9,7 +9,16 @@ bool KvTxn::get(std::string_view key, std::string* value) {
     *value = *it->second;
     return true;
   }
-  return store_.get(key, value);
+  auto cached = read_cache_.find(key);
+  if (cached == read_cache_.end()) {
+    std::string v;
+    std::optional<std::string> found;
+    if (store_.get(key, &v)) found = std::move(v);
+    cached = read_cache_.emplace(std::string(key), std::move(found)).first;
+  }
+  if (!cached->second) return false;
+  *value = *cached->second;
+  return true;
 }
 
 void KvTxn::put(std::string key, std::string value) { pending_[std::move(key)] = std::move(value); }
@@ -21,6 +30,7 @@ KvStatus KvTxn::commit(bool sync) {
   batch.reserve(pending_.size());
   for (auto& [k, v] : pending_) batch.emplace_back(k, v);
   pending_.clear();
+  read_cache_.clear();
   if (batch.empty()) return {};
   return store_.write(batch, sync);
 }

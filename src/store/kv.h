@@ -34,7 +34,8 @@ class KvStore {
   virtual KvStatus write(const KvBatch& batch, bool sync) = 0;
 };
 
-// A read-your-writes view over a store, collecting writes into one batch.
+// A read-your-writes view over a store, collecting writes into one batch. Reads are
+// cached for the life of the transaction (an op reads the same records several times).
 // Not thread-safe; the owner serializes use. Scans see only the underlying store.
 class KvTxn {
  public:
@@ -48,6 +49,7 @@ class KvTxn {
  private:
   KvStore& store_;
   std::map<std::string, std::optional<std::string>, std::less<>> pending_;
+  std::map<std::string, std::optional<std::string>, std::less<>> read_cache_;
 };
 
 // Smallest key greater than every key starting with `prefix`.

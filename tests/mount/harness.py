@@ -87,16 +87,23 @@ class Pod:
         return r.returncode == 0 and json.loads(r.stdout).get("mounted") is True
 
     def stop(self):
-        """SIGTERM, then wait for a clean unmount."""
+        """SIGTERM, then wait for a clean unmount; a daemon that does not exit 0 (a crash,
+        a sanitizer report) is an error."""
+        rc = 0
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                rc = self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                rc = "hung"
+        elif self.proc:
+            rc = self.proc.returncode
         unmount(self.mnt)
         self.proc = None
+        if rc != 0:
+            raise RuntimeError(f"daemon did not stop cleanly (exit {rc}): {self.read_log()[-3000:]}")
 
     def kill9(self):
         """kill -9: leaves the dead mount behind, as a crash would."""
@@ -106,9 +113,11 @@ class Pod:
         self.proc = None
 
     def cleanup(self):
-        self.stop()
-        unmount(self.mnt)
-        shutil.rmtree(self.root, ignore_errors=True)
+        try:
+            self.stop()
+        finally:
+            unmount(self.mnt)
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def read_log(self):
         try:
