@@ -108,7 +108,8 @@ int main(int argc, char** argv) {
     std::cout << "network     " << r["network"].get<std::string>() << "\n"
               << "pod         " << r["pod"].get<std::string>() << " (" << r["pod_id"].get<std::string>() << ", "
               << r["role"].get<std::string>() << ", pid " << r["pid"] << ")\n"
-              << "mountpoint  " << r["mountpoint"].get<std::string>() << "\n"
+              << "mountpoint  " << r["mountpoint"].get<std::string>()
+              << (r.value("mounted", false) ? " (mounted)" : " (not mounted yet)") << "\n"
               << "storage     " << r["storage"].get<std::string>() << "\n"
               << "files       " << r["files"] << " (" << human_bytes(r["logical_bytes"]) << "), directories "
               << r["directories"] << "\n"

@@ -381,6 +381,23 @@ class DaemonTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn('belongs to network "test"', r.stdout + r.stderr)
 
+    def test_control_socket_rejects_garbage_and_survives(self):
+        import socket
+        self.pod.start()
+        for payload in (b"\x00\xff garbage\n", b"[1,2,3]\n", b'{"cmd": "explode"}\n', b"{" * 70000 + b"\n"):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(os.path.join(self.pod.storage, "control.sock"))
+            try:
+                s.sendall(payload)
+                reply = s.recv(4096)
+            except (BrokenPipeError, ConnectionResetError):
+                reply = b"error (connection dropped by the daemon)"  # an oversized request
+            s.close()
+            self.assertIn(b"error", reply)
+        self.assertEqual(self.pod.status()["pod"], "a")
+        out = self.pod.cli("status").stdout
+        self.assertIn("(mounted)", out)
+
     def test_changed_chunk_size_is_refused(self):
         self.pod.start()
         self.pod.stop()
