@@ -17,15 +17,12 @@
 
 #include <filesystem>
 #include <memory>
+#include <mutex>
+#include <unordered_set>
 #include <vector>
 
 namespace wormhole {
 namespace {
-
-struct Context {
-  Vfs* vfs;
-  FuseOptions opts;
-};
 
 // An open regular file handle (fi->fh).
 struct FileHandle {
@@ -39,6 +36,16 @@ struct FileHandle {
 struct DirHandle {
   std::vector<ListItem> items;
   uint64_t self_ino = 0, parent_ino = 1;
+};
+
+struct Context {
+  Vfs* vfs;
+  FuseOptions opts;
+  // Handles the kernel holds. When the daemon stops with files still open, their unflushed
+  // writes are committed and the handles freed (the kernel will never release them).
+  std::mutex handles_mu;
+  std::unordered_set<FileHandle*> files;
+  std::unordered_set<DirHandle*> dirs;
 };
 
 Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(req)); }
@@ -252,6 +259,11 @@ void wh_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* n
   reply_entry(req, a);
 }
 
+void forget_handle(fuse_req_t req, FileHandle* h) {
+  std::lock_guard lock(ctx(req).handles_mu);
+  ctx(req).files.erase(h);
+}
+
 int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
   if (a.type == pb::DIRECTORY) return EISDIR;
   if (a.type != pb::REGULAR) return ENXIO;
@@ -264,6 +276,10 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
       vfs(req).release(h->file);
       return err;
     }
+  }
+  {
+    std::lock_guard lock(ctx(req).handles_mu);
+    ctx(req).files.insert(h.get());
   }
   fi->fh = reinterpret_cast<uint64_t>(h.release());
   // Every change of this file's content on this pod passes through this mount, so the
@@ -278,6 +294,7 @@ void wh_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
   if (fuse_reply_open(req, fi) == -ENOENT) {  // interrupted: the kernel never saw the handle
+    forget_handle(req, handle(fi));
     vfs(req).release(handle(fi)->file);
     delete handle(fi);
   }
@@ -297,6 +314,7 @@ void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   e.attr_timeout = ctx(req).opts.attr_timeout_s;
   e.entry_timeout = ctx(req).opts.entry_timeout_s;
   if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+    forget_handle(req, handle(fi));
     vfs(req).release(handle(fi)->file);
     delete handle(fi);
   }
@@ -326,6 +344,7 @@ void wh_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 
 void wh_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   FileHandle* h = handle(fi);
+  forget_handle(req, h);
   int err = vfs(req).release(h->file);
   delete h;
   fuse_reply_err(req, err);
@@ -339,6 +358,10 @@ void wh_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto h = std::make_unique<DirHandle>();
   h->self_ino = ino;
   if (int err = ns(req).list(ino, &h->items, &h->parent_ino)) return (void)fuse_reply_err(req, err);
+  {
+    std::lock_guard lock(ctx(req).handles_mu);
+    ctx(req).dirs.insert(h.get());
+  }
   fi->fh = reinterpret_cast<uint64_t>(h.release());
   fi->cache_readdir = 0;
   fuse_reply_open(req, fi);
@@ -396,6 +419,10 @@ void wh_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 }
 
 void wh_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  {
+    std::lock_guard lock(ctx(req).handles_mu);
+    ctx(req).dirs.erase(reinterpret_cast<DirHandle*>(fi->fh));
+  }
   delete reinterpret_cast<DirHandle*>(fi->fh);
   fuse_reply_err(req, 0);
 }
@@ -559,7 +586,9 @@ bool clean_stale_mount(const std::string& mountpoint) {
 }
 
 int run_fuse(Vfs& vfs, const FuseOptions& options) {
-  Context context{&vfs, options};
+  Context context;
+  context.vfs = &vfs;
+  context.opts = options;
   if (!clean_stale_mount(options.mountpoint)) {
     spdlog::error("cannot clean the stale mount at {}", options.mountpoint);
     return 1;
@@ -585,6 +614,7 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
   for (auto& s : argv_s) argv.push_back(s.data());
   fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
   fuse_session* se = fuse_session_new(&args, &kOps, sizeof kOps, &context);
+  fuse_opt_free_args(&args);  // the session keeps what it needs
   if (!se) {
     spdlog::error("cannot create the FUSE session");
     return 1;
@@ -610,6 +640,12 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
+  // No request runs any more: commit what files still open had written, free the handles.
+  for (FileHandle* h : context.files) {
+    if (int err = vfs.release(h->file)) spdlog::error("flushing an open file at stop failed: {}", std::strerror(err));
+    delete h;
+  }
+  for (DirHandle* h : context.dirs) delete h;
   spdlog::info("unmounted {}", options.mountpoint);
   return rc < 0 ? 1 : 0;
 }
