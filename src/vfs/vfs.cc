@@ -27,6 +27,8 @@ int Vfs::open(Gid inode, std::shared_ptr<OpenFile>* file) {
       return err;
     }
     slot.file = std::move(f);
+    std::lock_guard in_use_lock(in_use_mu_);
+    in_use_.insert(inode);
   }
   slot.refs++;
   *file = slot.file;
@@ -45,6 +47,8 @@ int Vfs::release(const std::shared_ptr<OpenFile>& file) {
       if (!err) err = err2;
       open_.erase(it);
       last = true;
+      std::lock_guard in_use_lock(in_use_mu_);
+      in_use_.erase(file->inode());
     }
   }
   if (last) ns_.purge_if_unused(file->inode());
@@ -52,8 +56,8 @@ int Vfs::release(const std::shared_ptr<OpenFile>& file) {
 }
 
 bool Vfs::in_use(Gid inode) {
-  std::lock_guard lock(mu_);
-  return open_.count(inode) > 0;
+  std::lock_guard lock(in_use_mu_);
+  return in_use_.count(inode) > 0;
 }
 
 int Vfs::getattr(uint64_t ino, Attr* attr) {

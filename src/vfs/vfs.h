@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "chunks/chunk_store.h"
 #include "meta/namespace.h"
@@ -43,7 +44,11 @@ class Vfs {
   ChunkStore& chunks_;
   const uint64_t chunk_size_;
   BufferPool buffers_;
+  // Lock order: mu_, then an OpenFile's lock, then the Namespace's lock, then in_use_mu_.
   std::mutex mu_;
+  // A leaf lock for in_use(), which the Namespace calls while holding its own lock.
+  std::mutex in_use_mu_;
+  std::unordered_set<Gid, GidHash> in_use_;
   struct Slot {
     std::shared_ptr<OpenFile> file;
     int refs = 0;
