@@ -47,6 +47,8 @@ class Timers {
       if (stop_) break;
       lock.unlock();
       vfs_.ns().trim();
+      // A pod alone in its network: every op it applied is had by every member.
+      vfs_.ns().trim_op_log(vfs_.ns().applied());
       if (std::chrono::steady_clock::now() >= next_gc) {
         uint64_t removed = vfs_.collect_garbage(static_cast<int64_t>(pod_.gc_grace_s));
         if (removed) spdlog::info("garbage collection removed {} chunks", removed);

@@ -23,7 +23,12 @@ void to_pb(const Hlc& h, pb::Hlc* out) {
   out->set_counter(h.counter);
   out->set_pod(h.pod);
 }
-int64_t wall_ns(const Hlc& ts) { return static_cast<int64_t>(ts.wall_ms) * 1000000; }
+// Last-writer-wins: if `ts` is newer than the register's stamp, takes it and returns true.
+bool lww(pb::Hlc* stamp, const Hlc& ts) {
+  if (!(ts > from_pb(*stamp))) return false;
+  to_pb(ts, stamp);
+  return true;
+}
 
 std::string encode_progress(uint64_t seq, const Hlc& h) {
   std::string v;
@@ -106,7 +111,47 @@ pb::Op Meta::new_local_op(uint64_t wall_ms) {
   to_pb(clock_.tick(wall_ms), op.mutable_hlc());
   op.set_origin(pod_id_);
   op.set_seq(local_seq_ + 1);
+  for (auto& [pod, p] : progress_)
+    if (pod != pod_id_ && p.seq > 0) (*op.mutable_deps())[pod] = p.seq;
   return op;
+}
+
+void Meta::add_member(uint64_t pod) { progress_.try_emplace(pod); }
+
+std::map<uint64_t, uint64_t> Meta::applied() const {
+  std::map<uint64_t, uint64_t> out;
+  for (auto& [pod, p] : progress_) out[pod] = p.seq;
+  return out;
+}
+
+std::vector<pb::Op> Meta::ops_after(uint64_t origin, uint64_t after, size_t limit) {
+  std::vector<pb::Op> ops;
+  if (limit == 0) return ops;
+  const std::string start = keys::oplog(origin, after + 1);
+  const std::string prefix = keys::oplog(origin, 0).substr(0, 9);
+  kv_.scan(start, prefix_end(prefix), false, [&](std::string_view, std::string_view v) {
+    pb::Op op;
+    if (!op.ParseFromArray(v.data(), static_cast<int>(v.size()))) return true;
+    if (op.seq() != after + ops.size() + 1) return false;  // trimmed: a gap, stop
+    ops.push_back(std::move(op));
+    return ops.size() < limit;
+  });
+  return ops;
+}
+
+void Meta::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has, size_t max_entries) {
+  KvTxn txn(kv_);
+  size_t removed = 0;
+  for (auto& [origin, seq] : everyone_has) {
+    if (seq == 0) continue;
+    const std::string prefix = keys::oplog(origin, 0).substr(0, 9);
+    kv_.scan(prefix, keys::oplog(origin, seq + 1), false, [&](std::string_view k, std::string_view) {
+      txn.del(std::string(k));
+      return ++removed < max_entries;
+    });
+    if (removed >= max_entries) break;
+  }
+  txn.commit(false);
 }
 
 void Meta::save_counters(KvTxn& txn) {
@@ -221,8 +266,8 @@ void Meta::create_inode(KvTxn& txn, const pb::NewInode& n, const Hlc& ts) {
   rec.set_ctime_ns(n.time_ns());
   rec.set_size(n.type() == pb::SYMLINK ? n.symlink_target().size() : 0);
   rec.set_nlink(0);
-  for (pb::Hlc* h : {rec.mutable_mode_hlc(), rec.mutable_owner_hlc(), rec.mutable_times_hlc(),
-                     rec.mutable_content_hlc()})
+  for (pb::Hlc* h : {rec.mutable_mode_hlc(), rec.mutable_uid_hlc(), rec.mutable_gid_hlc(), rec.mutable_atime_hlc(),
+                     rec.mutable_mtime_hlc(), rec.mutable_ctime_hlc(), rec.mutable_content_hlc()})
     to_pb(ts, h);
   rec.set_local_ino(next_ino_);
   std::string gid;
@@ -267,7 +312,7 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m)
   const bool is_dir_entry = entry == from_pb(m.inode());
   if (parent_is_dir && !(is_dir_entry && would_cycle(txn, entry, parent))) {
     Edge next{parent, m.name(), from_pb(m.inode())};
-    set_edge(txn, entry, had_old ? &old : nullptr, &next, ts);
+    set_edge(txn, entry, had_old ? &old : nullptr, &next);
   }
   txn.put(keys::movelog(ts, index), log.SerializeAsString());
 }
@@ -278,34 +323,26 @@ void Meta::undo_move(KvTxn& txn, const pb::MoveLogRecord& rec) {
   const bool has_cur = read_edge(txn, entry, &cur);
   Edge old;
   if (rec.had_old()) old = Edge{from_pb(rec.old().parent()), rec.old().name(), from_pb(rec.old().inode())};
-  set_edge(txn, entry, has_cur ? &cur : nullptr, rec.had_old() ? &old : nullptr, Hlc{});
+  set_edge(txn, entry, has_cur ? &cur : nullptr, rec.had_old() ? &old : nullptr);
 }
 
-// Replaces the edge of `entry` and keeps the derived state (directory index, nlink,
-// parent directory times) in step. `ts` empty = an undo: derived times are not touched.
-void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge, const Hlc& ts) {
+// Replaces the edge of `entry` and keeps the derived state (directory index, nlink) in
+// step. It changes nothing that undo would not change back: times are not touched here
+// (the op that makes a move carries last-writer-wins time updates as separate actions).
+void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge) {
   auto adjust = [&](const Edge& e, int sign) {
-    const bool live = e.parent != kTrashId;
+    if (e.parent == kTrashId) return;  // entries in the trash are not links
     pb::InodeRecord rec;
     if (!read_inode(txn, e.inode, &rec)) return;
     const bool is_dir = rec.type() == pb::DIRECTORY;
-    if (live) {
-      int64_t n = static_cast<int64_t>(rec.nlink()) + sign * (is_dir ? 2 : 1);
-      rec.set_nlink(static_cast<uint32_t>(n < 0 ? 0 : n));
-      if (!ts.empty()) rec.set_ctime_ns(wall_ns(ts));
-      write_inode(txn, e.inode, rec);
-      pb::InodeRecord parent;
-      if (read_inode(txn, e.parent, &parent)) {
-        if (is_dir) {
-          int64_t pn = static_cast<int64_t>(parent.nlink()) + sign;
-          parent.set_nlink(static_cast<uint32_t>(pn < 0 ? 0 : pn));
-        }
-        if (!ts.empty()) {
-          parent.set_mtime_ns(wall_ns(ts));
-          parent.set_ctime_ns(wall_ns(ts));
-        }
-        write_inode(txn, e.parent, parent);
-      }
+    int64_t n = static_cast<int64_t>(rec.nlink()) + sign * (is_dir ? 2 : 1);
+    rec.set_nlink(static_cast<uint32_t>(n < 0 ? 0 : n));
+    write_inode(txn, e.inode, rec);
+    pb::InodeRecord parent;
+    if (is_dir && read_inode(txn, e.parent, &parent)) {
+      int64_t pn = static_cast<int64_t>(parent.nlink()) + sign;
+      parent.set_nlink(static_cast<uint32_t>(pn < 0 ? 0 : pn));
+      write_inode(txn, e.parent, parent);
     }
   };
   if (old_edge) {
@@ -334,21 +371,12 @@ void Meta::apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a) {
   pb::InodeRecord rec;
   if (!read_inode(txn, g, &rec)) return;
   const uint32_t mask = a.mask();
-  if ((mask & kAttrMode) && ts > from_pb(rec.mode_hlc())) {
-    rec.set_mode(a.mode() & 07777);
-    to_pb(ts, rec.mutable_mode_hlc());
-  }
-  if ((mask & (kAttrUid | kAttrGid)) && ts > from_pb(rec.owner_hlc())) {
-    if (mask & kAttrUid) rec.set_uid(a.uid());
-    if (mask & kAttrGid) rec.set_gid(a.gid());
-    to_pb(ts, rec.mutable_owner_hlc());
-  }
-  if ((mask & (kAttrAtime | kAttrMtime | kAttrCtime)) && ts > from_pb(rec.times_hlc())) {
-    if (mask & kAttrAtime) rec.set_atime_ns(a.atime_ns());
-    if (mask & kAttrMtime) rec.set_mtime_ns(a.mtime_ns());
-    if (mask & kAttrCtime) rec.set_ctime_ns(a.ctime_ns());
-    to_pb(ts, rec.mutable_times_hlc());
-  }
+  if ((mask & kAttrMode) && lww(rec.mutable_mode_hlc(), ts)) rec.set_mode(a.mode() & 07777);
+  if ((mask & kAttrUid) && lww(rec.mutable_uid_hlc(), ts)) rec.set_uid(a.uid());
+  if ((mask & kAttrGid) && lww(rec.mutable_gid_hlc(), ts)) rec.set_gid(a.gid());
+  if ((mask & kAttrAtime) && lww(rec.mutable_atime_hlc(), ts)) rec.set_atime_ns(a.atime_ns());
+  if ((mask & kAttrMtime) && lww(rec.mutable_mtime_hlc(), ts)) rec.set_mtime_ns(a.mtime_ns());
+  if ((mask & kAttrCtime) && lww(rec.mutable_ctime_hlc(), ts)) rec.set_ctime_ns(a.ctime_ns());
   write_inode(txn, g, rec);
 }
 
@@ -381,9 +409,9 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c) {
   if (!old_version.empty() && old_version != new_version) txn.del(keys::version(old_version));
   to_pb(new_version, rec.mutable_version());
   rec.set_size(c.size());
-  rec.set_mtime_ns(c.mtime_ns());
-  rec.set_ctime_ns(c.mtime_ns());
   to_pb(ts, rec.mutable_content_hlc());
+  if (lww(rec.mutable_mtime_hlc(), ts)) rec.set_mtime_ns(c.mtime_ns());
+  if (lww(rec.mutable_ctime_hlc(), ts)) rec.set_ctime_ns(c.mtime_ns());
   write_inode(txn, g, rec);
 }
 
@@ -408,14 +436,12 @@ size_t Meta::trim(size_t max_entries) {
     txn.del(std::string(k));
     return ++removed < max_entries;
   });
-  // Also drop the op log up to the horizon: every pod has it.
-  size_t ops = 0;
-  kv_.scan(keys::kOpLogPrefix, prefix_end(keys::kOpLogPrefix), false, [&](std::string_view k, std::string_view v) {
-    pb::Op op;
-    if (op.ParseFromArray(v.data(), static_cast<int>(v.size())) && !(from_pb(op.hlc()) <= horizon)) return true;
-    txn.del(std::string(k));
-    return ++ops < max_entries;
-  });
+  // Purging deleted entries needs more than an old enough delete: an op made on another
+  // pod before it saw the delete may still move the entry out of the trash (a rename
+  // concurrent with a delete keeps the file). Until purging waits for that ("causal
+  // stability", see docs/architecture.md), a pod with peers keeps trashed entries.
+  const bool alone = progress_.size() == 1 && progress_.count(pod_id_);
+  if (!alone) trashed.clear();
   for (Gid entry : trashed) {
     Edge e;
     if (!read_edge(txn, entry, &e) || e.parent != kTrashId) continue;
@@ -430,7 +456,7 @@ size_t Meta::trim(size_t max_entries) {
         purge_inode(txn, e.inode);
     }
   }
-  if (removed == 0 && ops == 0) return 0;
+  if (removed == 0) return 0;
   txn.commit(false);
   return removed;
 }
@@ -503,6 +529,15 @@ std::vector<DirItem> Meta::list(Gid dir) {
     return true;
   });
   return items;
+}
+
+void Meta::for_each_entry_in(Gid dir, const std::function<void(std::string_view, Gid, Gid)>& visit) {
+  const std::string prefix = keys::dir_prefix(dir);
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+    if (k.size() < prefix.size() + 17 || v.size() != 16) return true;
+    visit(k.substr(prefix.size(), k.size() - prefix.size() - 17), keys::get_gid(k, k.size() - 16), keys::get_gid(v, 0));
+    return true;
+  });
 }
 
 bool Meta::dir_is_empty(Gid dir) {

@@ -57,10 +57,23 @@ class Meta {
   // On a failed write nothing changed (in the store and in memory).
   KvStatus apply(const pb::Op& op, bool sync);
 
-  // Drops move-log entries no late op can precede any more (older than every pod's newest
-  // applied op), purging deleted entries and unreachable inodes that no handle uses.
-  // Returns the number of log entries removed. Bounded by `max_entries` per call.
+  // Declares a pod of the network. Until a member's ops have been seen, nothing newer than
+  // nothing can be trimmed: a late op from it could still come.
+  void add_member(uint64_t pod);
+
+  // Drops move-log entries no late op can precede any more (older than the newest op
+  // applied from every member), purging deleted entries and unreachable inodes that no
+  // handle uses. Returns the number of log entries removed. Bounded by `max_entries`.
   size_t trim(size_t max_entries);
+
+  // Drops op-log entries that every pod has: `everyone_has[origin]` = the highest
+  // sequence of that origin that all members have applied.
+  void trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has, size_t max_entries);
+
+  // Newest sequence applied per origin.
+  std::map<uint64_t, uint64_t> applied() const;
+  // Ops of `origin` with seq > after, in order, at most `limit` (from the op log).
+  std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
 
   // Purges inode `g` if it is unreachable and no longer in use (called when a handle closes).
   void purge_if_unused(Gid g);
@@ -74,6 +87,8 @@ class Meta {
   bool lookup(Gid dir, std::string_view name, DirItem* item);
   // All visible entries of `dir`, in name order.
   std::vector<DirItem> list(Gid dir);
+  // Every entry of `dir`, duplicates of one name included (list() shows one per name).
+  void for_each_entry_in(Gid dir, const std::function<void(std::string_view name, Gid entry, Gid inode)>& visit);
   bool dir_is_empty(Gid dir);
   // Path of an inode (first entry found), for log lines; "?" parts when unknown.
   std::string path_of(Gid inode);
@@ -103,7 +118,7 @@ class Meta {
   bool read_edge(KvTxn& txn, Gid entry, Edge* edge);
   void do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m);
   void undo_move(KvTxn& txn, const pb::MoveLogRecord& rec);
-  void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge, const Hlc& ts);
+  void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge);
   bool would_cycle(KvTxn& txn, Gid entry, Gid new_parent);
   void create_inode(KvTxn& txn, const pb::NewInode& n, const Hlc& ts);
   void apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a);

@@ -38,6 +38,19 @@ pb::Move* add_move(pb::Op& op, Gid entry, Gid parent, std::string_view name, Gid
   return m;
 }
 
+// POSIX times a namespace change implies: a directory's mtime and ctime when an entry is
+// added or removed, an inode's ctime when it is linked, unlinked or renamed. They travel
+// in the op as last-writer-wins updates, separate from the move itself, so that undoing and
+// redoing moves never disturbs them.
+void add_times(pb::Op& op, Gid inode, uint32_t mask, int64_t now_ns) {
+  pb::SetAttr* a = op.add_actions()->mutable_set_attr();
+  to_pb(inode, a->mutable_inode());
+  a->set_mask(mask);
+  if (mask & kAttrMtime) a->set_mtime_ns(now_ns);
+  if (mask & kAttrCtime) a->set_ctime_ns(now_ns);
+}
+constexpr uint32_t kDirChanged = kAttrMtime | kAttrCtime;
+
 }  // namespace
 
 uint32_t make_mode(pb::FileType type, uint32_t perm) {
@@ -141,7 +154,9 @@ int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, u
   n->set_uid(uid);
   n->set_gid(gid);
   n->set_symlink_target(std::string(target));
-  n->set_time_ns(wall_ns_());
+  const int64_t now = wall_ns_();
+  n->set_time_ns(now);
+  add_times(op, dir, kDirChanged, now);
   if (int err = submit(op, false)) return err;
   return fill_attr(inode, attr);
 }
@@ -159,6 +174,9 @@ int Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view new_name
   if (meta_.lookup(dir, new_name, &existing)) return EEXIST;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   add_move(op, meta_.new_gid(), dir, new_name, inode);
+  const int64_t now = wall_ns_();
+  add_times(op, dir, kDirChanged, now);
+  add_times(op, inode, kAttrCtime, now);
   if (int err = submit(op, false)) return err;
   return fill_attr(inode, attr);
 }
@@ -174,6 +192,9 @@ int Namespace::unlink(uint64_t parent, std::string_view name) {
   if (meta_.get_inode(item.inode, &rec) && rec.type() == pb::DIRECTORY) return EISDIR;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   add_move(op, item.entry, kTrashId, name, item.inode);
+  const int64_t now = wall_ns_();
+  add_times(op, dir, kDirChanged, now);
+  add_times(op, item.inode, kAttrCtime, now);
   return submit(op, false);
 }
 
@@ -192,6 +213,7 @@ int Namespace::rmdir(uint64_t parent, std::string_view name) {
   if (!meta_.dir_is_empty(item.inode)) return ENOTEMPTY;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   add_move(op, item.entry, kTrashId, name, item.inode);
+  add_times(op, dir, kDirChanged, wall_ns_());
   return submit(op, false);
 }
 
@@ -221,6 +243,11 @@ int Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_paren
     if (src.entry == dst.entry) return 0;
     add_move(op, src.entry, dst_dir, new_name, src.inode);
     add_move(op, dst.entry, src_dir, name, dst.inode);
+    const int64_t now = wall_ns_();
+    add_times(op, src_dir, kDirChanged, now);
+    if (dst_dir != src_dir) add_times(op, dst_dir, kDirChanged, now);
+    add_times(op, src.inode, kAttrCtime, now);
+    add_times(op, dst.inode, kAttrCtime, now);
     return submit(op, false);
   }
   if (dst_exists) {
@@ -232,8 +259,13 @@ int Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_paren
     if (!src_is_dir && dst_is_dir) return EISDIR;
     if (dst_is_dir && !meta_.dir_is_empty(dst.inode)) return ENOTEMPTY;
     add_move(op, dst.entry, kTrashId, new_name, dst.inode);
+    add_times(op, dst.inode, kAttrCtime, wall_ns_());
   }
   add_move(op, src.entry, dst_dir, new_name, src.inode);
+  const int64_t now = wall_ns_();
+  add_times(op, src_dir, kDirChanged, now);
+  if (dst_dir != src_dir) add_times(op, dst_dir, kDirChanged, now);
+  add_times(op, src.inode, kAttrCtime, now);
   return submit(op, false);
 }
 
@@ -245,15 +277,9 @@ int Namespace::setattr(uint64_t ino, const pb::SetAttr& change, Attr* attr) {
   pb::SetAttr* a = op.add_actions()->mutable_set_attr();
   *a = change;
   to_pb(inode, a->mutable_inode());
-  if (!(a->mask() & kAttrCtime)) {
-    // Every attribute change updates ctime. Times are one register group, so the current
-    // atime/mtime travel along unless they are being set.
-    Attr cur;
-    if (int err = fill_attr(inode, &cur)) return err;
-    if (!(a->mask() & kAttrAtime)) a->set_atime_ns(cur.atime_ns);
-    if (!(a->mask() & kAttrMtime)) a->set_mtime_ns(cur.mtime_ns);
+  if (!(a->mask() & kAttrCtime)) {  // every attribute change updates ctime
     a->set_ctime_ns(wall_ns_());
-    a->set_mask(a->mask() | kAttrAtime | kAttrMtime | kAttrCtime);
+    a->set_mask(a->mask() | kAttrCtime);
   }
   if (int err = submit(op, false)) return err;
   return fill_attr(inode, attr);
@@ -377,6 +403,33 @@ std::string Namespace::path_of(Gid inode) {
 void Namespace::trim() {
   std::unique_lock lock(mu_);
   meta_.trim(kTrimEveryOps * 4);
+}
+
+void Namespace::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has) {
+  std::unique_lock lock(mu_);
+  meta_.trim_op_log(everyone_has, kTrimEveryOps * 4);
+}
+
+void Namespace::add_member(uint64_t pod) {
+  std::unique_lock lock(mu_);
+  meta_.add_member(pod);
+}
+
+int Namespace::apply_remote(const pb::Op& op) {
+  std::unique_lock lock(mu_);
+  KvStatus st = meta_.apply(op, false);
+  if (!st.ok) return st.no_space ? ENOSPC : EIO;
+  return 0;
+}
+
+std::map<uint64_t, uint64_t> Namespace::applied() {
+  std::shared_lock lock(mu_);
+  return meta_.applied();
+}
+
+std::vector<pb::Op> Namespace::ops_after(uint64_t origin, uint64_t after, size_t limit) {
+  std::shared_lock lock(mu_);
+  return meta_.ops_after(origin, after, limit);
 }
 
 void Namespace::purge_if_unused(Gid inode) {

@@ -4,6 +4,7 @@
 // Thread-safe: reads run concurrently, changes are serialized.
 #pragma once
 #include <functional>
+#include <map>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -76,7 +77,18 @@ class Namespace {
   bool gid_of(uint64_t ino, Gid* g);
 
   std::string path_of(Gid inode);
+  // Trims the move log; on a network also pass what every member has applied so the op
+  // log keeps what some pod still lacks (empty = this pod is alone: drop all of it).
   void trim();
+  void trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has);
+
+  // ---- replication (see Replicator) ---------------------------------------------------------
+  void add_member(uint64_t pod);
+  // Applies an op from another pod (its dependencies already applied). 0 or errno.
+  int apply_remote(const pb::Op& op);
+  std::map<uint64_t, uint64_t> applied();
+  std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
+  uint64_t pod_id() const { return meta_.pod_id(); }
   void purge_if_unused(Gid inode);
   NamespaceStats stats();
   void for_each_chunk(const std::function<void(const std::string&)>& visit);

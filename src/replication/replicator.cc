@@ -1,0 +1,143 @@
+#include "replication/replicator.h"
+
+#include <algorithm>
+#include <spdlog/spdlog.h>
+
+namespace wormhole {
+
+Replicator::Replicator(Namespace& ns, std::vector<uint64_t> members) : ns_(ns), self_(ns.pod_id()) {
+  for (uint64_t m : members) {
+    ns_.add_member(m);
+    if (m != self_) peers_.push_back(m);
+  }
+  std::sort(peers_.begin(), peers_.end());
+  // Ops committed before a restart are pushed again: harmless duplicates, and anti-entropy
+  // would bring them anyway.
+  published_seq_ = 0;
+}
+
+pb::Progress Replicator::progress_message() {
+  pb::Progress p;
+  for (auto& [origin, seq] : ns_.applied()) (*p.mutable_applied())[origin] = seq;
+  return p;
+}
+
+void Replicator::note_peer_progress(uint64_t peer, const pb::Progress& p) {
+  auto& known = peer_applied_[peer];
+  for (auto& [origin, seq] : p.applied()) known[origin] = std::max(known[origin], seq);
+}
+
+std::vector<Replicator::Outgoing> Replicator::publish_local() {
+  std::vector<Outgoing> out;
+  std::vector<pb::Op> ops = ns_.ops_after(self_, published_seq_, kMaxBatchOps);
+  if (ops.empty() || peers_.empty()) {
+    if (!ops.empty()) published_seq_ = ops.back().seq();
+    return out;
+  }
+  published_seq_ = ops.back().seq();
+  pb::PeerMessage msg;
+  for (auto& op : ops) *msg.mutable_ops()->add_ops() = std::move(op);
+  for (uint64_t peer : peers_) out.push_back(Outgoing{peer, msg});
+  return out;
+}
+
+Replicator::Outgoing Replicator::sync_request(uint64_t peer) {
+  pb::PeerMessage msg;
+  *msg.mutable_sync_request() = progress_message();
+  return Outgoing{peer, std::move(msg)};
+}
+
+bool Replicator::deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const {
+  auto have = [&](uint64_t origin) {
+    auto it = applied.find(origin);
+    return it == applied.end() ? 0 : it->second;
+  };
+  if (op.seq() != have(op.origin()) + 1) return false;
+  for (auto& [origin, seq] : op.deps())
+    if (have(origin) < seq) return false;
+  return true;
+}
+
+void Replicator::deliver_waiting() {
+  // Keep applying while some waiting op became deliverable. Each pass applies at least one
+  // op or stops, so the loop is bounded by the number of waiting ops.
+  for (bool progressed = true; progressed && waiting_count_ > 0;) {
+    progressed = false;
+    auto applied = ns_.applied();
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      auto& queue = it->second;
+      // Drop what was applied meanwhile (duplicates).
+      while (!queue.empty() && queue.begin()->first <= applied[it->first]) {
+        queue.erase(queue.begin());
+        waiting_count_--;
+      }
+      while (!queue.empty() && deliverable(queue.begin()->second, applied)) {
+        const pb::Op& op = queue.begin()->second;
+        if (ns_.apply_remote(op) != 0) return;  // storage failure: retry on the next message
+        applied[op.origin()] = op.seq();
+        queue.erase(queue.begin());
+        waiting_count_--;
+        progressed = true;
+      }
+      it = queue.empty() ? waiting_.erase(it) : std::next(it);
+    }
+  }
+}
+
+std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::PeerMessage& message) {
+  std::vector<Outgoing> out;
+  if (std::find(peers_.begin(), peers_.end(), from) == peers_.end()) {
+    spdlog::warn("replication: message from unknown pod {:016x} ignored", from);
+    return out;
+  }
+  if (message.has_sync_request()) {
+    note_peer_progress(from, message.sync_request());
+    // Answer with what the peer lacks, origin by origin, up to one batch.
+    pb::PeerMessage reply;
+    pb::OpBatch* batch = reply.mutable_ops();
+    for (auto& [origin, seq] : ns_.applied()) {
+      auto it = message.sync_request().applied().find(origin);
+      const uint64_t theirs = it == message.sync_request().applied().end() ? 0 : it->second;
+      if (theirs >= seq) continue;
+      const size_t room = kMaxBatchOps - static_cast<size_t>(batch->ops_size());
+      for (auto& op : ns_.ops_after(origin, theirs, room)) *batch->add_ops() = std::move(op);
+      if (static_cast<size_t>(batch->ops_size()) >= kMaxBatchOps) break;
+    }
+    *batch->mutable_sender_progress() = progress_message();
+    out.push_back(Outgoing{from, std::move(reply)});
+    return out;
+  }
+  if (message.has_ops()) {
+    if (message.ops().has_sender_progress()) note_peer_progress(from, message.ops().sender_progress());
+    auto applied = ns_.applied();
+    for (const pb::Op& op : message.ops().ops()) {
+      if (op.origin() == 0 || op.seq() == 0) {
+        spdlog::warn("replication: malformed op from pod {:016x} ignored", from);
+        continue;
+      }
+      if (op.seq() <= applied[op.origin()]) continue;  // already have it
+      if (waiting_count_ >= kMaxWaitingOps) break;       // anti-entropy will bring it again
+      if (waiting_[op.origin()].emplace(op.seq(), op).second) waiting_count_++;
+    }
+    deliver_waiting();
+  }
+  return out;
+}
+
+std::map<uint64_t, uint64_t> Replicator::everyone_has() const {
+  std::map<uint64_t, uint64_t> result = ns_.applied();
+  for (uint64_t peer : peers_) {
+    auto it = peer_applied_.find(peer);
+    for (auto& [origin, seq] : result) {
+      uint64_t theirs = 0;
+      if (it != peer_applied_.end()) {
+        auto o = it->second.find(origin);
+        if (o != it->second.end()) theirs = o->second;
+      }
+      seq = std::min(seq, theirs);
+    }
+  }
+  return result;
+}
+
+}  // namespace wormhole

@@ -1,0 +1,69 @@
+// Replicator: spreads metadata ops between the pods of a network. Pure logic: no I/O, no
+// clock; it returns the messages to send and the caller (the network layer, or the
+// simulation) carries them, in any order, possibly twice, possibly never.
+//
+//  * push: ops committed locally go to every peer (publish_local);
+//  * pull (anti-entropy): a pod sends its per-origin progress (sync_request); the peer
+//    answers with the ops it lacks, from its op log, a bounded batch at a time;
+//  * incoming ops wait in a bounded buffer until they are deliverable: the previous op of
+//    their origin and every op they depend on (Op.deps) applied. Delivery is causal, so an
+//    op never names an object this pod has not heard of; the order among concurrent ops
+//    does not matter (Meta's apply gives the same result in any order).
+//  * what every member has applied is learnt from their progress, so the op log keeps
+//    exactly what some pod may still ask for (everyone_has).
+//
+// Not thread-safe: the owner serializes calls.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <vector>
+
+#include "meta/namespace.h"
+
+namespace wormhole {
+
+class Replicator {
+ public:
+  // Ops kept waiting for their dependencies, at most; beyond, newer ones are dropped and
+  // come back through anti-entropy.
+  static constexpr size_t kMaxWaitingOps = 100000;
+  // Ops sent in answer to one sync request, at most.
+  static constexpr size_t kMaxBatchOps = 512;
+
+  struct Outgoing {
+    uint64_t to;
+    pb::PeerMessage message;
+  };
+
+  // `members`: every pod of the network, this one included.
+  Replicator(Namespace& ns, std::vector<uint64_t> members);
+
+  // Messages carrying the ops committed on this pod since the last call.
+  std::vector<Outgoing> publish_local();
+  // Handles a message from `from`; returns the answers. Malformed content is ignored.
+  std::vector<Outgoing> receive(uint64_t from, const pb::PeerMessage& message);
+  // A sync request for `peer` (the caller picks peers and timing).
+  Outgoing sync_request(uint64_t peer);
+
+  // Highest sequence per origin that every member is known to have applied.
+  std::map<uint64_t, uint64_t> everyone_has() const;
+  size_t waiting() const { return waiting_count_; }
+
+ private:
+  pb::Progress progress_message();
+  void note_peer_progress(uint64_t peer, const pb::Progress& p);
+  bool deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const;
+  void deliver_waiting();
+
+  Namespace& ns_;
+  const uint64_t self_;
+  std::vector<uint64_t> peers_;
+  uint64_t published_seq_ = 0;  // local ops already pushed
+  // Ops received but not yet deliverable: origin -> seq -> op.
+  std::map<uint64_t, std::map<uint64_t, pb::Op>> waiting_;
+  size_t waiting_count_ = 0;
+  // What each peer has told us it applied: peer -> origin -> seq.
+  std::map<uint64_t, std::map<uint64_t, uint64_t>> peer_applied_;
+};
+
+}  // namespace wormhole
