@@ -154,12 +154,18 @@ int kill_privileges(fuse_req_t req, fuse_ino_t ino) {
 void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
-  spdlog::debug("setattr ino {} to_set {:#x} size {} fh {}", ino, to_set, st->st_size, fi ? fi->fh : 0);
   // The kernel's write-back cache reports the time of the writes it flushes: that belongs to
   // the version being written, not to a separate attribute change.
   const int kTimesOnly = FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME;
   if (fi && fi->fh && (to_set & FUSE_SET_ATTR_MTIME) && !(to_set & ~kTimesOnly) &&
       handle(fi)->file->set_pending_mtime(st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec)) {
+    if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+    return reply_attr(req, a);
+  }
+  // The write-back cache also reports times when it evicts an inode, usually the times we
+  // already hold: nothing to record then.
+  if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & ~kTimesOnly) &&
+      st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec == a.mtime_ns) {
     if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
     return reply_attr(req, a);
   }
@@ -289,7 +295,6 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
 }
 
 void wh_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  spdlog::debug("open ino {} flags {:#x}", ino, fi->flags);
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
@@ -330,7 +335,6 @@ void wh_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 }
 
 void wh_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
-  spdlog::debug("write off {} size {}", off, size);
   if (int err = handle(fi)->file->write(static_cast<uint64_t>(off), data, size, Vfs::now_ns()))
     return (void)fuse_reply_err(req, err);
   fuse_reply_write(req, size);
