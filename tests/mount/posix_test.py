@@ -334,6 +334,16 @@ class DaemonTest(unittest.TestCase):
         self.pod = Pod(chunk_size="64KiB")
         self.addCleanup(self.pod.cleanup)
 
+    def assert_refused(self, message, **pod_settings):
+        """Starts a second daemon on this test's storage directory (with `pod_settings`
+        changed) and checks that it refuses to run, saying `message`."""
+        other = Pod(root=tempfile.mkdtemp(prefix="wh-test-"), storage=self.pod.storage, **pod_settings)
+        self.addCleanup(other.cleanup)
+        r = subprocess.run([harness.BINARY, "run", "-c", other.config], capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(message, r.stdout + r.stderr)
+        return other
+
     def test_data_survives_restart(self):
         self.pod.start()
         data = os.urandom(500000)
@@ -365,21 +375,13 @@ class DaemonTest(unittest.TestCase):
 
     def test_second_daemon_on_same_storage_is_refused(self):
         self.pod.start()
-        other = Pod(root=tempfile.mkdtemp(prefix="wh-test-"), storage=self.pod.storage)
-        self.addCleanup(other.cleanup)
-        r = subprocess.run([harness.BINARY, "run", "-c", other.config], capture_output=True, text=True, timeout=30)
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("already used by another wormhole daemon", r.stdout + r.stderr)
+        other = self.assert_refused("already used by another wormhole daemon")
         self.assertFalse(os.path.ismount(other.mnt))
 
     def test_storage_of_another_network_is_refused(self):
         self.pod.start()
         self.pod.stop()
-        other = Pod(root=tempfile.mkdtemp(prefix="wh-test-"), storage=self.pod.storage, network="elsewhere")
-        self.addCleanup(other.cleanup)
-        r = subprocess.run([harness.BINARY, "run", "-c", other.config], capture_output=True, text=True, timeout=30)
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn('belongs to network "test"', r.stdout + r.stderr)
+        self.assert_refused('belongs to network "test"', network="elsewhere")
 
     def test_control_socket_rejects_garbage_and_survives(self):
         import socket
@@ -401,11 +403,7 @@ class DaemonTest(unittest.TestCase):
     def test_changed_chunk_size_is_refused(self):
         self.pod.start()
         self.pod.stop()
-        other = Pod(root=tempfile.mkdtemp(prefix="wh-test-"), storage=self.pod.storage, chunk_size="1MiB")
-        self.addCleanup(other.cleanup)
-        r = subprocess.run([harness.BINARY, "run", "-c", other.config], capture_output=True, text=True, timeout=30)
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("cannot change", r.stdout + r.stderr)
+        self.assert_refused("cannot change", chunk_size="1MiB")
 
     def test_malformed_config_names_file_and_line(self):
         with open(self.pod.config, "a") as fh:
