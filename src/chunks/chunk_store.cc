@@ -199,6 +199,7 @@ std::shared_ptr<ChunkStore::OpenChunk> ChunkStore::open_verified(const std::stri
 ssize_t ChunkStore::read(const std::string& sha256, uint64_t offset, size_t len, char* out) {
   int err = 0;
   auto chunk = open_verified(sha256, &err);
+  if (!chunk && err == ENOENT && fetch_ && fetch_(sha256) == 0) chunk = open_verified(sha256, &err);
   if (!chunk) return -err;
   if (offset >= chunk->size) return 0;
   len = static_cast<size_t>(std::min<uint64_t>(len, chunk->size - offset));

@@ -6,6 +6,7 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -41,6 +42,10 @@ class ChunkStore {
 
   bool contains(const std::string& sha256);
 
+  // Where to get a chunk this pod lacks (another pod): returns 0 once the chunk is stored
+  // here, or an errno. Set once before use.
+  void set_fetcher(std::function<int(const std::string& sha256)> fetch) { fetch_ = std::move(fetch); }
+
   // Makes every stored chunk durable (syncfs of the storage file system).
   int sync();
 
@@ -65,6 +70,7 @@ class ChunkStore {
 
   std::string dir_;
   size_t max_open_files_;
+  std::function<int(const std::string&)> fetch_;
   int dir_fd_ = -1;
   std::atomic<uint64_t> chunks_{0}, bytes_{0}, tmp_seq_{0};
   std::mutex mu_;  // guards the cache

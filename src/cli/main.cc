@@ -114,6 +114,9 @@ int main(int argc, char** argv) {
               << "files       " << r["files"] << " (" << human_bytes(r["logical_bytes"]) << "), directories "
               << r["directories"] << "\n"
               << "stored      " << r["chunks"] << " chunks, " << human_bytes(r["chunk_bytes"]) << "\n";
+    for (auto& p : r.value("peers", nlohmann::json::array()))
+      std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
+                << p["state"].get<std::string>() << "\n";
     return 0;
   }
   if (gc->parsed()) {

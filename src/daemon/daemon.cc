@@ -14,6 +14,7 @@
 #include "daemon/storage_dir.h"
 #include "fs/fuse_fs.h"
 #include "meta/namespace.h"
+#include "net/peer_node.h"
 #include "store/rocks_kv.h"
 #include "vfs/vfs.h"
 
@@ -26,7 +27,8 @@ namespace {
 // Runs periodic work (move-log trimming, chunk garbage collection) until stopped.
 class Timers {
  public:
-  Timers(Vfs& vfs, const PodConfig& pod) : vfs_(vfs), pod_(pod) {
+  // `alone`: the pod has no peers, so every op it applied is had by every member.
+  Timers(Vfs& vfs, const PodConfig& pod, bool alone) : vfs_(vfs), pod_(pod), alone_(alone) {
     thread_ = std::thread([this] { loop(); });
   }
   ~Timers() {
@@ -47,8 +49,7 @@ class Timers {
       if (stop_) break;
       lock.unlock();
       vfs_.ns().trim();
-      // A pod alone in its network: every op it applied is had by every member.
-      vfs_.ns().trim_op_log(vfs_.ns().applied());
+      if (alone_) vfs_.ns().trim_op_log(vfs_.ns().applied());  // else PeerNode trims it
       if (std::chrono::steady_clock::now() >= next_gc) {
         uint64_t removed = vfs_.collect_garbage(static_cast<int64_t>(pod_.gc_grace_s));
         if (removed) spdlog::info("garbage collection removed {} chunks", removed);
@@ -59,6 +60,7 @@ class Timers {
   }
   Vfs& vfs_;
   const PodConfig& pod_;
+  const bool alone_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
@@ -97,6 +99,17 @@ int run_daemon(const Config& config, const PodConfig& pod) {
   }
   Vfs vfs(ns, chunks, config.network.chunk_size);
   vfs_ptr = &vfs;
+  KernelCache kernel_cache;
+  std::unique_ptr<PeerNode> node;
+  if (config.pods.size() > 1) {
+    if (pod.listen.empty()) {
+      spdlog::error("pod {}: the network has {} pods, so this pod needs a listen address", pod.name,
+                    config.pods.size());
+      return 1;
+    }
+    node = std::make_unique<PeerNode>(config, pod, storage.pod_id(), ns, chunks, kernel_cache);
+    chunks.set_fetcher([&node](const std::string& sha) { return node->fetch_chunk(sha); });
+  }
   ns.trim();
 
   const auto started = std::chrono::steady_clock::now();
@@ -123,6 +136,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"chunks", c.chunks},
           {"chunk_bytes", c.bytes},
           {"move_log_entries", s.move_log_entries},
+          {"peers", node ? node->status() : nlohmann::json::array()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
     }
@@ -137,12 +151,17 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     spdlog::error("{}", error);
     return 1;
   }
-  Timers timers(vfs, pod);
+  if (node && !node->start(&error)) {
+    spdlog::error("{}", error);
+    return 1;
+  }
+  Timers timers(vfs, pod, node == nullptr);
   spdlog::info("pod {} of network {} starting (storage {})", pod.name, config.network.name, pod.storage);
   FuseOptions opts;
   opts.mountpoint = pod.mountpoint;
   opts.storage_dir = pod.storage;
   opts.on_mounted = [&mounted] { mounted = true; };
+  opts.kernel_cache = &kernel_cache;
   int rc = run_fuse(vfs, opts);
   spdlog::info("pod {} stopped", pod.name);
   return rc;

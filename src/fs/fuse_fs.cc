@@ -634,6 +634,7 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
     return 1;
   }
   spdlog::info("mounted at {}", options.mountpoint);
+  if (options.kernel_cache) options.kernel_cache->attach(se);
   if (options.on_mounted) options.on_mounted();
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 1);
@@ -641,6 +642,7 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
   fuse_loop_cfg_set_idle_threads(cfg, 4);
   int rc = fuse_session_loop_mt(se, cfg);
   fuse_loop_cfg_destroy(cfg);
+  if (options.kernel_cache) options.kernel_cache->detach();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);

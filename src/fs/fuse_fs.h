@@ -5,6 +5,7 @@
 #include <functional>
 #include <string>
 
+#include "fs/kernel_cache.h"
 #include "vfs/vfs.h"
 
 namespace wormhole {
@@ -18,6 +19,7 @@ struct FuseOptions {
   double attr_timeout_s = 300.0;
   unsigned max_threads = 16;
   std::function<void()> on_mounted;  // called once the mount is live
+  KernelCache* kernel_cache = nullptr; // attached to the session while it is mounted
 };
 
 // Mounts and serves until the file system is unmounted or SIGINT/SIGTERM arrives, then

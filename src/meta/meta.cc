@@ -417,6 +417,7 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c) {
 
 size_t Meta::trim(size_t max_entries) {
   // No pod can still send an op older than the newest op we applied from every known pod.
+  if (progress_.size() < expected_members_) return 0;  // some member still unknown
   Hlc horizon;
   bool first = true;
   for (auto& [pod, p] : progress_) {

@@ -60,6 +60,9 @@ class Meta {
   // Declares a pod of the network. Until a member's ops have been seen, nothing newer than
   // nothing can be trimmed: a late op from it could still come.
   void add_member(uint64_t pod);
+  // How many pods the network has (from the configuration): the move log is not trimmed
+  // before every one of them is known, since a late op could come from any.
+  void set_expected_members(size_t count) { expected_members_ = count; }
 
   // Drops move-log entries no late op can precede any more (older than the newest op
   // applied from every member), purging deleted entries and unreachable inodes that no
@@ -134,6 +137,7 @@ class Meta {
   uint64_t gid_seq_ = 0;  // last gid minted by this pod
   uint64_t next_ino_ = 2; // next FUSE inode number (1 is the root)
   uint64_t local_seq_ = 0;
+  size_t expected_members_ = 1;
   // Stamp of the newest move-log entry: an op newer than it (the usual case) needs no
   // undo/redo, and no scan of the log.
   Hlc newest_logged_;

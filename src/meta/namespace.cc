@@ -415,10 +415,41 @@ void Namespace::add_member(uint64_t pod) {
   meta_.add_member(pod);
 }
 
-int Namespace::apply_remote(const pb::Op& op) {
+void Namespace::set_expected_members(size_t count) {
   std::unique_lock lock(mu_);
+  meta_.set_expected_members(count);
+}
+
+int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
+  std::unique_lock lock(mu_);
+  auto ino_of = [&](Gid g) -> uint64_t {
+    pb::InodeRecord rec;
+    return meta_.get_inode(g, &rec) ? rec.local_ino() : 0;
+  };
+  std::vector<std::pair<Gid, std::string>> entries;  // (parent, name) before and after
+  std::vector<Gid> inodes;
+  for (const pb::Action& a : op.actions()) {
+    if (a.has_move()) {
+      pb::EntryRecord old;
+      if (meta_.get_entry(from_pb(a.move().entry()), &old)) entries.emplace_back(from_pb(old.parent()), old.name());
+      entries.emplace_back(from_pb(a.move().parent()), a.move().name());
+      inodes.push_back(from_pb(a.move().inode()));
+    } else if (a.has_set_attr()) {
+      inodes.push_back(from_pb(a.set_attr().inode()));
+    } else if (a.has_set_xattr()) {
+      inodes.push_back(from_pb(a.set_xattr().inode()));
+    } else if (a.has_commit()) {
+      inodes.push_back(from_pb(a.commit().inode()));
+    }
+  }
   KvStatus st = meta_.apply(op, false);
   if (!st.ok) return st.no_space ? ENOSPC : EIO;
+  if (changed) {
+    for (auto& [parent, name] : entries)
+      if (uint64_t ino = parent == kTrashId ? 0 : ino_of(parent)) changed->entries.emplace_back(ino, name);
+    for (Gid g : inodes)
+      if (uint64_t ino = ino_of(g)) changed->inodes.push_back(ino);
+  }
   return 0;
 }
 

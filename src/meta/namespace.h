@@ -84,8 +84,16 @@ class Namespace {
 
   // ---- replication (see Replicator) ---------------------------------------------------------
   void add_member(uint64_t pod);
+  // What a remote op changed that the kernel may have cached: entries (a directory's FUSE
+  // number and a name) and inodes (FUSE numbers).
+  struct Changed {
+    std::vector<std::pair<uint64_t, std::string>> entries;
+    std::vector<uint64_t> inodes;
+  };
   // Applies an op from another pod (its dependencies already applied). 0 or errno.
-  int apply_remote(const pb::Op& op);
+  // Appends to *changed (if given) what the kernel must forget.
+  int apply_remote(const pb::Op& op, Changed* changed = nullptr);
+  void set_expected_members(size_t count);
   std::map<uint64_t, uint64_t> applied();
   std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
   uint64_t pod_id() const { return meta_.pod_id(); }

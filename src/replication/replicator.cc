@@ -16,6 +16,12 @@ Replicator::Replicator(Namespace& ns, std::vector<uint64_t> members) : ns_(ns), 
   published_seq_ = 0;
 }
 
+void Replicator::add_member(uint64_t pod) {
+  if (pod == self_ || std::find(peers_.begin(), peers_.end(), pod) != peers_.end()) return;
+  ns_.add_member(pod);
+  peers_.insert(std::upper_bound(peers_.begin(), peers_.end(), pod), pod);
+}
+
 pb::Progress Replicator::progress_message() {
   pb::Progress p;
   for (auto& [origin, seq] : ns_.applied()) (*p.mutable_applied())[origin] = seq;
@@ -73,7 +79,7 @@ void Replicator::deliver_waiting() {
       }
       while (!queue.empty() && deliverable(queue.begin()->second, applied)) {
         const pb::Op& op = queue.begin()->second;
-        if (ns_.apply_remote(op) != 0) return;  // storage failure: retry on the next message
+        if (ns_.apply_remote(op, &changed_) != 0) return;  // storage failure: retry on the next message
         applied[op.origin()] = op.seq();
         queue.erase(queue.begin());
         waiting_count_--;

@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "meta/namespace.h"
@@ -35,8 +36,11 @@ class Replicator {
     pb::PeerMessage message;
   };
 
-  // `members`: every pod of the network, this one included.
+  // `members`: every pod of the network known so far, this one included.
   Replicator(Namespace& ns, std::vector<uint64_t> members);
+  // A member whose id was learnt later (pods learn each other's ids when they first talk).
+  void add_member(uint64_t pod);
+  const std::vector<uint64_t>& peers() const { return peers_; }
 
   // Messages carrying the ops committed on this pod since the last call.
   std::vector<Outgoing> publish_local();
@@ -48,6 +52,8 @@ class Replicator {
   // Highest sequence per origin that every member is known to have applied.
   std::map<uint64_t, uint64_t> everyone_has() const;
   size_t waiting() const { return waiting_count_; }
+  // What remote ops applied since the last call changed (for kernel cache invalidation).
+  Namespace::Changed take_changed() { return std::exchange(changed_, {}); }
 
  private:
   pb::Progress progress_message();
@@ -64,6 +70,7 @@ class Replicator {
   size_t waiting_count_ = 0;
   // What each peer has told us it applied: peer -> origin -> seq.
   std::map<uint64_t, std::map<uint64_t, uint64_t>> peer_applied_;
+  Namespace::Changed changed_;
 };
 
 }  // namespace wormhole

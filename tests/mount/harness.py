@@ -51,24 +51,28 @@ class Pod:
     """One daemon with its own config, storage directory and mountpoint."""
 
     def __init__(self, root=None, name="a", network="test", chunk_size="4MiB", storage=None, extra_pod="",
-                 extra_network=""):
+                 extra_network="", config=None):
         self.root = root or tempfile.mkdtemp(prefix="wh-test-")
         os.chmod(self.root, 0o755)  # let permission tests reach the mount as another user
         self.name = name
         self.mnt = os.path.join(self.root, "mnt", name)
         self.storage = storage or os.path.join(self.root, "data", name)
-        self.config = os.path.join(self.root, f"{name}.toml")
         self.log_path = os.path.join(self.root, f"{name}.log")
-        with open(self.config, "w") as f:
-            f.write(f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\n{extra_network}\n'
-                    f'[[pod]]\nname = "{name}"\nmountpoint = "{self.mnt}"\nstorage = "{self.storage}"\n'
-                    f'{extra_pod}\n')
+        if config:  # a network file shared with other pods (see Cluster)
+            self.config = config
+        else:
+            self.config = os.path.join(self.root, f"{name}.toml")
+            with open(self.config, "w") as f:
+                f.write(f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\n{extra_network}\n'
+                        f'[[pod]]\nname = "{name}"\nmountpoint = "{self.mnt}"\nstorage = "{self.storage}"\n'
+                        f'{extra_pod}\n')
         self.proc = None
 
     def start(self, wait=True):
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [BINARY, "run", "-c", self.config, "--log-level", os.environ.get("WORMHOLE_LOG_LEVEL", "info")],
+                [BINARY, "run", "-c", self.config, "-p", self.name, "--log-level",
+                 os.environ.get("WORMHOLE_LOG_LEVEL", "info")],
                 stdout=log, stderr=subprocess.STDOUT)
         if wait:
             deadline = time.time() + 30
@@ -83,7 +87,8 @@ class Pod:
     def _mounted(self):
         """True once this daemon reports its mount live (a dead mount left by a killed
         daemon can still look mounted to os.path.ismount)."""
-        r = subprocess.run([BINARY, "status", "--json", "-c", self.config], capture_output=True, text=True)
+        r = subprocess.run([BINARY, "status", "--json", "-c", self.config, "-p", self.name], capture_output=True,
+                           text=True)
         return r.returncode == 0 and json.loads(r.stdout).get("mounted") is True
 
     def stop(self):
@@ -127,7 +132,8 @@ class Pod:
             return ""
 
     def cli(self, *args, check=True):
-        r = subprocess.run([BINARY, *args, "-c", self.config], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([BINARY, *args, "-c", self.config, "-p", self.name], capture_output=True, text=True,
+                           timeout=60)
         if check and r.returncode != 0:
             raise RuntimeError(f"wormhole {' '.join(args)} failed: {r.stderr}")
         return r
@@ -137,3 +143,58 @@ class Pod:
 
     def path(self, *parts):
         return os.path.join(self.mnt, *parts)
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    """Several pods of one network on 127.0.0.1, described by one shared config file."""
+
+    def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB"):
+        self.root = tempfile.mkdtemp(prefix="wh-cluster-")
+        os.chmod(self.root, 0o755)
+        self.config = os.path.join(self.root, "network.toml")
+        text = f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\n'
+        for n in names:
+            text += (f'\n[[pod]]\nname = "{n}"\nlisten = "127.0.0.1:{free_port()}"\n'
+                     f'mountpoint = "{self.root}/mnt/{n}"\nstorage = "{self.root}/data/{n}"\n')
+        with open(self.config, "w") as f:
+            f.write(text)
+        self.pods = {n: Pod(root=self.root, name=n, config=self.config) for n in names}
+
+    def start(self):
+        for p in self.pods.values():
+            p.start()
+        return self
+
+    def cleanup(self):
+        errors = []
+        for p in self.pods.values():
+            try:
+                p.stop()
+            except RuntimeError as e:
+                errors.append(str(e))
+            unmount(p.mnt)
+        shutil.rmtree(self.root, ignore_errors=True)
+        if errors:
+            raise RuntimeError("\n".join(errors))
+
+
+def wait_for(predicate, timeout_s=30, what="condition"):
+    """Polls `predicate` until it returns a true value (returned) or the timeout passes."""
+    deadline = time.time() + timeout_s
+    last_error = None
+    while time.time() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except OSError as e:  # e.g. ENODATA or ENOENT until the change arrives
+            last_error = e
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last_error})")

@@ -1,0 +1,272 @@
+#include "net/peer_node.h"
+
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+
+#include "proto/wormhole.grpc.pb.h"
+
+namespace wormhole {
+namespace {
+
+constexpr auto kPushEvery = std::chrono::milliseconds(50);
+constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
+constexpr auto kRpcDeadline = std::chrono::seconds(2);
+constexpr auto kChunkDeadline = std::chrono::seconds(30);
+constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
+// Largest chunk (64 MiB) plus framing.
+constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
+
+int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+struct PeerNode::Peer {
+  std::string name, address;
+  std::unique_ptr<pb::Peer::Stub> stub;
+  uint64_t id = 0;  // learnt from the peer (guarded by PeerNode::mu_)
+  std::atomic<int64_t> last_ok_ms{0};
+  std::atomic<bool> reported_down{false};
+};
+
+class PeerNode::Service final : public pb::Peer::Service {
+ public:
+  explicit Service(PeerNode& node) : node_(node) {}
+
+  grpc::Status Exchange(grpc::ServerContext* ctx, const pb::Envelope* req, pb::EnvelopeReply* reply) override {
+    const std::string why =
+        node_.check_sender(req->protocol_version(), req->network(), req->from_pod_name(), req->from_pod_id());
+    if (!why.empty()) {
+      spdlog::warn("refused a request from {}: {}", ctx->peer(), why);
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
+    }
+    reply->set_pod_name(node_.self_.name);
+    reply->set_pod_id(node_.pod_id_);
+    std::vector<Replicator::Outgoing> out;
+    {
+      std::lock_guard lock(node_.mu_);
+      out = node_.replicator_.receive(req->from_pod_id(), req->body());
+    }
+    node_.forget_changed();
+    for (auto& o : out)
+      if (o.to == req->from_pod_id()) *reply->add_replies() = std::move(o.message);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status FetchChunk(grpc::ServerContext* ctx, const pb::ChunkRequest* req, pb::ChunkReply* reply) override {
+    if (req->protocol_version() != kProtocolVersion || req->network() != node_.config_.network.name) {
+      spdlog::warn("refused a chunk request from {}: wrong protocol version or network", ctx->peer());
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "wrong protocol version or network");
+    }
+    if (req->sha256().size() != ChunkStore::kHashBytes || !node_.chunks_.contains(req->sha256())) {
+      reply->set_found(false);
+      return grpc::Status::OK;
+    }
+    std::string data(node_.config_.network.chunk_size, '\0');
+    ssize_t n = node_.chunks_.read(req->sha256(), 0, data.size(), data.data());
+    if (n < 0) {
+      reply->set_found(false);  // corrupt or vanished here: the asker tries another pod
+      return grpc::Status::OK;
+    }
+    data.resize(static_cast<size_t>(n));
+    reply->set_found(true);
+    reply->set_data(std::move(data));
+    return grpc::Status::OK;
+  }
+
+ private:
+  PeerNode& node_;
+};
+
+PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id, Namespace& ns, ChunkStore& chunks,
+                   KernelCache& kernel)
+    : config_(config),
+      self_(self),
+      pod_id_(pod_id),
+      ns_(ns),
+      chunks_(chunks),
+      kernel_(kernel),
+      replicator_(ns, {pod_id}) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  for (const PodConfig& p : config.pods) {
+    if (p.name == self.name || p.listen.empty()) continue;
+    auto peer = std::make_unique<Peer>();
+    peer->name = p.name;
+    peer->address = p.listen;
+    peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(p.listen, grpc::InsecureChannelCredentials(), args));
+    peers_.push_back(std::move(peer));
+  }
+  ns_.set_expected_members(config.pods.size());
+}
+
+PeerNode::~PeerNode() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+}
+
+bool PeerNode::start(std::string* error) {
+  service_ = std::make_unique<Service>(*this);
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(self_.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  builder.SetMaxSendMessageSize(kMaxMessageBytes);
+  builder.RegisterService(service_.get());
+  server_ = builder.BuildAndStart();
+  if (!server_ || port == 0) {
+    *error = "cannot listen on " + self_.listen + " (address in use?)";
+    return false;
+  }
+  spdlog::info("listening for pods on {}", self_.listen);
+  thread_ = std::thread([this] { loop(); });
+  return true;
+}
+
+std::string PeerNode::check_sender(uint32_t version, const std::string& network, const std::string& name,
+                                   uint64_t id) {
+  if (version != kProtocolVersion)
+    return "protocol version " + std::to_string(version) + ", this pod speaks " + std::to_string(kProtocolVersion);
+  if (network != config_.network.name)
+    return "network \"" + network + "\", this pod is in \"" + config_.network.name + "\"";
+  if (id == 0 || id == pod_id_) return "invalid pod id";
+  std::lock_guard lock(mu_);
+  for (auto& peer : peers_) {
+    if (peer->name != name) continue;
+    if (peer->id != 0 && peer->id != id)
+      return "pod \"" + name + "\" presents another identity than before (another storage directory?)";
+    if (peer->id == 0) {
+      peer->id = id;
+      replicator_.add_member(id);
+      spdlog::info("pod {} is {:016x}", name, id);
+    }
+    return "";
+  }
+  return "pod \"" + name + "\" is not a member of network \"" + config_.network.name + "\"";
+}
+
+bool PeerNode::exchange(Peer& peer, const pb::PeerMessage& message) {
+  pb::Envelope req;
+  req.set_protocol_version(kProtocolVersion);
+  req.set_network(config_.network.name);
+  req.set_from_pod_name(self_.name);
+  req.set_from_pod_id(pod_id_);
+  *req.mutable_body() = message;
+  pb::EnvelopeReply reply;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
+  grpc::Status st = peer.stub->Exchange(&ctx, req, &reply);
+  if (!st.ok()) {
+    if (!peer.reported_down.exchange(true))
+      spdlog::warn("pod {} ({}) unreachable: {}", peer.name, peer.address, st.error_message());
+    return false;
+  }
+  if (peer.reported_down.exchange(false)) spdlog::info("pod {} ({}) reachable", peer.name, peer.address);
+  peer.last_ok_ms = now_ms();
+  const std::string why = reply.pod_name() == peer.name
+                              ? check_sender(kProtocolVersion, config_.network.name, reply.pod_name(), reply.pod_id())
+                              : "answered as pod \"" + reply.pod_name() + "\"";
+  if (!why.empty()) {
+    spdlog::warn("ignoring the answer of {}: {}", peer.address, why);
+    return false;
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (const pb::PeerMessage& m : reply.replies()) replicator_.receive(peer.id, m);  // answers need no answer
+  }
+  forget_changed();
+  return true;
+}
+
+void PeerNode::forget_changed() {
+  Namespace::Changed changed;
+  {
+    std::lock_guard lock(mu_);
+    changed = replicator_.take_changed();
+  }
+  for (auto& [parent, name] : changed.entries) kernel_.forget_entry(parent, name);
+  for (uint64_t ino : changed.inodes) kernel_.forget_inode(ino);
+}
+
+void PeerNode::loop() {
+  auto next_sync = std::chrono::steady_clock::now();
+  while (!stop_) {
+    std::vector<Replicator::Outgoing> out;
+    {
+      std::lock_guard lock(mu_);
+      out = replicator_.publish_local();
+    }
+    for (auto& o : out)
+      for (auto& peer : peers_)
+        if (peer->id == o.to) exchange(*peer, o.message);
+    if (std::chrono::steady_clock::now() >= next_sync) {
+      next_sync = std::chrono::steady_clock::now() + kSyncEvery;
+      for (auto& peer : peers_) {
+        pb::PeerMessage msg;
+        {
+          std::lock_guard lock(mu_);
+          msg = replicator_.sync_request(peer->id).message;
+        }
+        exchange(*peer, msg);
+      }
+      std::map<uint64_t, uint64_t> everyone;
+      {
+        std::lock_guard lock(mu_);
+        bool all_known = true;
+        for (auto& peer : peers_) all_known &= peer->id != 0;
+        if (all_known) everyone = replicator_.everyone_has();
+      }
+      if (!everyone.empty()) ns_.trim_op_log(everyone);
+    }
+    std::this_thread::sleep_for(kPushEvery);
+  }
+}
+
+int PeerNode::fetch_chunk(const std::string& sha256) {
+  std::vector<Peer*> order;
+  for (auto& p : peers_) order.push_back(p.get());
+  std::stable_sort(order.begin(), order.end(), [](Peer* a, Peer* b) { return a->last_ok_ms > b->last_ok_ms; });
+  for (Peer* peer : order) {
+    pb::ChunkRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network(config_.network.name);
+    req.set_sha256(sha256);
+    pb::ChunkReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
+    grpc::Status st = peer->stub->FetchChunk(&ctx, req, &reply);
+    if (!st.ok() || !reply.found()) continue;
+    if (ChunkStore::hash(reply.data().data(), reply.data().size()) != sha256) {
+      spdlog::error("pod {} sent chunk {} with wrong content; ignored", peer->name, ChunkStore::hex(sha256));
+      continue;
+    }
+    std::string stored;
+    return chunks_.put(reply.data().data(), reply.data().size(), &stored);
+  }
+  return EIO;
+}
+
+nlohmann::json PeerNode::status() {
+  nlohmann::json peers = nlohmann::json::array();
+  const int64_t now = now_ms();
+  std::lock_guard lock(mu_);
+  for (auto& p : peers_) {
+    const int64_t last = p->last_ok_ms;
+    const int64_t age = last == 0 ? -1 : now - last;
+    const char* state = age < 0 || age > kDownAfterMs ? "down" : age > kSuspectAfterMs ? "suspect" : "alive";
+    char id[20];
+    std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(p->id));
+    peers.push_back({{"name", p->name}, {"address", p->address}, {"id", p->id ? id : ""}, {"state", state},
+                     {"last_contact_ms", age}});
+  }
+  return peers;
+}
+
+}  // namespace wormhole

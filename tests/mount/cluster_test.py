@@ -1,0 +1,79 @@
+"""Cluster tests on real daemons: three pods on 127.0.0.1, each with its own mount and
+storage directory. Changes made through one pod's mount appear on the others."""
+import os
+import stat
+import unittest
+
+import harness
+from harness import Cluster, wait_for
+
+
+def slurp(path, mode="rb"):
+    with open(path, mode) as fh:
+        return fh.read()
+
+
+class ClusterTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(chunk_size="64KiB").start()
+        cls.a, cls.b, cls.c = (cls.cluster.pods[n] for n in "abc")
+        for pod in (cls.a, cls.b, cls.c):  # every pod sees the two others
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.cleanup()
+
+    def test_a_file_written_on_a_is_read_on_b_and_c(self):
+        small = b"hello from a\n"
+        big = os.urandom(300_000)  # several 64 KiB chunks: fetched from a by the readers
+        with open(self.a.path("small.txt"), "wb") as fh:
+            fh.write(small)
+        with open(self.a.path("big.bin"), "wb") as fh:
+            fh.write(big)
+        for pod in (self.b, self.c):
+            wait_for(lambda: os.path.exists(pod.path("big.bin")) and os.stat(pod.path("big.bin")).st_size == len(big),
+                     what=f"big.bin on {pod.name}")
+            self.assertEqual(slurp(pod.path("small.txt")), small)
+            self.assertEqual(slurp(pod.path("big.bin")), big)
+
+    def test_namespace_changes_propagate(self):
+        os.makedirs(self.a.path("tree", "sub"))
+        with open(self.a.path("tree", "f"), "w") as fh:
+            fh.write("x")
+        os.setxattr(self.a.path("tree", "f"), "user.tag", b"blue")
+        wait_for(lambda: os.path.exists(self.b.path("tree", "f")), what="tree/f on b")
+        # change it on b, see it on c and a
+        os.rename(self.b.path("tree", "f"), self.b.path("tree", "sub", "g"))
+        os.chmod(self.b.path("tree", "sub"), 0o700)
+        for pod in (self.a, self.c):
+            wait_for(lambda: os.path.exists(pod.path("tree", "sub", "g")), what=f"rename seen on {pod.name}")
+            self.assertFalse(os.path.exists(pod.path("tree", "f")))
+            wait_for(lambda: stat.S_IMODE(os.stat(pod.path("tree", "sub")).st_mode) == 0o700, what="chmod")
+            # The xattr op may arrive after the rename made on b (b may not have had it yet).
+            wait_for(lambda: os.getxattr(pod.path("tree", "sub", "g"), "user.tag") == b"blue", what="xattr")
+        os.unlink(self.c.path("tree", "sub", "g"))
+        for pod in (self.a, self.b):
+            wait_for(lambda: not os.path.exists(pod.path("tree", "sub", "g")), what=f"delete seen on {pod.name}")
+
+    def test_a_foreign_network_is_refused(self):
+        # A pod of another network knocking on a's port is refused and logged; nothing breaks.
+        other = Cluster(names=("x", "y"), network="elsewhere")
+        try:
+            text = slurp(other.config, "r")
+            port_a = slurp(self.cluster.config, "r").split('listen = "')[1].split('"')[0]
+            first = text.split('listen = "')[1].split('"')[0]
+            text = text.replace(first, port_a, 1)  # x "listens" on a's address: y will talk to a
+            with open(other.config, "w") as f:
+                f.write(text)
+            other.pods["y"].start()
+            wait_for(lambda: "refused a request" in self.a.read_log(), what="a refusing the foreign pod")
+            self.assertIn('network "elsewhere"', self.a.read_log())
+        finally:
+            other.cleanup()
+        self.assertEqual(self.a.status()["pod"], "a")
+
+
+if __name__ == "__main__":
+    harness.main()
