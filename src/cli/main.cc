@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "config/config.h"
@@ -75,6 +76,12 @@ int main(int argc, char** argv) {
   add_common(status);
   status->add_flag("--json", json, "machine-readable output");
 
+  CLI::App* where = app.add_subcommand("where", "show a file's version, size and which pods hold it");
+  add_common(where);
+  std::string where_path;
+  where->add_option("path", where_path, "a path under the pod's mountpoint")->required();
+  where->add_flag("--json", json, "machine-readable output");
+
   CLI::App* gc = app.add_subcommand("gc", "collect unreferenced chunks on a running pod now");
   add_common(gc);
   std::string grace;
@@ -117,6 +124,33 @@ int main(int argc, char** argv) {
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
                 << p["state"].get<std::string>() << "\n";
+    return 0;
+  }
+  if (where->parsed()) {
+    std::optional<Config> cfg;
+    const PodConfig* pod = pick(config_file, pod_name, &cfg);
+    if (!pod) return 2;
+    std::error_code ec;
+    const std::string abs = std::filesystem::absolute(where_path, ec).lexically_normal().string();
+    const std::string& mnt = pod->mountpoint;
+    if (abs != mnt && abs.rfind(mnt + "/", 0) != 0) {
+      std::cerr << "wormhole: " << where_path << " is not under the mountpoint of pod " << pod->name << " (" << mnt
+                << ")\n";
+      return 2;
+    }
+    nlohmann::json r;
+    if (int rc = ask(config_file, pod_name, {{"cmd", "where"}, {"path", abs.substr(mnt.size())}}, &r)) return rc;
+    if (json) {
+      std::cout << r.dump(2) << "\n";
+      return 0;
+    }
+    std::cout << "path     " << r["path"].get<std::string>() << "\nsize     " << human_bytes(r["size"]) << "\n";
+    if (r.contains("version")) std::cout << "version  " << r["version"].get<std::string>() << "\n";
+    if (r.contains("chunks"))
+      std::cout << "chunks   " << r["chunks"] << " (" << r["chunks_here"] << " on this pod), " << r["inline_chunks"]
+                << " inline\n";
+    for (auto& h : r.value("holders", nlohmann::json::array()))
+      std::cout << "holder   " << h["name"].get<std::string>() << " (" << h["state"].get<std::string>() << ")\n";
     return 0;
   }
   if (gc->parsed()) {

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -67,6 +69,46 @@ class Timers {
   std::thread thread_;
 };
 
+// Answers `wormhole where`: the version of a file, its size, and which pods hold it.
+nlohmann::json where(Namespace& ns, ChunkStore& chunks, PeerNode* node, const PodConfig& pod, const std::string& path) {
+  uint64_t ino = 1;
+  Attr attr;
+  if (ns.getattr(ino, &attr) != 0) return {{"error", "no root"}};
+  size_t start = 0;
+  for (int depth = 0; depth < 4096 && start < path.size(); ++depth) {  // bounded by PATH_MAX
+    size_t end = path.find('/', start);
+    if (end == std::string::npos) end = path.size();
+    const std::string name = path.substr(start, end - start);
+    start = end + 1;
+    if (name.empty() || name == ".") continue;
+    if (int err = ns.lookup(ino, name, &attr)) return {{"error", path + ": " + std::strerror(err)}};
+    ino = attr.ino;
+  }
+  nlohmann::json reply{{"path", path.empty() ? "/" : path}, {"size", attr.size}};
+  if (attr.type != pb::REGULAR) return reply;
+  reply["version"] = attr.version.str();
+  pb::VersionRecord rec;
+  if (attr.version.empty() || !ns.get_version(attr.version, &rec)) return reply;
+  size_t stored = 0, inline_chunks = 0, present = 0;
+  for (auto& c : rec.chunks()) {
+    if (c.sha256().empty()) continue;
+    if (!c.inline_data().empty()) {
+      inline_chunks++;
+      continue;
+    }
+    stored++;
+    present += chunks.contains(c.sha256());
+  }
+  reply["chunks"] = stored;
+  reply["inline_chunks"] = inline_chunks;
+  reply["chunks_here"] = present;
+  nlohmann::json holders = nlohmann::json::array();
+  for (uint64_t h : rec.holders())
+    holders.push_back(node ? node->describe(h) : nlohmann::json{{"name", pod.name}, {"state", "alive"}, {"self", true}});
+  reply["holders"] = holders;
+  return reply;
+}
+
 int64_t wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -109,6 +151,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     }
     node = std::make_unique<PeerNode>(config, pod, storage.pod_id(), ns, chunks, kernel_cache);
     chunks.set_fetcher([&node](const std::string& sha) { return node->fetch_chunk(sha); });
+    ns.set_placement([&node](Gid version) { return node->choose_holders(version); });
   }
   ns.trim();
 
@@ -140,6 +183,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
     }
+    if (cmd == "where") return where(ns, chunks, node.get(), pod, req.value("path", ""));
     if (cmd == "gc") {
       int64_t grace = req.value("grace_s", static_cast<int64_t>(pod.gc_grace_s));
       ns.trim();

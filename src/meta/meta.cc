@@ -1,5 +1,6 @@
 #include "meta/meta.h"
 
+#include <algorithm>
 #include <cassert>
 #include <sys/stat.h>
 
@@ -404,6 +405,7 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c) {
   *v.mutable_base_version() = c.base_version();
   v.set_size(c.size());
   *v.mutable_chunks() = c.chunks();
+  *v.mutable_holders() = c.holders();
   to_pb(ts, v.mutable_hlc());
   txn.put(keys::version(new_version), v.SerializeAsString());
   if (!old_version.empty() && old_version != new_version) txn.del(keys::version(old_version));
@@ -609,6 +611,18 @@ size_t Meta::move_log_size() {
   kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), false,
            [&](std::string_view, std::string_view) { return ++n, true; });
   return n;
+}
+
+std::vector<Gid> Meta::versions_held_by(uint64_t pod) {
+  std::vector<Gid> out;
+  kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view k, std::string_view v) {
+    pb::VersionRecord rec;
+    if (k.size() == 17 && rec.ParseFromArray(v.data(), static_cast<int>(v.size())) &&
+        std::find(rec.holders().begin(), rec.holders().end(), pod) != rec.holders().end())
+      out.push_back(keys::get_gid(k, 1));
+    return true;
+  });
+  return out;
 }
 
 void Meta::for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit) {

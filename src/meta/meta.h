@@ -102,6 +102,7 @@ class Meta {
   size_t move_log_size();
   const Hlc& last_hlc() const { return clock_.last(); }
 
+  std::vector<Gid> versions_held_by(uint64_t pod);
   void for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
   // Every chunk hash referenced by a stored version (for chunk garbage collection).
   void for_each_chunk(const std::function<void(const std::string& sha256)>& visit);

@@ -1,5 +1,6 @@
 #include "meta/namespace.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <linux/fs.h>
 #include <mutex>
@@ -373,6 +374,11 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
   c->set_size(size);
   for (auto& ch : chunks) *c->add_chunks() = ch;
   c->set_mtime_ns(mtime_ns);
+  if (placement_) {
+    for (uint64_t h : placement_(v)) c->add_holders(h);
+  } else {
+    c->add_holders(meta_.pod_id());
+  }
   if (int err = submit(op, sync)) return err;
   *new_version = v;
   return 0;
@@ -415,6 +421,16 @@ void Namespace::add_member(uint64_t pod) {
   meta_.add_member(pod);
 }
 
+void Namespace::set_placement(std::function<std::vector<uint64_t>(Gid)> placement) {
+  std::unique_lock lock(mu_);
+  placement_ = std::move(placement);
+}
+
+std::vector<Gid> Namespace::versions_held() {
+  std::shared_lock lock(mu_);
+  return meta_.versions_held_by(meta_.pod_id());
+}
+
 void Namespace::set_expected_members(size_t count) {
   std::unique_lock lock(mu_);
   meta_.set_expected_members(count);
@@ -440,6 +456,9 @@ int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
       inodes.push_back(from_pb(a.set_xattr().inode()));
     } else if (a.has_commit()) {
       inodes.push_back(from_pb(a.commit().inode()));
+      const auto& holders = a.commit().holders();
+      if (changed && std::find(holders.begin(), holders.end(), meta_.pod_id()) != holders.end())
+        changed->versions_to_hold.push_back(from_pb(a.commit().version()));
     }
   }
   KvStatus st = meta_.apply(op, false);

@@ -89,7 +89,12 @@ class Namespace {
   struct Changed {
     std::vector<std::pair<uint64_t, std::string>> entries;
     std::vector<uint64_t> inodes;
+    std::vector<Gid> versions_to_hold;  // committed versions naming this pod as a holder
   };
+  // Chooses the holders of a new version (the writer first). Default: this pod alone.
+  void set_placement(std::function<std::vector<uint64_t>(Gid version)> placement);
+  // Every stored version naming this pod as a holder (for a start-up check of its chunks).
+  std::vector<Gid> versions_held();
   // Applies an op from another pod (its dependencies already applied). 0 or errno.
   // Appends to *changed (if given) what the kernel must forget.
   int apply_remote(const pb::Op& op, Changed* changed = nullptr);
@@ -108,6 +113,7 @@ class Namespace {
 
   std::shared_mutex mu_;
   Meta meta_;
+  std::function<std::vector<uint64_t>(Gid)> placement_;
   WallClock wall_ns_;
   uint64_t ops_since_trim_ = 0;
 };

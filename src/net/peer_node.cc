@@ -17,6 +17,9 @@ constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
 constexpr auto kRpcDeadline = std::chrono::seconds(2);
 constexpr auto kChunkDeadline = std::chrono::seconds(30);
 constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
+// Versions whose chunks wait to be fetched, at most; and how many are tried per tick.
+constexpr size_t kMaxHeldQueue = 100000, kHeldPerTick = 8;
+constexpr int64_t kHeldRetryMs = 2000;
 // Largest chunk (64 MiB) plus framing.
 constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
 
@@ -29,8 +32,11 @@ int64_t now_ms() {
 
 struct PeerNode::Peer {
   std::string name, address;
+  bool storage = true;  // role = "storage": may hold copies
   std::unique_ptr<pb::Peer::Stub> stub;
-  uint64_t id = 0;  // learnt from the peer (guarded by PeerNode::mu_)
+  // Learnt from the peer; written under PeerNode::mu_, read without it (the placement runs
+  // under the namespace's lock, which must never wait for mu_).
+  std::atomic<uint64_t> id{0};
   std::atomic<int64_t> last_ok_ms{0};
   std::atomic<bool> reported_down{false};
 };
@@ -100,6 +106,7 @@ PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id,
     auto peer = std::make_unique<Peer>();
     peer->name = p.name;
     peer->address = p.listen;
+    peer->storage = p.role == "storage";
     peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(p.listen, grpc::InsecureChannelCredentials(), args));
     peers_.push_back(std::move(peer));
   }
@@ -126,6 +133,8 @@ bool PeerNode::start(std::string* error) {
     return false;
   }
   spdlog::info("listening for pods on {}", self_.listen);
+  // Versions this pod holds whose chunks may have been missed (a stop before fetching).
+  for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });
   return true;
 }
@@ -190,6 +199,8 @@ void PeerNode::forget_changed() {
   {
     std::lock_guard lock(mu_);
     changed = replicator_.take_changed();
+    for (Gid v : changed.versions_to_hold)
+      if (to_hold_.size() < kMaxHeldQueue) to_hold_.push_back(HeldVersion{v, 0});  // else: found at next start
   }
   for (auto& [parent, name] : changed.entries) kernel_.forget_entry(parent, name);
   for (uint64_t ino : changed.inodes) kernel_.forget_inode(ino);
@@ -206,6 +217,7 @@ void PeerNode::loop() {
     for (auto& o : out)
       for (auto& peer : peers_)
         if (peer->id == o.to) exchange(*peer, o.message);
+    fetch_held_versions();
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
       for (auto& peer : peers_) {
@@ -227,6 +239,64 @@ void PeerNode::loop() {
     }
     std::this_thread::sleep_for(kPushEvery);
   }
+}
+
+void PeerNode::fetch_held_versions() {
+  for (size_t i = 0; i < kHeldPerTick && !stop_; ++i) {
+    HeldVersion h;
+    {
+      std::lock_guard lock(mu_);
+      if (to_hold_.empty() || to_hold_.front().next_try_ms > now_ms()) return;
+      h = to_hold_.front();
+      to_hold_.pop_front();
+    }
+    pb::VersionRecord rec;
+    if (!ns_.get_version(h.version, &rec)) continue;  // replaced by a newer version meanwhile
+    bool complete = true;
+    for (const pb::ChunkRef& c : rec.chunks()) {
+      if (c.sha256().empty() || !c.inline_data().empty() || chunks_.contains(c.sha256())) continue;
+      if (fetch_chunk(c.sha256()) != 0) complete = false;
+    }
+    if (!complete) {
+      h.next_try_ms = now_ms() + kHeldRetryMs;
+      std::lock_guard lock(mu_);
+      to_hold_.push_back(h);
+    }
+  }
+}
+
+std::vector<uint64_t> PeerNode::choose_holders(Gid version) {
+  std::vector<uint64_t> holders;
+  if (self_.role == "storage") holders.push_back(pod_id_);
+  std::vector<std::pair<uint64_t, uint64_t>> scored;  // (score, pod)
+  for (auto& p : peers_) {  // no lock: see Peer::id
+    const uint64_t id = p->id;
+    if (!p->storage || id == 0) continue;
+    // Rendezvous hashing: every (version, pod) pair gets a pseudo-random score; the best
+    // scores hold the version, so adding a pod moves only the versions it now wins.
+    uint64_t x = version.pod * 0x9e3779b97f4a7c15ULL ^ version.seq ^ (id * 0xc2b2ae3d27d4eb4fULL);
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    scored.emplace_back(x, id);
+  }
+  std::sort(scored.rbegin(), scored.rend());
+  const size_t want = config_.network.redundancy == 0 ? scored.size() + holders.size() : config_.network.redundancy;
+  for (auto& [score, id] : scored) {
+    if (holders.size() >= want) break;
+    holders.push_back(id);
+  }
+  return holders;
+}
+
+nlohmann::json PeerNode::describe(uint64_t id) {
+  if (id == pod_id_) return {{"name", self_.name}, {"state", "alive"}, {"self", true}};
+  for (auto& p : status())
+    if (p["id"] != "" && std::strtoull(p["id"].get<std::string>().c_str(), nullptr, 16) == id)
+      return {{"name", p["name"]}, {"state", p["state"]}, {"self", false}};
+  char hex[20];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(id));
+  return {{"name", std::string("unknown pod ") + hex}, {"state", "down"}, {"self", false}};
 }
 
 int PeerNode::fetch_chunk(const std::string& sha256) {
@@ -262,8 +332,9 @@ nlohmann::json PeerNode::status() {
     const int64_t age = last == 0 ? -1 : now - last;
     const char* state = age < 0 || age > kDownAfterMs ? "down" : age > kSuspectAfterMs ? "suspect" : "alive";
     char id[20];
-    std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(p->id));
-    peers.push_back({{"name", p->name}, {"address", p->address}, {"id", p->id ? id : ""}, {"state", state},
+      const uint64_t pid = p->id;
+    std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(pid));
+    peers.push_back({{"name", p->name}, {"address", p->address}, {"id", pid ? id : ""}, {"state", state},
                      {"last_contact_ms", age}});
   }
   return peers;

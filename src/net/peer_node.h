@@ -8,6 +8,7 @@
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +44,11 @@ class PeerNode {
   int fetch_chunk(const std::string& sha256);
   // Peers with their state (alive / suspect / down), for `wormhole status`.
   nlohmann::json status();
+  // Name and state of pod `id` ("self" for this pod), for `wormhole where`.
+  nlohmann::json describe(uint64_t id);
+  // Holders for a new version: this pod first (if it stores data), then redundancy - 1
+  // other storage pods by rendezvous hashing on the version id.
+  std::vector<uint64_t> choose_holders(Gid version);
 
  private:
   class Service;
@@ -53,6 +59,12 @@ class PeerNode {
   // Validates an incoming request's identity; returns "" or the reason to refuse.
   std::string check_sender(uint32_t version, const std::string& network, const std::string& name, uint64_t id);
   void forget_changed();
+  // Fetches the missing chunks of a few versions this pod must hold (bounded per call).
+  void fetch_held_versions();
+  struct HeldVersion {
+    Gid version;
+    int64_t next_try_ms = 0;
+  };
 
   const Config& config_;
   const PodConfig& self_;
@@ -63,6 +75,7 @@ class PeerNode {
   std::mutex mu_;  // guards replicator_ and the peers' learnt ids
   Replicator replicator_;
   std::vector<std::unique_ptr<Peer>> peers_;
+  std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (guarded by mu_)
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> stop_{false};

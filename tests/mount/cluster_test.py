@@ -75,5 +75,48 @@ class ClusterTest(unittest.TestCase):
         self.assertEqual(self.a.status()["pod"], "a")
 
 
+class FailureTest(unittest.TestCase):
+    """Redundancy 2: a pod killed with -9 loses nothing that is readable elsewhere; it
+    catches up when it comes back; a pod started later sees everything."""
+
+    def setUp(self):
+        self.cluster = Cluster(names=("a", "b", "c", "d"), chunk_size="64KiB", redundancy=2)
+        self.addCleanup(self.cluster.cleanup)
+        self.a, self.b, self.c, self.d = (self.cluster.pods[n] for n in "abcd")
+        for pod in (self.a, self.b, self.c):  # d starts later
+            pod.start()
+        for pod in (self.a, self.b, self.c):
+            wait_for(lambda: sum(p["state"] == "alive" for p in pod.status()["peers"]) == 2, what="peers alive")
+
+    def test_kill9_one_pod_then_restart_and_a_late_pod(self):
+        data = os.urandom(400_000)
+        with open(self.a.path("precious.bin"), "wb") as fh:
+            fh.write(data)
+        info = self.a.where("precious.bin")
+        holders = [h["name"] for h in info["holders"]]
+        self.assertEqual(len(holders), 2)
+        self.assertEqual(holders[0], "a")  # the writer holds the first copy
+        second = self.cluster.pods[holders[1]]
+        wait_for(lambda: os.path.exists(second.path("precious.bin")) and
+                 second.where("precious.bin")["chunks_here"] == info["chunks"], what="second copy")
+        self.a.kill9()
+        harness.unmount(self.a.mnt)
+        for pod in (self.b, self.c):
+            self.assertEqual(slurp(pod.path("precious.bin")), data, pod.name)
+        # Life goes on without a; then a comes back and catches up.
+        os.mkdir(self.b.path("while-a-was-down"))
+        wait_for(lambda: os.path.isdir(self.c.path("while-a-was-down")), what="directory on c")
+        with open(self.c.path("while-a-was-down", "note.txt"), "w") as fh:
+            fh.write("a missed this")
+        wait_for(lambda: os.path.exists(self.b.path("while-a-was-down", "note.txt")), what="note on b")
+        self.a.start()
+        wait_for(lambda: os.path.exists(self.a.path("while-a-was-down", "note.txt")), what="a catching up")
+        self.assertEqual(slurp(self.a.path("while-a-was-down", "note.txt"), "r"), "a missed this")
+        # A pod that was never started sees the whole tree and reads every file.
+        self.d.start()
+        wait_for(lambda: os.path.exists(self.d.path("while-a-was-down", "note.txt")), what="d catching up")
+        self.assertEqual(slurp(self.d.path("precious.bin")), data)
+
+
 if __name__ == "__main__":
     harness.main()

@@ -141,6 +141,9 @@ class Pod:
     def status(self):
         return json.loads(self.cli("status", "--json").stdout)
 
+    def where(self, *parts):
+        return json.loads(self.cli("where", "--json", self.path(*parts)).stdout)
+
     def path(self, *parts):
         return os.path.join(self.mnt, *parts)
 
@@ -155,11 +158,11 @@ def free_port():
 class Cluster:
     """Several pods of one network on 127.0.0.1, described by one shared config file."""
 
-    def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB"):
+    def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB", redundancy=2):
         self.root = tempfile.mkdtemp(prefix="wh-cluster-")
         os.chmod(self.root, 0o755)
         self.config = os.path.join(self.root, "network.toml")
-        text = f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\n'
+        text = f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\nredundancy = {redundancy}\n'
         for n in names:
             text += (f'\n[[pod]]\nname = "{n}"\nlisten = "127.0.0.1:{free_port()}"\n'
                      f'mountpoint = "{self.root}/mnt/{n}"\nstorage = "{self.root}/data/{n}"\n')
