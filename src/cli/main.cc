@@ -120,10 +120,12 @@ int main(int argc, char** argv) {
               << "storage     " << r["storage"].get<std::string>() << "\n"
               << "files       " << r["files"] << " (" << human_bytes(r["logical_bytes"]) << "), directories "
               << r["directories"] << "\n"
-              << "stored      " << r["chunks"] << " chunks, " << human_bytes(r["chunk_bytes"]) << "\n";
+              << "stored      " << r["chunks"] << " chunks, " << human_bytes(r["chunk_bytes"]) << ", "
+              << human_bytes(r.value("free_bytes", uint64_t{0})) << " free\n";
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
-                << p["state"].get<std::string>() << "\n";
+                << p["role"].get<std::string>() << " " << p["state"].get<std::string>() << ", "
+                << human_bytes(p["used_bytes"]) << " used, " << human_bytes(p["free_bytes"]) << " free\n";
     return 0;
   }
   if (where->parsed()) {

@@ -1,6 +1,7 @@
 #include "daemon/daemon.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -109,6 +110,12 @@ nlohmann::json where(Namespace& ns, ChunkStore& chunks, PeerNode* node, const Po
   return reply;
 }
 
+uint64_t free_bytes(const PodConfig& pod) {
+  struct statvfs sv;
+  if (::statvfs(pod.storage.c_str(), &sv) != 0) return 0;
+  return static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+}
+
 int64_t wall_ns() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -178,6 +185,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"logical_bytes", s.logical_bytes},
           {"chunks", c.chunks},
           {"chunk_bytes", c.bytes},
+          {"free_bytes", free_bytes(pod)},
           {"move_log_entries", s.move_log_entries},
           {"peers", node ? node->status() : nlohmann::json::array()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <sys/statvfs.h>
 
 #include "proto/wormhole.grpc.pb.h"
 
@@ -39,6 +40,7 @@ struct PeerNode::Peer {
   std::atomic<uint64_t> id{0};
   std::atomic<int64_t> last_ok_ms{0};
   std::atomic<bool> reported_down{false};
+  std::atomic<uint64_t> used_bytes{0}, free_bytes{0};  // as last reported by the peer
 };
 
 class PeerNode::Service final : public pb::Peer::Service {
@@ -54,6 +56,12 @@ class PeerNode::Service final : public pb::Peer::Service {
     }
     reply->set_pod_name(node_.self_.name);
     reply->set_pod_id(node_.pod_id_);
+    *reply->mutable_space() = node_.my_space();
+    for (auto& p : node_.peers_)
+      if (p->name == req->from_pod_name()) {
+        p->used_bytes = req->space().used_bytes();
+        p->free_bytes = req->space().free_bytes();
+      }
     std::vector<Replicator::Outgoing> out;
     {
       std::lock_guard lock(node_.mu_);
@@ -168,6 +176,7 @@ bool PeerNode::exchange(Peer& peer, const pb::PeerMessage& message) {
   req.set_from_pod_name(self_.name);
   req.set_from_pod_id(pod_id_);
   *req.mutable_body() = message;
+  *req.mutable_space() = my_space();
   pb::EnvelopeReply reply;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
@@ -179,6 +188,8 @@ bool PeerNode::exchange(Peer& peer, const pb::PeerMessage& message) {
   }
   if (peer.reported_down.exchange(false)) spdlog::info("pod {} ({}) reachable", peer.name, peer.address);
   peer.last_ok_ms = now_ms();
+  peer.used_bytes = reply.space().used_bytes();
+  peer.free_bytes = reply.space().free_bytes();
   const std::string why = reply.pod_name() == peer.name
                               ? check_sender(kProtocolVersion, config_.network.name, reply.pod_name(), reply.pod_id())
                               : "answered as pod \"" + reply.pod_name() + "\"";
@@ -192,6 +203,21 @@ bool PeerNode::exchange(Peer& peer, const pb::PeerMessage& message) {
   }
   forget_changed();
   return true;
+}
+
+pb::PodSpace PeerNode::my_space() {
+  pb::PodSpace space;
+  space.set_used_bytes(chunks_.stats().bytes);
+  struct statvfs sv;
+  if (::statvfs(self_.storage.c_str(), &sv) == 0) {
+    uint64_t free_bytes = static_cast<uint64_t>(sv.f_bavail) * sv.f_frsize;
+    if (self_.storage_limit_bytes > 0) {
+      const uint64_t room = self_.storage_limit_bytes > space.used_bytes() ? self_.storage_limit_bytes - space.used_bytes() : 0;
+      free_bytes = std::min(free_bytes, room);
+    }
+    space.set_free_bytes(free_bytes);
+  }
+  return space;
 }
 
 void PeerNode::forget_changed() {
@@ -334,8 +360,14 @@ nlohmann::json PeerNode::status() {
     char id[20];
       const uint64_t pid = p->id;
     std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(pid));
-    peers.push_back({{"name", p->name}, {"address", p->address}, {"id", pid ? id : ""}, {"state", state},
-                     {"last_contact_ms", age}});
+    peers.push_back({{"name", p->name},
+                     {"address", p->address},
+                     {"id", pid ? id : ""},
+                     {"role", p->storage ? "storage" : "client"},
+                     {"state", state},
+                     {"last_contact_ms", age},
+                     {"used_bytes", p->used_bytes.load()},
+                     {"free_bytes", p->free_bytes.load()}});
   }
   return peers;
 }

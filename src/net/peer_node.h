@@ -59,6 +59,7 @@ class PeerNode {
   // Validates an incoming request's identity; returns "" or the reason to refuse.
   std::string check_sender(uint32_t version, const std::string& network, const std::string& name, uint64_t id);
   void forget_changed();
+  pb::PodSpace my_space();
   // Fetches the missing chunks of a few versions this pod must hold (bounded per call).
   void fetch_held_versions();
   struct HeldVersion {
