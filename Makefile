@@ -1,5 +1,5 @@
 # Daily shortcuts; the scripts are the source of truth.
-.PHONY: build test demo bench clean
+.PHONY: build test demo bench bench-one clean
 build:
 	scripts/build
 test:
@@ -7,6 +7,8 @@ test:
 demo:
 	scripts/demo
 bench: build
-	python3 bench/run_bench.py
+	python3 bench/run_bench.py --pods 3
+bench-one: build
+	python3 bench/run_bench.py --pods 1
 clean:
 	rm -rf build

@@ -4,7 +4,12 @@ the same disk, in one run. Prints both figures and their ratio, then one line pe
 `ratio <metric> <value>` where above 1 always means Wormhole is better (for times: local
 time / Wormhole time; for throughputs: Wormhole / local).
 
-Usage: bench/run_bench.py [--binary build/wormhole] [--size-mib 1024] [--files 10000]
+With --pods 3 (what `make bench` runs) the Wormhole side is the mount of one pod of a
+three-pod network with redundancy 3 on this machine; it then also measures reads by a pod
+that holds no copy (`figure remote_read_1_holder <MB/s>`, `figure remote_read_2_holders`).
+--pods 1 (`make bench-one`) is a single pod.
+
+Usage: bench/run_bench.py [--binary build/wormhole] [--pods 3] [--size-mib 1024] [--files 10000]
 """
 import argparse
 import os
@@ -17,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "mount"))
 import harness  # noqa: E402
-from harness import Pod  # noqa: E402
+from harness import Cluster, Pod, wait_for  # noqa: E402
 
 MIB = 1 << 20
 
@@ -105,6 +110,8 @@ def main():
     parser.add_argument("--files", type=int, default=10000)
     parser.add_argument("--random-reads", type=int, default=20000)
     parser.add_argument("--workdir", default=None, help="directory on the disk to test (default: build/bench)")
+    parser.add_argument("--pods", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--remote-mib", type=int, default=256, help="file size for the remote-read figures")
     args = parser.parse_args()
     harness.BINARY = os.path.abspath(args.binary)
     base = os.path.abspath(args.workdir or os.path.join(os.path.dirname(harness.BINARY), "bench"))
@@ -112,7 +119,12 @@ def main():
     work = tempfile.mkdtemp(prefix="run-", dir=base)
     local = os.path.join(work, "local")
     os.makedirs(local)
-    pod = Pod(root=work, name="bench", storage=os.path.join(work, "storage"))
+    if args.pods == 1:
+        network = None
+        pod = Pod(root=work, name="bench", storage=os.path.join(work, "storage"))
+    else:
+        network = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=work)
+        pod = network.pods["a"]
     cold = drop_caches()
     results = []  # (metric, unit, local, wormhole, higher_is_better)
 
@@ -122,12 +134,16 @@ def main():
         print(f"{metric:<16} local {l:>10.3f} {unit:<6} wormhole {w:>10.3f} {unit:<6} ratio {ratio:6.2f}", flush=True)
 
     try:
-        pod.start()
+        if network:
+            network.start()
+        else:
+            pod.start()
         mnt = pod.mnt
         tarball = os.path.join(work, "include.tar")
         subprocess.run(["tar", "cf", tarball, "-C", "/usr", "include"], check=True)
         print(f"# workdir {work}; caches {'dropped' if cold else 'NOT dropped (not root)'}; "
-              f"{args.size_mib} MiB file, {args.files} small files", flush=True)
+              f"{args.size_mib} MiB file, {args.files} small files; "
+              f"{'one pod' if args.pods == 1 else 'pod a of a 3-pod network, redundancy 3'}", flush=True)
 
         big_l, big_w = os.path.join(local, "big"), os.path.join(mnt, "big")
         tl = timed(seq_write, big_l, args.size_mib)
@@ -172,11 +188,45 @@ def main():
         tw = timed(grep, os.path.join(mnt, "tree"))
         record("grep", "s", tl, tw, False)
     finally:
-        pod.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
+        if network:
+            network.cleanup()
+        else:
+            pod.cleanup()
+
+    figures = []
+    if args.pods > 1:
+        for holders in (1, 2):
+            figures.append((f"remote_read_{holders}_holder{'s' if holders > 1 else ''}",
+                            remote_read(work, holders, args.remote_mib)))
+            print(f"{figures[-1][0]:<22} {figures[-1][1]:10.1f} MB/s (reader holds no copy)", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
 
     for metric, unit, l, w, hib in results:
         print(f"ratio {metric} {(w / l) if hib else (l / w):.3f}")
+    for name, value in figures:
+        print(f"figure {name} {value:.1f}")
+
+
+def remote_read(work, holders, size_mib):
+    """Throughput of a cold sequential read on a pod (role client) that holds no copy of a
+    file whose `holders` copies live on other pods of the same machine."""
+    names = [f"h{i}" for i in range(holders)] + ["reader"]
+    net = Cluster(names=names, redundancy=holders, roles={"reader": "client"}, root_dir=work)
+    try:
+        net.start()
+        writer, reader = net.pods["h0"], net.pods["reader"]
+        seq_write(writer.path("remote.bin"), size_mib)
+        info = writer.where("remote.bin")
+        for h in info["holders"]:
+            holder = net.pods[h["name"]]
+            wait_for(lambda: os.path.exists(holder.path("remote.bin")) and
+                     holder.where("remote.bin")["chunks_here"] == info["chunks"], timeout_s=300, what="copies")
+        wait_for(lambda: os.path.exists(reader.path("remote.bin")), what="file on the reader")
+        drop_caches()
+        t = timed(seq_read, reader.path("remote.bin"))
+        return size_mib * MIB / t / 1e6
+    finally:
+        net.cleanup()
 
 
 if __name__ == "__main__":

@@ -158,13 +158,16 @@ def free_port():
 class Cluster:
     """Several pods of one network on 127.0.0.1, described by one shared config file."""
 
-    def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB", redundancy=2):
-        self.root = tempfile.mkdtemp(prefix="wh-cluster-")
+    def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB", redundancy=2, roles=None,
+                 root_dir=None):
+        self.root = tempfile.mkdtemp(prefix="wh-cluster-", dir=root_dir)
         os.chmod(self.root, 0o755)
         self.config = os.path.join(self.root, "network.toml")
+        roles = roles or {}
         text = f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\nredundancy = {redundancy}\n'
         for n in names:
-            text += (f'\n[[pod]]\nname = "{n}"\nlisten = "127.0.0.1:{free_port()}"\n'
+            text += (f'\n[[pod]]\nname = "{n}"\nrole = "{roles.get(n, "storage")}"\n'
+                     f'listen = "127.0.0.1:{free_port()}"\n'
                      f'mountpoint = "{self.root}/mnt/{n}"\nstorage = "{self.root}/data/{n}"\n')
         with open(self.config, "w") as f:
             f.write(text)
