@@ -253,10 +253,34 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   return st;
 }
 
-void Meta::create_inode(KvTxn& txn, const pb::NewInode& n, const Hlc& ts) {
+void Meta::create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc& ts) {
   const Gid g = from_pb(n.inode());
   pb::InodeRecord rec;
-  if (read_inode(txn, g, &rec)) return;  // already exists (redo, or duplicate create)
+  if (read_inode(txn, g, &rec)) {
+    // Created again: a directory made on two pods at once (one id per path, so they merge),
+    // or made again where it was removed. Its attributes are last-writer-wins registers.
+    if (lww(rec.mutable_mode_hlc(), ts)) rec.set_mode(n.mode() & 07777);
+    if (lww(rec.mutable_uid_hlc(), ts)) rec.set_uid(n.uid());
+    if (lww(rec.mutable_gid_hlc(), ts)) rec.set_gid(n.gid());
+    if (lww(rec.mutable_atime_hlc(), ts)) rec.set_atime_ns(n.time_ns());
+    if (lww(rec.mutable_mtime_hlc(), ts)) rec.set_mtime_ns(n.time_ns());
+    if (lww(rec.mutable_ctime_hlc(), ts)) rec.set_ctime_ns(n.time_ns());
+    lww(rec.mutable_content_hlc(), ts);  // the newest creation, whatever the arrival order
+    Edge e;
+    if (read_edge(txn, entry, &e) && e.parent == kTrashId) {
+      // Back from the trash: a new local inode number, since the kernel may still hold the
+      // old one as deleted.
+      txn.del(keys::ino(rec.local_ino()));
+      rec.set_local_ino(next_ino_);
+      std::string gid;
+      keys::put_gid(gid, g);
+      txn.put(keys::ino(next_ino_), gid);
+      next_ino_++;
+      txn.del(keys::orphan(g));
+    }
+    write_inode(txn, g, rec);
+    return;
+  }
   rec.set_type(n.type());
   rec.set_mode(n.mode() & 07777);
   rec.set_uid(n.uid());
@@ -293,7 +317,7 @@ bool Meta::would_cycle(KvTxn& txn, Gid entry, Gid new_parent) {
 void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m) {
   const Gid entry = from_pb(m.entry());
   const Gid parent = from_pb(m.parent());
-  if (m.has_new_inode()) create_inode(txn, m.new_inode(), ts);
+  if (m.has_new_inode()) create_inode(txn, entry, m.new_inode(), ts);
 
   pb::MoveLogRecord log;
   *log.mutable_move() = m;

@@ -124,7 +124,7 @@ class Meta {
   void undo_move(KvTxn& txn, const pb::MoveLogRecord& rec);
   void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge);
   bool would_cycle(KvTxn& txn, Gid entry, Gid new_parent);
-  void create_inode(KvTxn& txn, const pb::NewInode& n, const Hlc& ts);
+  void create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc& ts);
   void apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a);
   void apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x);
   void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c);

@@ -57,6 +57,17 @@ class ClusterTest(unittest.TestCase):
         for pod in (self.a, self.b):
             wait_for(lambda: not os.path.exists(pod.path("tree", "sub", "g")), what=f"delete seen on {pod.name}")
 
+    def test_concurrent_mkdir_of_one_path_gives_one_directory(self):
+        for pod in (self.a, self.b):  # at once: neither has seen the other's mkdir (or did)
+            os.makedirs(pod.path("shared"), exist_ok=True)
+        with open(self.a.path("shared", "from-a"), "w") as fh:
+            fh.write("a")
+        with open(self.b.path("shared", "from-b"), "w") as fh:
+            fh.write("b")
+        for pod in (self.a, self.b, self.c):
+            wait_for(lambda: sorted(os.listdir(pod.path("shared"))) == ["from-a", "from-b"], what=f"merge on {pod.name}")
+            self.assertEqual([n for n in os.listdir(pod.mnt) if n == "shared"], ["shared"])
+
     def test_a_foreign_network_is_refused(self):
         # A pod of another network knocking on a's port is refused and logged; nothing breaks.
         other = Cluster(names=("x", "y"), network="elsewhere")

@@ -160,6 +160,18 @@ class MountTest(unittest.TestCase):
         self.assertErrno(errno.ENOTDIR, os.rmdir, self.p("file"))
         self.assertErrno(errno.ENOTDIR, os.mkdir, self.p("file", "x"))
 
+    def test_directory_made_again_where_it_was_removed_is_new(self):
+        d = self.p("again")
+        os.mkdir(d, 0o700)
+        os.setxattr(d, "user.old", b"1")
+        os.rmdir(d)
+        os.mkdir(d, 0o750)
+        self.assertEqual(stat.S_IMODE(os.stat(d).st_mode), 0o750)
+        self.assertEqual(os.listxattr(d), [])
+        with open(os.path.join(d, "x"), "w") as fh:
+            fh.write("inside")
+        self.assertEqual(os.listdir(d), ["x"])
+
     # ---- rename -----------------------------------------------------------------------
     def test_rename(self):
         a, b = self.p("a"), self.p("b")
