@@ -220,7 +220,7 @@ def remote_read(work, holders, size_mib):
         for h in info["holders"]:
             holder = net.pods[h["name"]]
             wait_for(lambda: os.path.exists(holder.path("remote.bin")) and
-                     holder.where("remote.bin")["chunks_here"] == info["chunks"], timeout_s=300, what="copies")
+                     holder.where("remote.bin").get("chunks_here") == info["chunks"], timeout_s=300, what="copies")
         wait_for(lambda: os.path.exists(reader.path("remote.bin")), what="file on the reader")
         drop_caches()
         t = timed(seq_read, reader.path("remote.bin"))

@@ -146,6 +146,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     spdlog::error("{}", error);
     return 1;
   }
+  ns.set_conflict_policy(config.network.conflict == "keep-both", pod.name);
   Vfs vfs(ns, chunks, config.network.chunk_size);
   vfs_ptr = &vfs;
   KernelCache kernel_cache;
@@ -214,6 +215,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
   opts.storage_dir = pod.storage;
   opts.on_mounted = [&mounted] { mounted = true; };
   opts.kernel_cache = &kernel_cache;
+  opts.writeback_cache = node == nullptr;
   int rc = run_fuse(vfs, opts);
   spdlog::info("pod {} stopped", pod.name);
   return rc;

@@ -90,10 +90,13 @@ void reply_attr(fuse_req_t req, const Attr& a) {
 FileHandle* handle(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
 
 void wh_init(void* userdata, fuse_conn_info* conn) {
-  (void)userdata;
-  // The kernel caches written pages and sends them in large writes; safe because every
-  // change to a file on this pod goes through this mount.
-  if (conn->capable & FUSE_CAP_WRITEBACK_CACHE) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  const Context& context = *static_cast<Context*>(userdata);
+  // The kernel caches written pages and sends them in large writes; safe only when every
+  // change to a file goes through this mount (see FuseOptions::writeback_cache).
+  if (context.opts.writeback_cache && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+    conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
   if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
   if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;

@@ -20,6 +20,9 @@ struct FuseOptions {
   unsigned max_threads = 16;
   std::function<void()> on_mounted;  // called once the mount is live
   KernelCache* kernel_cache = nullptr; // attached to the session while it is mounted
+  // The kernel's write-back cache batches writes, but then trusts its own file sizes and
+  // times over ours: only right when no other pod changes files (a network of one pod).
+  bool writeback_cache = true;
 };
 
 // Mounts and serves until the file system is unmounted or SIGINT/SIGTERM arrives, then

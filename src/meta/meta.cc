@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cassert>
+#include <ctime>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 
 #include "meta/keys.h"
@@ -24,6 +26,37 @@ void to_pb(const Hlc& h, pb::Hlc* out) {
   out->set_counter(h.counter);
   out->set_pod(h.pod);
 }
+// An id derived from another id and a purpose: the same on every pod.
+Gid derived_id(Gid from, std::string_view purpose) {
+  std::string key;
+  keys::put_gid(key, from);
+  key.append(purpose);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(key.data(), key.size(), md, &len, EVP_sha256(), nullptr);
+  const std::string_view digest(reinterpret_cast<char*>(md), len);
+  return Gid{keys::get_u64(digest, 0) | (1ULL << 63), keys::get_u64(digest, 8)};
+}
+
+// "report.conflict-b-20261127-181502.txt" for "report.txt" written on pod b.
+std::string conflict_name(const pb::Conflict& how, int64_t mtime_ns) {
+  std::string name = how.name().empty() ? std::string("unlinked") : how.name();
+  std::string ext;
+  const size_t dot = name.rfind('.');
+  if (dot != std::string::npos && dot > 0) {
+    ext = name.substr(dot);
+    name.resize(dot);
+  }
+  const time_t secs = static_cast<time_t>(mtime_ns / 1000000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
+  std::string out = name + ".conflict-" + (how.writer().empty() ? "pod" : how.writer()) + "-" + stamp + ext;
+  if (out.size() > 255) out = out.substr(out.size() - 255);  // keep the distinguishing end
+  return out;
+}
+
 // Last-writer-wins: if `ts` is newer than the register's stamp, takes it and returns true.
 bool lww(pb::Hlc* stamp, const Hlc& ts) {
   if (!(ts > from_pb(*stamp))) return false;
@@ -417,28 +450,99 @@ void Meta::apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x) {
   txn.put(key, rec.SerializeAsString());
 }
 
+// Content versions. A version made on top of the current one replaces it. Two versions
+// made from the same base on different pods are a conflict, resolved the same way on every
+// pod whatever the arrival order: the one with the newer stamp becomes the file's content;
+// the other becomes a sibling file "name.conflict-<writer>-<YYYYmmdd-HHMMSS>.ext" next to
+// it (keep-both) or in the trash (last-write-wins), with ids derived from the version's id.
 void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c) {
   const Gid g = from_pb(c.inode());
   pb::InodeRecord rec;
   if (!read_inode(txn, g, &rec)) return;
-  if (!(ts > from_pb(rec.content_hlc()))) return;  // an older version lost (last writer wins)
-  const Gid old_version = from_pb(rec.version());
-  const Gid new_version = from_pb(c.version());
+  const Gid current = from_pb(rec.version());
+  const Gid incoming = from_pb(c.version());
   pb::VersionRecord v;
   *v.mutable_inode() = c.inode();
   *v.mutable_base_version() = c.base_version();
   v.set_size(c.size());
   *v.mutable_chunks() = c.chunks();
   *v.mutable_holders() = c.holders();
+  *v.mutable_conflict() = c.conflict();
+  v.set_mtime_ns(c.mtime_ns());
   to_pb(ts, v.mutable_hlc());
-  txn.put(keys::version(new_version), v.SerializeAsString());
-  if (!old_version.empty() && old_version != new_version) txn.del(keys::version(old_version));
-  to_pb(new_version, rec.mutable_version());
+  const Gid base = from_pb(c.base_version());
+  const bool fast_forward = base == current;
+  if (!base.empty() && !fast_forward) {
+    // Built on a version that lost a conflict here and was kept as a sibling: that version
+    // is superseded after all, as on the pods that never saw the conflict. Its sibling goes.
+    pb::VersionRecord b;
+    Edge e;
+    const Gid sibling_entry = derived_id(base, "conflict-entry");
+    if (get_version_txn(txn, base, &b) && from_pb(b.inode()) != g && read_edge(txn, sibling_entry, &e) &&
+        e.parent != kTrashId) {
+      Edge trashed{kTrashId, e.name, e.inode};
+      set_edge(txn, sibling_entry, &e, &trashed);
+    }
+  }
+  if (!fast_forward && !(ts > from_pb(rec.content_hlc()))) {
+    keep_loser(txn, incoming, v);  // concurrent and older: kept aside, the file unchanged
+    return;
+  }
+  if (!current.empty() && current != incoming) {
+    pb::VersionRecord old;
+    if (!fast_forward && get_version_txn(txn, current, &old))
+      keep_loser(txn, current, old);  // concurrent and older: the current content moves aside
+    else
+      txn.del(keys::version(current));
+  }
+  txn.put(keys::version(incoming), v.SerializeAsString());
+  to_pb(incoming, rec.mutable_version());
   rec.set_size(c.size());
   to_pb(ts, rec.mutable_content_hlc());
   if (lww(rec.mutable_mtime_hlc(), ts)) rec.set_mtime_ns(c.mtime_ns());
   if (lww(rec.mutable_ctime_hlc(), ts)) rec.set_ctime_ns(c.mtime_ns());
   write_inode(txn, g, rec);
+}
+
+bool Meta::get_version_txn(KvTxn& txn, Gid g, pb::VersionRecord* rec) {
+  std::string v;
+  return txn.get(keys::version(g), &v) && rec->ParseFromString(v);
+}
+
+void Meta::keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser) {
+  const pb::Conflict& how = loser.conflict();
+  const Gid inode = derived_id(version, "conflict-inode");
+  const Gid entry = derived_id(version, "conflict-entry");
+  pb::InodeRecord rec;
+  if (read_inode(txn, inode, &rec)) return;  // already kept (an op seen twice cannot get here, but be safe)
+  const Hlc ts = from_pb(loser.hlc());
+  rec.set_type(pb::REGULAR);
+  rec.set_mode(how.mode() ? how.mode() & 07777 : 0644);
+  rec.set_uid(how.uid());
+  rec.set_gid(how.gid());
+  rec.set_atime_ns(loser.mtime_ns());
+  rec.set_mtime_ns(loser.mtime_ns());
+  rec.set_ctime_ns(loser.mtime_ns());
+  rec.set_size(loser.size());
+  to_pb(version, rec.mutable_version());
+  for (pb::Hlc* h : {rec.mutable_mode_hlc(), rec.mutable_uid_hlc(), rec.mutable_gid_hlc(), rec.mutable_atime_hlc(),
+                     rec.mutable_mtime_hlc(), rec.mutable_ctime_hlc(), rec.mutable_content_hlc()})
+    to_pb(ts, h);
+  rec.set_local_ino(next_ino_);
+  std::string gid;
+  keys::put_gid(gid, inode);
+  txn.put(keys::ino(next_ino_), gid);
+  next_ino_++;
+  write_inode(txn, inode, rec);
+  to_pb(inode, loser.mutable_inode());
+  txn.put(keys::version(version), loser.SerializeAsString());
+  // A file entry cannot make a cycle and nobody else moves this new entry before it exists,
+  // so placing it commutes with every move: no move-log entry is needed.
+  const Gid parent = from_pb(how.parent());
+  pb::InodeRecord parent_rec;
+  const bool parent_ok = !parent.empty() && read_inode(txn, parent, &parent_rec) && parent_rec.type() == pb::DIRECTORY;
+  Edge edge{how.keep_both() && parent_ok ? parent : kTrashId, conflict_name(how, loser.mtime_ns()), inode};
+  set_edge(txn, entry, nullptr, &edge);
 }
 
 size_t Meta::trim(size_t max_entries) {
@@ -575,6 +679,22 @@ bool Meta::dir_is_empty(Gid dir) {
     return false;
   });
   return empty;
+}
+
+bool Meta::live_entry(Gid inode, Gid* parent, std::string* name) {
+  bool found = false;
+  const std::string prefix = keys::link_prefix(inode);
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+    pb::EntryRecord e;
+    if (k.size() == prefix.size() + 16 && get_entry(keys::get_gid(k, prefix.size()), &e) &&
+        from_pb(e.parent()) != kTrashId) {
+      *parent = from_pb(e.parent());
+      *name = e.name();
+      found = true;
+    }
+    return !found;
+  });
+  return found;
 }
 
 std::string Meta::path_of(Gid inode) {

@@ -93,6 +93,8 @@ class Meta {
   // Every entry of `dir`, duplicates of one name included (list() shows one per name).
   void for_each_entry_in(Gid dir, const std::function<void(std::string_view name, Gid entry, Gid inode)>& visit);
   bool dir_is_empty(Gid dir);
+  // A live entry of `inode` (its directory and name); false if it has none.
+  bool live_entry(Gid inode, Gid* parent, std::string* name);
   // Path of an inode (first entry found), for log lines; "?" parts when unknown.
   std::string path_of(Gid inode);
   // Is `ancestor` an ancestor of (or equal to) directory `dir`?
@@ -128,6 +130,9 @@ class Meta {
   void apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a);
   void apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x);
   void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c);
+  bool get_version_txn(KvTxn& txn, Gid g, pb::VersionRecord* rec);
+  // Keeps a version that lost a conflict as a sibling file (see apply_commit).
+  void keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser);
   void purge_inode(KvTxn& txn, Gid g);
   void save_counters(KvTxn& txn);
 

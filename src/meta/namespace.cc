@@ -403,6 +403,18 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
   c->set_size(size);
   for (auto& ch : chunks) *c->add_chunks() = ch;
   c->set_mtime_ns(mtime_ns);
+  pb::Conflict* how = c->mutable_conflict();
+  Gid parent;
+  std::string name;
+  if (meta_.live_entry(inode, &parent, &name)) {
+    to_pb(parent, how->mutable_parent());
+    how->set_name(name);
+  }
+  how->set_writer(pod_name_);
+  how->set_keep_both(keep_both_);
+  how->set_mode(rec.mode());
+  how->set_uid(rec.uid());
+  how->set_gid(rec.gid());
   if (placement_) {
     for (uint64_t h : placement_(v)) c->add_holders(h);
   } else {
@@ -448,6 +460,12 @@ void Namespace::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has) {
 void Namespace::add_member(uint64_t pod) {
   std::unique_lock lock(mu_);
   meta_.add_member(pod);
+}
+
+void Namespace::set_conflict_policy(bool keep_both, std::string pod_name) {
+  std::unique_lock lock(mu_);
+  keep_both_ = keep_both;
+  pod_name_ = std::move(pod_name);
 }
 
 void Namespace::set_placement(std::function<std::vector<uint64_t>(Gid)> placement) {

@@ -99,6 +99,9 @@ class Namespace {
   // Appends to *changed (if given) what the kernel must forget.
   int apply_remote(const pb::Op& op, Changed* changed = nullptr);
   void set_expected_members(size_t count);
+  // How conflicting versions are resolved (network.conflict) and this pod's name, both
+  // recorded in every version committed here.
+  void set_conflict_policy(bool keep_both, std::string pod_name);
   std::map<uint64_t, uint64_t> applied();
   std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
   uint64_t pod_id() const { return meta_.pod_id(); }
@@ -114,6 +117,8 @@ class Namespace {
   std::shared_mutex mu_;
   Meta meta_;
   std::function<std::vector<uint64_t>(Gid)> placement_;
+  bool keep_both_ = true;
+  std::string pod_name_;
   WallClock wall_ns_;
   uint64_t ops_since_trim_ = 0;
 };

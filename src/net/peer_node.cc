@@ -238,6 +238,13 @@ void PeerNode::loop() {
     std::vector<Replicator::Outgoing> out;
     {
       std::lock_guard lock(mu_);
+      if (config_.network.replication_delay_ms > 0) {
+        // network.replication.delay: ops wait this long before leaving the pod.
+        const uint64_t wall_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                           std::chrono::system_clock::now().time_since_epoch())
+                                                           .count());
+        replicator_.set_publish_cutoff(wall_ms - config_.network.replication_delay_ms);
+      }
       out = replicator_.publish_local();
     }
     for (auto& o : out)

@@ -33,9 +33,20 @@ void Replicator::note_peer_progress(uint64_t peer, const pb::Progress& p) {
   for (auto& [origin, seq] : p.applied()) known[origin] = std::max(known[origin], seq);
 }
 
+void Replicator::hold_back(std::vector<pb::Op>& ops) const {
+  if (cutoff_wall_ms_ == UINT64_MAX) return;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (ops[i].origin() == self_ && ops[i].hlc().wall_ms() > cutoff_wall_ms_) {
+      ops.resize(i);  // later ops of this origin must not go before it
+      return;
+    }
+  }
+}
+
 std::vector<Replicator::Outgoing> Replicator::publish_local() {
   std::vector<Outgoing> out;
   std::vector<pb::Op> ops = ns_.ops_after(self_, published_seq_, kMaxBatchOps);
+  hold_back(ops);
   if (ops.empty() || peers_.empty()) {
     if (!ops.empty()) published_seq_ = ops.back().seq();
     return out;
@@ -106,7 +117,9 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       const uint64_t theirs = it == message.sync_request().applied().end() ? 0 : it->second;
       if (theirs >= seq) continue;
       const size_t room = kMaxBatchOps - static_cast<size_t>(batch->ops_size());
-      for (auto& op : ns_.ops_after(origin, theirs, room)) *batch->add_ops() = std::move(op);
+      std::vector<pb::Op> ops = ns_.ops_after(origin, theirs, room);
+      if (origin == self_) hold_back(ops);
+      for (auto& op : ops) *batch->add_ops() = std::move(op);
       if (static_cast<size_t>(batch->ops_size()) >= kMaxBatchOps) break;
     }
     *batch->mutable_sender_progress() = progress_message();

@@ -49,6 +49,10 @@ class Replicator {
   // A sync request for `peer` (the caller picks peers and timing).
   Outgoing sync_request(uint64_t peer);
 
+  // Holds back this pod's own ops stamped after `wall_ms` (network.replication.delay):
+  // they are neither pushed nor given in answers yet. UINT64_MAX (the default) = no delay.
+  void set_publish_cutoff(uint64_t wall_ms) { cutoff_wall_ms_ = wall_ms; }
+
   // Highest sequence per origin that every member is known to have applied.
   std::map<uint64_t, uint64_t> everyone_has() const;
   size_t waiting() const { return waiting_count_; }
@@ -65,6 +69,9 @@ class Replicator {
   const uint64_t self_;
   std::vector<uint64_t> peers_;
   uint64_t published_seq_ = 0;  // local ops already pushed
+  uint64_t cutoff_wall_ms_ = UINT64_MAX;
+  // Drops from `ops` this pod's own ops newer than the cutoff (and all after them).
+  void hold_back(std::vector<pb::Op>& ops) const;
   // Ops received but not yet deliverable: origin -> seq -> op.
   std::map<uint64_t, std::map<uint64_t, pb::Op>> waiting_;
   size_t waiting_count_ = 0;

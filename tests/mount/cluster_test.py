@@ -2,6 +2,7 @@
 storage directory. Changes made through one pod's mount appear on the others."""
 import os
 import stat
+import time
 import unittest
 
 import harness
@@ -109,7 +110,7 @@ class FailureTest(unittest.TestCase):
         self.assertEqual(holders[0], "a")  # the writer holds the first copy
         second = self.cluster.pods[holders[1]]
         wait_for(lambda: os.path.exists(second.path("precious.bin")) and
-                 second.where("precious.bin")["chunks_here"] == info["chunks"], what="second copy")
+                 second.where("precious.bin").get("chunks_here") == info["chunks"], what="second copy")
         self.a.kill9()
         harness.unmount(self.a.mnt)
         for pod in (self.b, self.c):
@@ -127,6 +128,46 @@ class FailureTest(unittest.TestCase):
         self.d.start()
         wait_for(lambda: os.path.exists(self.d.path("while-a-was-down", "note.txt")), what="d catching up")
         self.assertEqual(slurp(self.d.path("precious.bin")), data)
+
+
+class ConflictTest(unittest.TestCase):
+    """Two pods write one file at once (a 2 s replication delay makes the writes concurrent
+    for sure): every pod ends with the same result, the one the strategy says."""
+
+    def write_concurrently(self, conflict):
+        cluster = Cluster(chunk_size="64KiB", conflict=conflict, delay="2s")
+        self.addCleanup(cluster.cleanup)
+        a, b, c = (cluster.pods[n] for n in "abc")
+        cluster.start()
+        with open(a.path("doc.txt"), "w") as fh:
+            fh.write("base")
+        for pod in (b, c):
+            wait_for(lambda: os.path.exists(pod.path("doc.txt")) and slurp(pod.path("doc.txt")) == b"base",
+                     what=f"base on {pod.name}")
+        with open(a.path("doc.txt"), "w") as fh:
+            fh.write("from a")
+        time.sleep(0.05)  # b's version gets the later stamp
+        with open(b.path("doc.txt"), "w") as fh:
+            fh.write("from b")
+
+        def view(pod):
+            names = sorted(n for n in os.listdir(pod.mnt) if n.startswith("doc"))
+            return [(n, slurp(pod.path(n))) for n in names]
+        wait_for(lambda: view(a) == view(b) == view(c) and len({v for _, v in view(a)} - {b"base"}) ==
+                 (2 if conflict == "keep-both" else 1) and slurp(a.path("doc.txt")) == b"from b",
+                 timeout_s=30, what="all pods agreeing")
+        return view(a)
+
+    def test_keep_both(self):
+        result = dict(self.write_concurrently("keep-both"))
+        self.assertEqual(result.pop("doc.txt"), b"from b")
+        self.assertEqual(len(result), 1)
+        sibling, content = result.popitem()
+        self.assertRegex(sibling, r"^doc\.conflict-a-\d{8}-\d{6}\.txt$")
+        self.assertEqual(content, b"from a")
+
+    def test_last_write_wins(self):
+        self.assertEqual(self.write_concurrently("last-write-wins"), [("doc.txt", b"from b")])
 
 
 if __name__ == "__main__":
