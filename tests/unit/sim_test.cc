@@ -168,7 +168,7 @@ class Simulation {
         if (rng_() % 2)
           for (auto& q : pods_) partition_[q.id] = static_cast<int>(rng_() % 2);
       } else {
-        if (p.up() && !std::getenv("SIM_NO_TRIM")) {  // trimming must never break convergence
+        if (p.up()) {  // trimming must never break convergence
           p.ns->trim();
           p.ns->trim_op_log(p.rep->everyone_has());
         }
