@@ -26,7 +26,8 @@ void to_pb(const Hlc& h, pb::Hlc* out) {
   out->set_counter(h.counter);
   out->set_pod(h.pod);
 }
-// An id derived from another id and a purpose: the same on every pod.
+}  // namespace
+
 Gid derived_id(Gid from, std::string_view purpose) {
   std::string key;
   keys::put_gid(key, from);
@@ -37,6 +38,8 @@ Gid derived_id(Gid from, std::string_view purpose) {
   const std::string_view digest(reinterpret_cast<char*>(md), len);
   return Gid{keys::get_u64(digest, 0) | (1ULL << 63), keys::get_u64(digest, 8)};
 }
+
+namespace {
 
 // "report.conflict-b-20261127-181502.txt" for "report.txt" written on pod b.
 std::string conflict_name(const pb::Conflict& how, int64_t mtime_ns) {
@@ -286,6 +289,35 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   return st;
 }
 
+// A new inode record: every attribute stamped `ts`, and a new local inode number.
+pb::InodeRecord Meta::new_inode_record(KvTxn& txn, Gid g, pb::FileType type, uint32_t mode, uint32_t uid, uint32_t gid,
+                                       int64_t time_ns, const Hlc& ts) {
+  pb::InodeRecord rec;
+  rec.set_type(type);
+  rec.set_mode(mode & 07777);
+  rec.set_uid(uid);
+  rec.set_gid(gid);
+  rec.set_atime_ns(time_ns);
+  rec.set_mtime_ns(time_ns);
+  rec.set_ctime_ns(time_ns);
+  rec.set_nlink(0);
+  for (pb::Hlc* h : {rec.mutable_mode_hlc(), rec.mutable_uid_hlc(), rec.mutable_gid_hlc(), rec.mutable_atime_hlc(),
+                     rec.mutable_mtime_hlc(), rec.mutable_ctime_hlc(), rec.mutable_content_hlc()})
+    to_pb(ts, h);
+  assign_local_ino(txn, g, &rec);
+  return rec;
+}
+
+// Gives `rec` (inode `g`) a new FUSE inode number, forgetting its previous one.
+void Meta::assign_local_ino(KvTxn& txn, Gid g, pb::InodeRecord* rec) {
+  if (rec->local_ino() != 0) txn.del(keys::ino(rec->local_ino()));
+  rec->set_local_ino(next_ino_);
+  std::string gid;
+  keys::put_gid(gid, g);
+  txn.put(keys::ino(next_ino_), gid);
+  next_ino_++;
+}
+
 void Meta::create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc& ts) {
   const Gid g = from_pb(n.inode());
   pb::InodeRecord rec;
@@ -303,35 +335,15 @@ void Meta::create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc&
     if (read_edge(txn, entry, &e) && e.parent == kTrashId) {
       // Back from the trash: a new local inode number, since the kernel may still hold the
       // old one as deleted.
-      txn.del(keys::ino(rec.local_ino()));
-      rec.set_local_ino(next_ino_);
-      std::string gid;
-      keys::put_gid(gid, g);
-      txn.put(keys::ino(next_ino_), gid);
-      next_ino_++;
+      assign_local_ino(txn, g, &rec);
       txn.del(keys::orphan(g));
     }
     write_inode(txn, g, rec);
     return;
   }
-  rec.set_type(n.type());
-  rec.set_mode(n.mode() & 07777);
-  rec.set_uid(n.uid());
-  rec.set_gid(n.gid());
+  rec = new_inode_record(txn, g, n.type(), n.mode(), n.uid(), n.gid(), n.time_ns(), ts);
   rec.set_symlink_target(n.symlink_target());
-  rec.set_atime_ns(n.time_ns());
-  rec.set_mtime_ns(n.time_ns());
-  rec.set_ctime_ns(n.time_ns());
   rec.set_size(n.type() == pb::SYMLINK ? n.symlink_target().size() : 0);
-  rec.set_nlink(0);
-  for (pb::Hlc* h : {rec.mutable_mode_hlc(), rec.mutable_uid_hlc(), rec.mutable_gid_hlc(), rec.mutable_atime_hlc(),
-                     rec.mutable_mtime_hlc(), rec.mutable_ctime_hlc(), rec.mutable_content_hlc()})
-    to_pb(ts, h);
-  rec.set_local_ino(next_ino_);
-  std::string gid;
-  keys::put_gid(gid, g);
-  txn.put(keys::ino(next_ino_), gid);
-  next_ino_++;
   write_inode(txn, g, rec);
 }
 
@@ -515,24 +527,10 @@ void Meta::keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser) {
   const Gid entry = derived_id(version, "conflict-entry");
   pb::InodeRecord rec;
   if (read_inode(txn, inode, &rec)) return;  // already kept (an op seen twice cannot get here, but be safe)
-  const Hlc ts = from_pb(loser.hlc());
-  rec.set_type(pb::REGULAR);
-  rec.set_mode(how.mode() ? how.mode() & 07777 : 0644);
-  rec.set_uid(how.uid());
-  rec.set_gid(how.gid());
-  rec.set_atime_ns(loser.mtime_ns());
-  rec.set_mtime_ns(loser.mtime_ns());
-  rec.set_ctime_ns(loser.mtime_ns());
+  rec = new_inode_record(txn, inode, pb::REGULAR, how.mode() ? how.mode() : 0644, how.uid(), how.gid(),
+                         loser.mtime_ns(), from_pb(loser.hlc()));
   rec.set_size(loser.size());
   to_pb(version, rec.mutable_version());
-  for (pb::Hlc* h : {rec.mutable_mode_hlc(), rec.mutable_uid_hlc(), rec.mutable_gid_hlc(), rec.mutable_atime_hlc(),
-                     rec.mutable_mtime_hlc(), rec.mutable_ctime_hlc(), rec.mutable_content_hlc()})
-    to_pb(ts, h);
-  rec.set_local_ino(next_ino_);
-  std::string gid;
-  keys::put_gid(gid, inode);
-  txn.put(keys::ino(next_ino_), gid);
-  next_ino_++;
   write_inode(txn, inode, rec);
   to_pb(inode, loser.mutable_inode());
   txn.put(keys::version(version), loser.SerializeAsString());

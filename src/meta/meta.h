@@ -28,6 +28,10 @@ enum AttrMask : uint32_t {
   kAttrCtime = 1u << 5,
 };
 
+// An id derived from another id and a purpose (or a name): SHA-256 of both, top bit of the
+// pod half set so it never equals a pod-minted id. The same on every pod.
+Gid derived_id(Gid from, std::string_view purpose);
+
 // One visible directory entry.
 struct DirItem {
   std::string name;
@@ -127,6 +131,9 @@ class Meta {
   void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge);
   bool would_cycle(KvTxn& txn, Gid entry, Gid new_parent);
   void create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc& ts);
+  pb::InodeRecord new_inode_record(KvTxn& txn, Gid g, pb::FileType type, uint32_t mode, uint32_t uid, uint32_t gid,
+                                   int64_t time_ns, const Hlc& ts);
+  void assign_local_ino(KvTxn& txn, Gid g, pb::InodeRecord* rec);
   void apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a);
   void apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x);
   void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c);

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <openssl/evp.h>
 #include <linux/fs.h>
 #include <mutex>
 #include <sys/stat.h>
@@ -52,19 +51,6 @@ void add_times(pb::Op& op, Gid inode, uint32_t mask, int64_t now_ns) {
   if (mask & kAttrCtime) a->set_ctime_ns(now_ns);
 }
 constexpr uint32_t kDirChanged = kAttrMtime | kAttrCtime;
-
-// The id of directory `name` in `parent`: 128 bits of SHA-256(parent id, name), with the
-// top bit of the pod half set so it never equals a pod-minted id (pod 0 is reserved).
-Gid directory_id(Gid parent, std::string_view name) {
-  std::string key;
-  keys::put_gid(key, parent);
-  key.append(name);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(key.data(), key.size(), md, &len, EVP_sha256(), nullptr);
-  const std::string_view digest(reinterpret_cast<char*>(md), len);
-  return Gid{keys::get_u64(digest, 0) | (1ULL << 63), keys::get_u64(digest, 8)};
-}
 
 }  // namespace
 
@@ -160,7 +146,7 @@ int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, u
   // A directory is its own entry (it can have only one); other inodes get a separate entry
   // so that hard links are simply more entries. A directory's id comes from its parent and
   // name: the same directory made on two pods at once is then one directory.
-  Gid inode = type == pb::DIRECTORY ? directory_id(dir, name) : meta_.new_gid();
+  Gid inode = type == pb::DIRECTORY ? derived_id(dir, name) : meta_.new_gid();
   if (type == pb::DIRECTORY) {
     pb::EntryRecord e;
     if (meta_.get_entry(inode, &e) && from_pb(e.parent()) != kTrashId) {
