@@ -5,19 +5,15 @@
 #include <unistd.h>
 
 #include "chunks/chunk_store.h"
+#include "temp_dir.h"
 
 using namespace wormhole;
 
-namespace {
-std::string temp_dir(const char* name) {
-  auto d = std::filesystem::temp_directory_path() / (std::string("wh-") + name + "-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(d);
-  return d.string();
-}
-}  // namespace
+using wormhole::testing::TempDir;
 
 TEST(ChunkStore, StoresReadsAndDeduplicates) {
-  ChunkStore store(temp_dir("chunks1"));
+  TempDir tmp("chunks1");
+  ChunkStore store(tmp / "store");
   std::string err;
   ASSERT_TRUE(store.init(&err)) << err;
   std::string data(100000, 'a');
@@ -38,7 +34,8 @@ TEST(ChunkStore, StoresReadsAndDeduplicates) {
 }
 
 TEST(ChunkStore, CorruptChunkIsEIO) {
-  std::string dir = temp_dir("chunks2");
+  TempDir tmp("chunks2");
+  std::string dir = tmp / "store";
   std::string sha;
   {
     ChunkStore store(dir);
@@ -59,7 +56,8 @@ TEST(ChunkStore, CorruptChunkIsEIO) {
 }
 
 TEST(ChunkStore, GarbageCollectionKeepsLiveAndYoungChunks) {
-  ChunkStore store(temp_dir("chunks3"));
+  TempDir tmp("chunks3");
+  ChunkStore store(tmp / "store");
   std::string err;
   ASSERT_TRUE(store.init(&err));
   std::string a, b;

@@ -4,17 +4,19 @@
 #include <fstream>
 
 #include "config/config.h"
+#include "temp_dir.h"
 
 using namespace wormhole;
 
 namespace {
+// Config files written by the tests live here until the test program ends.
+wormhole::testing::TempDir config_dir("config");
+
 std::string write_file(const std::string& text) {
   static int n = 0;
-  auto dir = std::filesystem::temp_directory_path() / ("wh-config-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  auto path = dir / ("c" + std::to_string(n++) + ".toml");
+  std::string path = config_dir / ("c" + std::to_string(n++) + ".toml");
   std::ofstream(path) << text;
-  return path.string();
+  return path;
 }
 const char* kValid = R"(
 [network]

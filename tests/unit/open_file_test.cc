@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "store/mem_kv.h"
+#include "temp_dir.h"
 #include "vfs/vfs.h"
 
 using namespace wormhole;
@@ -16,15 +17,13 @@ constexpr uint64_t kChunk = 64 * 1024;
 struct Fixture {
   MemKv kv;
   Namespace ns{kv, 3, [] { return Vfs::now_ns(); }, [](Gid) { return false; }};
+  wormhole::testing::TempDir tmp;
   std::string dir;
   ChunkStore chunks;
   Vfs vfs{ns, chunks, kChunk};
   Gid inode;
   explicit Fixture(const char* name)
-      : dir((std::filesystem::temp_directory_path() / (std::string("wh-of-") + name + std::to_string(::getpid())))
-                .string()),
-        chunks(dir) {
-    std::filesystem::remove_all(dir);
+      : tmp(std::string("of-") + name), dir(tmp / "chunks"), chunks(dir) {
     std::string err;
     EXPECT_TRUE(ns.init(&err));
     EXPECT_TRUE(chunks.init(&err));
@@ -168,6 +167,5 @@ TEST(OpenFile, RandomOperationsMatchAModel) {
     ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
     ASSERT_EQ(fx.read_all(*f, model.size()), model) << "after gc, seed " << seed;
     ASSERT_EQ(fx.vfs.release(f), 0);
-    std::filesystem::remove_all(fx.dir);
   }
 }
