@@ -304,7 +304,9 @@ std::vector<uint64_t> PeerNode::choose_holders(Gid version) {
   std::vector<std::pair<uint64_t, uint64_t>> scored;  // (score, pod)
   for (auto& p : peers_) {  // no lock: see Peer::id
     const uint64_t id = p->id;
-    if (!p->storage || id == 0) continue;
+    // A pod that did not answer its last exchange is passed over: a live pod holds the copy
+    // now instead of a down one holding it some day.
+    if (!p->storage || id == 0 || p->reported_down) continue;
     // Rendezvous hashing: every (version, pod) pair gets a pseudo-random score; the best
     // scores hold the version, so adding a pod moves only the versions it now wins.
     uint64_t x = version.pod * 0x9e3779b97f4a7c15ULL ^ version.seq ^ (id * 0xc2b2ae3d27d4eb4fULL);

@@ -47,7 +47,7 @@ class PeerNode {
   // Name and state of pod `id` ("self" for this pod), for `wormhole where`.
   nlohmann::json describe(uint64_t id);
   // Holders for a new version: this pod first (if it stores data), then redundancy - 1
-  // other storage pods by rendezvous hashing on the version id.
+  // other reachable storage pods by rendezvous hashing on the version id.
   std::vector<uint64_t> choose_holders(Gid version);
 
  private:

@@ -115,6 +115,12 @@ class FailureTest(unittest.TestCase):
         harness.unmount(self.a.mnt)
         for pod in (self.b, self.c):
             self.assertEqual(slurp(pod.path("precious.bin")), data, pod.name)
+        # New data goes to live pods: once b sees a as gone, a is not chosen as a holder.
+        wait_for(lambda: any(p["name"] == "a" and p["state"] != "alive" for p in self.b.status()["peers"]),
+                 what="b noticing that a is gone")
+        with open(self.b.path("later.bin"), "wb") as fh:
+            fh.write(os.urandom(200_000))
+        self.assertEqual(sorted(h["name"] for h in self.b.where("later.bin")["holders"]), ["b", "c"])
         # Life goes on without a; then a comes back and catches up.
         os.mkdir(self.b.path("while-a-was-down"))
         wait_for(lambda: os.path.isdir(self.c.path("while-a-was-down")), what="directory on c")
