@@ -36,7 +36,7 @@ class ClusterTest(unittest.TestCase):
         for pod in (self.b, self.c):
             wait_for(lambda: os.path.exists(pod.path("big.bin")) and os.stat(pod.path("big.bin")).st_size == len(big),
                      what=f"big.bin on {pod.name}")
-            self.assertEqual(slurp(pod.path("small.txt")), small)
+            self.assertEqual(slurp(pod.path("small.txt")), small)  # committed before big.bin was created
             self.assertEqual(slurp(pod.path("big.bin")), big)
 
     def test_namespace_changes_propagate(self):
@@ -129,8 +129,9 @@ class FailureTest(unittest.TestCase):
             fh.write("a missed this")
         wait_for(lambda: os.path.exists(self.b.path("while-a-was-down", "note.txt")), what="note on b")
         self.a.start()
-        wait_for(lambda: os.path.exists(self.a.path("while-a-was-down", "note.txt")), what="a catching up")
-        self.assertEqual(slurp(self.a.path("while-a-was-down", "note.txt"), "r"), "a missed this")
+        # The file's creation and its content are two ops: wait for the content.
+        wait_for(lambda: os.path.exists(self.a.path("while-a-was-down", "note.txt")) and
+                 slurp(self.a.path("while-a-was-down", "note.txt"), "r") == "a missed this", what="a catching up")
         # A pod that was never started sees the whole tree and reads every file.
         self.d.start()
         wait_for(lambda: os.path.exists(self.d.path("while-a-was-down", "note.txt")), what="d catching up")
