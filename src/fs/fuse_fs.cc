@@ -52,6 +52,8 @@ Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(r
 Vfs& vfs(fuse_req_t req) { return *ctx(req).vfs; }
 Namespace& ns(fuse_req_t req) { return ctx(req).vfs->ns(); }
 
+int64_t to_ns(const timespec& t) { return t.tv_sec * 1000000000LL + t.tv_nsec; }
+
 void to_stat(const Attr& a, struct stat* st) {
   std::memset(st, 0, sizeof *st);
   st->st_ino = a.ino;
@@ -157,18 +159,13 @@ int kill_privileges(fuse_req_t req, fuse_ino_t ino) {
 void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
-  // The kernel's write-back cache reports the time of the writes it flushes: that belongs to
-  // the version being written, not to a separate attribute change.
+  // Times reported by the kernel's write-back cache: the time of the writes it flushes
+  // belongs to the version being written (not a separate attribute change), and at
+  // eviction it reports times we usually hold already. Neither needs an op.
   const int kTimesOnly = FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_CTIME;
-  if (fi && fi->fh && (to_set & FUSE_SET_ATTR_MTIME) && !(to_set & ~kTimesOnly) &&
-      handle(fi)->file->set_pending_mtime(st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec)) {
-    if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
-    return reply_attr(req, a);
-  }
-  // The write-back cache also reports times when it evicts an inode, usually the times we
-  // already hold: nothing to record then.
+  const int64_t mtime_ns = to_ns(st->st_mtim);
   if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & ~kTimesOnly) &&
-      st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec == a.mtime_ns) {
+      ((fi && fi->fh && handle(fi)->file->set_pending_mtime(mtime_ns)) || mtime_ns == a.mtime_ns)) {
     if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
     return reply_attr(req, a);
   }
@@ -197,13 +194,11 @@ void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
   }
   if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW)) {
     mask |= kAttrAtime;
-    change.set_atime_ns((to_set & FUSE_SET_ATTR_ATIME_NOW) ? now
-                                                           : st->st_atim.tv_sec * 1000000000LL + st->st_atim.tv_nsec);
+    change.set_atime_ns((to_set & FUSE_SET_ATTR_ATIME_NOW) ? now : to_ns(st->st_atim));
   }
   if (to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW)) {
     mask |= kAttrMtime;
-    change.set_mtime_ns((to_set & FUSE_SET_ATTR_MTIME_NOW) ? now
-                                                           : st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec);
+    change.set_mtime_ns((to_set & FUSE_SET_ATTR_MTIME_NOW) ? now : mtime_ns);
   }
   if (mask) {
     change.set_mask(mask);

@@ -29,6 +29,12 @@ int64_t now_ms() {
       .count();
 }
 
+std::string hex_id(uint64_t id) {
+  char hex[20];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(id));
+  return hex;
+}
+
 }  // namespace
 
 struct PeerNode::Peer {
@@ -42,6 +48,15 @@ struct PeerNode::Peer {
   std::atomic<bool> reported_down{false};
   std::atomic<uint64_t> used_bytes{0}, free_bytes{0};  // as last reported by the peer
 };
+
+namespace {
+// alive: answered within 3 s; suspect: within 10 s; down: longer, or never.
+const char* state_of(const PeerNode::Peer& p, int64_t now) {
+  const int64_t last = p.last_ok_ms;
+  const int64_t age = last == 0 ? -1 : now - last;
+  return age < 0 || age > kDownAfterMs ? "down" : age > kSuspectAfterMs ? "suspect" : "alive";
+}
+}  // namespace
 
 class PeerNode::Service final : public pb::Peer::Service {
  public:
@@ -326,12 +341,9 @@ std::vector<uint64_t> PeerNode::choose_holders(Gid version) {
 
 nlohmann::json PeerNode::describe(uint64_t id) {
   if (id == pod_id_) return {{"name", self_.name}, {"state", "alive"}, {"self", true}};
-  for (auto& p : status())
-    if (p["id"] != "" && std::strtoull(p["id"].get<std::string>().c_str(), nullptr, 16) == id)
-      return {{"name", p["name"]}, {"state", p["state"]}, {"self", false}};
-  char hex[20];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(id));
-  return {{"name", std::string("unknown pod ") + hex}, {"state", "down"}, {"self", false}};
+  for (auto& p : peers_)
+    if (p->id == id) return {{"name", p->name}, {"state", state_of(*p, now_ms())}, {"self", false}};
+  return {{"name", "unknown pod " + hex_id(id)}, {"state", "down"}, {"self", false}};
 }
 
 int PeerNode::fetch_chunk(const std::string& sha256) {
@@ -361,20 +373,15 @@ int PeerNode::fetch_chunk(const std::string& sha256) {
 nlohmann::json PeerNode::status() {
   nlohmann::json peers = nlohmann::json::array();
   const int64_t now = now_ms();
-  std::lock_guard lock(mu_);
-  for (auto& p : peers_) {
+  for (auto& p : peers_) {  // peer fields are atomics: no lock needed
     const int64_t last = p->last_ok_ms;
-    const int64_t age = last == 0 ? -1 : now - last;
-    const char* state = age < 0 || age > kDownAfterMs ? "down" : age > kSuspectAfterMs ? "suspect" : "alive";
-    char id[20];
-      const uint64_t pid = p->id;
-    std::snprintf(id, sizeof id, "%016llx", static_cast<unsigned long long>(pid));
+    const uint64_t pid = p->id;
     peers.push_back({{"name", p->name},
                      {"address", p->address},
-                     {"id", pid ? id : ""},
+                     {"id", pid ? hex_id(pid) : ""},
                      {"role", p->storage ? "storage" : "client"},
-                     {"state", state},
-                     {"last_contact_ms", age},
+                     {"state", state_of(*p, now)},
+                     {"last_contact_ms", last == 0 ? -1 : now - last},
                      {"used_bytes", p->used_bytes.load()},
                      {"free_bytes", p->free_bytes.load()}});
   }

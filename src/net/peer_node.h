@@ -50,9 +50,10 @@ class PeerNode {
   // other reachable storage pods by rendezvous hashing on the version id.
   std::vector<uint64_t> choose_holders(Gid version);
 
+  struct Peer;  // one other pod: its channel and what is known of it (defined in the .cc)
+
  private:
   class Service;
-  struct Peer;
   void loop();
   // Sends `message` to `peer`; handles the replies. False if the peer could not be reached.
   bool exchange(Peer& peer, const pb::PeerMessage& message);
