@@ -225,6 +225,30 @@ int ChunkStore::sync() {
   return ::syncfs(dir_fd_) == 0 ? 0 : errno;
 }
 
+int ChunkStore::sync_chunks(const std::vector<std::string>& sha256s) {
+  std::unordered_set<std::string> dirs;
+  for (const std::string& sha : sha256s) {
+    const std::string path = path_of(sha);
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    const int rc = ::fdatasync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return err;
+    dirs.insert(path.substr(0, path.rfind('/')));
+  }
+  // The renames that put the chunks in place are durable once their directories are.
+  for (const std::string& dir : dirs) {
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    const int rc = ::fsync(fd);
+    const int err = errno;
+    ::close(fd);
+    if (rc != 0) return err;
+  }
+  return 0;
+}
+
 uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s) {
   const auto now = fs::file_time_type::clock::now();
   uint64_t removed = 0;

@@ -13,6 +13,7 @@
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include <sys/types.h>
 
@@ -48,6 +49,9 @@ class ChunkStore {
 
   // Makes every stored chunk durable (syncfs of the storage file system).
   int sync();
+  // Makes the named chunks durable: their files and directory entries. 0 or first errno
+  // (ENOENT for a chunk not stored here).
+  int sync_chunks(const std::vector<std::string>& sha256s);
 
   // Deletes chunk files not in `live` whose age exceeds `grace_s` (a chunk can be written
   // before the version that references it is committed). Returns the number removed.

@@ -159,7 +159,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     }
     node = std::make_unique<PeerNode>(config, pod, storage.pod_id(), ns, chunks, kernel_cache);
     chunks.set_fetcher([&node](const std::string& sha) { return node->fetch_chunk(sha); });
-    ns.set_placement([&node](Gid version) { return node->choose_holders(version); });
+    vfs.set_replication(node.get());
   }
   ns.trim();
 
@@ -189,6 +189,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"free_bytes", free_bytes(pod)},
           {"move_log_entries", s.move_log_entries},
           {"peers", node ? node->status() : nlohmann::json::array()},
+          {"transfer", node ? node->transfer() : nlohmann::json::object()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
     }

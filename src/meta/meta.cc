@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
+#include "common/pb_ids.h"
 #include "meta/keys.h"
 
 namespace wormhole {
@@ -15,17 +16,6 @@ namespace {
 // paths are at most 4096 bytes, so no legitimate tree is anywhere near it.
 constexpr int kMaxDepth = 1 << 16;
 
-Gid from_pb(const pb::Gid& g) { return Gid{g.pod(), g.seq()}; }
-void to_pb(Gid g, pb::Gid* out) {
-  out->set_pod(g.pod);
-  out->set_seq(g.seq);
-}
-Hlc from_pb(const pb::Hlc& h) { return Hlc{h.wall_ms(), h.counter(), h.pod()}; }
-void to_pb(const Hlc& h, pb::Hlc* out) {
-  out->set_wall_ms(h.wall_ms);
-  out->set_counter(h.counter);
-  out->set_pod(h.pod);
-}
 }  // namespace
 
 Gid derived_id(Gid from, std::string_view purpose) {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include "common/pb_ids.h"
 #include "meta/keys.h"
 
 namespace wormhole {
@@ -17,11 +18,6 @@ constexpr size_t kMaxXattrValueBytes = 64 * 1024;  // Linux's XATTR_SIZE_MAX
 // Trim the move log after this many local ops (and on the daemon's timer).
 constexpr uint64_t kTrimEveryOps = 4096;
 
-void to_pb(Gid g, pb::Gid* out) {
-  out->set_pod(g.pod);
-  out->set_seq(g.seq);
-}
-Gid from_pb(const pb::Gid& g) { return Gid{g.pod(), g.seq()}; }
 
 int check_name(std::string_view name) {
   if (name.empty()) return ENOENT;
@@ -376,7 +372,7 @@ int Namespace::removexattr(uint64_t ino, std::string_view name) {
 }
 
 int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vector<pb::ChunkRef>& chunks,
-                      int64_t mtime_ns, bool sync, Gid* new_version) {
+                      int64_t mtime_ns, const std::vector<uint64_t>& holders, bool sync, Gid* new_version) {
   std::unique_lock lock(mu_);
   pb::InodeRecord rec;
   if (!meta_.get_inode(inode, &rec)) return ENOENT;
@@ -401,11 +397,8 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
   how->set_mode(rec.mode());
   how->set_uid(rec.uid());
   how->set_gid(rec.gid());
-  if (placement_) {
-    for (uint64_t h : placement_(v)) c->add_holders(h);
-  } else {
-    c->add_holders(meta_.pod_id());
-  }
+  if (holders.empty()) c->add_holders(meta_.pod_id());
+  for (uint64_t h : holders) c->add_holders(h);
   if (int err = submit(op, sync)) return err;
   *new_version = v;
   return 0;
@@ -452,11 +445,6 @@ void Namespace::set_conflict_policy(bool keep_both, std::string pod_name) {
   std::unique_lock lock(mu_);
   keep_both_ = keep_both;
   pod_name_ = std::move(pod_name);
-}
-
-void Namespace::set_placement(std::function<std::vector<uint64_t>(Gid)> placement) {
-  std::unique_lock lock(mu_);
-  placement_ = std::move(placement);
 }
 
 std::vector<Gid> Namespace::versions_held() {

@@ -68,9 +68,10 @@ class Namespace {
   int listxattr(uint64_t ino, std::vector<std::string>* names);
   int removexattr(uint64_t ino, std::string_view name);
 
-  // Commits a new content version of `inode`; durable on return when `sync`.
+  // Commits a new content version of `inode` held by `holders` (empty: this pod alone);
+  // durable on return when `sync`.
   int commit(Gid inode, Gid base_version, uint64_t size, const std::vector<pb::ChunkRef>& chunks,
-             int64_t mtime_ns, bool sync, Gid* new_version);
+             int64_t mtime_ns, const std::vector<uint64_t>& holders, bool sync, Gid* new_version);
   bool get_version(Gid version, pb::VersionRecord* rec);
   // The current version of a regular file (empty id and record for a never-written file).
   int current_version(Gid inode, Gid* version, pb::VersionRecord* rec);
@@ -91,8 +92,6 @@ class Namespace {
     std::vector<uint64_t> inodes;
     std::vector<Gid> versions_to_hold;  // committed versions naming this pod as a holder
   };
-  // Chooses the holders of a new version (the writer first). Default: this pod alone.
-  void set_placement(std::function<std::vector<uint64_t>(Gid version)> placement);
   // Every stored version naming this pod as a holder (for a start-up check of its chunks).
   std::vector<Gid> versions_held();
   // Applies an op from another pod (its dependencies already applied). 0 or errno.
@@ -116,7 +115,6 @@ class Namespace {
 
   std::shared_mutex mu_;
   Meta meta_;
-  std::function<std::vector<uint64_t>(Gid)> placement_;
   bool keep_both_ = true;
   std::string pod_name_;
   WallClock wall_ns_;

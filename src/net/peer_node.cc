@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <sys/statvfs.h>
 
-#include "proto/wormhole.grpc.pb.h"
+#include "net/peer.h"
 
 namespace wormhole {
 namespace {
@@ -16,18 +16,14 @@ namespace {
 constexpr auto kPushEvery = std::chrono::milliseconds(50);
 constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
 constexpr auto kRpcDeadline = std::chrono::seconds(2);
-constexpr auto kChunkDeadline = std::chrono::seconds(30);
 constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
-// Versions whose chunks wait to be fetched, at most; and how many are tried per tick.
-constexpr size_t kMaxHeldQueue = 100000, kHeldPerTick = 8;
-constexpr int64_t kHeldRetryMs = 2000;
-// Largest chunk (64 MiB) plus framing.
-constexpr int kMaxMessageBytes = (64 << 20) + (1 << 20);
+// Versions whose chunks wait to be fetched, at most.
+constexpr size_t kMaxHeldQueue = 100000;
+// A version learnt from another pod is pulled by its holders only after this long: its
+// writer pushes it meanwhile (async mode), or has pushed it already (sync mode).
+constexpr int64_t kPullAfterMs = 3000;
 
-int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+int64_t now_ms() { return steady_now_ms(); }
 
 std::string hex_id(uint64_t id) {
   char hex[20];
@@ -36,18 +32,6 @@ std::string hex_id(uint64_t id) {
 }
 
 }  // namespace
-
-struct PeerNode::Peer {
-  std::string name, address;
-  bool storage = true;  // role = "storage": may hold copies
-  std::unique_ptr<pb::Peer::Stub> stub;
-  // Learnt from the peer; written under PeerNode::mu_, read without it (the placement runs
-  // under the namespace's lock, which must never wait for mu_).
-  std::atomic<uint64_t> id{0};
-  std::atomic<int64_t> last_ok_ms{0};
-  std::atomic<bool> reported_down{false};
-  std::atomic<uint64_t> used_bytes{0}, free_bytes{0};  // as last reported by the peer
-};
 
 namespace {
 // alive: answered within 3 s; suspect: within 10 s; down: longer, or never.
@@ -104,9 +88,15 @@ class PeerNode::Service final : public pb::Peer::Service {
       return grpc::Status::OK;
     }
     data.resize(static_cast<size_t>(n));
+    node_.served_bytes_ += data.size();
     reply->set_found(true);
     reply->set_data(std::move(data));
     return grpc::Status::OK;
+  }
+
+  grpc::Status PushChunks(grpc::ServerContext* ctx, grpc::ServerReader<pb::ChunkPiece>* reader,
+                          pb::PushReply* reply) override {
+    return node_.receive_push(ctx, reader, reply);
   }
 
  private:
@@ -137,7 +127,12 @@ PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id,
 }
 
 PeerNode::~PeerNode() {
-  stop_ = true;
+  {
+    std::lock_guard lock(push_mu_);
+    stop_ = true;
+  }
+  push_cv_.notify_all();
+  if (push_thread_.joinable()) push_thread_.join();
   if (thread_.joinable()) thread_.join();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
@@ -159,6 +154,7 @@ bool PeerNode::start(std::string* error) {
   // Versions this pod holds whose chunks may have been missed (a stop before fetching).
   for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });
+  if (config_.network.replication_mode == "async") push_thread_ = std::thread([this] { push_loop(); });
   return true;
 }
 
@@ -241,7 +237,7 @@ void PeerNode::forget_changed() {
     std::lock_guard lock(mu_);
     changed = replicator_.take_changed();
     for (Gid v : changed.versions_to_hold)
-      if (to_hold_.size() < kMaxHeldQueue) to_hold_.push_back(HeldVersion{v, 0});  // else: found at next start
+      if (to_hold_.size() < kMaxHeldQueue) to_hold_.push_back(HeldVersion{v, now_ms() + kPullAfterMs});  // else: next start
   }
   for (auto& [parent, name] : changed.entries) kernel_.forget_entry(parent, name);
   for (uint64_t ino : changed.inodes) kernel_.forget_inode(ino);
@@ -289,85 +285,11 @@ void PeerNode::loop() {
   }
 }
 
-void PeerNode::fetch_held_versions() {
-  for (size_t i = 0; i < kHeldPerTick && !stop_; ++i) {
-    HeldVersion h;
-    {
-      std::lock_guard lock(mu_);
-      if (to_hold_.empty() || to_hold_.front().next_try_ms > now_ms()) return;
-      h = to_hold_.front();
-      to_hold_.pop_front();
-    }
-    pb::VersionRecord rec;
-    if (!ns_.get_version(h.version, &rec)) continue;  // replaced by a newer version meanwhile
-    bool complete = true;
-    for (const pb::ChunkRef& c : rec.chunks()) {
-      if (c.sha256().empty() || !c.inline_data().empty() || chunks_.contains(c.sha256())) continue;
-      if (fetch_chunk(c.sha256()) != 0) complete = false;
-    }
-    if (!complete) {
-      h.next_try_ms = now_ms() + kHeldRetryMs;
-      std::lock_guard lock(mu_);
-      to_hold_.push_back(h);
-    }
-  }
-}
-
-std::vector<uint64_t> PeerNode::choose_holders(Gid version) {
-  std::vector<uint64_t> holders;
-  if (self_.role == "storage") holders.push_back(pod_id_);
-  std::vector<std::pair<uint64_t, uint64_t>> scored;  // (score, pod)
-  for (auto& p : peers_) {  // no lock: see Peer::id
-    const uint64_t id = p->id;
-    // A pod that did not answer its last exchange is passed over: a live pod holds the copy
-    // now instead of a down one holding it some day.
-    if (!p->storage || id == 0 || p->reported_down) continue;
-    // Rendezvous hashing: every (version, pod) pair gets a pseudo-random score; the best
-    // scores hold the version, so adding a pod moves only the versions it now wins.
-    uint64_t x = version.pod * 0x9e3779b97f4a7c15ULL ^ version.seq ^ (id * 0xc2b2ae3d27d4eb4fULL);
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    scored.emplace_back(x, id);
-  }
-  std::sort(scored.rbegin(), scored.rend());
-  const size_t want = config_.network.redundancy == 0 ? scored.size() + holders.size() : config_.network.redundancy;
-  for (auto& [score, id] : scored) {
-    if (holders.size() >= want) break;
-    holders.push_back(id);
-  }
-  return holders;
-}
-
 nlohmann::json PeerNode::describe(uint64_t id) {
   if (id == pod_id_) return {{"name", self_.name}, {"state", "alive"}, {"self", true}};
   for (auto& p : peers_)
     if (p->id == id) return {{"name", p->name}, {"state", state_of(*p, now_ms())}, {"self", false}};
   return {{"name", "unknown pod " + hex_id(id)}, {"state", "down"}, {"self", false}};
-}
-
-int PeerNode::fetch_chunk(const std::string& sha256) {
-  std::vector<Peer*> order;
-  for (auto& p : peers_) order.push_back(p.get());
-  std::stable_sort(order.begin(), order.end(), [](Peer* a, Peer* b) { return a->last_ok_ms > b->last_ok_ms; });
-  for (Peer* peer : order) {
-    pb::ChunkRequest req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_network(config_.network.name);
-    req.set_sha256(sha256);
-    pb::ChunkReply reply;
-    grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
-    grpc::Status st = peer->stub->FetchChunk(&ctx, req, &reply);
-    if (!st.ok() || !reply.found()) continue;
-    if (ChunkStore::hash(reply.data().data(), reply.data().size()) != sha256) {
-      spdlog::error("pod {} sent chunk {} with wrong content; ignored", peer->name, ChunkStore::hex(sha256));
-      continue;
-    }
-    std::string stored;
-    return chunks_.put(reply.data().data(), reply.data().size(), &stored);
-  }
-  return EIO;
 }
 
 nlohmann::json PeerNode::status() {

@@ -2,12 +2,14 @@
 // keeps a channel to every other pod of the configuration, and runs metadata replication
 // (Replicator) over them: pushes new local ops every 50 ms, sends each peer a sync request
 // (anti-entropy, doubling as heartbeat) every second, applies what arrives and tells the
-// kernel to forget what changed. Serves and fetches whole chunks for reads of data this pod
-// lacks. Membership is the [[pod]] list of the configuration; pod ids are learnt from the
-// pods themselves. Thread-safe.
+// kernel to forget what changed. Places new versions and copies their chunks to the holders
+// along a chain (writer -> holder -> holder); holders that missed a copy pull it. Serves and
+// fetches whole chunks for reads of data this pod lacks. Membership is the [[pod]] list of
+// the configuration; pod ids are learnt from the pods themselves. Thread-safe.
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <memory>
@@ -23,20 +25,25 @@
 #include "fs/kernel_cache.h"
 #include "meta/namespace.h"
 #include "replication/replicator.h"
+#include "vfs/content_replication.h"
 
 namespace grpc {
 class Server;
+class ServerContext;
+template <class R>
+class ServerReader;
+class Status;
 }
 
 namespace wormhole {
 
 inline constexpr uint32_t kProtocolVersion = 1;
 
-class PeerNode {
+class PeerNode final : public ContentReplication {
  public:
   PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id, Namespace& ns, ChunkStore& chunks,
            KernelCache& kernel);
-  ~PeerNode();  // stops the server and the replication thread
+  ~PeerNode() override;  // stops the server and the threads
 
   // Listens on the pod's address and starts replicating. False + *error on failure.
   bool start(std::string* error);
@@ -44,11 +51,20 @@ class PeerNode {
   int fetch_chunk(const std::string& sha256);
   // Peers with their state (alive / suspect / down), for `wormhole status`.
   nlohmann::json status();
+  // Chunk bytes this pod sent and received since it started, by kind: pushed (sent along a
+  // chain, as writer or forwarder), received by push, fetched (pulled from a peer), served
+  // (answering fetches). For `wormhole status`.
+  nlohmann::json transfer();
   // Name and state of pod `id` ("self" for this pod), for `wormhole where`.
   nlohmann::json describe(uint64_t id);
-  // Holders for a new version: this pod first (if it stores data), then redundancy - 1
-  // other reachable storage pods by rendezvous hashing on the version id.
-  std::vector<uint64_t> choose_holders(Gid version);
+  // Holders for a new version of `inode`: this pod first (if it stores data and has room),
+  // then other reachable storage pods with room, by rendezvous hashing on the inode id
+  // weighted by free space, up to the redundancy.
+  std::vector<uint64_t> choose_holders(Gid inode);
+
+  // ContentReplication (see there).
+  std::vector<uint64_t> place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) override;
+  void committed(Gid version, const std::vector<uint64_t>& holders) override;
 
   struct Peer;  // one other pod: its channel and what is known of it (defined in the .cc)
 
@@ -60,6 +76,22 @@ class PeerNode {
   // Validates an incoming request's identity; returns "" or the reason to refuse.
   std::string check_sender(uint32_t version, const std::string& network, const std::string& name, uint64_t id);
   void forget_changed();
+  Peer* peer_by_id(uint64_t id);
+  // Storage peers that may take a copy, best first for `key` (rendezvous hashing).
+  std::vector<Peer*> ranked_storage_peers(Gid key);
+  // Sends chunks `send` (stored here) along `chain`; `expected` are all the stored chunks of
+  // the version (a holder fetches those it lacks). Returns the chain pods that stored all.
+  std::vector<uint64_t> push_chain(const std::vector<uint64_t>& chain, const std::vector<std::string>& send,
+                                   const std::vector<std::string>& expected, bool durable);
+  // Serves PushChunks: stores the pieces, forwards them to the rest of the chain.
+  grpc::Status receive_push(grpc::ServerContext* ctx, grpc::ServerReader<pb::ChunkPiece>* reader,
+                            pb::PushReply* reply);
+  // Sends holders the ops they lack until each has this pod's op `seq` (bounded rounds).
+  void deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq);
+  // The chunks version `rec` adds to `base` (to send) and all its stored chunks (expected).
+  void chunks_to_copy(const std::vector<pb::ChunkRef>& chunks, Gid base, std::vector<std::string>* send,
+                      std::vector<std::string>* expected);
+  void push_loop();  // async mode: copies committed versions to their holders
   pb::PodSpace my_space();
   // Fetches the missing chunks of a few versions this pod must hold (bounded per call).
   void fetch_held_versions();
@@ -78,9 +110,18 @@ class PeerNode {
   Replicator replicator_;
   std::vector<std::unique_ptr<Peer>> peers_;
   std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (guarded by mu_)
+  struct PushJob {
+    Gid version;
+    std::vector<uint64_t> holders;
+  };
+  std::mutex push_mu_;
+  std::condition_variable push_cv_;
+  std::deque<PushJob> push_queue_;  // async copies to make (bounded; guarded by push_mu_)
+  std::thread push_thread_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> pushed_bytes_{0}, received_bytes_{0}, fetched_bytes_{0}, served_bytes_{0};
   std::thread thread_;
 };
 

@@ -111,18 +111,8 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     note_peer_progress(from, message.sync_request());
     // Answer with what the peer lacks, origin by origin, up to one batch.
     pb::PeerMessage reply;
-    pb::OpBatch* batch = reply.mutable_ops();
-    for (auto& [origin, seq] : ns_.applied()) {
-      auto it = message.sync_request().applied().find(origin);
-      const uint64_t theirs = it == message.sync_request().applied().end() ? 0 : it->second;
-      if (theirs >= seq) continue;
-      const size_t room = kMaxBatchOps - static_cast<size_t>(batch->ops_size());
-      std::vector<pb::Op> ops = ns_.ops_after(origin, theirs, room);
-      if (origin == self_) hold_back(ops);
-      for (auto& op : ops) *batch->add_ops() = std::move(op);
-      if (static_cast<size_t>(batch->ops_size()) >= kMaxBatchOps) break;
-    }
-    *batch->mutable_sender_progress() = progress_message();
+    add_missing_ops(message.sync_request().applied(), reply.mutable_ops());
+    *reply.mutable_ops()->mutable_sender_progress() = progress_message();
     out.push_back(Outgoing{from, std::move(reply)});
     return out;
   }
@@ -139,8 +129,46 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       if (waiting_[op.origin()].emplace(op.seq(), op).second) waiting_count_++;
     }
     deliver_waiting();
+    if (message.ops().ops_size() > 0) {
+      // Acknowledge with what this pod has now. An acknowledgement carries no ops, so it is
+      // never answered itself.
+      pb::PeerMessage ack;
+      *ack.mutable_ops()->mutable_sender_progress() = progress_message();
+      out.push_back(Outgoing{from, std::move(ack)});
+    }
   }
   return out;
+}
+
+void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, pb::OpBatch* batch) {
+  for (auto& [origin, seq] : ns_.applied()) {
+    auto it = theirs.find(origin);
+    const uint64_t have = it == theirs.end() ? 0 : it->second;
+    if (have >= seq) continue;
+    const size_t room = kMaxBatchOps - static_cast<size_t>(batch->ops_size());
+    std::vector<pb::Op> ops = ns_.ops_after(origin, have, room);
+    if (origin == self_) hold_back(ops);
+    for (auto& op : ops) *batch->add_ops() = std::move(op);
+    if (static_cast<size_t>(batch->ops_size()) >= kMaxBatchOps) break;
+  }
+}
+
+Replicator::Outgoing Replicator::catch_up(uint64_t peer) {
+  pb::Progress known;
+  auto it = peer_applied_.find(peer);
+  if (it != peer_applied_.end())
+    for (auto& [origin, seq] : it->second) (*known.mutable_applied())[origin] = seq;
+  pb::PeerMessage msg;
+  add_missing_ops(known.applied(), msg.mutable_ops());
+  *msg.mutable_ops()->mutable_sender_progress() = progress_message();
+  return Outgoing{peer, std::move(msg)};
+}
+
+uint64_t Replicator::peer_has(uint64_t peer, uint64_t origin) const {
+  auto it = peer_applied_.find(peer);
+  if (it == peer_applied_.end()) return 0;
+  auto o = it->second.find(origin);
+  return o == it->second.end() ? 0 : o->second;
 }
 
 std::map<uint64_t, uint64_t> Replicator::everyone_has() const {

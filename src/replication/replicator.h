@@ -48,6 +48,12 @@ class Replicator {
   std::vector<Outgoing> receive(uint64_t from, const pb::PeerMessage& message);
   // A sync request for `peer` (the caller picks peers and timing).
   Outgoing sync_request(uint64_t peer);
+  // The ops `peer` lacks as far as this pod knows (up to one batch): what a writer sends a
+  // holder when it must know the holder has its latest op (replication.mode = "sync").
+  // The peer answers a message with ops by its progress.
+  Outgoing catch_up(uint64_t peer);
+  // Highest op of `origin` that `peer` reported applied.
+  uint64_t peer_has(uint64_t peer, uint64_t origin) const;
 
   // Holds back this pod's own ops stamped after `wall_ms` (network.replication.delay):
   // they are neither pushed nor given in answers yet. UINT64_MAX (the default) = no delay.
@@ -61,6 +67,8 @@ class Replicator {
 
  private:
   pb::Progress progress_message();
+  // Ops this pod has and a pod with progress `theirs` lacks, origin by origin, up to one batch.
+  void add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, pb::OpBatch* batch);
   void note_peer_progress(uint64_t peer, const pb::Progress& p);
   bool deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const;
   void deliver_waiting();

@@ -8,8 +8,14 @@
 
 namespace wormhole {
 
-OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode)
-    : ns_(ns), store_(chunks), buffers_(buffers), chunk_size_(chunk_size), inode_(inode) {
+OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode,
+                   ContentReplication* replication)
+    : ns_(ns),
+      store_(chunks),
+      buffers_(buffers),
+      chunk_size_(chunk_size),
+      inode_(inode),
+      replication_(replication) {
   assert(chunk_size_ > 0 && chunk_size_ <= (1u << 30));
 }
 
@@ -356,10 +362,18 @@ int OpenFile::flush(bool sync) {
       if (int err = store_.sync()) return err;
       unsynced_ = false;
     }
+    // In sync mode place() copies the chunks before the version exists anywhere: a holder
+    // that learns of the version already has its content.
+    std::vector<uint64_t> holders;
+    if (replication_) holders = replication_->place(inode_, base_version_, chunks_);
     Gid version;
-    if (int err = ns_.commit(inode_, base_version_, size_, chunks_, mtime_ns_, sync, &version)) return err;
+    if (int err = ns_.commit(inode_, base_version_, size_, chunks_, mtime_ns_, holders, sync, &version)) return err;
     base_version_ = version;
     modified_ = false;
+    if (replication_) {
+      // Other handles wait meanwhile; the file's state is consistent (committed) already.
+      replication_->committed(version, holders);
+    }
     return 0;
   }
   if (sync && unsynced_) {

@@ -22,6 +22,7 @@
 
 #include "chunks/chunk_store.h"
 #include "vfs/buffer_pool.h"
+#include "vfs/content_replication.h"
 #include "meta/namespace.h"
 
 namespace wormhole {
@@ -33,7 +34,9 @@ class OpenFile {
   // files: a small file then costs one metadata write instead of a file create + rename.
   static constexpr size_t kInlineMaxBytes = 8 * 1024;
 
-  OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode);
+  // `replication` (may be null: a pod alone) places and copies each committed version.
+  OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode,
+           ContentReplication* replication);
   // Loads the current version. Returns 0 or errno.
   int load();
 
@@ -43,7 +46,8 @@ class OpenFile {
   int write(uint64_t offset, const char* data, size_t len, int64_t now_ns);
   int truncate(uint64_t size, int64_t now_ns);
   // Seals dirty chunks and commits a new version if anything changed; with `sync`, the
-  // chunks and the version are durable on return.
+  // chunks and the version are durable on return (on this pod; on its holders too in
+  // replication.mode = "sync", whatever `sync`).
   int flush(bool sync);
 
   // Sets the modification time the next version will carry, when unflushed writes exist
@@ -90,6 +94,7 @@ class OpenFile {
   BufferPool& buffers_;
   const uint64_t chunk_size_;
   const Gid inode_;
+  ContentReplication* const replication_;
   std::shared_mutex mu_;
   Gid base_version_;
   uint64_t size_ = 0;

@@ -21,7 +21,7 @@ int Vfs::open(Gid inode, std::shared_ptr<OpenFile>* file) {
   std::lock_guard lock(mu_);
   Slot& slot = open_[inode];
   if (!slot.file) {
-    auto f = std::make_shared<OpenFile>(ns_, chunks_, buffers_, chunk_size_, inode);
+    auto f = std::make_shared<OpenFile>(ns_, chunks_, buffers_, chunk_size_, inode, replication_);
     if (int err = f->load()) {
       open_.erase(inode);
       return err;

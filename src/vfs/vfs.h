@@ -20,6 +20,8 @@ struct GidHash {
 class Vfs {
  public:
   Vfs(Namespace& ns, ChunkStore& chunks, uint64_t chunk_size);
+  // Places and copies new versions on a network (set once, before the first open).
+  void set_replication(ContentReplication* replication) { replication_ = replication; }
 
   // Opens the content of regular file `inode`; every open needs a matching release().
   int open(Gid inode, std::shared_ptr<OpenFile>* file);
@@ -43,6 +45,7 @@ class Vfs {
   Namespace& ns_;
   ChunkStore& chunks_;
   const uint64_t chunk_size_;
+  ContentReplication* replication_ = nullptr;
   BufferPool buffers_;
   // Lock order: mu_, then an OpenFile's lock, then the Namespace's lock, then in_use_mu_.
   std::mutex mu_;

@@ -138,6 +138,57 @@ class FailureTest(unittest.TestCase):
         self.assertEqual(slurp(self.d.path("precious.bin")), data)
 
 
+class ReplicationModeTest(unittest.TestCase):
+    """replication.mode: "sync" returns from close once every holder has the version durably
+    (so the writer may die right after); "async" copies after close. Both send the chunks
+    along a chain of holders: the writer sends each byte once."""
+
+    def start(self, mode):
+        cluster = Cluster(chunk_size="64KiB", redundancy=3, mode=mode)
+        self.addCleanup(cluster.cleanup)
+        cluster.start()
+        pods = [cluster.pods[n] for n in "abc"]
+        for pod in pods:
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        return pods
+
+    def assert_chain(self, a, b, c, size):
+        sent = a.status()["transfer"]["pushed_bytes"]
+        self.assertGreaterEqual(sent, size)
+        self.assertLess(sent, 1.5 * size, "the writer sent the data more than once")
+        received = [p.status()["transfer"]["received_bytes"] for p in (b, c)]
+        self.assertTrue(all(r >= size for r in received), received)
+
+    def test_sync_close_returns_with_every_copy_in_place(self):
+        a, b, c = self.start("sync")
+        data = os.urandom(1_000_000)
+        with open(a.path("sync.bin"), "wb") as fh:
+            fh.write(data)
+        # No waiting: once close returned, b and c have the version and its chunks.
+        for pod in (b, c):
+            info = pod.where("sync.bin")
+            self.assertEqual(info["chunks_here"], info["chunks"], pod.name)
+            self.assertEqual(len(info["holders"]), 3)
+        self.assert_chain(a, b, c, len(data))
+        a.kill9()
+        harness.unmount(a.mnt)
+        for pod in (b, c):
+            self.assertEqual(slurp(pod.path("sync.bin")), data, pod.name)
+            self.assertEqual(pod.status()["transfer"]["fetched_bytes"], 0, "nothing was pulled")
+
+    def test_async_copies_follow_close(self):
+        a, b, c = self.start("async")
+        data = os.urandom(1_000_000)
+        with open(a.path("async.bin"), "wb") as fh:
+            fh.write(data)
+        for pod in (b, c):
+            wait_for(lambda: os.path.exists(pod.path("async.bin")) and
+                     pod.where("async.bin")["chunks_here"] == pod.where("async.bin")["chunks"],
+                     what=f"copy on {pod.name}")
+            self.assertEqual(pod.status()["transfer"]["fetched_bytes"], 0, "pushed, not pulled")
+        self.assert_chain(a, b, c, len(data))
+
+
 class ConflictTest(unittest.TestCase):
     """Two pods write one file at once (a 2 s replication delay makes the writes concurrent
     for sure): every pod ends with the same result, the one the strategy says."""

@@ -165,7 +165,7 @@ TEST(Namespace, TrimPurgesDeletedInodes) {
   chunks[0].set_sha256(std::string(32, 'x'));
   chunks[0].set_length(10);
   Gid v;
-  ASSERT_EQ(f.ns.commit(g, Gid{}, 10, chunks, 5, false, &v), 0);
+  ASSERT_EQ(f.ns.commit(g, Gid{}, 10, chunks, 5, {}, false, &v), 0);
   int n = 0;
   f.ns.for_each_chunk([&](const std::string&) { n++; });
   EXPECT_EQ(n, 1);

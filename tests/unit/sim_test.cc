@@ -126,7 +126,7 @@ class Simulation {
           chunks[0].set_length(static_cast<uint32_t>(data.size()));
           chunks[0].set_inline_data(data);
           Gid v;
-          ns.commit(a.id, a.version, data.size(), chunks, now_ms_ * 1000000, false, &v);
+          ns.commit(a.id, a.version, data.size(), chunks, now_ms_ * 1000000, {}, false, &v);
         }
     }
     send_all(p.id, p.rep->publish_local());

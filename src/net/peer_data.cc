@@ -1,0 +1,389 @@
+// PeerNode, data side: where new versions go (placement), how their chunks get there (a
+// push along a chain of holders, or a pull by a holder that missed it), and fetching a
+// chunk this pod lacks.
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cmath>
+#include <set>
+
+#include "common/pb_ids.h"
+#include "net/peer.h"
+
+namespace wormhole {
+namespace {
+
+constexpr auto kChunkDeadline = std::chrono::seconds(30);
+// How many versions the held-version pull tries per tick, and how soon it retries one.
+constexpr size_t kHeldPerTick = 8;
+constexpr int64_t kHeldRetryMs = 2000;
+// Async copies waiting for the push thread, at most (beyond, holders pull).
+constexpr size_t kMaxPushQueue = 10000;
+// Rounds of op delivery to one holder in sync mode (each round sends up to a batch).
+constexpr int kDeliverRounds = 4;
+// A push may take 30 s plus the time to send its bytes at 8 MB/s: a slower peer is dropped.
+constexpr uint64_t kPushSlowestBytesPerS = 8 << 20;
+// Bounds on what one push may announce.
+constexpr int kMaxExpectedChunks = 1 << 20;
+
+// One outgoing PushChunks stream: to the first holder of a chain (writer) or to the next
+// one (a holder forwarding). Not thread-safe.
+class PushStream {
+ public:
+  PushStream(pb::Peer::Stub& stub, const pb::ChunkPiece& head, uint64_t bytes) {
+    const auto timeout = std::chrono::seconds(30 + bytes / kPushSlowestBytesPerS);
+    ctx_.set_deadline(std::chrono::system_clock::now() + timeout);
+    writer_ = stub.PushChunks(&ctx_, &reply_);
+    ok_ = writer_->Write(head);
+  }
+  bool write(const pb::ChunkPiece& piece) { return ok_ = ok_ && writer_->Write(piece); }
+  // Ends the stream; the pods of the chain that stored everything (empty on failure).
+  std::vector<uint64_t> finish(std::string* error) {
+    if (ok_) writer_->WritesDone();
+    grpc::Status st = writer_->Finish();
+    if (!st.ok()) {
+      *error = st.error_message();
+      return {};
+    }
+    if (!reply_.error().empty()) *error = reply_.error();
+    return {reply_.stored_on().begin(), reply_.stored_on().end()};
+  }
+
+ private:
+  grpc::ClientContext ctx_;
+  pb::PushReply reply_;
+  std::unique_ptr<grpc::ClientWriter<pb::ChunkPiece>> writer_;
+  bool ok_ = false;
+};
+
+uint64_t rendezvous_hash(Gid key, uint64_t pod) {
+  uint64_t x = key.pod * 0x9e3779b97f4a7c15ULL ^ key.seq ^ (pod * 0xc2b2ae3d27d4eb4fULL);
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return x;
+}
+
+}  // namespace
+
+nlohmann::json PeerNode::transfer() {
+  return {{"pushed_bytes", pushed_bytes_.load()},
+          {"received_bytes", received_bytes_.load()},
+          {"fetched_bytes", fetched_bytes_.load()},
+          {"served_bytes", served_bytes_.load()}};
+}
+
+PeerNode::Peer* PeerNode::peer_by_id(uint64_t id) {
+  for (auto& p : peers_)
+    if (p->id == id) return p.get();
+  return nullptr;
+}
+
+std::vector<PeerNode::Peer*> PeerNode::ranked_storage_peers(Gid key) {
+  // Weighted rendezvous hashing: pod p scores w_p / -ln(u_p) with u_p a pseudo-random number
+  // in (0, 1) drawn from (key, p) and w_p its free space. The best scores hold the copies:
+  // each pod wins a share of the keys proportional to its free space, and adding a pod moves
+  // only the keys it now wins. Keyed on the inode, a file's versions stay on the same pods,
+  // so an edit sends only the chunks it changed.
+  std::vector<std::pair<double, Peer*>> scored;
+  for (auto& p : peers_) {  // no lock: see Peer::id
+    const uint64_t id = p->id;
+    // A pod that did not answer its last exchange is passed over: a live pod holds the copy
+    // now instead of a down one some day. So is a pod without room for a chunk.
+    if (!p->storage || id == 0 || p->reported_down || p->free_bytes < config_.network.chunk_size) continue;
+    const double u = (static_cast<double>(rendezvous_hash(key, id) >> 11) + 0.5) * 0x1.0p-53;
+    const double weight = static_cast<double>(p->free_bytes.load());
+    scored.emplace_back(weight / -std::log(u), p.get());
+  }
+  std::sort(scored.begin(), scored.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::vector<Peer*> ranked;
+  for (auto& [score, p] : scored) ranked.push_back(p);
+  return ranked;
+}
+
+std::vector<uint64_t> PeerNode::choose_holders(Gid inode) {
+  std::vector<uint64_t> holders;
+  if (self_.role == "storage" && my_space().free_bytes() >= config_.network.chunk_size) holders.push_back(pod_id_);
+  std::vector<Peer*> ranked = ranked_storage_peers(inode);
+  const size_t want = config_.network.redundancy == 0 ? ranked.size() + holders.size() : config_.network.redundancy;
+  for (Peer* p : ranked) {
+    if (holders.size() >= want) break;
+    holders.push_back(p->id);
+  }
+  return holders;
+}
+
+void PeerNode::chunks_to_copy(const std::vector<pb::ChunkRef>& chunks, Gid base, std::vector<std::string>* send,
+                              std::vector<std::string>* expected) {
+  std::set<std::string> base_chunks, seen;
+  pb::VersionRecord base_rec;
+  if (!base.empty() && ns_.get_version(base, &base_rec))
+    for (const pb::ChunkRef& c : base_rec.chunks()) base_chunks.insert(c.sha256());
+  for (const pb::ChunkRef& c : chunks) {
+    if (c.sha256().empty() || !c.inline_data().empty() || !seen.insert(c.sha256()).second) continue;
+    expected->push_back(c.sha256());
+    // The holders of the base version have its chunks; a holder that does not (placement
+    // changed) fetches them, as `expected` tells it.
+    if (!base_chunks.count(c.sha256())) send->push_back(c.sha256());
+  }
+}
+
+std::vector<uint64_t> PeerNode::place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) {
+  std::vector<uint64_t> holders = choose_holders(inode);
+  if (config_.network.replication_mode != "sync") return holders;  // committed() starts the copies
+  std::vector<std::string> send, expected;
+  chunks_to_copy(chunks, base_version, &send, &expected);
+  if (expected.empty()) return holders;  // the content is inline: the version op carries it
+  const bool self_holds = !holders.empty() && holders.front() == pod_id_;
+  if (self_holds) {
+    if (int err = chunks_.sync_chunks(expected)) {
+      spdlog::error("{}: making the chunks durable here failed: {}", ns_.path_of(inode), std::strerror(err));
+      holders.erase(holders.begin());
+    }
+  }
+  std::vector<uint64_t> chain(holders.begin() + (holders.empty() || holders.front() != pod_id_ ? 0 : 1), holders.end());
+  std::vector<uint64_t> result(holders.begin(), holders.end() - static_cast<ptrdiff_t>(chain.size()));
+  std::set<uint64_t> stored;
+  if (!chain.empty())
+    for (uint64_t id : push_chain(chain, send, expected, true)) stored.insert(id);
+  // A holder the chain did not reach (one before it failed) gets a direct copy.
+  for (uint64_t id : chain)
+    if (!stored.count(id))
+      for (uint64_t got : push_chain({id}, send, expected, true)) stored.insert(got);
+  for (uint64_t id : chain)
+    if (stored.count(id)) result.push_back(id);
+  // Still short: other storage pods, in rendezvous order, until the redundancy is met.
+  const size_t want =
+      config_.network.redundancy == 0 ? ranked_storage_peers(inode).size() + self_holds : config_.network.redundancy;
+  for (Peer* p : ranked_storage_peers(inode)) {
+    if (result.size() >= want) break;
+    if (std::find(holders.begin(), holders.end(), p->id.load()) != holders.end()) continue;
+    // A new holder lacks the base version's chunks: send it everything.
+    for (uint64_t got : push_chain({p->id}, expected, expected, true))
+      if (got == p->id) result.push_back(got);
+  }
+  if (result.size() < want)
+    spdlog::warn("{}: {} of {} copies durable (not enough reachable storage pods)", ns_.path_of(inode),
+                 result.size(), want);
+  return result;
+}
+
+void PeerNode::committed(Gid version, const std::vector<uint64_t>& holders) {
+  if (config_.network.replication_mode != "sync") {
+    std::lock_guard lock(push_mu_);
+    if (push_queue_.size() < kMaxPushQueue) push_queue_.push_back(PushJob{version, holders});  // else holders pull
+    push_cv_.notify_one();
+    return;
+  }
+  // network.replication.delay holds the op back on purpose: nothing to wait for.
+  if (config_.network.replication_delay_ms > 0) return;
+  deliver_ops_to(holders, ns_.applied()[pod_id_]);
+}
+
+void PeerNode::deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq) {
+  for (uint64_t id : holders) {
+    Peer* peer = id == pod_id_ ? nullptr : peer_by_id(id);
+    if (!peer) continue;
+    for (int round = 0; round < kDeliverRounds; ++round) {
+      pb::PeerMessage msg;
+      {
+        std::lock_guard lock(mu_);
+        if (replicator_.peer_has(id, pod_id_) >= seq) break;
+        msg = replicator_.catch_up(id).message;
+      }
+      if (!exchange(*peer, msg)) break;  // down: it catches up by anti-entropy when back
+    }
+  }
+}
+
+void PeerNode::push_loop() {
+  for (;;) {
+    PushJob job;
+    {
+      std::unique_lock lock(push_mu_);
+      push_cv_.wait(lock, [this] { return stop_ || !push_queue_.empty(); });
+      if (stop_) return;
+      job = std::move(push_queue_.front());
+      push_queue_.pop_front();
+    }
+    pb::VersionRecord rec;
+    if (!ns_.get_version(job.version, &rec)) continue;  // replaced meanwhile
+    std::vector<std::string> send, expected;
+    chunks_to_copy({rec.chunks().begin(), rec.chunks().end()}, from_pb(rec.base_version()), &send, &expected);
+    std::vector<uint64_t> chain;
+    for (uint64_t id : job.holders)
+      if (id != pod_id_) chain.push_back(id);
+    if (chain.empty() || expected.empty()) continue;
+    push_chain(chain, send, expected, false);  // a holder it misses pulls the chunks later
+  }
+}
+
+std::vector<uint64_t> PeerNode::push_chain(const std::vector<uint64_t>& chain, const std::vector<std::string>& send,
+                                           const std::vector<std::string>& expected, bool durable) {
+  assert(!chain.empty());
+  Peer* first = peer_by_id(chain.front());
+  if (!first) return {};
+  pb::ChunkPiece head;
+  pb::PushHeader* h = head.mutable_header();
+  h->set_protocol_version(kProtocolVersion);
+  h->set_network(config_.network.name);
+  h->set_from_pod_name(self_.name);
+  h->set_from_pod_id(pod_id_);
+  for (size_t i = 1; i < chain.size(); ++i) h->add_chain(chain[i]);
+  h->set_durable(durable);
+  for (const std::string& sha : expected) h->add_expected(sha);
+  PushStream stream(*first->stub, head, send.size() * config_.network.chunk_size);
+  std::string buf(kPieceBytes, '\0');
+  for (const std::string& sha : send) {
+    for (uint64_t offset = 0;; offset += kPieceBytes) {
+      const ssize_t n = chunks_.read(sha, offset, kPieceBytes, buf.data());
+      if (n < 0) break;  // not here any more: the holder fetches it (it is expected)
+      pb::ChunkPiece piece;
+      piece.set_sha256(sha);
+      piece.set_offset(offset);
+      piece.set_data(buf.data(), static_cast<size_t>(n));
+      piece.set_last(static_cast<size_t>(n) < kPieceBytes);
+      if (!stream.write(piece)) break;
+      pushed_bytes_ += static_cast<uint64_t>(n);
+      if (piece.last()) break;
+    }
+  }
+  std::string error;
+  std::vector<uint64_t> stored = stream.finish(&error);
+  if (!error.empty()) spdlog::warn("copying chunks to pod {} failed: {}", first->name, error);
+  return stored;
+}
+
+grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader<pb::ChunkPiece>* reader,
+                                    pb::PushReply* reply) {
+  pb::ChunkPiece piece;
+  if (!reader->Read(&piece) || !piece.has_header())
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a push starts with its header");
+  const pb::PushHeader header = piece.header();
+  const std::string why =
+      check_sender(header.protocol_version(), header.network(), header.from_pod_name(), header.from_pod_id());
+  if (!why.empty()) {
+    spdlog::warn("refused a push from {}: {}", ctx->peer(), why);
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
+  }
+  if (header.expected_size() > kMaxExpectedChunks || header.chain_size() > static_cast<int>(peers_.size()))
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "push header out of bounds");
+  // The rest of the chain gets every piece as it arrives, so all holders receive at once.
+  std::unique_ptr<PushStream> next;
+  Peer* next_peer = header.chain_size() > 0 ? peer_by_id(header.chain(0)) : nullptr;
+  if (next_peer) {
+    pb::ChunkPiece head;
+    *head.mutable_header() = header;
+    head.mutable_header()->set_from_pod_name(self_.name);
+    head.mutable_header()->set_from_pod_id(pod_id_);
+    head.mutable_header()->mutable_chain()->erase(head.mutable_header()->mutable_chain()->begin());
+    next = std::make_unique<PushStream>(*next_peer->stub, head, header.expected_size() * config_.network.chunk_size);
+  }
+  std::string error;
+  std::string chunk;  // the chunk being received
+  while (reader->Read(&piece)) {
+    received_bytes_ += piece.data().size();
+    if (next) {
+      if (next->write(piece)) {
+        pushed_bytes_ += piece.data().size();
+      } else {
+        std::string why_next;
+        next->finish(&why_next);
+        spdlog::warn("forwarding chunks to pod {} failed: {}", next_peer->name, why_next);
+        next.reset();
+      }
+    }
+    if (!error.empty()) continue;  // drain; nothing more is stored
+    if (piece.sha256().size() != ChunkStore::kHashBytes || piece.offset() != chunk.size() ||
+        chunk.size() + piece.data().size() > config_.network.chunk_size) {
+      error = "malformed chunk piece";
+      spdlog::warn("push from pod {}: {}", header.from_pod_name(), error);
+      continue;
+    }
+    chunk += piece.data();
+    if (!piece.last()) continue;
+    std::string stored;
+    if (int err = chunks_.put(chunk.data(), chunk.size(), &stored)) {
+      error = std::string("storing a chunk: ") + std::strerror(err);
+    } else if (stored != piece.sha256()) {
+      error = "chunk " + ChunkStore::hex(piece.sha256()) + " arrived with wrong content";
+      spdlog::error("push from pod {}: {}", header.from_pod_name(), error);
+    }
+    chunk.clear();
+  }
+  if (error.empty() && !chunk.empty()) error = "push ended inside a chunk";
+  // Chunks the writer did not send (the base version's) are fetched: the copy is whole.
+  std::vector<std::string> expected(header.expected().begin(), header.expected().end());
+  for (const std::string& sha : expected) {
+    if (!error.empty()) break;
+    if (sha.size() != ChunkStore::kHashBytes) error = "malformed chunk id";
+    else if (!chunks_.contains(sha) && fetch_chunk(sha) != 0) error = "chunk " + ChunkStore::hex(sha) + " unavailable";
+  }
+  if (error.empty() && header.durable())
+    if (int err = chunks_.sync_chunks(expected)) error = std::string("syncing chunks: ") + std::strerror(err);
+  if (error.empty()) reply->add_stored_on(pod_id_);
+  else reply->set_error(error);
+  if (next) {
+    std::string why_next;
+    for (uint64_t id : next->finish(&why_next)) reply->add_stored_on(id);
+    if (!why_next.empty()) spdlog::warn("forwarding chunks to pod {} failed: {}", next_peer->name, why_next);
+  }
+  return grpc::Status::OK;
+}
+
+void PeerNode::fetch_held_versions() {
+  for (size_t i = 0; i < kHeldPerTick && !stop_; ++i) {
+    HeldVersion h;
+    {
+      std::lock_guard lock(mu_);
+      if (to_hold_.empty() || to_hold_.front().next_try_ms > steady_now_ms()) return;
+      h = to_hold_.front();
+      to_hold_.pop_front();
+    }
+    pb::VersionRecord rec;
+    if (!ns_.get_version(h.version, &rec)) continue;  // replaced by a newer version meanwhile
+    bool complete = true;
+    for (const pb::ChunkRef& c : rec.chunks()) {
+      if (c.sha256().empty() || !c.inline_data().empty() || chunks_.contains(c.sha256())) continue;
+      if (fetch_chunk(c.sha256()) != 0) complete = false;
+    }
+    if (!complete) {
+      h.next_try_ms = steady_now_ms() + kHeldRetryMs;
+      std::lock_guard lock(mu_);
+      to_hold_.push_back(h);
+    }
+  }
+}
+
+int PeerNode::fetch_chunk(const std::string& sha256) {
+  std::vector<Peer*> order;
+  for (auto& p : peers_) order.push_back(p.get());
+  std::stable_sort(order.begin(), order.end(), [](Peer* a, Peer* b) { return a->last_ok_ms > b->last_ok_ms; });
+  for (Peer* peer : order) {
+    pb::ChunkRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network(config_.network.name);
+    req.set_sha256(sha256);
+    pb::ChunkReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
+    grpc::Status st = peer->stub->FetchChunk(&ctx, req, &reply);
+    if (!st.ok() || !reply.found()) continue;
+    if (ChunkStore::hash(reply.data().data(), reply.data().size()) != sha256) {
+      spdlog::error("pod {} sent chunk {} with wrong content; ignored", peer->name, ChunkStore::hex(sha256));
+      continue;
+    }
+    fetched_bytes_ += reply.data().size();
+    std::string stored;
+    return chunks_.put(reply.data().data(), reply.data().size(), &stored);
+  }
+  return EIO;
+}
+
+}  // namespace wormhole

@@ -1,0 +1,29 @@
+// ContentReplication: how the content of a new version reaches the pods that hold it.
+// The network layer implements it; a pod alone has none and holds everything itself.
+// Implementations are thread-safe: any FUSE thread calls them, for different files at once.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "common/ids.h"
+#include "proto/wormhole.pb.h"
+
+namespace wormhole {
+
+class ContentReplication {
+ public:
+  virtual ~ContentReplication() = default;
+
+  // Called before a new version of `inode` is committed, with its chunks (already stored on
+  // this pod) and the version it is based on. Chooses its holders and returns them (this pod
+  // first when it holds a copy). With replication.mode = "sync", returns only once the
+  // chunks are durable on every returned holder (fewer than the redundancy when not enough
+  // storage pods are reachable: the shortfall is logged).
+  virtual std::vector<uint64_t> place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) = 0;
+
+  // Called once the version is committed on this pod. Sync mode: returns when the version's
+  // op has reached its holders. Async mode: starts copying the chunks and returns.
+  virtual void committed(Gid version, const std::vector<uint64_t>& holders) = 0;
+};
+
+}  // namespace wormhole
