@@ -9,6 +9,9 @@ three-pod network with redundancy 3 on this machine; it then also measures reads
 that holds no copy (`figure remote_read_1_holder <MB/s>`, `figure remote_read_2_holders`).
 --pods 1 (`make bench-one`) is a single pod.
 
+Also with --pods 3: seq_write and create again on a network in replication.mode = "sync"
+(`seq_write_sync`, `create_sync`: close waits for the three durable copies).
+
 Usage: bench/run_bench.py [--binary build/wormhole] [--pods 3] [--size-mib 1024] [--files 10000]
 """
 import argparse
@@ -136,6 +139,8 @@ def main():
     try:
         if network:
             network.start()
+            for p in network.pods.values():  # placement needs the peers known
+                wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
         else:
             pod.start()
         mnt = pod.mnt
@@ -149,6 +154,7 @@ def main():
         tl = timed(seq_write, big_l, args.size_mib)
         tw = timed(seq_write, big_w, args.size_mib)
         record("seq_write", "MB/s", args.size_mib * MIB / tl / 1e6, args.size_mib * MIB / tw / 1e6, True)
+        local_seq_write_s = tl
 
         drop_caches()
         tl = timed(seq_read, big_l)
@@ -193,6 +199,14 @@ def main():
         else:
             pod.cleanup()
 
+    if args.pods > 1:
+        # The same writes with replication.mode = "sync": close returns once the three copies
+        # are durable (fsynced chunks on every holder, the version op applied there).
+        tw_write, tw_create = sync_writes(work, args.size_mib, n)
+        record("seq_write_sync", "MB/s", args.size_mib * MIB / local_seq_write_s / 1e6,
+               args.size_mib * MIB / tw_write / 1e6, True)
+        record("create_sync", "op/s", n / times["create"][0], n / tw_create, True)
+
     figures = []
     if args.pods > 1:
         for holders in (1, 2):
@@ -205,6 +219,23 @@ def main():
         print(f"ratio {metric} {(w / l) if hib else (l / w):.3f}")
     for name, value in figures:
         print(f"figure {name} {value:.1f}")
+
+
+def sync_writes(work, size_mib, files):
+    """Seconds for seq_write and make_files on pod a of a 3-pod network, redundancy 3, in
+    replication.mode = "sync"."""
+    net = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=work, mode="sync")
+    try:
+        net.start()
+        a = net.pods["a"]
+        for pod in net.pods.values():  # placement needs the peers known
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what="peers alive")
+        t_write = timed(seq_write, a.path("big"), size_mib)
+        os.makedirs(a.path("small"))
+        t_create = timed(make_files, a.path("small"), files)
+        return t_write, t_create
+    finally:
+        net.cleanup()
 
 
 def remote_read(work, holders, size_mib):

@@ -22,7 +22,7 @@ struct NetworkConfig {
   std::string token;                // required when join = "token"
   uint64_t max_storage_bytes = 0;   // 0 = unlimited
   std::vector<std::string> admins;
-  std::string replication_mode = "sync";  // sync | async
+  std::string replication_mode = "async";  // async | sync (see README: Consistency model)
   uint64_t replication_delay_ms = 0;
   std::string conflict = "keep-both";     // keep-both | last-write-wins
   uint64_t repair_delay_s = 600;

@@ -187,18 +187,23 @@ void PeerNode::committed(Gid version, const std::vector<uint64_t>& holders) {
 }
 
 void PeerNode::deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq) {
-  for (uint64_t id : holders) {
-    Peer* peer = id == pod_id_ ? nullptr : peer_by_id(id);
-    if (!peer) continue;
-    for (int round = 0; round < kDeliverRounds; ++round) {
-      pb::PeerMessage msg;
-      {
-        std::lock_guard lock(mu_);
-        if (replicator_.peer_has(id, pod_id_) >= seq) break;
-        msg = replicator_.catch_up(id).message;
-      }
-      if (!exchange(*peer, msg)) break;  // down: it catches up by anti-entropy when back
+  std::vector<Peer*> pending;
+  for (uint64_t id : holders)
+    if (Peer* peer = id == pod_id_ ? nullptr : peer_by_id(id)) pending.push_back(peer);
+  for (int round = 0; round < kDeliverRounds && !pending.empty(); ++round) {
+    std::vector<Outbound> batch;
+    {
+      std::lock_guard lock(mu_);
+      for (Peer* peer : pending)
+        if (replicator_.peer_has(peer->id, pod_id_) < seq)
+          batch.push_back(Outbound{peer, replicator_.catch_up(peer->id).message});
     }
+    if (batch.empty()) return;
+    const std::vector<bool> answered = exchange_all(batch);
+    pending.clear();
+    // A holder that did not answer is down: it catches up by anti-entropy when back.
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (answered[i]) pending.push_back(batch[i].peer);
   }
 }
 

@@ -181,39 +181,77 @@ std::string PeerNode::check_sender(uint32_t version, const std::string& network,
 }
 
 bool PeerNode::exchange(Peer& peer, const pb::PeerMessage& message) {
-  pb::Envelope req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_network(config_.network.name);
-  req.set_from_pod_name(self_.name);
-  req.set_from_pod_id(pod_id_);
-  *req.mutable_body() = message;
-  *req.mutable_space() = my_space();
-  pb::EnvelopeReply reply;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
-  grpc::Status st = peer.stub->Exchange(&ctx, req, &reply);
-  if (!st.ok()) {
-    if (!peer.reported_down.exchange(true))
-      spdlog::warn("pod {} ({}) unreachable: {}", peer.name, peer.address, st.error_message());
-    return false;
-  }
-  if (peer.reported_down.exchange(false)) spdlog::info("pod {} ({}) reachable", peer.name, peer.address);
-  peer.last_ok_ms = now_ms();
-  peer.used_bytes = reply.space().used_bytes();
-  peer.free_bytes = reply.space().free_bytes();
-  const std::string why = reply.pod_name() == peer.name
-                              ? check_sender(kProtocolVersion, config_.network.name, reply.pod_name(), reply.pod_id())
-                              : "answered as pod \"" + reply.pod_name() + "\"";
-  if (!why.empty()) {
-    spdlog::warn("ignoring the answer of {}: {}", peer.address, why);
-    return false;
+  std::vector<Outbound> one;
+  one.push_back(Outbound{&peer, message});
+  return exchange_all(one)[0];
+}
+
+std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch) {
+  // All calls are in flight at once: a round costs the slowest peer's round trip, not
+  // the sum of them (what a sync-mode close waits for).
+  struct Call {
+    pb::Envelope req;
+    pb::EnvelopeReply reply;
+    grpc::ClientContext ctx;
+    grpc::Status status;
+  };
+  std::vector<std::unique_ptr<Call>> calls;
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  size_t done = 0;
+  const pb::PodSpace space = my_space();
+  for (const Outbound& o : batch) {
+    auto call = std::make_unique<Call>();
+    pb::Envelope& req = call->req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network(config_.network.name);
+    req.set_from_pod_name(self_.name);
+    req.set_from_pod_id(pod_id_);
+    *req.mutable_body() = o.message;
+    *req.mutable_space() = space;
+    call->ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
+    Call* c = call.get();
+    o.peer->stub->async()->Exchange(&c->ctx, &c->req, &c->reply, [c, &done_mu, &done_cv, &done](grpc::Status st) {
+      c->status = std::move(st);
+      std::lock_guard lock(done_mu);  // notify under the lock: the waiter's frame outlives it
+      ++done;
+      done_cv.notify_one();
+    });
+    calls.push_back(std::move(call));
   }
   {
-    std::lock_guard lock(mu_);
-    for (const pb::PeerMessage& m : reply.replies()) replicator_.receive(peer.id, m);  // answers need no answer
+    std::unique_lock lock(done_mu);
+    done_cv.wait(lock, [&] { return done == calls.size(); });  // every call ends (deadline)
+  }
+  std::vector<bool> answered(batch.size(), false);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Peer& peer = *batch[i].peer;
+    Call& c = *calls[i];
+    if (!c.status.ok()) {
+      if (!peer.reported_down.exchange(true))
+        spdlog::warn("pod {} ({}) unreachable: {}", peer.name, peer.address, c.status.error_message());
+      continue;
+    }
+    if (peer.reported_down.exchange(false)) spdlog::info("pod {} ({}) reachable", peer.name, peer.address);
+    peer.last_ok_ms = now_ms();
+    peer.used_bytes = c.reply.space().used_bytes();
+    peer.free_bytes = c.reply.space().free_bytes();
+    const std::string why =
+        c.reply.pod_name() == peer.name
+            ? check_sender(kProtocolVersion, config_.network.name, c.reply.pod_name(), c.reply.pod_id())
+            : "answered as pod \"" + c.reply.pod_name() + "\"";
+    if (!why.empty()) {
+      spdlog::warn("ignoring the answer of {}: {}", peer.address, why);
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      for (const pb::PeerMessage& m : c.reply.replies()) replicator_.receive(peer.id, m);  // answers need no answer
+    }
+    answered[i] = true;
   }
   forget_changed();
-  return true;
+  return answered;
 }
 
 pb::PodSpace PeerNode::my_space() {
@@ -258,20 +296,19 @@ void PeerNode::loop() {
       }
       out = replicator_.publish_local();
     }
+    std::vector<Outbound> batch;
     for (auto& o : out)
-      for (auto& peer : peers_)
-        if (peer->id == o.to) exchange(*peer, o.message);
+      if (Peer* peer = peer_by_id(o.to)) batch.push_back(Outbound{peer, std::move(o.message)});
+    if (!batch.empty()) exchange_all(batch);
     fetch_held_versions();
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
-      for (auto& peer : peers_) {
-        pb::PeerMessage msg;
-        {
-          std::lock_guard lock(mu_);
-          msg = replicator_.sync_request(peer->id).message;
-        }
-        exchange(*peer, msg);
+      std::vector<Outbound> requests;
+      {
+        std::lock_guard lock(mu_);
+        for (auto& peer : peers_) requests.push_back(Outbound{peer.get(), replicator_.sync_request(peer->id).message});
       }
+      exchange_all(requests);
       std::map<uint64_t, uint64_t> everyone;
       {
         std::lock_guard lock(mu_);

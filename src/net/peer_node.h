@@ -73,6 +73,12 @@ class PeerNode final : public ContentReplication {
   void loop();
   // Sends `message` to `peer`; handles the replies. False if the peer could not be reached.
   bool exchange(Peer& peer, const pb::PeerMessage& message);
+  struct Outbound {
+    Peer* peer;
+    pb::PeerMessage message;
+  };
+  // Sends every message at once and handles the replies; whether each peer answered.
+  std::vector<bool> exchange_all(const std::vector<Outbound>& batch);
   // Validates an incoming request's identity; returns "" or the reason to refuse.
   std::string check_sender(uint32_t version, const std::string& network, const std::string& name, uint64_t id);
   void forget_changed();

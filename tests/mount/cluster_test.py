@@ -182,9 +182,11 @@ class ReplicationModeTest(unittest.TestCase):
         with open(a.path("async.bin"), "wb") as fh:
             fh.write(data)
         for pod in (b, c):
-            wait_for(lambda: os.path.exists(pod.path("async.bin")) and
-                     pod.where("async.bin")["chunks_here"] == pod.where("async.bin")["chunks"],
-                     what=f"copy on {pod.name}")
+            def copied():
+                # The file's creation and its first version are two ops: wait for the version.
+                info = pod.where("async.bin") if os.path.exists(pod.path("async.bin")) else {}
+                return info.get("chunks", 0) > 0 and info.get("chunks_here") == info["chunks"]
+            wait_for(copied, what=f"copy on {pod.name}")
             self.assertEqual(pod.status()["transfer"]["fetched_bytes"], 0, "pushed, not pulled")
         self.assert_chain(a, b, c, len(data))
 

@@ -159,7 +159,7 @@ class Cluster:
     """Several pods of one network on 127.0.0.1, described by one shared config file."""
 
     def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB", redundancy=2, roles=None,
-                 root_dir=None, conflict="keep-both", delay="0s", mode="sync"):
+                 root_dir=None, conflict="keep-both", delay="0s", mode="async"):
         self.root = tempfile.mkdtemp(prefix="wh-cluster-", dir=root_dir)
         os.chmod(self.root, 0o755)
         self.config = os.path.join(self.root, "network.toml")

@@ -25,7 +25,7 @@ redundancy = "all"
 conflict = "last-write-wins"
 chunk_size = "1MiB"
 [network.replication]
-mode = "async"
+mode = "sync"
 delay = "2s"
 [network.reactions]
 grave = "stop"
@@ -63,7 +63,7 @@ TEST(Config, ParsesEveryDeclaredField) {
   EXPECT_EQ(cfg->network.redundancy, 0u);  // all
   EXPECT_EQ(cfg->network.conflict, "last-write-wins");
   EXPECT_EQ(cfg->network.chunk_size, 1u << 20);
-  EXPECT_EQ(cfg->network.replication_mode, "async");
+  EXPECT_EQ(cfg->network.replication_mode, "sync");
   EXPECT_EQ(cfg->network.replication_delay_ms, 2000u);
   EXPECT_EQ(cfg->network.reactions.grave, "stop");
   ASSERT_EQ(cfg->pods.size(), 2u);
