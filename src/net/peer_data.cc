@@ -11,7 +11,6 @@
 #include <cmath>
 #include <set>
 
-#include "common/pb_ids.h"
 #include "net/peer.h"
 
 namespace wormhole {
@@ -174,10 +173,17 @@ std::vector<uint64_t> PeerNode::place(Gid inode, Gid base_version, const std::ve
   return result;
 }
 
-void PeerNode::committed(Gid version, const std::vector<uint64_t>& holders) {
+void PeerNode::committed(Gid, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
+                         const std::vector<uint64_t>& holders) {
   if (config_.network.replication_mode != "sync") {
+    PushJob job;
+    for (uint64_t id : holders)
+      if (id != pod_id_) job.chain.push_back(id);
+    if (job.chain.empty()) return;
+    chunks_to_copy(chunks, base_version, &job.send, &job.expected);
+    if (job.expected.empty()) return;  // inline content: the op carries it
     std::lock_guard lock(push_mu_);
-    if (push_queue_.size() < kMaxPushQueue) push_queue_.push_back(PushJob{version, holders});  // else holders pull
+    if (push_queue_.size() < kMaxPushQueue) push_queue_.push_back(std::move(job));  // else holders pull
     push_cv_.notify_one();
     return;
   }
@@ -217,15 +223,7 @@ void PeerNode::push_loop() {
       job = std::move(push_queue_.front());
       push_queue_.pop_front();
     }
-    pb::VersionRecord rec;
-    if (!ns_.get_version(job.version, &rec)) continue;  // replaced meanwhile
-    std::vector<std::string> send, expected;
-    chunks_to_copy({rec.chunks().begin(), rec.chunks().end()}, from_pb(rec.base_version()), &send, &expected);
-    std::vector<uint64_t> chain;
-    for (uint64_t id : job.holders)
-      if (id != pod_id_) chain.push_back(id);
-    if (chain.empty() || expected.empty()) continue;
-    push_chain(chain, send, expected, false);  // a holder it misses pulls the chunks later
+    push_chain(job.chain, job.send, job.expected, false);  // a holder it misses pulls the chunks later
   }
 }
 

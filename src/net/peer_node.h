@@ -64,7 +64,8 @@ class PeerNode final : public ContentReplication {
 
   // ContentReplication (see there).
   std::vector<uint64_t> place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) override;
-  void committed(Gid version, const std::vector<uint64_t>& holders) override;
+  void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
+                 const std::vector<uint64_t>& holders) override;
 
   struct Peer;  // one other pod: its channel and what is known of it (defined in the .cc)
 
@@ -117,8 +118,8 @@ class PeerNode final : public ContentReplication {
   std::vector<std::unique_ptr<Peer>> peers_;
   std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (guarded by mu_)
   struct PushJob {
-    Gid version;
-    std::vector<uint64_t> holders;
+    std::vector<uint64_t> chain;
+    std::vector<std::string> send, expected;  // see push_chain
   };
   std::mutex push_mu_;
   std::condition_variable push_cv_;

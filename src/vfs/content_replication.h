@@ -21,9 +21,11 @@ class ContentReplication {
   // storage pods are reachable: the shortfall is logged).
   virtual std::vector<uint64_t> place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) = 0;
 
-  // Called once the version is committed on this pod. Sync mode: returns when the version's
-  // op has reached its holders. Async mode: starts copying the chunks and returns.
-  virtual void committed(Gid version, const std::vector<uint64_t>& holders) = 0;
+  // Called once the version is committed on this pod, with what place() was given and
+  // returned. Sync mode: returns when the version's op has reached its holders. Async mode:
+  // starts copying the chunks and returns.
+  virtual void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
+                         const std::vector<uint64_t>& holders) = 0;
 };
 
 }  // namespace wormhole

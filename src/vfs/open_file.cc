@@ -368,11 +368,11 @@ int OpenFile::flush(bool sync) {
     if (replication_) holders = replication_->place(inode_, base_version_, chunks_);
     Gid version;
     if (int err = ns_.commit(inode_, base_version_, size_, chunks_, mtime_ns_, holders, sync, &version)) return err;
-    base_version_ = version;
+    const Gid base = std::exchange(base_version_, version);
     modified_ = false;
     if (replication_) {
       // Other handles wait meanwhile; the file's state is consistent (committed) already.
-      replication_->committed(version, holders);
+      replication_->committed(version, base, chunks_, holders);
     }
     return 0;
   }
