@@ -102,7 +102,16 @@ bool ChunkStore::init(std::string* error) {
 
 int ChunkStore::put(const char* data, size_t len, std::string* sha256) {
   *sha256 = hash(data, len);
-  const std::string final_path = path_of(*sha256);
+  return store(data, len, *sha256);
+}
+
+int ChunkStore::put_expected(const char* data, size_t len, const std::string& sha256) {
+  if (hash(data, len) != sha256) return EBADMSG;
+  return store(data, len, sha256);
+}
+
+int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
+  const std::string final_path = path_of(sha256);
   struct stat st;
   if (::stat(final_path.c_str(), &st) == 0) {
     // Deduplicated. Refresh its age so garbage collection, which may see it unreferenced
@@ -129,7 +138,7 @@ int ChunkStore::put(const char* data, size_t len, std::string* sha256) {
   bytes_ += len;
   // We just wrote these bytes from memory whose hash we computed: the descriptor is as
   // good as verified.
-  cache_insert(*sha256, std::move(chunk));
+  cache_insert(sha256, std::move(chunk));
   return 0;
 }
 
@@ -199,7 +208,6 @@ std::shared_ptr<ChunkStore::OpenChunk> ChunkStore::open_verified(const std::stri
 ssize_t ChunkStore::read(const std::string& sha256, uint64_t offset, size_t len, char* out) {
   int err = 0;
   auto chunk = open_verified(sha256, &err);
-  if (!chunk && err == ENOENT && fetch_ && fetch_(sha256) == 0) chunk = open_verified(sha256, &err);
   if (!chunk) return -err;
   if (offset >= chunk->size) return 0;
   len = static_cast<size_t>(std::min<uint64_t>(len, chunk->size - offset));

@@ -36,16 +36,15 @@ class ChunkStore {
   // Stores `len` bytes and sets *sha256 to their 32-byte hash. Storing bytes that are
   // already present is free. Returns 0 or an errno (ENOSPC when the disk is full).
   int put(const char* data, size_t len, std::string* sha256);
+  // Stores `len` bytes that must hash to `sha256` (data from another pod): EBADMSG, and
+  // nothing stored, when they do not. Returns 0 or an errno.
+  int put_expected(const char* data, size_t len, const std::string& sha256);
 
   // Reads up to `len` bytes at `offset` of chunk `sha256` into `out`. Returns the byte
   // count (short at the chunk's end) or -errno: -ENOENT missing, -EIO corrupt.
   ssize_t read(const std::string& sha256, uint64_t offset, size_t len, char* out);
 
   bool contains(const std::string& sha256);
-
-  // Where to get a chunk this pod lacks (another pod): returns 0 once the chunk is stored
-  // here, or an errno. Set once before use.
-  void set_fetcher(std::function<int(const std::string& sha256)> fetch) { fetch_ = std::move(fetch); }
 
   // Makes every stored chunk durable (syncfs of the storage file system).
   int sync();
@@ -71,10 +70,10 @@ class ChunkStore {
   };
   std::shared_ptr<OpenChunk> open_verified(const std::string& sha256, int* err);
   void cache_insert(const std::string& sha256, std::shared_ptr<OpenChunk> chunk);
+  int store(const char* data, size_t len, const std::string& sha256);
 
   std::string dir_;
   size_t max_open_files_;
-  std::function<int(const std::string&)> fetch_;
   int dir_fd_ = -1;
   std::atomic<uint64_t> chunks_{0}, bytes_{0}, tmp_seq_{0};
   std::mutex mu_;  // guards the cache

@@ -158,7 +158,6 @@ int run_daemon(const Config& config, const PodConfig& pod) {
       return 1;
     }
     node = std::make_unique<PeerNode>(config, pod, storage.pod_id(), ns, chunks, kernel_cache);
-    chunks.set_fetcher([&node](const std::string& sha) { return node->fetch_chunk(sha); });
     vfs.set_replication(node.get());
   }
   ns.trim();

@@ -22,6 +22,8 @@ constexpr size_t kHeldPerTick = 8;
 constexpr int64_t kHeldRetryMs = 2000;
 // Async copies waiting for the push thread, at most (beyond, holders pull).
 constexpr size_t kMaxPushQueue = 10000;
+// Read-ahead requests waiting for a worker, at most.
+constexpr size_t kMaxPrefetchQueue = 64;
 // Rounds of op delivery to one holder in sync mode (each round sends up to a batch).
 constexpr int kDeliverRounds = 4;
 // A push may take 30 s plus the time to send its bytes at 8 MB/s: a slower peer is dropped.
@@ -311,11 +313,9 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
     }
     chunk += piece.data();
     if (!piece.last()) continue;
-    std::string stored;
-    if (int err = chunks_.put(chunk.data(), chunk.size(), &stored)) {
-      error = std::string("storing a chunk: ") + std::strerror(err);
-    } else if (stored != piece.sha256()) {
-      error = "chunk " + ChunkStore::hex(piece.sha256()) + " arrived with wrong content";
+    if (int err = chunks_.put_expected(chunk.data(), chunk.size(), piece.sha256())) {
+      error = err == EBADMSG ? "chunk " + ChunkStore::hex(piece.sha256()) + " arrived with wrong content"
+                             : std::string("storing a chunk: ") + std::strerror(err);
       spdlog::error("push from pod {}: {}", header.from_pod_name(), error);
     }
     chunk.clear();
@@ -326,7 +326,8 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
   for (const std::string& sha : expected) {
     if (!error.empty()) break;
     if (sha.size() != ChunkStore::kHashBytes) error = "malformed chunk id";
-    else if (!chunks_.contains(sha) && fetch_chunk(sha) != 0) error = "chunk " + ChunkStore::hex(sha) + " unavailable";
+    else if (!chunks_.contains(sha) && fetch(sha, {header.from_pod_id()}) != 0)
+      error = "chunk " + ChunkStore::hex(sha) + " unavailable";
   }
   if (error.empty() && header.durable())
     if (int err = chunks_.sync_chunks(expected)) error = std::string("syncing chunks: ") + std::strerror(err);
@@ -354,7 +355,7 @@ void PeerNode::fetch_held_versions() {
     bool complete = true;
     for (const pb::ChunkRef& c : rec.chunks()) {
       if (c.sha256().empty() || !c.inline_data().empty() || chunks_.contains(c.sha256())) continue;
-      if (fetch_chunk(c.sha256()) != 0) complete = false;
+      if (fetch(c.sha256(), {rec.holders().begin(), rec.holders().end()}) != 0) complete = false;
     }
     if (!complete) {
       h.next_try_ms = steady_now_ms() + kHeldRetryMs;
@@ -364,29 +365,134 @@ void PeerNode::fetch_held_versions() {
   }
 }
 
-int PeerNode::fetch_chunk(const std::string& sha256) {
-  std::vector<Peer*> order;
-  for (auto& p : peers_) order.push_back(p.get());
-  std::stable_sort(order.begin(), order.end(), [](Peer* a, Peer* b) { return a->last_ok_ms > b->last_ok_ms; });
-  for (Peer* peer : order) {
-    pb::ChunkRequest req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_network(config_.network.name);
-    req.set_sha256(sha256);
-    pb::ChunkReply reply;
+int PeerNode::fetch(const std::string& sha256, const std::vector<uint64_t>& holders) {
+  {
+    std::unique_lock lock(fetch_mu_);
+    // Another thread fetches it already (a read-ahead, or another reader): wait for it. The
+    // wait is bounded by that fetch's deadlines.
+    fetch_cv_.wait(lock, [&] { return !fetching_.count(sha256); });
+    if (chunks_.contains(sha256)) return 0;
+    fetching_.insert(sha256);
+  }
+  const int err = fetch_from_peers(sha256, holders);
+  {
+    std::lock_guard lock(fetch_mu_);
+    fetching_.erase(sha256);
+  }
+  fetch_cv_.notify_all();
+  return err;
+}
+
+void PeerNode::prefetch(const std::vector<std::string>& sha256s, const std::vector<uint64_t>& holders) {
+  {
+    std::lock_guard lock(fetch_mu_);
+    for (const std::string& sha : sha256s) {
+      if (prefetch_queue_.size() >= kMaxPrefetchQueue) break;
+      if (!fetching_.count(sha)) prefetch_queue_.push_back(PrefetchJob{sha, holders});
+    }
+  }
+  fetch_cv_.notify_all();
+}
+
+void PeerNode::prefetch_loop() {
+  for (;;) {
+    PrefetchJob job;
+    {
+      std::unique_lock lock(fetch_mu_);
+      fetch_cv_.wait(lock, [this] { return stop_ || !prefetch_queue_.empty(); });
+      if (stop_) return;
+      job = std::move(prefetch_queue_.front());
+      prefetch_queue_.pop_front();
+    }
+    if (!chunks_.contains(job.sha256)) fetch(job.sha256, job.holders);  // failure: the reader retries
+  }
+}
+
+int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint64_t>& holders) {
+  // Who to ask, in order: the version's holders that answer (rotated by the chunk's hash, so
+  // the chunks of one file come from all of them), then any other pod that answers (it may
+  // have a copy the holder list does not know of), then the silent ones.
+  std::vector<Peer*> order, others, silent;
+  for (uint64_t id : holders)
+    if (Peer* p = id == pod_id_ ? nullptr : peer_by_id(id)) (p->reported_down ? silent : order).push_back(p);
+  if (!order.empty() && !sha256.empty())
+    std::rotate(order.begin(), order.begin() + static_cast<uint8_t>(sha256[0]) % order.size(), order.end());
+  for (auto& p : peers_)
+    if (std::find(holders.begin(), holders.end(), p->id.load()) == holders.end())
+      (p->reported_down ? silent : others).push_back(p.get());
+  order.insert(order.end(), others.begin(), others.end());
+  order.insert(order.end(), silent.begin(), silent.end());
+
+  struct Call {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
-    grpc::Status st = peer->stub->FetchChunk(&ctx, req, &reply);
-    if (!st.ok() || !reply.found()) continue;
-    if (ChunkStore::hash(reply.data().data(), reply.data().size()) != sha256) {
-      spdlog::error("pod {} sent chunk {} with wrong content; ignored", peer->name, ChunkStore::hex(sha256));
+    pb::ChunkRequest req;
+    pb::ChunkReply reply;
+    grpc::Status status;
+    Peer* peer = nullptr;
+  };
+  // Calls finish on gRPC threads, possibly after this function returned (the losers of a
+  // race): they own what they touch through shared pointers.
+  struct Race {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::shared_ptr<Call>> finished;
+  };
+  auto race = std::make_shared<Race>();
+  std::vector<std::shared_ptr<Call>> calls;
+  size_t next = 0, in_flight = 0;
+  auto launch = [&] {
+    auto call = std::make_shared<Call>();
+    call->peer = order[next++];
+    call->req.set_protocol_version(kProtocolVersion);
+    call->req.set_network(config_.network.name);
+    call->req.set_sha256(sha256);
+    call->ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
+    call->peer->stub->async()->FetchChunk(&call->ctx, &call->req, &call->reply, [race, call](grpc::Status st) {
+      call->status = std::move(st);
+      std::lock_guard lock(race->mu);
+      race->finished.push_back(call);
+      race->cv.notify_one();
+    });
+    calls.push_back(call);
+    ++in_flight;
+  };
+  // A holder that has not answered after this long is raced by the next one: time for the
+  // chunk at 100 MB/s plus a margin.
+  const auto hedge = std::chrono::milliseconds(200 + config_.network.chunk_size / 100000);
+  int result = EIO;
+  if (!order.empty()) launch();
+  while (in_flight > 0) {  // bounded: every call ends by its deadline
+    std::shared_ptr<Call> done;
+    {
+      std::unique_lock lock(race->mu);
+      if (race->cv.wait_for(lock, hedge, [&] { return !race->finished.empty(); })) {
+        done = std::move(race->finished.front());
+        race->finished.pop_front();
+      }
+    }
+    if (!done) {
+      if (next < order.size()) launch();  // slow: ask another pod too
       continue;
     }
-    fetched_bytes_ += reply.data().size();
-    std::string stored;
-    return chunks_.put(reply.data().data(), reply.data().size(), &stored);
+    --in_flight;
+    if (done->status.ok() && done->reply.found()) {
+      const std::string& data = done->reply.data();
+      const int err = chunks_.put_expected(data.data(), data.size(), sha256);
+      if (err == 0) {
+        fetched_bytes_ += data.size();
+        result = 0;
+        break;
+      }
+      if (err != EBADMSG) {
+        result = err;  // this pod's storage failed (ENOSPC...): asking others will not help
+        break;
+      }
+      spdlog::error("pod {} sent chunk {} with wrong content; ignored", done->peer->name, ChunkStore::hex(sha256));
+    }
+    if (next < order.size()) launch();
   }
-  return EIO;
+  for (auto& call : calls) call->ctx.TryCancel();  // the losers, if any
+  return result;
 }
 
 }  // namespace wormhole

@@ -17,6 +17,8 @@ constexpr auto kPushEvery = std::chrono::milliseconds(50);
 constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
 constexpr auto kRpcDeadline = std::chrono::seconds(2);
 constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
+// Read-ahead workers: with the reading thread, up to three chunks in flight at once.
+constexpr int kPrefetchThreads = 2;
 // Versions whose chunks wait to be fetched, at most.
 constexpr size_t kMaxHeldQueue = 100000;
 // A version learnt from another pod is pulled by its holders only after this long: its
@@ -132,6 +134,11 @@ PeerNode::~PeerNode() {
     stop_ = true;
   }
   push_cv_.notify_all();
+  {
+    std::lock_guard lock(fetch_mu_);  // so no prefetch worker misses the wake-up
+  }
+  fetch_cv_.notify_all();
+  for (auto& t : prefetch_threads_) t.join();
   if (push_thread_.joinable()) push_thread_.join();
   if (thread_.joinable()) thread_.join();
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -155,6 +162,7 @@ bool PeerNode::start(std::string* error) {
   for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });
   if (config_.network.replication_mode == "async") push_thread_ = std::thread([this] { push_loop(); });
+  for (int i = 0; i < kPrefetchThreads; ++i) prefetch_threads_.emplace_back([this] { prefetch_loop(); });
   return true;
 }
 

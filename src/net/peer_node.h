@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,8 +48,6 @@ class PeerNode final : public ContentReplication {
 
   // Listens on the pod's address and starts replicating. False + *error on failure.
   bool start(std::string* error);
-  // Fetches chunk `sha256` from a peer that has it, verifies and stores it. 0 or errno.
-  int fetch_chunk(const std::string& sha256);
   // Peers with their state (alive / suspect / down), for `wormhole status`.
   nlohmann::json status();
   // Chunk bytes this pod sent and received since it started, by kind: pushed (sent along a
@@ -64,6 +63,10 @@ class PeerNode final : public ContentReplication {
 
   // ContentReplication (see there).
   std::vector<uint64_t> place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) override;
+  // Asks the holders (alive ones first, rotated per chunk so that chunks of one file come
+  // from several holders at once); a holder that is slow to answer is raced by the next.
+  int fetch(const std::string& sha256, const std::vector<uint64_t>& holders) override;
+  void prefetch(const std::vector<std::string>& sha256s, const std::vector<uint64_t>& holders) override;
   void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
                  const std::vector<uint64_t>& holders) override;
 
@@ -99,6 +102,8 @@ class PeerNode final : public ContentReplication {
   void chunks_to_copy(const std::vector<pb::ChunkRef>& chunks, Gid base, std::vector<std::string>* send,
                       std::vector<std::string>* expected);
   void push_loop();  // async mode: copies committed versions to their holders
+  int fetch_from_peers(const std::string& sha256, const std::vector<uint64_t>& holders);
+  void prefetch_loop();  // read-ahead worker
   pb::PodSpace my_space();
   // Fetches the missing chunks of a few versions this pod must hold (bounded per call).
   void fetch_held_versions();
@@ -125,6 +130,15 @@ class PeerNode final : public ContentReplication {
   std::condition_variable push_cv_;
   std::deque<PushJob> push_queue_;  // async copies to make (bounded; guarded by push_mu_)
   std::thread push_thread_;
+  struct PrefetchJob {
+    std::string sha256;
+    std::vector<uint64_t> holders;
+  };
+  std::mutex fetch_mu_;
+  std::condition_variable fetch_cv_;             // a fetch ended, or a prefetch job arrived
+  std::set<std::string> fetching_;               // chunks being fetched (guarded by fetch_mu_)
+  std::deque<PrefetchJob> prefetch_queue_;       // bounded; guarded by fetch_mu_
+  std::vector<std::thread> prefetch_threads_;
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> stop_{false};

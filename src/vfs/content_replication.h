@@ -1,8 +1,10 @@
-// ContentReplication: how the content of a new version reaches the pods that hold it.
-// The network layer implements it; a pod alone has none and holds everything itself.
+// ContentReplication: how the content of a new version reaches the pods that hold it, and
+// how a pod gets the chunks it lacks when reading. The network layer implements it; a pod
+// alone has none and holds everything itself.
 // Implementations are thread-safe: any FUSE thread calls them, for different files at once.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "common/ids.h"
@@ -24,6 +26,14 @@ class ContentReplication {
   // Called once the version is committed on this pod, with what place() was given and
   // returned. Sync mode: returns when the version's op has reached its holders. Async mode:
   // starts copying the chunks and returns.
+  // Fetches chunk `sha256`, which this pod lacks, from another pod (`holders` first: the
+  // holders of the version being read), verifies and stores it. Returns 0 or an errno
+  // (EIO when no reachable pod has it). Waits for a fetch of the same chunk already running.
+  virtual int fetch(const std::string& sha256, const std::vector<uint64_t>& holders) = 0;
+  // Starts fetching these chunks in the background (read-ahead); returns at once. Requests
+  // beyond a bounded queue are dropped (the read then fetches the chunk itself).
+  virtual void prefetch(const std::vector<std::string>& sha256s, const std::vector<uint64_t>& holders) = 0;
+
   virtual void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
                          const std::vector<uint64_t>& holders) = 0;
 };

@@ -25,6 +25,7 @@ int OpenFile::load() {
   if (int err = ns_.current_version(inode_, &base_version_, &v)) return err;
   size_ = v.size();
   chunks_.assign(v.chunks().begin(), v.chunks().end());
+  holders_.assign(v.holders().begin(), v.holders().end());
   for (auto& c : chunks_) {
     const std::string& data = c.inline_data();
     if (!data.empty() && (data.size() != c.length() || ChunkStore::hash(data.data(), data.size()) != c.sha256())) {
@@ -288,12 +289,40 @@ ssize_t OpenFile::read_stored(uint64_t index, uint64_t in_chunk, size_t n, char*
     return static_cast<ssize_t>(count);
   }
   ssize_t r = store_.read(ref.sha256(), in_chunk, n, out);
+  // Read-ahead only for a reader going forward: a random reader would pay for chunks it
+  // never reads.
+  const uint64_t previous = last_index_.exchange(index);
+  const bool sequential = index == 0 || previous == index || previous + 1 == index;
+  if (r == -ENOENT && replication_) {
+    // Not here: this pod does not hold the version (or lost the chunk). Fetch it from a
+    // holder, and keep the next chunks coming ahead of a sequential reader.
+    remote_ = true;
+    if (sequential) read_ahead(index);
+    if (replication_->fetch(ref.sha256(), holders_) == 0) r = store_.read(ref.sha256(), in_chunk, n, out);
+  } else if (remote_ && sequential) {
+    read_ahead(index);
+  }
   if (r < 0) {
     spdlog::error("read of {} failed at chunk {}: {}", ns_.path_of(inode_), index,
                   r == -ENOENT ? "chunk missing" : "chunk corrupt or unreadable");
     return -EIO;
   }
   return r;
+}
+
+void OpenFile::read_ahead(uint64_t index) {
+  const uint64_t end = std::min<uint64_t>(index + 1 + kReadAheadChunks, chunks_.size());
+  uint64_t from = std::max(readahead_end_.load(), index + 1);
+  // Half the window is still ahead: nothing to ask yet (keeps stat calls off most reads).
+  if (from >= end || from > index + 1 + kReadAheadChunks / 2) return;
+  readahead_end_ = end;
+  std::vector<std::string> wanted;
+  for (; from < end; ++from) {
+    const pb::ChunkRef& ref = chunks_[from];
+    if (ref.sha256().empty() || !ref.inline_data().empty() || store_.contains(ref.sha256())) continue;
+    wanted.push_back(ref.sha256());
+  }
+  if (!wanted.empty()) replication_->prefetch(wanted, holders_);
 }
 
 ssize_t OpenFile::read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out) {
@@ -369,6 +398,7 @@ int OpenFile::flush(bool sync) {
     Gid version;
     if (int err = ns_.commit(inode_, base_version_, size_, chunks_, mtime_ns_, holders, sync, &version)) return err;
     const Gid base = std::exchange(base_version_, version);
+    holders_ = holders.empty() ? std::vector<uint64_t>{ns_.pod_id()} : holders;
     modified_ = false;
     if (replication_) {
       // Other handles wait meanwhile; the file's state is consistent (committed) already.

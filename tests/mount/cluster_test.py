@@ -1,5 +1,6 @@
 """Cluster tests on real daemons: three pods on 127.0.0.1, each with its own mount and
 storage directory. Changes made through one pod's mount appear on the others."""
+import errno
 import os
 import stat
 import time
@@ -189,6 +190,45 @@ class ReplicationModeTest(unittest.TestCase):
             wait_for(copied, what=f"copy on {pod.name}")
             self.assertEqual(pod.status()["transfer"]["fetched_bytes"], 0, "pushed, not pulled")
         self.assert_chain(a, b, c, len(data))
+
+
+class RemoteReadTest(unittest.TestCase):
+    """A pod that holds no copy (role client) reads from the holders: from both at once for a
+    large file; from the one left when the other dies; EIO naming the file when none is left."""
+
+    def test_reads_from_holders(self):
+        cluster = Cluster(names=("h1", "h2", "r"), chunk_size="64KiB", redundancy=2, roles={"r": "client"})
+        self.addCleanup(cluster.cleanup)
+        cluster.start()
+        h1, h2, r = (cluster.pods[n] for n in ("h1", "h2", "r"))
+        for pod in (h1, h2, r):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        files = {name: os.urandom(2_000_000) for name in ("one.bin", "two.bin", "three.bin")}
+        for name, data in files.items():
+            with open(h1.path(name), "wb") as fh:
+                fh.write(data)
+        for name in files:
+            def copied():
+                info = h2.where(name) if os.path.exists(h2.path(name)) else {}
+                return info.get("chunks", 0) > 0 and info.get("chunks_here") == info["chunks"]
+            wait_for(copied, what=f"{name} on h2")
+            wait_for(lambda: os.path.exists(r.path(name)) and os.stat(r.path(name)).st_size == len(files[name]),
+                     what=f"{name} on r")
+        self.assertEqual(slurp(r.path("one.bin")), files["one.bin"])
+        served = [p.status()["transfer"]["served_bytes"] for p in (h1, h2)]
+        self.assertTrue(all(b > 0 for b in served), f"both holders serve a large read: {served}")
+        self.assertGreaterEqual(r.status()["transfer"]["fetched_bytes"], len(files["one.bin"]))
+        # One holder dies: the other serves.
+        h2.kill9()
+        harness.unmount(h2.mnt)
+        self.assertEqual(slurp(r.path("two.bin")), files["two.bin"])
+        # None left: EIO, and the log names the file.
+        h1.kill9()
+        harness.unmount(h1.mnt)
+        with self.assertRaises(OSError) as caught:
+            slurp(r.path("three.bin"))
+        self.assertEqual(caught.exception.errno, errno.EIO)
+        self.assertIn("three.bin", r.read_log())
 
 
 class ConflictTest(unittest.TestCase):
