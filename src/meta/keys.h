@@ -64,6 +64,12 @@ inline std::string movelog(const Hlc& h, uint32_t index) {
   return k;
 }
 inline constexpr std::string_view kMoveLogPrefix = "L";
+// T<inode><movelog key without its "L"> -> "": the logged deletes of a file's entries, so
+// that a new version of the file finds them (and has them decided again) without a scan.
+inline std::string trash_move_prefix(Gid inode) { std::string k("T"); put_gid(k, inode); return k; }
+inline std::string trash_move(Gid inode, std::string_view movelog_key) {
+  return trash_move_prefix(inode) + std::string(movelog_key.substr(1));
+}
 inline uint32_t get_u32(std::string_view s, size_t at) {
   uint32_t v = 0;
   for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(s[at + i]);

@@ -1,6 +1,7 @@
 #include "meta/meta.h"
 
 #include <algorithm>
+#include <set>
 #include <cassert>
 #include <ctime>
 #include <openssl/evp.h>
@@ -227,15 +228,47 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   KvTxn txn(kv_);
   // Kleppmann: undo every logged move newer than this op (newest first), apply the op,
   // then redo the undone moves oldest first, each recomputing its old edge and cycle check.
-  std::vector<std::pair<std::string, pb::MoveLogRecord>> undone;
+  // Undone, newest first: every logged move newer than this op; and, for a new version of a
+  // file that has logged deletes, the moves of that file's entries from its oldest logged
+  // delete on, so that redo decides those deletes again with the new content (a delete
+  // that did not see the file's current content is void: see do_move). A file's entry
+  // never is an ancestor of anything, so no other move depends on where it is: its own
+  // moves are all that must be redone. Only for an op without moves (as commits are made),
+  // so that the redone moves stay in timestamp order around the op.
+  std::map<std::string, pb::MoveLogRecord, std::greater<>> undo;
+  auto parse = [](std::string_view v, pb::MoveLogRecord* rec) {
+    return rec->ParseFromArray(v.data(), static_cast<int>(v.size()));
+  };
   if (!(op_ts > newest_logged_)) {
-    const std::string first_key = keys::movelog(op_ts, 0);
-    kv_.scan(first_key, prefix_end(keys::kMoveLogPrefix), true, [&](std::string_view k, std::string_view v) {
+    kv_.scan(keys::movelog(op_ts, 0), prefix_end(keys::kMoveLogPrefix), true,
+             [&](std::string_view k, std::string_view v) {
+               pb::MoveLogRecord rec;
+               if (parse(v, &rec)) undo.emplace(std::string(k), std::move(rec));
+               return true;
+             });
+  }
+  const bool has_move =
+      std::any_of(op.actions().begin(), op.actions().end(), [](const pb::Action& a) { return a.has_move(); });
+  std::set<Gid> redecided;  // files whose deletes are decided again
+  std::string oldest_delete;
+  for (const pb::Action& a : op.actions()) {
+    if (!a.has_commit() || has_move) continue;
+    const std::string prefix = keys::trash_move_prefix(from_pb(a.commit().inode()));
+    kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+      const std::string logged = std::string(keys::kMoveLogPrefix) + std::string(k.substr(prefix.size()));
+      if (oldest_delete.empty() || logged < oldest_delete) oldest_delete = logged;
+      redecided.insert(from_pb(a.commit().inode()));
+      return false;  // the first is the oldest
+    });
+  }
+  if (!redecided.empty()) {
+    kv_.scan(oldest_delete, prefix_end(keys::kMoveLogPrefix), false, [&](std::string_view k, std::string_view v) {
       pb::MoveLogRecord rec;
-      if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) undone.emplace_back(std::string(k), std::move(rec));
+      if (parse(v, &rec) && redecided.count(from_pb(rec.move().inode()))) undo.emplace(std::string(k), std::move(rec));
       return true;
     });
   }
+  std::vector<std::pair<std::string, pb::MoveLogRecord>> undone(undo.begin(), undo.end());
   for (auto& [key, rec] : undone) undo_move(txn, rec);
 
   for (int i = 0; i < op.actions_size(); ++i) {
@@ -245,12 +278,12 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
     const Hlc& ts = op_ts;
     switch (a.kind_case()) {
       case pb::Action::kMove:
-        do_move(txn, ts, index, a.move());
+        do_move(txn, ts, index, a.move(), op.seq(), op.deps());
         if (ts > newest_logged_) newest_logged_ = ts;
         break;
       case pb::Action::kSetAttr: apply_set_attr(txn, ts, a.set_attr()); break;
       case pb::Action::kSetXattr: apply_set_xattr(txn, ts, a.set_xattr()); break;
-      case pb::Action::kCommit: apply_commit(txn, ts, a.commit()); break;
+      case pb::Action::kCommit: apply_commit(txn, ts, a.commit(), op); break;
       case pb::Action::KIND_NOT_SET: break;
     }
   }
@@ -259,7 +292,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
     Hlc ts;
     uint32_t index = 0;
     keys::parse_movelog(it->first, &ts, &index);
-    do_move(txn, ts, index, it->second.move());
+    do_move(txn, ts, index, it->second.move(), it->second.op_seq(), it->second.op_deps());
   }
 
   prog.seq = op.seq();
@@ -349,7 +382,25 @@ bool Meta::would_cycle(KvTxn& txn, Gid entry, Gid new_parent) {
   return true;
 }
 
-void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m) {
+bool Meta::content_voids_delete(KvTxn& txn, Gid inode, uint64_t origin, uint64_t seq,
+                                const google::protobuf::Map<uint64_t, uint64_t>& deps) {
+  pb::InodeRecord rec;
+  pb::VersionRecord v;
+  if (seq == 0 || !read_inode(txn, inode, &rec) || !rec.has_version() ||
+      !get_version_txn(txn, from_pb(rec.version()), &v) || v.op_seq() == 0)
+    return false;
+  // Written through the handle of a file deleted on its writer (unlink, write, close): the
+  // writer knew; the delete stands.
+  if (v.conflict().name().empty()) return false;
+  const uint64_t writer = v.hlc().pod();
+  if (writer == origin) return v.op_seq() > seq;  // written after the delete, the file in view
+  auto it = deps.find(writer);
+  const uint64_t seen = it == deps.end() ? 0 : it->second;
+  return seen < v.op_seq();  // the delete did not see this content
+}
+
+void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m, uint64_t seq,
+                   const google::protobuf::Map<uint64_t, uint64_t>& deps) {
   const Gid entry = from_pb(m.entry());
   const Gid parent = from_pb(m.parent());
   if (m.has_new_inode()) create_inode(txn, entry, m.new_inode(), ts);
@@ -370,11 +421,25 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m)
   // Only a directory can be an ancestor: a file's entry differs from its inode id, and
   // moving it can never make a cycle, so the ancestor walk is skipped.
   const bool is_dir_entry = entry == from_pb(m.inode());
-  if (parent_is_dir && !(is_dir_entry && would_cycle(txn, entry, parent))) {
+  const std::string log_key = keys::movelog(ts, index);
+  // A delete (a file's entry into the trash) made without having seen the file's current
+  // content is void: a modification concurrent with a delete keeps the file (DESIGN §4).
+  // Decided again whenever the content changes (see apply), so every pod agrees.
+  bool void_delete = false;
+  if (parent == kTrashId) {
+    // Kept whatever the state now: a redo decides again, in another state.
+    log.set_op_seq(seq);  // trim keeps a delete until it is stable
+    *log.mutable_op_deps() = deps;
+    if (!is_dir_entry) txn.put(keys::trash_move(from_pb(m.inode()), log_key), "");
+    if (!is_dir_entry && had_old && old.parent != kTrashId) {
+      void_delete = content_voids_delete(txn, from_pb(m.inode()), ts.pod, seq, deps);
+    }
+  }
+  if (parent_is_dir && !void_delete && !(is_dir_entry && would_cycle(txn, entry, parent))) {
     Edge next{parent, m.name(), from_pb(m.inode())};
     set_edge(txn, entry, had_old ? &old : nullptr, &next);
   }
-  txn.put(keys::movelog(ts, index), log.SerializeAsString());
+  txn.put(log_key, log.SerializeAsString());
 }
 
 void Meta::undo_move(KvTxn& txn, const pb::MoveLogRecord& rec) {
@@ -457,7 +522,7 @@ void Meta::apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x) {
 // pod whatever the arrival order: the one with the newer stamp becomes the file's content;
 // the other becomes a sibling file "name.conflict-<writer>-<YYYYmmdd-HHMMSS>.ext" next to
 // it (keep-both) or in the trash (last-write-wins), with ids derived from the version's id.
-void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c) {
+void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, const pb::Op& op) {
   const Gid g = from_pb(c.inode());
   pb::InodeRecord rec;
   if (!read_inode(txn, g, &rec)) return;
@@ -472,6 +537,8 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c) {
   *v.mutable_conflict() = c.conflict();
   v.set_mtime_ns(c.mtime_ns());
   to_pb(ts, v.mutable_hlc());
+  v.set_op_seq(op.seq());
+  *v.mutable_op_deps() = op.deps();
   const Gid base = from_pb(c.base_version());
   const bool fast_forward = base == current;
   if (!base.empty() && !fast_forward) {
@@ -544,22 +611,44 @@ size_t Meta::trim(size_t max_entries) {
   }
   if (first) return 0;
   KvTxn txn(kv_);
-  size_t removed = 0;
+  size_t removed = 0, visited = 0;
   std::vector<Gid> trashed;
-  const std::string end = keys::movelog(horizon, 0xffffffff);
-  kv_.scan(keys::kMoveLogPrefix, end, false, [&](std::string_view k, std::string_view v) {
-    pb::MoveLogRecord rec;
-    if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())) &&
-        from_pb(rec.move().parent()) == kTrashId)
-      trashed.push_back(from_pb(rec.move().entry()));
-    txn.del(std::string(k));
-    return ++removed < max_entries;
-  });
-  // Purging deleted entries needs more than an old enough delete: an op made on another
-  // pod before it saw the delete may still move the entry out of the trash (a rename
-  // concurrent with a delete keeps the file). Until purging waits for that ("causal
-  // stability", see docs/architecture.md), a pod with peers keeps trashed entries.
+  auto has_logged_delete = [&](Gid inode) {
+    const std::string prefix = keys::trash_move_prefix(inode);
+    bool found = false;
+    kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) {
+      found = true;
+      return false;
+    });
+    return found;
+  };
   const bool alone = progress_.size() == 1 && progress_.count(pod_id_);
+  const std::string end = keys::movelog(horizon, 0xffffffff);
+  // Kept records (below) pile up at the start of the log: start after those seen already.
+  const std::string start = std::max(std::string(keys::kMoveLogPrefix), trim_cursor_);
+  kv_.scan(start, end, false, [&](std::string_view k, std::string_view v) {
+    pb::MoveLogRecord rec;
+    if (!rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) rec.Clear();  // unreadable: dropped
+    const Gid inode = from_pb(rec.move().inode());
+    if (!alone && from_pb(rec.move().entry()) != inode && has_logged_delete(inode)) {
+      // Kept: a new version of this file, arriving any time later, decides its deletes
+      // again by redoing the file's moves (see do_move and apply). No other move depends on
+      // where a file's entry is, so the log may have holes around these.
+      if (removed == 0) trim_cursor_ = std::string(k) + '\0';  // everything before is kept
+      return ++visited < max_entries;
+    }
+    if (from_pb(rec.move().parent()) == kTrashId) {
+      trashed.push_back(from_pb(rec.move().entry()));
+      txn.del(keys::trash_move(inode, k));
+    }
+    txn.del(std::string(k));
+    ++removed;
+    return ++visited < max_entries;
+  });
+  // On a network a deleted file is kept (in the trash): a late op may still void the delete
+  // or name the inode (a write through a handle opened before), and would then apply on
+  // pods that kept it and not on those that purged it. Purging it needs causal stability
+  // (see docs/architecture.md, Limits).
   if (!alone) trashed.clear();
   for (Gid entry : trashed) {
     Edge e;

@@ -70,7 +70,9 @@ class Meta {
 
   // Drops move-log entries no late op can precede any more (older than the newest op
   // applied from every member), purging deleted entries and unreachable inodes that no
-  // handle uses. Returns the number of log entries removed. Bounded by `max_entries`.
+  // handle uses. On a network, the moves of a file that has a logged delete stay: a new
+  // version of the file decides the delete again (see do_move). Returns the number of log
+  // entries removed. Bounded by `max_entries`.
   size_t trim(size_t max_entries);
 
   // Drops op-log entries that every pod has: `everyone_has[origin]` = the highest
@@ -126,7 +128,13 @@ class Meta {
   bool read_inode(KvTxn& txn, Gid g, pb::InodeRecord* rec);
   void write_inode(KvTxn& txn, Gid g, const pb::InodeRecord& rec);
   bool read_edge(KvTxn& txn, Gid entry, Edge* edge);
-  void do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m);
+  // Applies move `m` of an op (`seq`, `deps`: the op's sequence and dependencies).
+  void do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m, uint64_t seq,
+               const google::protobuf::Map<uint64_t, uint64_t>& deps);
+  // Whether the current content of file `inode` voids the delete (`origin`, `seq`, `deps`):
+  // written without having seen the delete, while the file was visible to its writer.
+  bool content_voids_delete(KvTxn& txn, Gid inode, uint64_t origin, uint64_t seq,
+                            const google::protobuf::Map<uint64_t, uint64_t>& deps);
   void undo_move(KvTxn& txn, const pb::MoveLogRecord& rec);
   void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge);
   bool would_cycle(KvTxn& txn, Gid entry, Gid new_parent);
@@ -136,7 +144,7 @@ class Meta {
   void assign_local_ino(KvTxn& txn, Gid g, pb::InodeRecord* rec);
   void apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a);
   void apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x);
-  void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c);
+  void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, const pb::Op& op);
   bool get_version_txn(KvTxn& txn, Gid g, pb::VersionRecord* rec);
   // Keeps a version that lost a conflict as a sibling file (see apply_commit).
   void keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser);
@@ -155,6 +163,8 @@ class Meta {
   // undo/redo, and no scan of the log.
   Hlc newest_logged_;
   std::map<uint64_t, Progress> progress_;  // per origin pod
+  // Move-log key before which every entry is kept for good (see trim): where trim starts.
+  std::string trim_cursor_;
 };
 
 }  // namespace wormhole

@@ -484,6 +484,14 @@ int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
   }
   KvStatus st = meta_.apply(op, false);
   if (!st.ok) return st.no_space ? ENOSPC : EIO;
+  for (const pb::Action& a : op.actions()) {
+    // A new version can void a delete (Meta::do_move): the name is back, and the kernel may
+    // remember it as absent.
+    Gid parent;
+    std::string name;
+    if (a.has_commit() && meta_.live_entry(from_pb(a.commit().inode()), &parent, &name))
+      entries.emplace_back(parent, std::move(name));
+  }
   if (changed) {
     for (auto& [parent, name] : entries)
       if (uint64_t ino = parent == kTrashId ? 0 : ino_of(parent)) changed->entries.emplace_back(ino, name);

@@ -270,6 +270,23 @@ class ConflictTest(unittest.TestCase):
     def test_last_write_wins(self):
         self.assertEqual(self.write_concurrently("last-write-wins"), [("doc.txt", b"from b")])
 
+    def test_a_write_concurrent_with_a_delete_keeps_the_file(self):
+        cluster = Cluster(chunk_size="64KiB", delay="2s")
+        self.addCleanup(cluster.cleanup)
+        a, b, c = (cluster.pods[n] for n in "abc")
+        cluster.start()
+        with open(a.path("notes.txt"), "w") as fh:
+            fh.write("draft")
+        for pod in (b, c):
+            wait_for(lambda: os.path.exists(pod.path("notes.txt")) and slurp(pod.path("notes.txt")) == b"draft",
+                     what=f"draft on {pod.name}")
+        os.unlink(a.path("notes.txt"))  # neither pod has seen the other's change yet
+        with open(b.path("notes.txt"), "w") as fh:
+            fh.write("final")
+        for pod in (a, b, c):
+            wait_for(lambda: os.path.exists(pod.path("notes.txt")) and slurp(pod.path("notes.txt")) == b"final",
+                     timeout_s=30, what=f"the written file kept on {pod.name}")
+
 
 if __name__ == "__main__":
     harness.main()

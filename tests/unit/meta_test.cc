@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include "chunks/chunk_store.h"
 #include "meta/keys.h"
 #include "meta/namespace.h"
 #include "store/mem_kv.h"
@@ -275,4 +276,95 @@ TEST(MoveOp, SameOpsInAnyOrderGiveTheSameTreeWithoutCycles) {
       }
     }
   }
+}
+
+// ---- a delete concurrent with a modification ------------------------------------------------
+
+namespace {
+
+struct Replica {
+  MemKv kv;
+  int64_t now = 1'700'000'000'000'000'000;
+  Namespace ns;
+  explicit Replica(uint64_t id) : ns(kv, id, [this] { return now += 1000; }, [](Gid) { return false; }) {
+    std::string err;
+    EXPECT_TRUE(ns.init(&err)) << err;
+  }
+  // Applies every op of `from`'s own origin that this replica lacks.
+  void receive_from(Replica& from) {
+    const uint64_t origin = from.ns.pod_id();
+    const uint64_t have = ns.applied()[origin];
+    for (const pb::Op& op : from.ns.ops_after(origin, have, 1000)) ASSERT_EQ(ns.apply_remote(op), 0);
+  }
+  uint64_t create(const char* name) {
+    Attr a;
+    EXPECT_EQ(ns.make(1, name, pb::REGULAR, 0644, 0, 0, "", &a), 0);
+    return a.ino;
+  }
+  // Commits `text` as the content of the file at FUSE number `ino`.
+  void write(uint64_t ino, const std::string& text) {
+    Gid g, current;
+    pb::VersionRecord rec;
+    ASSERT_TRUE(ns.gid_of(ino, &g));
+    ASSERT_EQ(ns.current_version(g, &current, &rec), 0);
+    std::vector<pb::ChunkRef> chunks(1);
+    chunks[0].set_sha256(ChunkStore::hash(text.data(), text.size()));
+    chunks[0].set_length(text.size());
+    chunks[0].set_inline_data(text);
+    Gid v;
+    ASSERT_EQ(ns.commit(g, current, text.size(), chunks, now, {}, false, &v), 0);
+  }
+  // The content of `name` in the root, or "(none)".
+  std::string read(const char* name) {
+    Attr a;
+    if (ns.lookup(1, name, &a) != 0) return "(none)";
+    pb::VersionRecord rec;
+    if (!ns.get_version(a.version, &rec) || rec.chunks_size() == 0) return "";
+    return rec.chunks(0).inline_data();
+  }
+};
+
+}  // namespace
+
+TEST(ConcurrentDelete, AWriteTheDeleteDidNotSeeKeepsTheFile) {
+  Replica a(1), b(2);
+  const uint64_t f = a.create("f");
+  a.write(f, "one");
+  b.receive_from(a);
+  Attr attr;
+  ASSERT_EQ(b.ns.lookup(1, "f", &attr), 0);
+  // Concurrently: a deletes f, b writes it. Each then receives the other's op (each pod
+  // sees them in another order).
+  ASSERT_EQ(a.ns.unlink(1, "f"), 0);
+  b.write(attr.ino, "two");
+  a.receive_from(b);
+  b.receive_from(a);
+  EXPECT_EQ(a.read("f"), "two");
+  EXPECT_EQ(b.read("f"), "two");
+}
+
+TEST(ConcurrentDelete, ADeleteThatSawTheWriteRemovesTheFile) {
+  Replica a(1), b(2);
+  const uint64_t f = a.create("f");
+  a.write(f, "one");
+  b.receive_from(a);
+  Attr attr;
+  ASSERT_EQ(b.ns.lookup(1, "f", &attr), 0);
+  b.write(attr.ino, "two");
+  a.receive_from(b);
+  ASSERT_EQ(a.ns.unlink(1, "f"), 0);
+  b.receive_from(a);
+  EXPECT_EQ(a.read("f"), "(none)");
+  EXPECT_EQ(b.read("f"), "(none)");
+}
+
+TEST(ConcurrentDelete, AWriteThroughAHandleOfTheDeletedFileDoesNotBringItBack) {
+  Replica a(1), b(2);
+  const uint64_t f = a.create("tmp");
+  a.write(f, "one");
+  ASSERT_EQ(a.ns.unlink(1, "tmp"), 0);  // open, unlink, write, close: a temporary file
+  a.write(f, "scratch");
+  b.receive_from(a);
+  EXPECT_EQ(a.read("tmp"), "(none)");
+  EXPECT_EQ(b.read("tmp"), "(none)");
 }
