@@ -151,10 +151,9 @@ int run_daemon(const Config& config, const PodConfig& pod) {
   vfs_ptr = &vfs;
   KernelCache kernel_cache;
   std::unique_ptr<PeerNode> node;
-  if (config.pods.size() > 1) {
+  if (config.pods.size() > 1 || !pod.peers.empty()) {
     if (pod.listen.empty()) {
-      spdlog::error("pod {}: the network has {} pods, so this pod needs a listen address", pod.name,
-                    config.pods.size());
+      spdlog::error("pod {}: on a network of several pods, a pod needs a listen address", pod.name);
       return 1;
     }
     node = std::make_unique<PeerNode>(config, pod, storage.pod_id(), ns, chunks, kernel_cache);

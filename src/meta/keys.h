@@ -104,6 +104,9 @@ inline constexpr std::string_view kProgressPrefix = "P";
 // R<inode>            -> "": unreachable inodes waiting until no local handle uses them
 inline std::string orphan(Gid g) { std::string k("R"); put_gid(k, g); return k; }
 inline constexpr std::string_view kOrphanPrefix = "R";
+// M<pod>              -> MemberRecord: the replicated member list
+inline std::string member(uint64_t pod) { std::string k("M"); put_u64(k, pod); return k; }
+inline constexpr std::string_view kMemberPrefix = "M";
 // S<name>             -> counters of this pod (next gid, next ino, HLC)
 inline std::string state(std::string_view name) { return "S" + std::string(name); }
 

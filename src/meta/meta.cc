@@ -78,23 +78,7 @@ bool Meta::init(uint64_t wall_ms, std::string* error) {
   std::string v;
   if (kv_.get(keys::state("gid_seq"), &v) && v.size() == 8) gid_seq_ = keys::get_u64(v, 0);
   if (kv_.get(keys::state("next_ino"), &v) && v.size() == 8) next_ino_ = keys::get_u64(v, 0);
-  kv_.scan(keys::kProgressPrefix, prefix_end(keys::kProgressPrefix), false,
-           [&](std::string_view k, std::string_view val) {
-             if (k.size() != 9 || val.size() != 32) return true;
-             Progress p;
-             p.seq = keys::get_u64(val, 0);
-             p.hlc = Hlc{keys::get_u64(val, 8), static_cast<uint32_t>(keys::get_u64(val, 16)),
-                         keys::get_u64(val, 24)};
-             progress_[keys::get_u64(k, 1)] = p;
-             clock_.observe(p.hlc);
-             return true;
-           });
-  local_seq_ = progress_[pod_id_].seq;
-  kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), true, [&](std::string_view k, std::string_view) {
-    uint32_t index = 0;
-    keys::parse_movelog(k, &newest_logged_, &index);
-    return false;
-  });
+  load_state();
   // Inodes that were unlinked while open when the previous daemon stopped: nobody can
   // use them any more.
   {
@@ -107,30 +91,130 @@ bool Meta::init(uint64_t wall_ms, std::string* error) {
     for (Gid g : orphans) purge_inode(txn, g);
     txn.commit(false);
   }
-  if (!kv_.get(keys::inode(kRootId), &v)) {
-    KvTxn txn(kv_);
-    for (Gid g : {kRootId, kTrashId}) {
-      pb::InodeRecord root;
-      root.set_type(pb::DIRECTORY);
-      root.set_mode(0755);
-      int64_t now_ns = static_cast<int64_t>(wall_ms) * 1000000;
-      root.set_atime_ns(now_ns);
-      root.set_mtime_ns(now_ns);
-      root.set_ctime_ns(now_ns);
-      root.set_nlink(2);
-      root.set_local_ino(g == kRootId ? 1 : 0);
-      write_inode(txn, g, root);
-    }
-    std::string gid;
-    keys::put_gid(gid, kRootId);
-    txn.put(keys::ino(1), gid);
-    save_counters(txn);
-    KvStatus st = txn.commit(true);
-    if (!st.ok) {
-      *error = "cannot initialise metadata: " + st.message;
+  return kv_.get(keys::inode(kRootId), &v) || create_roots(wall_ms, error);
+}
+
+void Meta::load_state() {
+  progress_.clear();
+  kv_.scan(keys::kProgressPrefix, prefix_end(keys::kProgressPrefix), false,
+           [&](std::string_view k, std::string_view val) {
+             if (k.size() != 9 || val.size() != 32) return true;
+             Progress p;
+             p.seq = keys::get_u64(val, 0);
+             p.hlc = Hlc{keys::get_u64(val, 8), static_cast<uint32_t>(keys::get_u64(val, 16)),
+                         keys::get_u64(val, 24)};
+             progress_[keys::get_u64(k, 1)] = p;
+             clock_.observe(p.hlc);
+             return true;
+           });
+  local_seq_ = progress_[pod_id_].seq;
+  newest_logged_ = Hlc{};
+  kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), true, [&](std::string_view k, std::string_view) {
+    uint32_t index = 0;
+    keys::parse_movelog(k, &newest_logged_, &index);
+    return false;
+  });
+  trim_cursor_.clear();
+}
+
+bool Meta::create_roots(uint64_t wall_ms, std::string* error) {
+  KvTxn txn(kv_);
+  for (Gid g : {kRootId, kTrashId}) {
+    pb::InodeRecord root;
+    root.set_type(pb::DIRECTORY);
+    root.set_mode(0755);
+    int64_t now_ns = static_cast<int64_t>(wall_ms) * 1000000;
+    root.set_atime_ns(now_ns);
+    root.set_mtime_ns(now_ns);
+    root.set_ctime_ns(now_ns);
+    root.set_nlink(2);
+    root.set_local_ino(g == kRootId ? 1 : 0);
+    write_inode(txn, g, root);
+  }
+  std::string gid;
+  keys::put_gid(gid, kRootId);
+  txn.put(keys::ino(1), gid);
+  save_counters(txn);
+  KvStatus st = txn.commit(true);
+  if (!st.ok) {
+    *error = "cannot initialise metadata: " + st.message;
+    return false;
+  }
+  return true;
+}
+
+namespace {
+// Keys that stay with a pod: its counters and its local bookkeeping of open files.
+bool pod_local_key(std::string_view k) { return !k.empty() && (k[0] == 'S' || k[0] == 'R'); }
+}  // namespace
+
+void Meta::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
+  // One scan is one store iterator: a consistent view even while ops are applied.
+  kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view v) { return pod_local_key(k) || visit(k, v); });
+}
+
+bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint64_t wall_ms, std::string* error) {
+  for (auto& [pod, p] : progress_)
+    if (p.seq != 0) {
+      *error = "this pod has applied ops already; a snapshot only starts an empty pod";
       return false;
     }
+  constexpr size_t kBatchKeys = 4096;  // bounds the memory of one write
+  auto wipe = [&] {
+    KvBatch batch;
+    kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view) {
+      if (!pod_local_key(k)) batch.emplace_back(std::string(k), std::nullopt);
+      return true;
+    });
+    for (size_t i = 0; i < batch.size(); i += kBatchKeys) {
+      KvBatch part(batch.begin() + static_cast<ptrdiff_t>(i),
+                   batch.begin() + static_cast<ptrdiff_t>(std::min(batch.size(), i + kBatchKeys)));
+      if (!kv_.write(part, false).ok) return false;
+    }
+    return true;
+  };
+  bool ok = wipe();
+  SnapshotBatch pairs;
+  for (int more = ok ? next(&pairs) : 0; ok && more != 0; more = next(&pairs)) {
+    if (more < 0) {
+      *error = "the snapshot was cut";
+      ok = false;
+      break;
+    }
+    KvBatch batch;
+    for (auto& [k, v] : pairs)
+      if (!pod_local_key(k)) batch.emplace_back(std::move(k), std::move(v));
+    pairs.clear();
+    KvStatus st = kv_.write(batch, false);
+    if (!st.ok) {
+      *error = "writing the snapshot: " + st.message;
+      ok = false;
+    }
   }
+  std::string root;
+  if (ok && !kv_.get(keys::inode(kRootId), &root)) {
+    *error = "the snapshot has no root";
+    ok = false;
+  }
+  if (!ok) {
+    if (error->empty()) *error = "the snapshot could not be read";
+    wipe();
+    create_roots(wall_ms, error);
+    load_state();
+    return false;
+  }
+  // This pod's inode numbers are those of the snapshot: continue after the highest.
+  kv_.scan(std::string("N"), prefix_end("N"), true, [&](std::string_view k, std::string_view) {
+    if (k.size() == 9) next_ino_ = std::max(next_ino_, keys::get_u64(k, 1) + 1);
+    return false;
+  });
+  KvTxn txn(kv_);
+  save_counters(txn);
+  if (!txn.commit(true).ok) {
+    *error = "saving counters";
+    return false;
+  }
+  load_state();
   return true;
 }
 
@@ -180,6 +264,26 @@ void Meta::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has, size_t 
     if (removed >= max_entries) break;
   }
   txn.commit(false);
+}
+
+void Meta::apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m) {
+  if (m.pod_id() == 0) return;
+  pb::MemberRecord rec;
+  std::string v;
+  if (txn.get(keys::member(m.pod_id()), &v) && rec.ParseFromString(v) && !(ts > from_pb(rec.hlc()))) return;
+  *rec.mutable_member() = m;
+  to_pb(ts, rec.mutable_hlc());
+  txn.put(keys::member(m.pod_id()), rec.SerializeAsString());
+}
+
+std::vector<pb::Member> Meta::members() {
+  std::vector<pb::Member> out;
+  kv_.scan(keys::kMemberPrefix, prefix_end(keys::kMemberPrefix), false, [&](std::string_view, std::string_view v) {
+    pb::MemberRecord rec;
+    if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) out.push_back(rec.member());
+    return true;
+  });
+  return out;
 }
 
 void Meta::save_counters(KvTxn& txn) {
@@ -284,6 +388,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
       case pb::Action::kSetAttr: apply_set_attr(txn, ts, a.set_attr()); break;
       case pb::Action::kSetXattr: apply_set_xattr(txn, ts, a.set_xattr()); break;
       case pb::Action::kCommit: apply_commit(txn, ts, a.commit(), op); break;
+      case pb::Action::kMember: apply_member(txn, ts, a.member()); break;
       case pb::Action::KIND_NOT_SET: break;
     }
   }

@@ -84,6 +84,21 @@ class Meta {
   // Ops of `origin` with seq > after, in order, at most `limit` (from the op log).
   std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
 
+  // The replicated member list: pods recorded when they joined.
+  std::vector<pb::Member> members();
+
+  // ---- snapshots (a new pod that lacks ops the others no longer keep) -------------------
+  // Visits a consistent copy of the replicated state (everything but this pod's counters
+  // and local bookkeeping), in key order, until `visit` returns false.
+  void snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  // Replaces this pod's state by a snapshot read through `next`: it fills a batch of pairs
+  // and returns 1, or returns 0 at the complete end, -1 when the copy was cut. Only for a
+  // pod that applied no op yet. False + *error if the snapshot could not be read or
+  // written: the pod is then empty again.
+  using SnapshotBatch = std::vector<std::pair<std::string, std::string>>;
+  bool install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint64_t wall_ms, std::string* error);
+  uint64_t local_seq() const { return local_seq_; }
+
   // Purges inode `g` if it is unreachable and no longer in use (called when a handle closes).
   void purge_if_unused(Gid g);
 
@@ -150,6 +165,11 @@ class Meta {
   void keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser);
   void purge_inode(KvTxn& txn, Gid g);
   void save_counters(KvTxn& txn);
+  void apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m);
+  // Loads the in-memory state (progress, newest logged move) from the store.
+  void load_state();
+  // Creates the root and the trash in an empty store.
+  bool create_roots(uint64_t wall_ms, std::string* error);
 
   KvStore& kv_;
   uint64_t pod_id_;

@@ -436,6 +436,34 @@ void Namespace::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has) {
   meta_.trim_op_log(everyone_has, kTrimEveryOps * 4);
 }
 
+int Namespace::record_member(const pb::Member& member) {
+  std::unique_lock lock(mu_);
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  *op.add_actions()->mutable_member() = member;
+  return submit(op, true);
+}
+
+std::vector<pb::Member> Namespace::members() {
+  std::shared_lock lock(mu_);
+  return meta_.members();
+}
+
+void Namespace::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
+  meta_.snapshot(visit);  // no lock: the store's iterator is a consistent view
+}
+
+bool Namespace::install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error) {
+  std::unique_lock lock(mu_);
+  return meta_.install_snapshot(next, static_cast<uint64_t>(wall_ns_() / 1000000), error);
+}
+
+bool Namespace::empty_history() {
+  std::shared_lock lock(mu_);
+  for (auto& [origin, seq] : meta_.applied())
+    if (seq != 0) return false;
+  return true;
+}
+
 void Namespace::add_member(uint64_t pod) {
   std::unique_lock lock(mu_);
   meta_.add_member(pod);

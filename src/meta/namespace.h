@@ -98,6 +98,14 @@ class Namespace {
   // Appends to *changed (if given) what the kernel must forget.
   int apply_remote(const pb::Op& op, Changed* changed = nullptr);
   void set_expected_members(size_t count);
+  // Records `member` in the replicated member list (a local op). 0 or errno.
+  int record_member(const pb::Member& member);
+  std::vector<pb::Member> members();
+  // See Meta::snapshot / Meta::install_snapshot.
+  void snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  bool install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error);
+  // Whether this pod has applied no op at all (a pod that never synced).
+  bool empty_history();
   // How conflicting versions are resolved (network.conflict) and this pod's name, both
   // recorded in every version committed here.
   void set_conflict_policy(bool keep_both, std::string pod_name);

@@ -81,7 +81,7 @@ nlohmann::json PeerNode::transfer() {
 }
 
 PeerNode::Peer* PeerNode::peer_by_id(uint64_t id) {
-  for (auto& p : peers_)
+  for (auto& p : peers())
     if (p->id == id) return p.get();
   return nullptr;
 }
@@ -93,7 +93,7 @@ std::vector<PeerNode::Peer*> PeerNode::ranked_storage_peers(Gid key) {
   // only the keys it now wins. Keyed on the inode, a file's versions stay on the same pods,
   // so an edit sends only the chunks it changed.
   std::vector<std::pair<double, Peer*>> scored;
-  for (auto& p : peers_) {  // no lock: see Peer::id
+  for (auto& p : peers()) {  // no lock: see Peer::id
     const uint64_t id = p->id;
     // A pod that did not answer its last exchange is passed over: a live pod holds the copy
     // now instead of a down one some day. So is a pod without room for a chunk.
@@ -277,7 +277,7 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
     spdlog::warn("refused a push from {}: {}", ctx->peer(), why);
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
   }
-  if (header.expected_size() > kMaxExpectedChunks || header.chain_size() > static_cast<int>(peers_.size()))
+  if (header.expected_size() > kMaxExpectedChunks || header.chain_size() > static_cast<int>(peers().size()))
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "push header out of bounds");
   // The rest of the chain gets every piece as it arrives, so all holders receive at once.
   std::unique_ptr<PushStream> next;
@@ -417,7 +417,7 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
     if (Peer* p = id == pod_id_ ? nullptr : peer_by_id(id)) (p->reported_down ? silent : order).push_back(p);
   if (!order.empty() && !sha256.empty())
     std::rotate(order.begin(), order.begin() + static_cast<uint8_t>(sha256[0]) % order.size(), order.end());
-  for (auto& p : peers_)
+  for (auto& p : peers())
     if (std::find(holders.begin(), holders.end(), p->id.load()) == holders.end())
       (p->reported_down ? silent : others).push_back(p.get());
   order.insert(order.end(), others.begin(), others.end());

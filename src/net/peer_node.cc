@@ -58,7 +58,7 @@ class PeerNode::Service final : public pb::Peer::Service {
     reply->set_pod_name(node_.self_.name);
     reply->set_pod_id(node_.pod_id_);
     *reply->mutable_space() = node_.my_space();
-    for (auto& p : node_.peers_)
+    for (auto& p : node_.peers())
       if (p->name == req->from_pod_name()) {
         p->used_bytes = req->space().used_bytes();
         p->free_bytes = req->space().free_bytes();
@@ -101,6 +101,19 @@ class PeerNode::Service final : public pb::Peer::Service {
     return node_.receive_push(ctx, reader, reply);
   }
 
+  grpc::Status Join(grpc::ServerContext* ctx, const pb::JoinRequest* req, pb::JoinReply* reply) override {
+    if (req->protocol_version() != kProtocolVersion || req->network() != node_.config_.network.name) {
+      spdlog::warn("refused a join from {}: wrong protocol version or network", ctx->peer());
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "wrong protocol version or network");
+    }
+    return node_.handle_join(*req, reply);
+  }
+
+  grpc::Status Snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest* req,
+                        grpc::ServerWriter<pb::SnapshotPiece>* writer) override {
+    return node_.serve_snapshot(ctx, *req, writer);
+  }
+
  private:
   PeerNode& node_;
 };
@@ -114,18 +127,44 @@ PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id,
       chunks_(chunks),
       kernel_(kernel),
       replicator_(ns, {pod_id}) {
+  std::lock_guard lock(mu_);
+  for (const PodConfig& p : config.pods)
+    if (p.name != self.name && !p.listen.empty()) add_peer_locked(p.name, p.listen, p.role == "storage", 0);
+  ns_.set_expected_members(config.pods.size());
+}
+
+PeerNode::PeerRange PeerNode::peers() const {
+  return PeerRange{peer_slots_.data(), peer_slots_.data() + peer_count_.load(std::memory_order_acquire)};
+}
+
+PeerNode::Peer* PeerNode::add_peer_locked(const std::string& name, const std::string& address, bool storage,
+                                          uint64_t id) {
+  for (auto& p : peers())
+    if (p->name == name) {
+      if (p->id == 0 && id != 0) {
+        p->id = id;
+        replicator_.add_member(id);
+      }
+      return p.get();
+    }
+  const size_t n = peer_count_.load(std::memory_order_relaxed);
+  if (n >= kMaxPeers) {
+    spdlog::error("pod {} not added: a pod talks to at most {} others", name, kMaxPeers);
+    return nullptr;
+  }
+  auto peer = std::make_unique<Peer>();
+  peer->name = name;
+  peer->address = address;
+  peer->storage = storage;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  for (const PodConfig& p : config.pods) {
-    if (p.name == self.name || p.listen.empty()) continue;
-    auto peer = std::make_unique<Peer>();
-    peer->name = p.name;
-    peer->address = p.listen;
-    peer->storage = p.role == "storage";
-    peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(p.listen, grpc::InsecureChannelCredentials(), args));
-    peers_.push_back(std::move(peer));
-  }
-  ns_.set_expected_members(config.pods.size());
+  peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  peer->id = id;
+  if (id != 0) replicator_.add_member(id);
+  peer_slots_[n] = std::move(peer);
+  peer_count_.store(n + 1, std::memory_order_release);  // publishes the slot to readers
+  ns_.set_expected_members(n + 2);  // every peer and this pod
+  return peer_slots_[n].get();
 }
 
 PeerNode::~PeerNode() {
@@ -158,6 +197,7 @@ bool PeerNode::start(std::string* error) {
     return false;
   }
   spdlog::info("listening for pods on {}", self_.listen);
+  if (!self_.peers.empty() && !join_network(error)) return false;
   // Versions this pod holds whose chunks may have been missed (a stop before fetching).
   for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });
@@ -173,17 +213,22 @@ std::string PeerNode::check_sender(uint32_t version, const std::string& network,
   if (network != config_.network.name)
     return "network \"" + network + "\", this pod is in \"" + config_.network.name + "\"";
   if (id == 0 || id == pod_id_) return "invalid pod id";
-  std::lock_guard lock(mu_);
-  for (auto& peer : peers_) {
-    if (peer->name != name) continue;
-    if (peer->id != 0 && peer->id != id)
-      return "pod \"" + name + "\" presents another identity than before (another storage directory?)";
-    if (peer->id == 0) {
-      peer->id = id;
-      replicator_.add_member(id);
-      spdlog::info("pod {} is {:016x}", name, id);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    {
+      std::lock_guard lock(mu_);
+      for (auto& peer : peers()) {
+        if (peer->name != name) continue;
+        if (peer->id != 0 && peer->id != id)
+          return "pod \"" + name + "\" presents another identity than before (another storage directory?)";
+        if (peer->id == 0) {
+          peer->id = id;
+          replicator_.add_member(id);
+          spdlog::info("pod {} is {:016x}", name, id);
+        }
+        return "";
+      }
     }
-    return "";
+    adopt_members();  // it may have joined through another pod: the member list says
   }
   return "pod \"" + name + "\" is not a member of network \"" + config_.network.name + "\"";
 }
@@ -311,17 +356,33 @@ void PeerNode::loop() {
     fetch_held_versions();
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
+      adopt_members();
       std::vector<Outbound> requests;
       {
         std::lock_guard lock(mu_);
-        for (auto& peer : peers_) requests.push_back(Outbound{peer.get(), replicator_.sync_request(peer->id).message});
+        for (auto& peer : peers()) requests.push_back(Outbound{peer.get(), replicator_.sync_request(peer->id).message});
       }
       exchange_all(requests);
+      uint64_t source;
+      {
+        std::lock_guard lock(mu_);
+        source = replicator_.take_snapshot_source();
+      }
+      if (Peer* peer = source ? peer_by_id(source) : nullptr) {
+        if (ns_.empty_history()) {
+          install_snapshot_from(*peer);
+        } else if (snapshot_refused_from_ != source) {
+          snapshot_refused_from_ = source;
+          spdlog::error("pod {} no longer keeps ops this pod lacks, and this pod has state of its own: it cannot "
+                        "catch up; start it again with an empty storage directory",
+                        peer->name);
+        }
+      }
       std::map<uint64_t, uint64_t> everyone;
       {
         std::lock_guard lock(mu_);
         bool all_known = true;
-        for (auto& peer : peers_) all_known &= peer->id != 0;
+        for (auto& peer : peers()) all_known &= peer->id != 0;
         if (all_known) everyone = replicator_.everyone_has();
       }
       if (!everyone.empty()) ns_.trim_op_log(everyone);
@@ -332,27 +393,27 @@ void PeerNode::loop() {
 
 nlohmann::json PeerNode::describe(uint64_t id) {
   if (id == pod_id_) return {{"name", self_.name}, {"state", "alive"}, {"self", true}};
-  for (auto& p : peers_)
+  for (auto& p : peers())
     if (p->id == id) return {{"name", p->name}, {"state", state_of(*p, now_ms())}, {"self", false}};
   return {{"name", "unknown pod " + hex_id(id)}, {"state", "down"}, {"self", false}};
 }
 
 nlohmann::json PeerNode::status() {
-  nlohmann::json peers = nlohmann::json::array();
+  nlohmann::json out = nlohmann::json::array();
   const int64_t now = now_ms();
-  for (auto& p : peers_) {  // peer fields are atomics: no lock needed
+  for (auto& p : peers()) {  // peer fields are atomics: no lock needed
     const int64_t last = p->last_ok_ms;
     const uint64_t pid = p->id;
-    peers.push_back({{"name", p->name},
-                     {"address", p->address},
-                     {"id", pid ? hex_id(pid) : ""},
-                     {"role", p->storage ? "storage" : "client"},
-                     {"state", state_of(*p, now)},
-                     {"last_contact_ms", last == 0 ? -1 : now - last},
-                     {"used_bytes", p->used_bytes.load()},
-                     {"free_bytes", p->free_bytes.load()}});
+    out.push_back({{"name", p->name},
+                   {"address", p->address},
+                   {"id", pid ? hex_id(pid) : ""},
+                   {"role", p->storage ? "storage" : "client"},
+                   {"state", state_of(*p, now)},
+                   {"last_contact_ms", last == 0 ? -1 : now - last},
+                   {"used_bytes", p->used_bytes.load()},
+                   {"free_bytes", p->free_bytes.load()}});
   }
-  return peers;
+  return out;
 }
 
 }  // namespace wormhole

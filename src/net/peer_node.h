@@ -1,12 +1,15 @@
 // PeerNode: this pod's part of the network. Serves the Peer gRPC service (proto/wormhole.proto),
-// keeps a channel to every other pod of the configuration, and runs metadata replication
-// (Replicator) over them: pushes new local ops every 50 ms, sends each peer a sync request
-// (anti-entropy, doubling as heartbeat) every second, applies what arrives and tells the
-// kernel to forget what changed. Places new versions and copies their chunks to the holders
-// along a chain (writer -> holder -> holder); holders that missed a copy pull it. Serves and
-// fetches whole chunks for reads of data this pod lacks. Membership is the [[pod]] list of
-// the configuration; pod ids are learnt from the pods themselves. Thread-safe.
+// keeps a channel to every other pod, and runs metadata replication (Replicator) over them:
+// pushes new local ops every 50 ms, sends each peer a sync request (anti-entropy, doubling as
+// heartbeat) every second, applies what arrives and tells the kernel to forget what changed.
+// Places new versions and copies their chunks to the holders along a chain (writer ->
+// holder -> holder); holders that missed a copy pull it. Fetches chunks this pod lacks.
+// Membership: the [[pod]] list of the configuration plus the replicated member list, to
+// which a pod is added when it joins through any member (Join, network.join policy); a
+// joining pod that lacks ops the others no longer keep starts from a snapshot.
+// Thread-safe.
 #pragma once
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -33,6 +36,8 @@ class Server;
 class ServerContext;
 template <class R>
 class ServerReader;
+template <class W>
+class ServerWriter;
 class Status;
 }
 
@@ -46,7 +51,9 @@ class PeerNode final : public ContentReplication {
            KernelCache& kernel);
   ~PeerNode() override;  // stops the server and the threads
 
-  // Listens on the pod's address and starts replicating. False + *error on failure.
+  // Listens on the pod's address and starts replicating. A pod with `peers` in its
+  // configuration joins the network through them first and, when it never synced before,
+  // catches up before returning (so it mounts a complete tree). False + *error on failure.
   bool start(std::string* error);
   // Peers with their state (alive / suspect / down), for `wormhole status`.
   nlohmann::json status();
@@ -70,7 +77,7 @@ class PeerNode final : public ContentReplication {
   void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
                  const std::vector<uint64_t>& holders) override;
 
-  struct Peer;  // one other pod: its channel and what is known of it (defined in the .cc)
+  struct Peer;  // one other pod: its channel and what is known of it (net/peer.h)
 
  private:
   class Service;
@@ -87,6 +94,28 @@ class PeerNode final : public ContentReplication {
   std::string check_sender(uint32_t version, const std::string& network, const std::string& name, uint64_t id);
   void forget_changed();
   Peer* peer_by_id(uint64_t id);
+  // The other pods, for iteration without a lock (see peer_slots_).
+  struct PeerRange {
+    const std::unique_ptr<Peer>* first;
+    const std::unique_ptr<Peer>* last;
+    const std::unique_ptr<Peer>* begin() const { return first; }
+    const std::unique_ptr<Peer>* end() const { return last; }
+    size_t size() const { return static_cast<size_t>(last - first); }
+  };
+  PeerRange peers() const;
+  // Adds a pod (known by name) unless present; sets its id when learnt. Caller holds mu_.
+  Peer* add_peer_locked(const std::string& name, const std::string& address, bool storage, uint64_t id);
+  // Adds the members of the replicated list this pod does not talk to yet.
+  void adopt_members();
+  // Serves Join: the join policy, then records the pod in the member list.
+  grpc::Status handle_join(const pb::JoinRequest& req, pb::JoinReply* reply);
+  // Joins through the configured peers; when this pod never synced, catches up (bounded).
+  bool join_network(std::string* error);
+  // Serves Snapshot / installs one from `peer` (only on a pod that applied no op yet).
+  grpc::Status serve_snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest& req,
+                              grpc::ServerWriter<pb::SnapshotPiece>* writer);
+  bool install_snapshot_from(Peer& peer);
+  pb::Member self_member() const;
   // Storage peers that may take a copy, best first for `key` (rendezvous hashing).
   std::vector<Peer*> ranked_storage_peers(Gid key);
   // Sends chunks `send` (stored here) along `chain`; `expected` are all the stored chunks of
@@ -120,7 +149,12 @@ class PeerNode final : public ContentReplication {
   KernelCache& kernel_;
   std::mutex mu_;  // guards replicator_ and the peers' learnt ids
   Replicator replicator_;
-  std::vector<std::unique_ptr<Peer>> peers_;
+  // The other pods, append-only (a pod that joins is added; none is removed): readers
+  // iterate the prefix published by peer_count_ without a lock; adding holds mu_.
+  static constexpr size_t kMaxPeers = 256;
+  std::array<std::unique_ptr<Peer>, kMaxPeers> peer_slots_;
+  std::atomic<size_t> peer_count_{0};
+  uint64_t snapshot_refused_from_ = 0;  // last peer whose snapshot advice was refused (log once)
   std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (guarded by mu_)
   struct PushJob {
     std::vector<uint64_t> chain;

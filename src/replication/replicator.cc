@@ -22,6 +22,15 @@ void Replicator::add_member(uint64_t pod) {
   peers_.insert(std::upper_bound(peers_.begin(), peers_.end(), pod), pod);
 }
 
+void Replicator::reset() {
+  waiting_.clear();
+  waiting_count_ = 0;
+  peer_applied_.clear();
+  changed_ = {};
+  snapshot_source_ = 0;
+  for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
+}
+
 pb::Progress Replicator::progress_message() {
   pb::Progress p;
   for (auto& [origin, seq] : ns_.applied()) (*p.mutable_applied())[origin] = seq;
@@ -111,13 +120,14 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     note_peer_progress(from, message.sync_request());
     // Answer with what the peer lacks, origin by origin, up to one batch.
     pb::PeerMessage reply;
-    add_missing_ops(message.sync_request().applied(), reply.mutable_ops());
+    add_missing_ops(message.sync_request().applied(), true, reply.mutable_ops());
     *reply.mutable_ops()->mutable_sender_progress() = progress_message();
     out.push_back(Outgoing{from, std::move(reply)});
     return out;
   }
   if (message.has_ops()) {
     if (message.ops().has_sender_progress()) note_peer_progress(from, message.ops().sender_progress());
+    if (message.ops().snapshot_needed()) snapshot_source_ = from;
     auto applied = ns_.applied();
     for (const pb::Op& op : message.ops().ops()) {
       if (op.origin() == 0 || op.seq() == 0) {
@@ -140,13 +150,20 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
   return out;
 }
 
-void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, pb::OpBatch* batch) {
+void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, bool told,
+                                 pb::OpBatch* batch) {
   for (auto& [origin, seq] : ns_.applied()) {
     auto it = theirs.find(origin);
     const uint64_t have = it == theirs.end() ? 0 : it->second;
     if (have >= seq) continue;
     const size_t room = kMaxBatchOps - static_cast<size_t>(batch->ops_size());
     std::vector<pb::Op> ops = ns_.ops_after(origin, have, room);
+    // The next op they need was trimmed (every member had it then; they joined later).
+    // Only said when `theirs` is what they told (not what this pod believes they have).
+    if (ops.empty() || ops.front().seq() != have + 1) {
+      if (told) batch->set_snapshot_needed(true);
+      continue;
+    }
     if (origin == self_) hold_back(ops);
     for (auto& op : ops) *batch->add_ops() = std::move(op);
     if (static_cast<size_t>(batch->ops_size()) >= kMaxBatchOps) break;
@@ -159,7 +176,7 @@ Replicator::Outgoing Replicator::catch_up(uint64_t peer) {
   if (it != peer_applied_.end())
     for (auto& [origin, seq] : it->second) (*known.mutable_applied())[origin] = seq;
   pb::PeerMessage msg;
-  add_missing_ops(known.applied(), msg.mutable_ops());
+  add_missing_ops(known.applied(), false, msg.mutable_ops());
   *msg.mutable_ops()->mutable_sender_progress() = progress_message();
   return Outgoing{peer, std::move(msg)};
 }

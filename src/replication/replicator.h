@@ -46,6 +46,9 @@ class Replicator {
   std::vector<Outgoing> publish_local();
   // Handles a message from `from`; returns the answers. Malformed content is ignored.
   std::vector<Outgoing> receive(uint64_t from, const pb::PeerMessage& message);
+  // Forgets the ops waiting for delivery and the peers' reports: a snapshot replaced the
+  // namespace under it.
+  void reset();
   // A sync request for `peer` (the caller picks peers and timing).
   Outgoing sync_request(uint64_t peer);
   // The ops `peer` lacks as far as this pod knows (up to one batch): what a writer sends a
@@ -62,13 +65,16 @@ class Replicator {
   // Highest sequence per origin that every member is known to have applied.
   std::map<uint64_t, uint64_t> everyone_has() const;
   size_t waiting() const { return waiting_count_; }
+  // The peer that said this pod needs a snapshot (it lacks ops no longer kept), or 0;
+  // cleared by the call.
+  uint64_t take_snapshot_source() { return std::exchange(snapshot_source_, 0); }
   // What remote ops applied since the last call changed (for kernel cache invalidation).
   Namespace::Changed take_changed() { return std::exchange(changed_, {}); }
 
  private:
   pb::Progress progress_message();
   // Ops this pod has and a pod with progress `theirs` lacks, origin by origin, up to one batch.
-  void add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, pb::OpBatch* batch);
+  void add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, bool told, pb::OpBatch* batch);
   void note_peer_progress(uint64_t peer, const pb::Progress& p);
   bool deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const;
   void deliver_waiting();
@@ -86,6 +92,7 @@ class Replicator {
   // What each peer has told us it applied: peer -> origin -> seq.
   std::map<uint64_t, std::map<uint64_t, uint64_t>> peer_applied_;
   Namespace::Changed changed_;
+  uint64_t snapshot_source_ = 0;
 };
 
 }  // namespace wormhole

@@ -139,6 +139,59 @@ class FailureTest(unittest.TestCase):
         self.assertEqual(slurp(self.d.path("precious.bin")), data)
 
 
+class JoinTest(unittest.TestCase):
+    """A pod that is in no one's configuration joins by contacting any member (the member
+    list is replicated); it starts from a snapshot when the others trimmed their op logs."""
+
+    def test_a_new_pod_joins_through_a_member(self):
+        cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network='join = "token"\ntoken = "s3cret"\n')
+        self.addCleanup(cluster.cleanup)
+        a, b, c = (cluster.pods[n] for n in "abc")
+        cluster.start()
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        os.makedirs(a.path("docs", "old"))
+        for pod in (b, c):
+            wait_for(lambda: os.path.isdir(pod.path("docs", "old")), what=f"docs on {pod.name}")
+        data = os.urandom(300_000)
+        with open(b.path("docs", "report.bin"), "wb") as fh:
+            fh.write(data)
+        with open(c.path("docs", "old", "note.txt"), "w") as fh:
+            fh.write("from c")
+        for pod in (a, b, c):
+            wait_for(lambda: os.path.exists(pod.path("docs", "old", "note.txt")) and
+                     os.path.exists(pod.path("docs", "report.bin")), what=f"tree on {pod.name}")
+        time.sleep(2.5)  # every pod has every op: the op logs are trimmed (a newcomer needs a snapshot)
+        a_listen = slurp(cluster.config, "r").split('listen = "')[1].split('"')[0]
+
+        def newcomer(name, token):
+            return harness.Pod(root=cluster.root, name=name, chunk_size="64KiB",
+                               extra_network=f'redundancy = 2\njoin = "token"\ntoken = "{token}"',
+                               extra_pod=f'listen = "127.0.0.1:{harness.free_port()}"\npeers = ["{a_listen}"]')
+        intruder = newcomer("x", "guess")
+        with self.assertRaises(RuntimeError):
+            intruder.start()  # refused: the daemon exits before mounting
+        intruder.proc = None
+        self.assertIn("wrong join token", intruder.read_log())
+        self.assertIn("wrong join token", a.read_log())
+
+        d = newcomer("d", "s3cret")
+        self.addCleanup(d.cleanup)
+        d.start()
+        self.assertIn("installed a snapshot", d.read_log())
+        self.assertEqual(slurp(d.path("docs", "old", "note.txt")), b"from c")  # mounted with the tree
+        self.assertEqual(slurp(d.path("docs", "report.bin")), data)
+        # The others learn of d from the replicated member list, and d's changes reach them.
+        for pod in (b, c):
+            wait_for(lambda: any(p["name"] == "d" and p["state"] == "alive" for p in pod.status()["peers"]),
+                     what=f"{pod.name} talking to d")
+        with open(d.path("docs", "from-d.txt"), "w") as fh:
+            fh.write("hello")
+        for pod in (a, b, c):
+            wait_for(lambda: os.path.exists(pod.path("docs", "from-d.txt")) and
+                     slurp(pod.path("docs", "from-d.txt")) == b"hello", what=f"d's file on {pod.name}")
+
+
 class ReplicationModeTest(unittest.TestCase):
     """replication.mode: "sync" returns from close once every holder has the version durably
     (so the writer may die right after); "async" copies after close. Both send the chunks

@@ -159,13 +159,13 @@ class Cluster:
     """Several pods of one network on 127.0.0.1, described by one shared config file."""
 
     def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB", redundancy=2, roles=None,
-                 root_dir=None, conflict="keep-both", delay="0s", mode="async"):
+                 root_dir=None, conflict="keep-both", delay="0s", mode="async", extra_network=""):
         self.root = tempfile.mkdtemp(prefix="wh-cluster-", dir=root_dir)
         os.chmod(self.root, 0o755)
         self.config = os.path.join(self.root, "network.toml")
         roles = roles or {}
         text = (f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\nredundancy = {redundancy}\n'
-                f'conflict = "{conflict}"\n[network.replication]\ndelay = "{delay}"\nmode = "{mode}"\n')
+                f'{extra_network}conflict = "{conflict}"\n[network.replication]\ndelay = "{delay}"\nmode = "{mode}"\n')
         for n in names:
             text += (f'\n[[pod]]\nname = "{n}"\nrole = "{roles.get(n, "storage")}"\n'
                      f'listen = "127.0.0.1:{free_port()}"\n'

@@ -1,0 +1,214 @@
+// PeerNode, membership side: joining a network through any member (network.join policy),
+// the replicated member list, and snapshots for a pod that lacks ops no longer kept.
+#include <grpcpp/grpcpp.h>
+#include <spdlog/spdlog.h>
+
+#include <thread>
+
+#include "net/peer.h"
+
+namespace wormhole {
+namespace {
+
+constexpr auto kJoinDeadline = std::chrono::seconds(5);
+// A new pod catches up before it mounts, for at most this long (then it mounts anyway and
+// goes on catching up in the background).
+constexpr auto kInitialCatchUp = std::chrono::seconds(60);
+constexpr auto kSnapshotDeadline = std::chrono::minutes(30);
+// A snapshot piece carries at most this many keys or bytes.
+constexpr size_t kSnapshotPieceKeys = 4096, kSnapshotPieceBytes = 1 << 20;
+
+}  // namespace
+
+pb::Member PeerNode::self_member() const {
+  pb::Member m;
+  m.set_pod_id(pod_id_);
+  m.set_name(self_.name);
+  m.set_address(self_.listen);
+  m.set_role(self_.role);
+  return m;
+}
+
+void PeerNode::adopt_members() {
+  for (const pb::Member& m : ns_.members()) {
+    if (m.pod_id() == pod_id_ || m.name() == self_.name || m.address().empty()) continue;
+    std::lock_guard lock(mu_);
+    bool known = false;
+    for (auto& p : peers()) known |= p->name == m.name();
+    if (!known) spdlog::info("pod {} ({}) is a member: talking to it", m.name(), m.address());
+    add_peer_locked(m.name(), m.address(), m.role() == "storage", m.pod_id());
+  }
+}
+
+grpc::Status PeerNode::handle_join(const pb::JoinRequest& req, pb::JoinReply* reply) {
+  const pb::Member& m = req.pod();
+  auto refuse = [&](const std::string& why) {
+    spdlog::warn("refused pod \"{}\" ({}) joining: {}", m.name(), m.address(), why);
+    reply->set_accepted(false);
+    reply->set_reason(why);
+    return grpc::Status::OK;
+  };
+  if (m.pod_id() == 0 || m.name().empty() || m.address().empty() || (m.role() != "storage" && m.role() != "client"))
+    return refuse("incomplete pod description");
+  const std::string& policy = config_.network.join;
+  if (policy == "token" && req.token() != config_.network.token) return refuse("wrong join token");
+  if (policy == "approval") return refuse("network.join = \"approval\": add the pod to the [[pod]] list instead");
+  if (m.name() == self_.name || m.pod_id() == pod_id_) return refuse("that is this pod's name or identity");
+  {
+    std::lock_guard lock(mu_);
+    for (auto& p : peers())
+      if (p->name == m.name() && p->id != 0 && p->id != m.pod_id())
+        return refuse("the name \"" + m.name() + "\" belongs to another pod");
+  }
+  // Recorded as an op: every member learns of the new pod, now or when it comes back.
+  if (int err = ns_.record_member(m)) return refuse(std::string("cannot record the member: ") + std::strerror(err));
+  {
+    std::lock_guard lock(mu_);
+    add_peer_locked(m.name(), m.address(), m.role() == "storage", m.pod_id());
+  }
+  spdlog::info("pod {} ({}) joined the network through this pod", m.name(), m.address());
+  reply->set_accepted(true);
+  *reply->add_members() = self_member();
+  for (auto& p : peers()) {
+    if (p->id == 0) continue;
+    pb::Member* out = reply->add_members();
+    out->set_pod_id(p->id);
+    out->set_name(p->name);
+    out->set_address(p->address);
+    out->set_role(p->storage ? "storage" : "client");
+  }
+  return grpc::Status::OK;
+}
+
+bool PeerNode::join_network(std::string* error) {
+  std::string reasons;
+  bool joined = false;
+  for (const std::string& address : self_.peers) {
+    auto stub = pb::Peer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    pb::JoinRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network(config_.network.name);
+    *req.mutable_pod() = self_member();
+    req.set_token(config_.network.token);
+    pb::JoinReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kJoinDeadline);
+    grpc::Status st = stub->Join(&ctx, req, &reply);
+    if (!st.ok() || !reply.accepted()) {
+      reasons += "\n  " + address + ": " + (st.ok() ? reply.reason() : st.error_message());
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    for (const pb::Member& m : reply.members())
+      if (m.pod_id() != pod_id_ && m.name() != self_.name)
+        add_peer_locked(m.name(), m.address(), m.role() == "storage", m.pod_id());
+    spdlog::info("joined network \"{}\" through {} ({} members)", config_.network.name, address, reply.members_size());
+    joined = true;
+    break;
+  }
+  const bool fresh = ns_.empty_history();
+  if (!joined) {
+    if (fresh) {
+      *error = "could not join network \"" + config_.network.name + "\" through any of its peers:" + reasons;
+      return false;
+    }
+    spdlog::warn("could not reach the peers to join through; going on with the known members:{}", reasons);
+    return true;
+  }
+  if (!fresh) return true;
+  // Catch up before mounting: sync rounds until one brings nothing new. Bounded by time.
+  const auto deadline = std::chrono::steady_clock::now() + kInitialCatchUp;
+  while (std::chrono::steady_clock::now() < deadline) {
+    const auto before = ns_.applied();
+    std::vector<Outbound> requests;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& p : peers())
+        if (p->id != 0) requests.push_back(Outbound{p.get(), replicator_.sync_request(p->id).message});
+    }
+    const std::vector<bool> answered = exchange_all(requests);
+    uint64_t source;
+    {
+      std::lock_guard lock(mu_);
+      source = replicator_.take_snapshot_source();
+    }
+    if (Peer* peer = source ? peer_by_id(source) : nullptr) {
+      if (!install_snapshot_from(*peer)) std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    const bool any = std::find(answered.begin(), answered.end(), true) != answered.end();
+    if (any && ns_.applied() == before) break;  // nothing new: caught up
+    if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return true;
+}
+
+grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest& req,
+                                      grpc::ServerWriter<pb::SnapshotPiece>* writer) {
+  const std::string why =
+      check_sender(req.protocol_version(), req.network(), req.from_pod_name(), req.from_pod_id());
+  if (!why.empty()) {
+    spdlog::warn("refused a snapshot to {}: {}", ctx->peer(), why);
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
+  }
+  pb::SnapshotPiece piece;
+  size_t bytes = 0, keys = 0;
+  bool ok = true;
+  ns_.snapshot([&](std::string_view k, std::string_view v) {
+    piece.add_keys(k.data(), k.size());
+    piece.add_values(v.data(), v.size());
+    bytes += k.size() + v.size();
+    ++keys;
+    if (piece.keys_size() >= static_cast<int>(kSnapshotPieceKeys) || bytes >= kSnapshotPieceBytes) {
+      ok = writer->Write(piece);
+      piece.Clear();
+      bytes = 0;
+    }
+    return ok && !ctx->IsCancelled();
+  });
+  if (!ok) return grpc::Status(grpc::StatusCode::CANCELLED, "the receiver went away");
+  piece.set_last(true);
+  writer->Write(piece);
+  spdlog::info("sent a snapshot of {} records to pod {}", keys, req.from_pod_name());
+  return grpc::Status::OK;
+}
+
+bool PeerNode::install_snapshot_from(Peer& peer) {
+  pb::SnapshotRequest req;
+  req.set_protocol_version(kProtocolVersion);
+  req.set_network(config_.network.name);
+  req.set_from_pod_name(self_.name);
+  req.set_from_pod_id(pod_id_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + kSnapshotDeadline);
+  std::unique_ptr<grpc::ClientReader<pb::SnapshotPiece>> reader = peer.stub->Snapshot(&ctx, req);
+  size_t records = 0;
+  bool complete = false;
+  std::string error;
+  const bool ok = ns_.install_snapshot(
+      [&](Meta::SnapshotBatch* batch) {
+        if (complete) return 0;
+        pb::SnapshotPiece piece;
+        if (!reader->Read(&piece) || piece.keys_size() != piece.values_size()) return -1;
+        for (int i = 0; i < piece.keys_size(); ++i) batch->emplace_back(piece.keys(i), piece.values(i));
+        records += static_cast<size_t>(piece.keys_size());
+        complete = piece.last();
+        return 1;
+      },
+      &error);
+  if (!complete) ctx.TryCancel();
+  grpc::Status st = reader->Finish();
+  if (!ok) {
+    spdlog::error("installing a snapshot from pod {} failed: {}{}", peer.name, error,
+                  st.ok() ? "" : " (" + st.error_message() + ")");
+    return false;
+  }
+  {
+    std::lock_guard lock(mu_);
+    replicator_.reset();  // what it waited for is in the snapshot
+  }
+  spdlog::info("installed a snapshot of {} records from pod {}", records, peer.name);
+  return true;
+}
+
+}  // namespace wormhole
