@@ -122,6 +122,11 @@ int main(int argc, char** argv) {
               << r["directories"] << "\n"
               << "stored      " << r["chunks"] << " chunks, " << human_bytes(r["chunk_bytes"]) << ", "
               << human_bytes(r.value("free_bytes", uint64_t{0})) << " free\n";
+    if (auto t = r.value("transfer", nlohmann::json::object()); !t.empty())
+      std::cout << "transfer    " << human_bytes(t.value("pushed_bytes", uint64_t{0})) << " pushed, "
+                << human_bytes(t.value("received_bytes", uint64_t{0})) << " received, "
+                << human_bytes(t.value("fetched_bytes", uint64_t{0})) << " fetched, "
+                << human_bytes(t.value("served_bytes", uint64_t{0})) << " served\n";
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
                 << p["role"].get<std::string>() << " " << p["state"].get<std::string>() << ", "
