@@ -61,6 +61,18 @@ class PushStream {
   bool ok_ = false;
 };
 
+// A worker's wait: takes the next job of `queue` into *job; false once `stop` is set.
+template <class Job>
+bool next_job(std::mutex& mu, std::condition_variable& cv, std::deque<Job>& queue, const std::atomic<bool>& stop,
+              Job* job) {
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return stop || !queue.empty(); });
+  if (stop) return false;
+  *job = std::move(queue.front());
+  queue.pop_front();
+  return true;
+}
+
 uint64_t rendezvous_hash(Gid key, uint64_t pod) {
   uint64_t x = key.pod * 0x9e3779b97f4a7c15ULL ^ key.seq ^ (pod * 0xc2b2ae3d27d4eb4fULL);
   x ^= x >> 33;
@@ -216,17 +228,9 @@ void PeerNode::deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq
 }
 
 void PeerNode::push_loop() {
-  for (;;) {
-    PushJob job;
-    {
-      std::unique_lock lock(push_mu_);
-      push_cv_.wait(lock, [this] { return stop_ || !push_queue_.empty(); });
-      if (stop_) return;
-      job = std::move(push_queue_.front());
-      push_queue_.pop_front();
-    }
+  PushJob job;
+  while (next_job(push_mu_, push_cv_, push_queue_, stop_, &job))
     push_chain(job.chain, job.send, job.expected, false);  // a holder it misses pulls the chunks later
-  }
 }
 
 std::vector<uint64_t> PeerNode::push_chain(const std::vector<uint64_t>& chain, const std::vector<std::string>& send,
@@ -395,17 +399,9 @@ void PeerNode::prefetch(const std::vector<std::string>& sha256s, const std::vect
 }
 
 void PeerNode::prefetch_loop() {
-  for (;;) {
-    PrefetchJob job;
-    {
-      std::unique_lock lock(fetch_mu_);
-      fetch_cv_.wait(lock, [this] { return stop_ || !prefetch_queue_.empty(); });
-      if (stop_) return;
-      job = std::move(prefetch_queue_.front());
-      prefetch_queue_.pop_front();
-    }
+  PrefetchJob job;
+  while (next_job(fetch_mu_, fetch_cv_, prefetch_queue_, stop_, &job))
     if (!chunks_.contains(job.sha256)) fetch(job.sha256, job.holders);  // failure: the reader retries
-  }
 }
 
 int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint64_t>& holders) {

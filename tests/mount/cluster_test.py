@@ -15,6 +15,20 @@ def slurp(path, mode="rb"):
         return fh.read()
 
 
+def write_random(pod, name, size=1_000_000):
+    data = os.urandom(size)
+    with open(pod.path(name), "wb") as fh:
+        fh.write(data)
+    return data
+
+
+def has_copy(pod, name):
+    """Whether `pod` has the current version of `name` and all its chunks. The file's
+    creation and its first version are two ops: a file may exist before its version."""
+    info = pod.where(name) if os.path.exists(pod.path(name)) else {}
+    return info.get("chunks", 0) > 0 and info.get("chunks_here") == info["chunks"]
+
+
 class ClusterTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -215,9 +229,7 @@ class ReplicationModeTest(unittest.TestCase):
 
     def test_sync_close_returns_with_every_copy_in_place(self):
         a, b, c = self.start("sync")
-        data = os.urandom(1_000_000)
-        with open(a.path("sync.bin"), "wb") as fh:
-            fh.write(data)
+        data = write_random(a, "sync.bin")
         # No waiting: once close returned, b and c have the version and its chunks.
         for pod in (b, c):
             info = pod.where("sync.bin")
@@ -232,15 +244,9 @@ class ReplicationModeTest(unittest.TestCase):
 
     def test_async_copies_follow_close(self):
         a, b, c = self.start("async")
-        data = os.urandom(1_000_000)
-        with open(a.path("async.bin"), "wb") as fh:
-            fh.write(data)
+        data = write_random(a, "async.bin")
         for pod in (b, c):
-            def copied():
-                # The file's creation and its first version are two ops: wait for the version.
-                info = pod.where("async.bin") if os.path.exists(pod.path("async.bin")) else {}
-                return info.get("chunks", 0) > 0 and info.get("chunks_here") == info["chunks"]
-            wait_for(copied, what=f"copy on {pod.name}")
+            wait_for(lambda: has_copy(pod, "async.bin"), what=f"copy on {pod.name}")
             self.assertEqual(pod.status()["transfer"]["fetched_bytes"], 0, "pushed, not pulled")
         self.assert_chain(a, b, c, len(data))
 
@@ -256,15 +262,9 @@ class RemoteReadTest(unittest.TestCase):
         h1, h2, r = (cluster.pods[n] for n in ("h1", "h2", "r"))
         for pod in (h1, h2, r):
             wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
-        files = {name: os.urandom(2_000_000) for name in ("one.bin", "two.bin", "three.bin")}
-        for name, data in files.items():
-            with open(h1.path(name), "wb") as fh:
-                fh.write(data)
+        files = {name: write_random(h1, name, 2_000_000) for name in ("one.bin", "two.bin", "three.bin")}
         for name in files:
-            def copied():
-                info = h2.where(name) if os.path.exists(h2.path(name)) else {}
-                return info.get("chunks", 0) > 0 and info.get("chunks_here") == info["chunks"]
-            wait_for(copied, what=f"{name} on h2")
+            wait_for(lambda: has_copy(h2, name), what=f"{name} on h2")
             wait_for(lambda: os.path.exists(r.path(name)) and os.stat(r.path(name)).st_size == len(files[name]),
                      what=f"{name} on r")
         self.assertEqual(slurp(r.path("one.bin")), files["one.bin"])
@@ -288,16 +288,21 @@ class ConflictTest(unittest.TestCase):
     """Two pods write one file at once (a 2 s replication delay makes the writes concurrent
     for sure): every pod ends with the same result, the one the strategy says."""
 
-    def write_concurrently(self, conflict):
+    def start_with_file(self, name, content, conflict="keep-both"):
+        """Three pods with a 2 s replication delay and file `name`, written on a, on all."""
         cluster = Cluster(chunk_size="64KiB", conflict=conflict, delay="2s")
         self.addCleanup(cluster.cleanup)
         a, b, c = (cluster.pods[n] for n in "abc")
         cluster.start()
-        with open(a.path("doc.txt"), "w") as fh:
-            fh.write("base")
+        with open(a.path(name), "w") as fh:
+            fh.write(content)
         for pod in (b, c):
-            wait_for(lambda: os.path.exists(pod.path("doc.txt")) and slurp(pod.path("doc.txt")) == b"base",
-                     what=f"base on {pod.name}")
+            wait_for(lambda: os.path.exists(pod.path(name)) and slurp(pod.path(name), "r") == content,
+                     what=f"{name} on {pod.name}")
+        return a, b, c
+
+    def write_concurrently(self, conflict):
+        a, b, c = self.start_with_file("doc.txt", "base", conflict)
         with open(a.path("doc.txt"), "w") as fh:
             fh.write("from a")
         time.sleep(0.05)  # b's version gets the later stamp
@@ -324,15 +329,7 @@ class ConflictTest(unittest.TestCase):
         self.assertEqual(self.write_concurrently("last-write-wins"), [("doc.txt", b"from b")])
 
     def test_a_write_concurrent_with_a_delete_keeps_the_file(self):
-        cluster = Cluster(chunk_size="64KiB", delay="2s")
-        self.addCleanup(cluster.cleanup)
-        a, b, c = (cluster.pods[n] for n in "abc")
-        cluster.start()
-        with open(a.path("notes.txt"), "w") as fh:
-            fh.write("draft")
-        for pod in (b, c):
-            wait_for(lambda: os.path.exists(pod.path("notes.txt")) and slurp(pod.path("notes.txt")) == b"draft",
-                     what=f"draft on {pod.name}")
+        a, b, c = self.start_with_file("notes.txt", "draft")
         os.unlink(a.path("notes.txt"))  # neither pod has seen the other's change yet
         with open(b.path("notes.txt"), "w") as fh:
             fh.write("final")

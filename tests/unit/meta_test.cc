@@ -314,6 +314,14 @@ struct Replica {
     Gid v;
     ASSERT_EQ(ns.commit(g, current, text.size(), chunks, now, {}, false, &v), 0);
   }
+  // Creates `name` with `text` here, sends it to `other`; returns its FUSE number there.
+  uint64_t share_new_file(const char* name, const std::string& text, Replica& other) {
+    write(create(name), text);
+    other.receive_from(*this);
+    Attr a;
+    EXPECT_EQ(other.ns.lookup(1, name, &a), 0);
+    return a.ino;
+  }
   // The content of `name` in the root, or "(none)".
   std::string read(const char* name) {
     Attr a;
@@ -328,15 +336,11 @@ struct Replica {
 
 TEST(ConcurrentDelete, AWriteTheDeleteDidNotSeeKeepsTheFile) {
   Replica a(1), b(2);
-  const uint64_t f = a.create("f");
-  a.write(f, "one");
-  b.receive_from(a);
-  Attr attr;
-  ASSERT_EQ(b.ns.lookup(1, "f", &attr), 0);
+  const uint64_t on_b = a.share_new_file("f", "one", b);
   // Concurrently: a deletes f, b writes it. Each then receives the other's op (each pod
   // sees them in another order).
   ASSERT_EQ(a.ns.unlink(1, "f"), 0);
-  b.write(attr.ino, "two");
+  b.write(on_b, "two");
   a.receive_from(b);
   b.receive_from(a);
   EXPECT_EQ(a.read("f"), "two");
@@ -345,12 +349,8 @@ TEST(ConcurrentDelete, AWriteTheDeleteDidNotSeeKeepsTheFile) {
 
 TEST(ConcurrentDelete, ADeleteThatSawTheWriteRemovesTheFile) {
   Replica a(1), b(2);
-  const uint64_t f = a.create("f");
-  a.write(f, "one");
-  b.receive_from(a);
-  Attr attr;
-  ASSERT_EQ(b.ns.lookup(1, "f", &attr), 0);
-  b.write(attr.ino, "two");
+  const uint64_t on_b = a.share_new_file("f", "one", b);
+  b.write(on_b, "two");
   a.receive_from(b);
   ASSERT_EQ(a.ns.unlink(1, "f"), 0);
   b.receive_from(a);
