@@ -466,6 +466,7 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
         race->finished.pop_front();
       }
     }
+    if (stop_) break;  // shutting down: the calls are cancelled below
     if (!done) {
       if (next < order.size()) launch();  // slow: ask another pod too
       continue;
