@@ -219,7 +219,8 @@ void PeerNode::deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq
           batch.push_back(Outbound{peer, replicator_.catch_up(peer->id).message});
     }
     if (batch.empty()) return;
-    const std::vector<bool> answered = exchange_all(batch);
+    // Called in close, under the file's lock: kernel notifications wait for the loop.
+    const std::vector<bool> answered = exchange_all(batch, false);
     pending.clear();
     // A holder that did not answer is down: it catches up by anti-entropy when back.
     for (size_t i = 0; i < batch.size(); ++i)

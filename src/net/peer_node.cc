@@ -239,7 +239,7 @@ bool PeerNode::exchange(Peer& peer, const pb::PeerMessage& message) {
   return exchange_all(one)[0];
 }
 
-std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch) {
+std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, bool forget) {
   // All calls are in flight at once: a round costs the slowest peer's round trip, not
   // the sum of them (what a sync-mode close waits for).
   struct Call {
@@ -303,7 +303,7 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch) {
     }
     answered[i] = true;
   }
-  forget_changed();
+  if (forget) forget_changed();
   return answered;
 }
 

@@ -89,7 +89,9 @@ class PeerNode final : public ContentReplication {
     pb::PeerMessage message;
   };
   // Sends every message at once and handles the replies; whether each peer answered.
-  std::vector<bool> exchange_all(const std::vector<Outbound>& batch);
+  // `forget`: tell the kernel what changed now. False when the caller holds a lock the
+  // kernel may wait for (a FUSE thread in close): the next round tells it.
+  std::vector<bool> exchange_all(const std::vector<Outbound>& batch, bool forget = true);
   // Validates an incoming request's identity; returns "" or the reason to refuse.
   std::string check_sender(uint32_t version, const std::string& network, const std::string& name, uint64_t id);
   void forget_changed();
