@@ -487,21 +487,24 @@ bool Meta::would_cycle(KvTxn& txn, Gid entry, Gid new_parent) {
   return true;
 }
 
-bool Meta::content_voids_delete(KvTxn& txn, Gid inode, uint64_t origin, uint64_t seq,
+bool Meta::content_voids_delete(KvTxn& txn, Gid inode, Gid entry, uint64_t origin, uint64_t seq,
                                 const google::protobuf::Map<uint64_t, uint64_t>& deps) {
   pb::InodeRecord rec;
   pb::VersionRecord v;
   if (seq == 0 || !read_inode(txn, inode, &rec) || !rec.has_version() ||
       !get_version_txn(txn, from_pb(rec.version()), &v) || v.op_seq() == 0)
     return false;
-  // Written through the handle of a file deleted on its writer (unlink, write, close): the
-  // writer knew; the delete stands.
-  if (v.conflict().name().empty()) return false;
+  // The writer did not have this entry in view: it wrote through another name (a hard
+  // link) or through the handle of a file it had deleted (unlink, write, close).
+  bool in_view = false;
+  for (const pb::Gid& e : v.live_entries()) in_view |= from_pb(e) == entry;
+  if (!in_view) return false;
+  // In view and not seen by the delete: written concurrently with it, or after it where
+  // the delete was void already. Seen by the delete: the delete stands.
   const uint64_t writer = v.hlc().pod();
-  if (writer == origin) return v.op_seq() > seq;  // written after the delete, the file in view
+  if (writer == origin) return v.op_seq() > seq;
   auto it = deps.find(writer);
-  const uint64_t seen = it == deps.end() ? 0 : it->second;
-  return seen < v.op_seq();  // the delete did not see this content
+  return (it == deps.end() ? 0 : it->second) < v.op_seq();
 }
 
 void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m, uint64_t seq,
@@ -537,7 +540,7 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m,
     *log.mutable_op_deps() = deps;
     if (!is_dir_entry) txn.put(keys::trash_move(from_pb(m.inode()), log_key), "");
     if (!is_dir_entry && had_old && old.parent != kTrashId) {
-      void_delete = content_voids_delete(txn, from_pb(m.inode()), ts.pod, seq, deps);
+      void_delete = content_voids_delete(txn, from_pb(m.inode()), entry, ts.pod, seq, deps);
     }
   }
   if (parent_is_dir && !void_delete && !(is_dir_entry && would_cycle(txn, entry, parent))) {
@@ -642,6 +645,7 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
   *v.mutable_conflict() = c.conflict();
   v.set_mtime_ns(c.mtime_ns());
   to_pb(ts, v.mutable_hlc());
+  *v.mutable_live_entries() = c.live_entries();
   v.set_op_seq(op.seq());
   *v.mutable_op_deps() = op.deps();
   const Gid base = from_pb(c.base_version());
@@ -861,6 +865,20 @@ bool Meta::dir_is_empty(Gid dir) {
     return false;
   });
   return empty;
+}
+
+std::vector<Gid> Meta::live_entries(Gid inode) {
+  std::vector<Gid> out;
+  const std::string prefix = keys::link_prefix(inode);
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+    pb::EntryRecord e;
+    if (k.size() == prefix.size() + 16) {
+      const Gid entry = keys::get_gid(k, prefix.size());
+      if (get_entry(entry, &e) && from_pb(e.parent()) != kTrashId) out.push_back(entry);
+    }
+    return out.size() < 1024;  // bound: a file with more hard links than this keeps 1024
+  });
+  return out;
 }
 
 bool Meta::live_entry(Gid inode, Gid* parent, std::string* name) {

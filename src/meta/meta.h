@@ -114,6 +114,8 @@ class Meta {
   // Every entry of `dir`, duplicates of one name included (list() shows one per name).
   void for_each_entry_in(Gid dir, const std::function<void(std::string_view name, Gid entry, Gid inode)>& visit);
   bool dir_is_empty(Gid dir);
+  // Every entry of `inode` that is not in the trash.
+  std::vector<Gid> live_entries(Gid inode);
   // A live entry of `inode` (its directory and name); false if it has none.
   bool live_entry(Gid inode, Gid* parent, std::string* name);
   // Path of an inode (first entry found), for log lines; "?" parts when unknown.
@@ -146,9 +148,10 @@ class Meta {
   // Applies move `m` of an op (`seq`, `deps`: the op's sequence and dependencies).
   void do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m, uint64_t seq,
                const google::protobuf::Map<uint64_t, uint64_t>& deps);
-  // Whether the current content of file `inode` voids the delete (`origin`, `seq`, `deps`):
-  // written without having seen the delete, while the file was visible to its writer.
-  bool content_voids_delete(KvTxn& txn, Gid inode, uint64_t origin, uint64_t seq,
+  // Whether the current content of file `inode` voids the delete of `entry` by the op
+  // (`origin`, `seq`, `deps`): the content's writer had the entry in view, and the delete
+  // had not seen the content.
+  bool content_voids_delete(KvTxn& txn, Gid inode, Gid entry, uint64_t origin, uint64_t seq,
                             const google::protobuf::Map<uint64_t, uint64_t>& deps);
   void undo_move(KvTxn& txn, const pb::MoveLogRecord& rec);
   void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge);

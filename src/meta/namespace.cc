@@ -392,6 +392,7 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
     to_pb(parent, how->mutable_parent());
     how->set_name(name);
   }
+  for (Gid e : meta_.live_entries(inode)) to_pb(e, c->add_live_entries());
   how->set_writer(pod_name_);
   how->set_keep_both(keep_both_);
   how->set_mode(rec.mode());

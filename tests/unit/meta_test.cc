@@ -368,3 +368,18 @@ TEST(ConcurrentDelete, AWriteThroughAHandleOfTheDeletedFileDoesNotBringItBack) {
   EXPECT_EQ(a.read("tmp"), "(none)");
   EXPECT_EQ(b.read("tmp"), "(none)");
 }
+
+TEST(ConcurrentDelete, AWriteThroughAnotherHardLinkDoesNotBringTheDeletedNameBack) {
+  Replica a(1), b(2);
+  const uint64_t f = a.create("x");
+  a.write(f, "one");
+  Attr attr;
+  ASSERT_EQ(a.ns.link(f, 1, "y", &attr), 0);
+  ASSERT_EQ(a.ns.unlink(1, "y"), 0);
+  a.write(f, "two");  // through x, after y was deleted
+  b.receive_from(a);
+  for (Replica* r : {&a, &b}) {
+    EXPECT_EQ(r->read("x"), "two");
+    EXPECT_EQ(r->read("y"), "(none)");
+  }
+}
