@@ -198,6 +198,13 @@ bool PeerNode::start(std::string* error) {
   }
   spdlog::info("listening for pods on {}", self_.listen);
   if (!self_.peers.empty() && !join_network(error)) return false;
+  // Every pod is in the replicated member list, so that a pod that joined knows them all
+  // when it restarts with only its own file (and its peers may be down).
+  bool recorded = false;
+  for (const pb::Member& m : ns_.members())
+    recorded |= m.pod_id() == pod_id_ && m.SerializeAsString() == self_member().SerializeAsString();
+  if (!recorded)
+    if (int err = ns_.record_member(self_member())) spdlog::warn("cannot record this pod as a member: {}", err);
   // Versions this pod holds whose chunks may have been missed (a stop before fetching).
   for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });

@@ -204,6 +204,14 @@ class JoinTest(unittest.TestCase):
         for pod in (a, b, c):
             wait_for(lambda: os.path.exists(pod.path("docs", "from-d.txt")) and
                      slurp(pod.path("docs", "from-d.txt")) == b"hello", what=f"d's file on {pod.name}")
+        # d restarts while a, the pod it joined through, is down: it knows the others from
+        # the replicated member list.
+        d.stop()
+        a.stop()
+        d.start()
+        with open(d.path("docs", "after-restart.txt"), "w") as fh:
+            fh.write("still here")
+        wait_for(lambda: os.path.exists(b.path("docs", "after-restart.txt")), what="d's new file on b")
 
 
 class ReplicationModeTest(unittest.TestCase):
