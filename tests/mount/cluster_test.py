@@ -102,6 +102,22 @@ class ClusterTest(unittest.TestCase):
             other.cleanup()
         self.assertEqual(self.a.status()["pod"], "a")
 
+    def test_garbage_on_the_pod_port_breaks_nothing(self):
+        import socket
+        port_a = int(slurp(self.cluster.config, "r").split('listen = "127.0.0.1:')[1].split('"')[0])
+        for payload in (os.urandom(65536),  # not HTTP/2 at all
+                        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(4096)):  # a preface, then junk frames
+            with socket.create_connection(("127.0.0.1", port_a), timeout=5) as conn:
+                try:
+                    conn.sendall(payload)
+                    conn.recv(1024)
+                except OSError:
+                    pass  # the pod may close the connection first: that is the point
+        with open(self.a.path("after-garbage.txt"), "w") as fh:
+            fh.write("fine")
+        wait_for(lambda: os.path.exists(self.b.path("after-garbage.txt")), what="replication after garbage")
+        self.assertEqual(self.a.status()["pod"], "a")
+
 
 class FailureTest(unittest.TestCase):
     """Redundancy 2: a pod killed with -9 loses nothing that is readable elsewhere; it
