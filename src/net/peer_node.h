@@ -43,7 +43,8 @@ class Status;
 
 namespace wormhole {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: deletes decided against live_entries of versions, acknowledgements, chain pushes, joins.
+inline constexpr uint32_t kProtocolVersion = 2;
 
 class PeerNode final : public ContentReplication {
  public:
