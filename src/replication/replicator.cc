@@ -127,7 +127,10 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
   }
   if (message.has_ops()) {
     if (message.ops().has_sender_progress()) note_peer_progress(from, message.ops().sender_progress());
-    if (message.ops().snapshot_needed()) snapshot_source_ = from;
+    if (message.ops().snapshot_needed()) {
+      snapshot_source_ = from;
+      return out;  // nothing to apply: a snapshot replaces what this pod has
+    }
     auto applied = ns_.applied();
     for (const pb::Op& op : message.ops().ops()) {
       if (op.origin() == 0 || op.seq() == 0) {
@@ -159,10 +162,13 @@ void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>
     const size_t room = kMaxBatchOps - static_cast<size_t>(batch->ops_size());
     std::vector<pb::Op> ops = ns_.ops_after(origin, have, room);
     // The next op they need was trimmed (every member had it then; they joined later).
-    // Only said when `theirs` is what they told (not what this pod believes they have).
+    // Only said when `theirs` is what they told (not what this pod believes they have),
+    // and then alone: ops applied now would keep them from installing the snapshot.
     if (ops.empty() || ops.front().seq() != have + 1) {
-      if (told) batch->set_snapshot_needed(true);
-      continue;
+      if (!told) continue;
+      batch->clear_ops();
+      batch->set_snapshot_needed(true);
+      return;
     }
     if (origin == self_) hold_back(ops);
     for (auto& op : ops) *batch->add_ops() = std::move(op);
