@@ -61,6 +61,73 @@ class PushStream {
   bool ok_ = false;
 };
 
+class ChunkStream;
+// Streams that ended, for the fetch that started them (which may have returned already:
+// the losers of a race end later, on gRPC's threads).
+struct ChunkRace {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::shared_ptr<ChunkStream>> finished;
+  bool closed = false;  // the fetch returned: streams ending later just go away
+};
+
+// One ReadChunk call: collects the pieces of a chunk in order. Owns itself until gRPC says
+// it is done (then it is handed to the race). Pieces arrive on gRPC's threads, one at a time.
+class ChunkStream final : public grpc::ClientReadReactor<pb::ChunkPiece> {
+ public:
+  static std::shared_ptr<ChunkStream> start(pb::Peer::Stub& stub, std::string peer_name, pb::ChunkRequest req,
+                                            uint64_t max_bytes, std::chrono::system_clock::time_point deadline,
+                                            std::shared_ptr<ChunkRace> race) {
+    std::shared_ptr<ChunkStream> s(new ChunkStream(std::move(peer_name), std::move(req), max_bytes, std::move(race)));
+    s->self_ = s;
+    s->ctx_.set_deadline(deadline);
+    stub.async()->ReadChunk(&s->ctx_, &s->req_, s.get());
+    s->StartRead(&s->piece_);
+    s->StartCall();
+    return s;
+  }
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream ended: OnDone follows
+    if (piece_.offset() != data_.size() || data_.size() + piece_.data().size() > max_bytes_) {
+      ctx_.TryCancel();  // out of order or too long: not a chunk of ours
+      return;
+    }
+    data_ += piece_.data();
+    last_ = piece_.last();
+    StartRead(&piece_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    ok_ = status.ok() && last_;
+    std::shared_ptr<ChunkStream> me = std::move(self_);
+    {
+      std::lock_guard lock(race_->mu);
+      if (!race_->closed) {
+        race_->finished.push_back(me);  // the fetch takes it from here
+        race_->cv.notify_one();
+      }
+    }
+    // `me` may be the last owner: this object ends with this call, after its last use.
+  }
+  // Read after the stream is in the race (OnDone ran): no more writes to these.
+  bool complete() const { return ok_; }
+  const std::string& data() const { return data_; }
+  const std::string& peer_name() const { return peer_name_; }
+  void cancel() { ctx_.TryCancel(); }
+
+ private:
+  ChunkStream(std::string peer_name, pb::ChunkRequest req, uint64_t max_bytes, std::shared_ptr<ChunkRace> race)
+      : peer_name_(std::move(peer_name)), req_(std::move(req)), max_bytes_(max_bytes), race_(std::move(race)) {}
+  const std::string peer_name_;
+  grpc::ClientContext ctx_;
+  const pb::ChunkRequest req_;
+  const uint64_t max_bytes_;
+  const std::shared_ptr<ChunkRace> race_;
+  std::shared_ptr<ChunkStream> self_;  // until OnDone
+  pb::ChunkPiece piece_;
+  std::string data_;
+  bool last_ = false, ok_ = false;
+};
+
 // A worker's wait: takes the next job of `queue` into *job; false once `stop` is set.
 template <class Job>
 bool next_job(std::mutex& mu, std::condition_variable& cv, std::deque<Job>& queue, const std::atomic<bool>& stop,
@@ -420,37 +487,17 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
   order.insert(order.end(), others.begin(), others.end());
   order.insert(order.end(), silent.begin(), silent.end());
 
-  struct Call {
-    grpc::ClientContext ctx;
-    pb::ChunkRequest req;
-    pb::ChunkReply reply;
-    grpc::Status status;
-    Peer* peer = nullptr;
-  };
-  // Calls finish on gRPC threads, possibly after this function returned (the losers of a
-  // race): they own what they touch through shared pointers.
-  struct Race {
-    std::mutex mu;
-    std::condition_variable cv;
-    std::deque<std::shared_ptr<Call>> finished;
-  };
-  auto race = std::make_shared<Race>();
-  std::vector<std::shared_ptr<Call>> calls;
+  auto race = std::make_shared<ChunkRace>();
+  std::vector<std::shared_ptr<ChunkStream>> calls;
   size_t next = 0, in_flight = 0;
   auto launch = [&] {
-    auto call = std::make_shared<Call>();
-    call->peer = order[next++];
-    call->req.set_protocol_version(kProtocolVersion);
-    call->req.set_network(config_.network.name);
-    call->req.set_sha256(sha256);
-    call->ctx.set_deadline(std::chrono::system_clock::now() + kChunkDeadline);
-    call->peer->stub->async()->FetchChunk(&call->ctx, &call->req, &call->reply, [race, call](grpc::Status st) {
-      call->status = std::move(st);
-      std::lock_guard lock(race->mu);
-      race->finished.push_back(call);
-      race->cv.notify_one();
-    });
-    calls.push_back(call);
+    Peer* peer = order[next++];
+    pb::ChunkRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network(config_.network.name);
+    req.set_sha256(sha256);  // the whole chunk: its hash covers it all (see docs)
+    calls.push_back(ChunkStream::start(*peer->stub, peer->name, std::move(req), config_.network.chunk_size,
+                                       std::chrono::system_clock::now() + kChunkDeadline, race));
     ++in_flight;
   };
   // A holder that has not answered after this long is raced by the next one: time for the
@@ -459,7 +506,7 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
   int result = EIO;
   if (!order.empty()) launch();
   while (in_flight > 0) {  // bounded: every call ends by its deadline
-    std::shared_ptr<Call> done;
+    std::shared_ptr<ChunkStream> done;
     {
       std::unique_lock lock(race->mu);
       if (race->cv.wait_for(lock, hedge, [&] { return !race->finished.empty(); })) {
@@ -473,8 +520,8 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
       continue;
     }
     --in_flight;
-    if (done->status.ok() && done->reply.found()) {
-      const std::string& data = done->reply.data();
+    if (done->complete()) {
+      const std::string& data = done->data();
       const int err = chunks_.put_expected(data.data(), data.size(), sha256);
       if (err == 0) {
         fetched_bytes_ += data.size();
@@ -485,11 +532,16 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
         result = err;  // this pod's storage failed (ENOSPC...): asking others will not help
         break;
       }
-      spdlog::error("pod {} sent chunk {} with wrong content; ignored", done->peer->name, ChunkStore::hex(sha256));
+      spdlog::error("pod {} sent chunk {} with wrong content; ignored", done->peer_name(), ChunkStore::hex(sha256));
     }
     if (next < order.size()) launch();
   }
-  for (auto& call : calls) call->ctx.TryCancel();  // the losers, if any
+  {
+    std::lock_guard lock(race->mu);
+    race->closed = true;
+    race->finished.clear();
+  }
+  for (auto& call : calls) call->cancel();  // the losers, if any
   return result;
 }
 

@@ -74,26 +74,31 @@ class PeerNode::Service final : public pb::Peer::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status FetchChunk(grpc::ServerContext* ctx, const pb::ChunkRequest* req, pb::ChunkReply* reply) override {
+  grpc::Status ReadChunk(grpc::ServerContext* ctx, const pb::ChunkRequest* req,
+                         grpc::ServerWriter<pb::ChunkPiece>* writer) override {
     if (req->protocol_version() != kProtocolVersion || req->network() != node_.config_.network.name) {
       spdlog::warn("refused a chunk request from {}: wrong protocol version or network", ctx->peer());
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "wrong protocol version or network");
     }
-    if (req->sha256().size() != ChunkStore::kHashBytes || !node_.chunks_.contains(req->sha256())) {
-      reply->set_found(false);
-      return grpc::Status::OK;
+    if (req->sha256().size() != ChunkStore::kHashBytes || !node_.chunks_.contains(req->sha256()))
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such chunk here");
+    const uint64_t end = req->length() == 0 ? UINT64_MAX : req->offset() + req->length();
+    std::string buf(kPieceBytes, '\0');
+    for (uint64_t offset = req->offset();;) {  // bounded: the chunk is finite, reads advance
+      const size_t want = static_cast<size_t>(std::min<uint64_t>(kPieceBytes, end - offset));
+      const ssize_t n = node_.chunks_.read(req->sha256(), offset, want, buf.data());
+      if (n < 0)  // corrupt or vanished here: the asker tries another pod
+        return grpc::Status(grpc::StatusCode::NOT_FOUND, "chunk unreadable here");
+      pb::ChunkPiece piece;
+      piece.set_sha256(req->sha256());
+      piece.set_offset(offset);
+      piece.set_data(buf.data(), static_cast<size_t>(n));
+      offset += static_cast<uint64_t>(n);
+      piece.set_last(static_cast<size_t>(n) < want || offset >= end);
+      if (!writer->Write(piece)) return grpc::Status(grpc::StatusCode::CANCELLED, "the reader went away");
+      node_.served_bytes_ += static_cast<uint64_t>(n);
+      if (piece.last()) return grpc::Status::OK;
     }
-    std::string data(node_.config_.network.chunk_size, '\0');
-    ssize_t n = node_.chunks_.read(req->sha256(), 0, data.size(), data.data());
-    if (n < 0) {
-      reply->set_found(false);  // corrupt or vanished here: the asker tries another pod
-      return grpc::Status::OK;
-    }
-    data.resize(static_cast<size_t>(n));
-    node_.served_bytes_ += data.size();
-    reply->set_found(true);
-    reply->set_data(std::move(data));
-    return grpc::Status::OK;
   }
 
   grpc::Status PushChunks(grpc::ServerContext* ctx, grpc::ServerReader<pb::ChunkPiece>* reader,
