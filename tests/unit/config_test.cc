@@ -9,10 +9,10 @@
 using namespace wormhole;
 
 namespace {
-// Config files written by the tests live here until the test program ends.
-wormhole::testing::TempDir config_dir("config");
-
+// Config files written by the tests live here until the test program ends. Made on first
+// use, so that test processes that write no config (every other test) make no directory.
 std::string write_file(const std::string& text) {
+  static wormhole::testing::TempDir config_dir("config");
   static int n = 0;
   std::string path = config_dir / ("c" + std::to_string(n++) + ".toml");
   std::ofstream(path) << text;
