@@ -201,17 +201,19 @@ std::vector<uint64_t> PeerNode::choose_holders(Gid inode) {
 
 void PeerNode::chunks_to_copy(const std::vector<pb::ChunkRef>& chunks, Gid base, std::vector<std::string>* send,
                               std::vector<std::string>* expected) {
-  std::set<std::string> base_chunks, seen;
+  std::set<std::string> seen;
+  for (const pb::ChunkRef& c : chunks)
+    if (!c.sha256().empty() && c.inline_data().empty() && seen.insert(c.sha256()).second)
+      expected->push_back(c.sha256());
+  if (expected->empty()) return;  // inline content only: nothing to copy, no base to read
+  // The holders of the base version have its chunks; a holder that does not (placement
+  // changed) fetches them, as `expected` tells it.
+  std::set<std::string> base_chunks;
   pb::VersionRecord base_rec;
   if (!base.empty() && ns_.get_version(base, &base_rec))
     for (const pb::ChunkRef& c : base_rec.chunks()) base_chunks.insert(c.sha256());
-  for (const pb::ChunkRef& c : chunks) {
-    if (c.sha256().empty() || !c.inline_data().empty() || !seen.insert(c.sha256()).second) continue;
-    expected->push_back(c.sha256());
-    // The holders of the base version have its chunks; a holder that does not (placement
-    // changed) fetches them, as `expected` tells it.
-    if (!base_chunks.count(c.sha256())) send->push_back(c.sha256());
-  }
+  for (const std::string& sha : *expected)
+    if (!base_chunks.count(sha)) send->push_back(sha);
 }
 
 std::vector<uint64_t> PeerNode::place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) {
@@ -239,9 +241,9 @@ std::vector<uint64_t> PeerNode::place(Gid inode, Gid base_version, const std::ve
   for (uint64_t id : chain)
     if (stored.count(id)) result.push_back(id);
   // Still short: other storage pods, in rendezvous order, until the redundancy is met.
-  const size_t want =
-      config_.network.redundancy == 0 ? ranked_storage_peers(inode).size() + self_holds : config_.network.redundancy;
-  for (Peer* p : ranked_storage_peers(inode)) {
+  const std::vector<Peer*> ranked = ranked_storage_peers(inode);
+  const size_t want = config_.network.redundancy == 0 ? ranked.size() + self_holds : config_.network.redundancy;
+  for (Peer* p : ranked) {
     if (result.size() >= want) break;
     if (std::find(holders.begin(), holders.end(), p->id.load()) != holders.end()) continue;
     // A new holder lacks the base version's chunks: send it everything.

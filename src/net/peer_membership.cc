@@ -120,20 +120,9 @@ bool PeerNode::join_network(std::string* error) {
   const auto deadline = std::chrono::steady_clock::now() + kInitialCatchUp;
   while (std::chrono::steady_clock::now() < deadline) {
     const auto before = ns_.applied();
-    std::vector<Outbound> requests;
-    {
-      std::lock_guard lock(mu_);
-      for (auto& p : peers())
-        if (p->id != 0) requests.push_back(Outbound{p.get(), replicator_.sync_request(p->id).message});
-    }
-    const std::vector<bool> answered = exchange_all(requests);
-    uint64_t source;
-    {
-      std::lock_guard lock(mu_);
-      source = replicator_.take_snapshot_source();
-    }
-    if (Peer* peer = source ? peer_by_id(source) : nullptr) {
-      if (!install_snapshot_from(*peer)) std::this_thread::sleep_for(std::chrono::seconds(1));
+    const std::vector<bool> answered = sync_round();
+    if (const int snapshot = act_on_snapshot_advice()) {
+      if (snapshot < 0) std::this_thread::sleep_for(std::chrono::seconds(1));
       continue;
     }
     const bool any = std::find(answered.begin(), answered.end(), true) != answered.end();
@@ -141,6 +130,24 @@ bool PeerNode::join_network(std::string* error) {
     if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return true;
+}
+
+int PeerNode::act_on_snapshot_advice() {
+  uint64_t source;
+  {
+    std::lock_guard lock(mu_);
+    source = replicator_.take_snapshot_source();
+  }
+  Peer* peer = source ? peer_by_id(source) : nullptr;
+  if (!peer) return 0;
+  if (ns_.empty_history()) return install_snapshot_from(*peer) ? 1 : -1;
+  if (snapshot_refused_from_ != source) {  // said once per advising peer
+    snapshot_refused_from_ = source;
+    spdlog::error("pod {} no longer keeps ops this pod lacks, and this pod has state of its own: it cannot catch "
+                  "up; start it again with an empty storage directory",
+                  peer->name);
+  }
+  return -1;
 }
 
 grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest& req,

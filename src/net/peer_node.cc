@@ -346,6 +346,16 @@ void PeerNode::forget_changed() {
   for (uint64_t ino : changed.inodes) kernel_.forget_inode(ino);
 }
 
+std::vector<bool> PeerNode::sync_round() {
+  std::vector<Outbound> requests;
+  {
+    std::lock_guard lock(mu_);
+    // Also to peers whose id is not known yet: the answer tells it.
+    for (auto& peer : peers()) requests.push_back(Outbound{peer.get(), replicator_.sync_request(peer->id).message});
+  }
+  return exchange_all(requests);
+}
+
 void PeerNode::loop() {
   auto next_sync = std::chrono::steady_clock::now();
   while (!stop_) {
@@ -369,27 +379,8 @@ void PeerNode::loop() {
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
       adopt_members();
-      std::vector<Outbound> requests;
-      {
-        std::lock_guard lock(mu_);
-        for (auto& peer : peers()) requests.push_back(Outbound{peer.get(), replicator_.sync_request(peer->id).message});
-      }
-      exchange_all(requests);
-      uint64_t source;
-      {
-        std::lock_guard lock(mu_);
-        source = replicator_.take_snapshot_source();
-      }
-      if (Peer* peer = source ? peer_by_id(source) : nullptr) {
-        if (ns_.empty_history()) {
-          install_snapshot_from(*peer);
-        } else if (snapshot_refused_from_ != source) {
-          snapshot_refused_from_ = source;
-          spdlog::error("pod {} no longer keeps ops this pod lacks, and this pod has state of its own: it cannot "
-                        "catch up; start it again with an empty storage directory",
-                        peer->name);
-        }
-      }
+      sync_round();
+      act_on_snapshot_advice();
       std::map<uint64_t, uint64_t> everyone;
       {
         std::lock_guard lock(mu_);

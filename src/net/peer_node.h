@@ -118,6 +118,11 @@ class PeerNode final : public ContentReplication {
   grpc::Status serve_snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest& req,
                               grpc::ServerWriter<pb::SnapshotPiece>* writer);
   bool install_snapshot_from(Peer& peer);
+  // Acts on a peer's "snapshot needed": installs its snapshot when this pod has no history
+  // (1), else logs once that it cannot catch up (-1); 0 when no peer said so.
+  int act_on_snapshot_advice();
+  // Sends every peer a sync request (anti-entropy, heartbeat); whether each answered.
+  std::vector<bool> sync_round();
   pb::Member self_member() const;
   // Storage peers that may take a copy, best first for `key` (rendezvous hashing).
   std::vector<Peer*> ranked_storage_peers(Gid key);

@@ -23,9 +23,6 @@ class ContentReplication {
   // storage pods are reachable: the shortfall is logged).
   virtual std::vector<uint64_t> place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) = 0;
 
-  // Called once the version is committed on this pod, with what place() was given and
-  // returned. Sync mode: returns when the version's op has reached its holders. Async mode:
-  // starts copying the chunks and returns.
   // Fetches chunk `sha256`, which this pod lacks, from another pod (`holders` first: the
   // holders of the version being read), verifies and stores it. Returns 0 or an errno
   // (EIO when no reachable pod has it). Waits for a fetch of the same chunk already running.
@@ -34,6 +31,9 @@ class ContentReplication {
   // beyond a bounded queue are dropped (the read then fetches the chunk itself).
   virtual void prefetch(const std::vector<std::string>& sha256s, const std::vector<uint64_t>& holders) = 0;
 
+  // Called once the version is committed on this pod, with what place() was given and
+  // returned. Sync mode: returns when the version's op has reached its holders. Async mode:
+  // starts copying the chunks and returns.
   virtual void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
                          const std::vector<uint64_t>& holders) = 0;
 };

@@ -289,18 +289,20 @@ ssize_t OpenFile::read_stored(uint64_t index, uint64_t in_chunk, size_t n, char*
     return static_cast<ssize_t>(count);
   }
   ssize_t r = store_.read(ref.sha256(), in_chunk, n, out);
-  // Read-ahead only for a reader going forward: a random reader would pay for chunks it
-  // never reads.
-  const uint64_t previous = last_index_.exchange(index);
-  const bool sequential = index == 0 || previous == index || previous + 1 == index;
-  if (r == -ENOENT && replication_) {
-    // Not here: this pod does not hold the version (or lost the chunk). Fetch it from a
-    // holder, and keep the next chunks coming ahead of a sequential reader.
-    remote_ = true;
-    if (sequential) read_ahead(index);
-    if (replication_->fetch(ref.sha256(), holders_) == 0) r = store_.read(ref.sha256(), in_chunk, n, out);
-  } else if (remote_ && sequential) {
-    read_ahead(index);
+  if (replication_ && (r == -ENOENT || remote_)) {
+    // Read-ahead only for a reader going forward: a random reader would pay for chunks it
+    // never reads.
+    const uint64_t previous = last_index_.exchange(index);
+    const bool sequential = index == 0 || previous == index || previous + 1 == index;
+    if (r == -ENOENT) {
+      // Not here: this pod does not hold the version (or lost the chunk). Fetch it from a
+      // holder, and keep the next chunks coming ahead of a sequential reader.
+      remote_ = true;
+      if (sequential) read_ahead(index);
+      if (replication_->fetch(ref.sha256(), holders_) == 0) r = store_.read(ref.sha256(), in_chunk, n, out);
+    } else if (sequential) {
+      read_ahead(index);
+    }
   }
   if (r < 0) {
     spdlog::error("read of {} failed at chunk {}: {}", ns_.path_of(inode_), index,
