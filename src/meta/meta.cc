@@ -867,34 +867,26 @@ bool Meta::dir_is_empty(Gid dir) {
   return empty;
 }
 
-std::vector<Gid> Meta::live_entries(Gid inode) {
-  std::vector<Gid> out;
+std::vector<std::pair<Gid, pb::EntryRecord>> Meta::live_entries(Gid inode, size_t limit) {
+  std::vector<std::pair<Gid, pb::EntryRecord>> out;
   const std::string prefix = keys::link_prefix(inode);
   kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
     pb::EntryRecord e;
     if (k.size() == prefix.size() + 16) {
       const Gid entry = keys::get_gid(k, prefix.size());
-      if (get_entry(entry, &e) && from_pb(e.parent()) != kTrashId) out.push_back(entry);
+      if (get_entry(entry, &e) && from_pb(e.parent()) != kTrashId) out.emplace_back(entry, std::move(e));
     }
-    return out.size() < 1024;  // bound: a file with more hard links than this keeps 1024
+    return out.size() < limit;
   });
   return out;
 }
 
 bool Meta::live_entry(Gid inode, Gid* parent, std::string* name) {
-  bool found = false;
-  const std::string prefix = keys::link_prefix(inode);
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
-    pb::EntryRecord e;
-    if (k.size() == prefix.size() + 16 && get_entry(keys::get_gid(k, prefix.size()), &e) &&
-        from_pb(e.parent()) != kTrashId) {
-      *parent = from_pb(e.parent());
-      *name = e.name();
-      found = true;
-    }
-    return !found;
-  });
-  return found;
+  auto live = live_entries(inode, 1);
+  if (live.empty()) return false;
+  *parent = from_pb(live.front().second.parent());
+  *name = live.front().second.name();
+  return true;
 }
 
 std::string Meta::path_of(Gid inode) {

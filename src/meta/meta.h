@@ -114,8 +114,8 @@ class Meta {
   // Every entry of `dir`, duplicates of one name included (list() shows one per name).
   void for_each_entry_in(Gid dir, const std::function<void(std::string_view name, Gid entry, Gid inode)>& visit);
   bool dir_is_empty(Gid dir);
-  // Every entry of `inode` that is not in the trash.
-  std::vector<Gid> live_entries(Gid inode);
+  // The entries of `inode` that are not in the trash (at most `limit`), with their edges.
+  std::vector<std::pair<Gid, pb::EntryRecord>> live_entries(Gid inode, size_t limit = 1024);
   // A live entry of `inode` (its directory and name); false if it has none.
   bool live_entry(Gid inode, Gid* parent, std::string* name);
   // Path of an inode (first entry found), for log lines; "?" parts when unknown.

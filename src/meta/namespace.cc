@@ -386,13 +386,14 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
   for (auto& ch : chunks) *c->add_chunks() = ch;
   c->set_mtime_ns(mtime_ns);
   pb::Conflict* how = c->mutable_conflict();
-  Gid parent;
-  std::string name;
-  if (meta_.live_entry(inode, &parent, &name)) {
-    to_pb(parent, how->mutable_parent());
-    how->set_name(name);
+  // The writer's view: the file's names (a delete of one it had in view and had not seen is
+  // void), and where a losing version is kept (next to the first).
+  const auto in_view = meta_.live_entries(inode);
+  for (auto& [entry, edge] : in_view) to_pb(entry, c->add_live_entries());
+  if (!in_view.empty()) {
+    *how->mutable_parent() = in_view.front().second.parent();
+    how->set_name(in_view.front().second.name());
   }
-  for (Gid e : meta_.live_entries(inode)) to_pb(e, c->add_live_entries());
   how->set_writer(pod_name_);
   how->set_keep_both(keep_both_);
   how->set_mode(rec.mode());
