@@ -186,6 +186,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"chunk_bytes", c.bytes},
           {"free_bytes", free_bytes(pod)},
           {"move_log_entries", s.move_log_entries},
+          {"op_log_entries", s.op_log_entries},
           {"peers", node ? node->status() : nlohmann::json::array()},
           {"transfer", node ? node->transfer() : nlohmann::json::object()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)

@@ -942,10 +942,9 @@ std::vector<std::string> Meta::list_xattrs(Gid inode) {
   return names;
 }
 
-size_t Meta::move_log_size() {
+size_t Meta::count_keys(std::string_view prefix) {
   size_t n = 0;
-  kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), false,
-           [&](std::string_view, std::string_view) { return ++n, true; });
+  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) { return ++n, true; });
   return n;
 }
 

@@ -124,7 +124,8 @@ class Meta {
   bool is_ancestor(Gid ancestor, Gid dir);
   bool get_xattr(Gid inode, std::string_view name, std::string* value);
   std::vector<std::string> list_xattrs(Gid inode);
-  size_t move_log_size();
+  // Number of stored records of one kind (a key prefix of meta/keys.h), for status.
+  size_t count_keys(std::string_view prefix);
   const Hlc& last_hlc() const { return clock_.last(); }
 
   std::vector<Gid> versions_held_by(uint64_t pod);

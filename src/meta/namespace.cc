@@ -560,7 +560,8 @@ NamespaceStats Namespace::stats() {
       s.directories++;
     }
   });
-  s.move_log_entries = meta_.move_log_size();
+  s.move_log_entries = meta_.count_keys(keys::kMoveLogPrefix);
+  s.op_log_entries = meta_.count_keys(keys::kOpLogPrefix);
   return s;
 }
 

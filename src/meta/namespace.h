@@ -38,6 +38,7 @@ struct NamespaceStats {
   uint64_t directories = 0;
   uint64_t logical_bytes = 0;  // sum of file sizes
   uint64_t move_log_entries = 0;
+  uint64_t op_log_entries = 0;  // ops kept for pods that may still lack them
 };
 
 class Namespace {

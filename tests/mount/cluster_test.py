@@ -191,7 +191,9 @@ class JoinTest(unittest.TestCase):
         for pod in (a, b, c):
             wait_for(lambda: os.path.exists(pod.path("docs", "old", "note.txt")) and
                      os.path.exists(pod.path("docs", "report.bin")), what=f"tree on {pod.name}")
-        time.sleep(2.5)  # every pod has every op: the op logs are trimmed (a newcomer needs a snapshot)
+        # Every pod has every op, so each trims its op log: a newcomer then needs a snapshot.
+        for pod in (a, b, c):
+            wait_for(lambda: pod.status()["op_log_entries"] == 0, what=f"op log of {pod.name} trimmed")
         a_listen = slurp(cluster.config, "r").split('listen = "')[1].split('"')[0]
 
         def newcomer(name, token):
