@@ -11,6 +11,35 @@
 #include "meta/keys.h"
 
 namespace wormhole {
+
+namespace {
+
+// Converts a dense chunk list (protocol 2 and stored records of that time: one entry per
+// chunk span, holes as empty hashes) into the sparse form: stored chunks with their index.
+void sparse_from_dense(const google::protobuf::RepeatedPtrField<pb::ChunkRef>& dense,
+                       google::protobuf::RepeatedPtrField<pb::ChunkRef>* sparse) {
+  uint64_t index = 0;
+  for (const pb::ChunkRef& c : dense) {
+    if (!c.sha256().empty()) {
+      pb::ChunkRef* out = sparse->Add();
+      *out = c;
+      out->set_index(index);
+    }
+    ++index;
+  }
+}
+
+// A version record as current code reads it, whatever the format it was stored in.
+bool parse_version(std::string_view bytes, pb::VersionRecord* rec) {
+  if (!rec->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return false;
+  if (rec->dense_chunks_size() > 0 && rec->chunks_size() == 0) {
+    sparse_from_dense(rec->dense_chunks(), rec->mutable_chunks());
+    rec->clear_dense_chunks();
+  }
+  return true;
+}
+
+}  // namespace
 namespace {
 
 // Depth bound for ancestor walks: a path deeper than this is treated as a cycle. Linux
@@ -640,7 +669,10 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
   *v.mutable_inode() = c.inode();
   *v.mutable_base_version() = c.base_version();
   v.set_size(c.size());
-  *v.mutable_chunks() = c.chunks();
+  if (c.dense_chunks_size() > 0 && c.chunks_size() == 0)
+    sparse_from_dense(c.dense_chunks(), v.mutable_chunks());  // an op from an old op log
+  else
+    *v.mutable_chunks() = c.chunks();
   *v.mutable_holders() = c.holders();
   *v.mutable_conflict() = c.conflict();
   v.set_mtime_ns(c.mtime_ns());
@@ -684,7 +716,7 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
 
 bool Meta::get_version_txn(KvTxn& txn, Gid g, pb::VersionRecord* rec) {
   std::string v;
-  return txn.get(keys::version(g), &v) && rec->ParseFromString(v);
+  return txn.get(keys::version(g), &v) && parse_version(v, rec);
 }
 
 void Meta::keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser) {
@@ -804,7 +836,7 @@ bool Meta::get_inode(Gid g, pb::InodeRecord* rec) {
 
 bool Meta::get_version(Gid g, pb::VersionRecord* rec) {
   std::string v;
-  return kv_.get(keys::version(g), &v) && rec->ParseFromString(v);
+  return kv_.get(keys::version(g), &v) && parse_version(v, rec);
 }
 
 bool Meta::get_entry(Gid g, pb::EntryRecord* rec) {
@@ -971,7 +1003,7 @@ void Meta::for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>
 void Meta::for_each_chunk(const std::function<void(const std::string&)>& visit) {
   kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view, std::string_view v) {
     pb::VersionRecord rec;
-    if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())))
+    if (parse_version(v, &rec))
       for (auto& c : rec.chunks())
         if (!c.sha256().empty() && c.inline_data().empty()) visit(c.sha256());
     return true;

@@ -44,7 +44,8 @@ class Status;
 namespace wormhole {
 
 // 2: deletes decided against live_entries of versions, acknowledgements, chain pushes, joins.
-inline constexpr uint32_t kProtocolVersion = 2;
+// 3: sparse chunk lists (CommitVersion.chunks lists stored chunks with their index).
+inline constexpr uint32_t kProtocolVersion = 3;
 
 class PeerNode final : public ContentReplication {
  public:

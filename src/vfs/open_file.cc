@@ -6,6 +6,8 @@
 #include <cstring>
 #include <spdlog/spdlog.h>
 
+#include "common/limits.h"
+
 namespace wormhole {
 
 OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode,
@@ -24,22 +26,43 @@ int OpenFile::load() {
   pb::VersionRecord v;
   if (int err = ns_.current_version(inode_, &base_version_, &v)) return err;
   size_ = v.size();
-  chunks_.assign(v.chunks().begin(), v.chunks().end());
   holders_.assign(v.holders().begin(), v.holders().end());
-  for (auto& c : chunks_) {
+  chunks_.clear();
+  if (size_ > kMaxFileSize) {
+    spdlog::error("version {} of {} claims {} bytes, more than the largest file size", base_version_.str(),
+                  ns_.path_of(inode_), size_);
+    return EIO;
+  }
+  // Invariant: stored chunks by strictly increasing index, each within the file's spans and
+  // no longer than its span.
+  const uint64_t count = chunk_count();
+  for (const pb::ChunkRef& c : v.chunks()) {
+    const bool ordered = chunks_.empty() || c.index() > chunks_.rbegin()->first;
+    if (!ordered || c.index() >= count || c.sha256().empty() || c.length() > chunk_size_) {
+      spdlog::error("version {} of {} has a malformed chunk list (chunk {} of {}); chunk size changed?",
+                    base_version_.str(), ns_.path_of(inode_), c.index(), count);
+      return EIO;
+    }
     const std::string& data = c.inline_data();
     if (!data.empty() && (data.size() != c.length() || ChunkStore::hash(data.data(), data.size()) != c.sha256())) {
       spdlog::error("inline chunk of {} does not match its hash: corrupt metadata", ns_.path_of(inode_));
       return EIO;
     }
-  }
-  // Invariant: one entry per chunk span of the file.
-  if (chunks_.size() != (size_ + chunk_size_ - 1) / chunk_size_) {
-    spdlog::error("version {} of {} has {} chunks for {} bytes; chunk size changed?", base_version_.str(),
-                  ns_.path_of(inode_), chunks_.size(), size_);
-    return EIO;
+    chunks_.emplace_hint(chunks_.end(), c.index(), c);
   }
   return 0;
+}
+
+const pb::ChunkRef* OpenFile::stored_chunk(uint64_t index) const {
+  auto it = chunks_.find(index);
+  return it == chunks_.end() ? nullptr : &it->second;
+}
+
+std::vector<pb::ChunkRef> OpenFile::chunk_list() const {
+  std::vector<pb::ChunkRef> out;
+  out.reserve(chunks_.size());
+  for (auto& [index, ref] : chunks_) out.push_back(ref);
+  return out;
 }
 
 uint64_t OpenFile::span(uint64_t index) const {
@@ -84,7 +107,7 @@ OpenFile::DirtyChunk& OpenFile::make_dirty(uint64_t index) {
   }
   // A chunk with no stored bytes (a hole, or beyond the old end) is all zeros: the zero
   // fill of `data` already is its base.
-  d.base_loaded = index >= chunks_.size() || chunks_[index].sha256().empty();
+  d.base_loaded = stored_chunk(index) == nullptr;
   return d;
 }
 
@@ -92,10 +115,10 @@ int OpenFile::load_base(uint64_t index, DirtyChunk& d) {
   if (d.base_loaded) return 0;
   const uint64_t limit = span(index);
   ByteBuffer merged;
-  if (index < chunks_.size() && !chunks_[index].sha256().empty()) {
-    const uint64_t stored = std::min<uint64_t>(chunks_[index].length(), limit);
+  if (const pb::ChunkRef* ref = stored_chunk(index)) {
+    const uint64_t stored = std::min<uint64_t>(ref->length(), limit);
     merged.resize(stored);
-    ssize_t n = read_stored(index, 0, stored, merged.data());
+    ssize_t n = read_stored(index, *ref, 0, stored, merged.data());
     if (n < 0) return static_cast<int>(-n);
     merged.resize(static_cast<size_t>(n));
   }
@@ -123,6 +146,7 @@ int OpenFile::seal(uint64_t index) {
   // Trailing bytes past data.size() within the span read as zeros, so a short chunk is
   // exact. An all-empty chunk becomes a hole.
   pb::ChunkRef ref;
+  ref.set_index(index);
   if (!d.data.empty() && d.data.size() <= kInlineMaxBytes) {
     ref.set_sha256(ChunkStore::hash(d.data.data(), d.data.size()));
     ref.set_length(static_cast<uint32_t>(d.data.size()));
@@ -137,8 +161,10 @@ int OpenFile::seal(uint64_t index) {
     ref.set_length(static_cast<uint32_t>(d.data.size()));
     unsynced_ = true;
   }
-  if (chunks_.size() <= index) chunks_.resize(index + 1);
-  chunks_[index] = ref;
+  if (ref.sha256().empty())
+    chunks_.erase(index);
+  else
+    chunks_[index] = ref;
   buffers_.give_back(std::move(d.data));
   dirty_.erase(it);
   sealing_.erase(index);  // an older store of this chunk still in flight must not win
@@ -154,12 +180,10 @@ int OpenFile::seal_all() {
 int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_ns) {
   std::unique_lock lock(mu_);
   if (len == 0) return 0;
+  if (offset > kMaxFileSize || len > kMaxFileSize - offset) return EFBIG;
   std::vector<std::pair<uint64_t, std::shared_ptr<ByteBuffer>>> full_chunks;
   const uint64_t end = offset + len;
-  if (end > size_) {
-    size_ = end;
-    chunks_.resize((size_ + chunk_size_ - 1) / chunk_size_);
-  }
+  if (end > size_) size_ = end;
   uint64_t pos = offset;
   while (pos < end) {
     const uint64_t index = pos / chunk_size_;
@@ -226,9 +250,10 @@ int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
       continue;
     }
     pb::ChunkRef ref;
+    ref.set_index(index);
     ref.set_sha256(results[i].sha);
     ref.set_length(static_cast<uint32_t>(buf->size()));
-    if (chunks_.size() > index) chunks_[index] = ref;
+    if (index < chunk_count()) chunks_[index] = ref;
     unsynced_ = true;
     buffers_.give_back(std::move(*buf));
   }
@@ -238,6 +263,7 @@ int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
 
 int OpenFile::truncate(uint64_t size, int64_t now_ns) {
   std::unique_lock lock(mu_);
+  if (size > kMaxFileSize) return EFBIG;
   if (size == size_) {
     return 0;
   }
@@ -246,7 +272,6 @@ int OpenFile::truncate(uint64_t size, int64_t now_ns) {
   if (size > size_) {
     // Growing: the new range is a hole; stored bytes never extend past the old end.
     size_ = size;
-    chunks_.resize((size_ + chunk_size_ - 1) / chunk_size_);
     return 0;
   }
   const uint64_t count = (size + chunk_size_ - 1) / chunk_size_;
@@ -269,18 +294,17 @@ int OpenFile::truncate(uint64_t size, int64_t now_ns) {
         if (int err = load_base(last, d)) return err;
       }
       if (d.data.size() > limit) d.data.resize(limit);
-    } else if (last < chunks_.size() && chunks_[last].length() > limit) {
+    } else if (const pb::ChunkRef* ref = stored_chunk(last); ref && ref->length() > limit) {
       DirtyChunk& d = make_dirty(last);
       if (int err = load_base(last, d)) return err;
       if (d.data.size() > limit) d.data.resize(limit);
     }
   }
-  chunks_.resize(count);
+  chunks_.erase(chunks_.lower_bound(count), chunks_.end());
   return 0;
 }
 
-ssize_t OpenFile::read_stored(uint64_t index, uint64_t in_chunk, size_t n, char* out) {
-  const pb::ChunkRef& ref = chunks_[index];
+ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t in_chunk, size_t n, char* out) {
   if (!ref.inline_data().empty() || ref.length() == 0) {
     const std::string& data = ref.inline_data();
     if (in_chunk >= data.size()) return 0;
@@ -313,25 +337,25 @@ ssize_t OpenFile::read_stored(uint64_t index, uint64_t in_chunk, size_t n, char*
 }
 
 void OpenFile::read_ahead(uint64_t index) {
-  const uint64_t end = std::min<uint64_t>(index + 1 + kReadAheadChunks, chunks_.size());
+  const uint64_t end = std::min<uint64_t>(index + 1 + kReadAheadChunks, chunk_count());
   uint64_t from = std::max(readahead_end_.load(), index + 1);
   // Half the window is still ahead: nothing to ask yet (keeps stat calls off most reads).
   if (from >= end || from > index + 1 + kReadAheadChunks / 2) return;
   readahead_end_ = end;
   std::vector<std::string> wanted;
-  for (; from < end; ++from) {
-    const pb::ChunkRef& ref = chunks_[from];
-    if (ref.sha256().empty() || !ref.inline_data().empty() || store_.contains(ref.sha256())) continue;
+  for (auto it = chunks_.lower_bound(from); it != chunks_.end() && it->first < end; ++it) {
+    const pb::ChunkRef& ref = it->second;
+    if (!ref.inline_data().empty() || store_.contains(ref.sha256())) continue;
     wanted.push_back(ref.sha256());
   }
   if (!wanted.empty()) replication_->prefetch(wanted, holders_);
 }
 
 ssize_t OpenFile::read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out) {
-  const pb::ChunkRef* ref = index < chunks_.size() ? &chunks_[index] : nullptr;
+  const pb::ChunkRef* ref = stored_chunk(index);
   size_t got = 0;
-  if (ref && !ref->sha256().empty() && in_chunk < ref->length()) {
-    ssize_t r = read_stored(index, in_chunk, n, out);
+  if (ref && in_chunk < ref->length()) {
+    ssize_t r = read_stored(index, *ref, in_chunk, n, out);
     if (r < 0) return r;
     got = static_cast<size_t>(r);
   }
@@ -395,16 +419,17 @@ int OpenFile::flush(bool sync) {
     }
     // In sync mode place() copies the chunks before the version exists anywhere: a holder
     // that learns of the version already has its content.
+    const std::vector<pb::ChunkRef> list = chunk_list();
     std::vector<uint64_t> holders;
-    if (replication_) holders = replication_->place(inode_, base_version_, chunks_);
+    if (replication_) holders = replication_->place(inode_, base_version_, list);
     Gid version;
-    if (int err = ns_.commit(inode_, base_version_, size_, chunks_, mtime_ns_, holders, sync, &version)) return err;
+    if (int err = ns_.commit(inode_, base_version_, size_, list, mtime_ns_, holders, sync, &version)) return err;
     const Gid base = std::exchange(base_version_, version);
     holders_ = holders.empty() ? std::vector<uint64_t>{ns_.pod_id()} : holders;
     modified_ = false;
     if (replication_) {
       // Other handles wait meanwhile; the file's state is consistent (committed) already.
-      replication_->committed(version, base, chunks_, holders);
+      replication_->committed(version, base, list, holders);
     }
     return 0;
   }
@@ -430,8 +455,8 @@ void OpenFile::overlay(Attr* attr) {
 
 void OpenFile::pending_chunks(std::vector<std::string>* out) {
   std::shared_lock lock(mu_);
-  for (auto& c : chunks_)
-    if (!c.sha256().empty() && c.inline_data().empty()) out->push_back(c.sha256());
+  for (auto& [index, c] : chunks_)
+    if (c.inline_data().empty()) out->push_back(c.sha256());
 }
 
 }  // namespace wormhole

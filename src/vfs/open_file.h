@@ -46,8 +46,9 @@ class OpenFile {
 
   // Returns bytes read (short at end of file) or -errno.
   ssize_t read(uint64_t offset, size_t len, char* out);
-  // Returns 0 or errno. Extends the file when writing past its end.
+  // Returns 0 or errno (EFBIG past kMaxFileSize). Extends the file when writing past its end.
   int write(uint64_t offset, const char* data, size_t len, int64_t now_ns);
+  // Returns 0 or errno (EFBIG past kMaxFileSize). Growing adds a hole: it stores nothing.
   int truncate(uint64_t size, int64_t now_ns);
   // Seals dirty chunks and commits a new version if anything changed; with `sync`, the
   // chunks and the version are durable on return (on this pod; on its holders too in
@@ -73,6 +74,12 @@ class OpenFile {
     bool base_loaded = false;
   };
   uint64_t span(uint64_t index) const;
+  // Chunk spans of the file: ceil(size / chunk_size).
+  uint64_t chunk_count() const { return (size_ + chunk_size_ - 1) / chunk_size_; }
+  // The stored chunk at `index`, or null for a hole.
+  const pb::ChunkRef* stored_chunk(uint64_t index) const;
+  // The pending chunk list in the form a version carries it (by increasing index).
+  std::vector<pb::ChunkRef> chunk_list() const;
   DirtyChunk& make_dirty(uint64_t index);
   int load_base(uint64_t index, DirtyChunk& d);
   int seal(uint64_t index);
@@ -81,7 +88,7 @@ class OpenFile {
   ssize_t read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out);
   // Reads stored bytes of chunk `index` (inline or from the chunk store); short at the
   // chunk's stored end. -errno on failure, logged with the file's path.
-  ssize_t read_stored(uint64_t index, uint64_t in_chunk, size_t n, char* out);
+  ssize_t read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t in_chunk, size_t n, char* out);
   // Reader of a file whose chunks live elsewhere: asks for the next chunks after `index`.
   void read_ahead(uint64_t index);
   static bool covers(const DirtyChunk& d, uint32_t start, uint32_t end);
@@ -107,7 +114,9 @@ class OpenFile {
   int64_t mtime_ns_ = 0;
   bool modified_ = false;      // pending state differs from base_version_
   bool unsynced_ = false;      // chunks written since the last sync
-  std::vector<pb::ChunkRef> chunks_;           // pending chunk list
+  // Pending chunk list: the stored chunks by index (each ref's `index` is its key); an
+  // index not present is a hole. Sparse, so a 1 TB file with little data costs little.
+  std::map<uint64_t, pb::ChunkRef> chunks_;
   std::vector<uint64_t> holders_;              // of base_version_ (asked first for missing chunks)
   // Read-ahead state, changed under a shared lock: chunks below readahead_end_ were already
   // handed to prefetch; remote_ once a read found a chunk missing here.

@@ -114,6 +114,31 @@ class MountTest(unittest.TestCase):
         self.assertEqual(os.stat(f).st_size, 0)
         self.assertErrno(errno.EISDIR, os.truncate, self.p(), 0)
 
+    def test_huge_sparse_files_and_efbig(self):
+        # `truncate -s 1E` once killed the daemon (a chunk list of 2^38 entries).
+        f = self.p("huge")
+        open(f, "wb").close()
+        self.assertErrno(errno.EFBIG, os.truncate, f, 1 << 60)
+        fd = os.open(f, os.O_RDWR)
+        try:
+            # With the kernel's write-back cache (a pod alone) the write is accepted into the
+            # page cache and its EFBIG surfaces when the pages are written (fsync, close).
+            with self.assertRaises(OSError) as cm:
+                os.pwrite(fd, b"x", (1 << 50) + 5)
+                os.fsync(fd)
+            self.assertIn(cm.exception.errno, (errno.EFBIG, errno.EIO))
+            os.ftruncate(fd, 1 << 40)  # 1 TiB of hole: stores nothing
+            os.pwrite(fd, b"tail", (1 << 40) - 4)
+            self.assertEqual(os.pread(fd, 8, (1 << 40) - 8), b"\0\0\0\0tail")
+            self.assertEqual(os.pread(fd, 8, 1 << 39), b"\0" * 8)
+        finally:
+            os.close(fd)
+        self.assertEqual(os.stat(f).st_size, 1 << 40)
+        where = self.pod.where(self._testMethodName, "huge")
+        self.assertEqual(where["chunks"] + where["inline_chunks"], 1)  # one chunk, not 2^24
+        self.assertEqual(subprocess.run(["truncate", "-s", "1E", f], capture_output=True).returncode, 1)
+        self.assertTrue(os.path.exists(f))  # the daemon is alive and answers
+
     def test_fallocate(self):
         f = self.p("fa")
         fd = os.open(f, os.O_CREAT | os.O_RDWR)

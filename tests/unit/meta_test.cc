@@ -383,3 +383,28 @@ TEST(ConcurrentDelete, AWriteThroughAnotherHardLinkDoesNotBringTheDeletedNameBac
     EXPECT_EQ(r->read("y"), "(none)");
   }
 }
+
+// Versions stored before chunk lists became sparse (one entry per span, holes as empty
+// hashes) read as sparse lists with their indices: an upgraded pod keeps its files.
+TEST(Versions, DenseRecordsOfOlderPodsReadAsSparseLists) {
+  Fixture f;
+  pb::VersionRecord old;
+  old.set_size(3 * 4096);
+  old.add_dense_chunks()->set_sha256(std::string(32, 'a'));
+  old.add_dense_chunks();  // a hole
+  old.add_dense_chunks()->set_sha256(std::string(32, 'c'));
+  const Gid v{7, 9};
+  KvBatch b{{keys::version(v), old.SerializeAsString()}};
+  ASSERT_TRUE(f.kv.write(b, false).ok);
+  pb::VersionRecord rec;
+  ASSERT_TRUE(f.ns.get_version(v, &rec));
+  EXPECT_EQ(rec.dense_chunks_size(), 0);
+  ASSERT_EQ(rec.chunks_size(), 2);
+  EXPECT_EQ(rec.chunks(0).index(), 0u);
+  EXPECT_EQ(rec.chunks(0).sha256(), std::string(32, 'a'));
+  EXPECT_EQ(rec.chunks(1).index(), 2u);
+  EXPECT_EQ(rec.chunks(1).sha256(), std::string(32, 'c'));
+  std::vector<std::string> referenced;
+  f.ns.for_each_chunk([&](const std::string& sha) { referenced.push_back(sha); });
+  EXPECT_EQ(referenced.size(), 2u);  // garbage collection sees the old record's chunks
+}

@@ -4,6 +4,7 @@
 #include <random>
 #include <unistd.h>
 
+#include "common/limits.h"
 #include "store/mem_kv.h"
 #include "temp_dir.h"
 #include "vfs/vfs.h"
@@ -168,4 +169,51 @@ TEST(OpenFile, RandomOperationsMatchAModel) {
     ASSERT_EQ(fx.read_all(*f, model.size()), model) << "after gc, seed " << seed;
     ASSERT_EQ(fx.vfs.release(f), 0);
   }
+}
+
+// A huge sparse file costs what it stores: `truncate -s 1T` stores no chunk and commits an
+// empty list, a write near its end one chunk (the list is sparse, not one entry per span).
+TEST(OpenFile, HugeSparseFileStoresOnlyWrittenChunks) {
+  Fixture fx("sparse");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  const uint64_t tib = uint64_t{1} << 40;
+  ASSERT_EQ(f->truncate(tib, 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  EXPECT_TRUE(fx.committed().empty());
+  ASSERT_EQ(f->write(tib - 3, "end", 3, 2), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  auto refs = fx.committed();
+  ASSERT_EQ(refs.size(), 1u);
+  EXPECT_EQ(refs[0].index(), (tib - 1) / kChunk);
+  char buf[8];
+  ASSERT_EQ(f->read(tib - 8, sizeof buf, buf), 8);
+  EXPECT_EQ(std::string(buf, 8), std::string(5, '\0') + "end");
+  ASSERT_EQ(f->read(tib / 2, sizeof buf, buf), 8);
+  EXPECT_EQ(std::string(buf, 8), std::string(8, '\0'));
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);  // reloaded from the version record
+  ASSERT_EQ(f->read(tib - 3, 3, buf), 3);
+  EXPECT_EQ(std::string(buf, 3), "end");
+  ASSERT_EQ(f->truncate(kChunk, 3), 0);  // the chunk past the new end leaves the list
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  EXPECT_TRUE(fx.committed().empty());
+}
+
+// Past the largest file size: EFBIG, nothing changes (was: a 2^38-entry chunk list).
+TEST(OpenFile, PastTheLargestFileSizeIsEfbig) {
+  Fixture fx("efbig");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(f->truncate(kMaxFileSize + 1, 1), EFBIG);
+  EXPECT_EQ(f->truncate(UINT64_MAX, 1), EFBIG);
+  EXPECT_EQ(f->write(kMaxFileSize - 1, "ab", 2, 1), EFBIG);
+  EXPECT_EQ(f->write(UINT64_MAX - 1, "ab", 2, 1), EFBIG);  // offset + length would wrap
+  ASSERT_EQ(f->write(kMaxFileSize - 2, "ab", 2, 1), 0);   // up to the limit is fine
+  ASSERT_EQ(f->truncate(kMaxFileSize, 2), 0);
+  Attr a;
+  f->overlay(&a);
+  EXPECT_EQ(a.size, kMaxFileSize);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  EXPECT_EQ(fx.committed().size(), 1u);
 }
