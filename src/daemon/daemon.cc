@@ -158,6 +158,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     }
     node = std::make_unique<PeerNode>(config, pod, storage.pod_id(), ns, chunks, kernel_cache);
     vfs.set_replication(node.get());
+    node->set_content_listener([&vfs](const std::vector<Gid>& inodes) { vfs.note_new_versions(inodes); });
   }
   ns.trim();
 

@@ -273,7 +273,8 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
   if (a.type != pb::REGULAR) return ENXIO;
   auto h = std::make_unique<FileHandle>();
   h->opener_uid = fuse_req_ctx(req)->uid;
-  if (int err = vfs(req).open(a.id, &h->file)) return err;
+  bool reloaded = false;
+  if (int err = vfs(req).open(a.id, &h->file, &reloaded)) return err;
   // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
   if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     if (int err = h->file->truncate(0, Vfs::now_ns())) {
@@ -286,9 +287,11 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
     ctx(req).files.insert(h.get());
   }
   fi->fh = reinterpret_cast<uint64_t>(h.release());
-  // Every change of this file's content on this pod passes through this mount, so the
-  // kernel's cached pages stay valid from one open to the next.
-  fi->keep_cache = 1;
+  // Every change of this file's content on this pod passes through this mount, and a
+  // version from another pod invalidates the kernel's pages when it arrives (KernelCache),
+  // so they stay valid from one open to the next — unless this open is what found the
+  // open file behind (the invalidation may still be on its way).
+  fi->keep_cache = reloaded ? 0 : 1;
   return 0;
 }
 

@@ -331,6 +331,7 @@ bool Meta::read_inode(KvTxn& txn, Gid g, pb::InodeRecord* rec) {
 
 void Meta::write_inode(KvTxn& txn, Gid g, const pb::InodeRecord& rec) {
   txn.put(keys::inode(g), rec.SerializeAsString());
+  changes_.inodes.push_back(g);
 }
 
 bool Meta::read_edge(KvTxn& txn, Gid entry, Edge* edge) {
@@ -346,6 +347,7 @@ bool Meta::read_edge(KvTxn& txn, Gid entry, Edge* edge) {
 KvStatus Meta::apply(const pb::Op& op, bool sync) {
   const uint64_t origin = op.origin();
   auto& prog = progress_[origin];
+  changes_ = Changes{};
   if (op.seq() <= prog.seq) return {};  // duplicate: already applied
   // Ops of one origin are applied in sequence order; the network layer holds back gaps.
   assert(op.seq() == prog.seq + 1);
@@ -607,6 +609,8 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
       write_inode(txn, e.parent, parent);
     }
   };
+  if (old_edge) changes_.names.emplace_back(old_edge->parent, old_edge->name);
+  if (new_edge) changes_.names.emplace_back(new_edge->parent, new_edge->name);
   if (old_edge) {
     txn.del(keys::dirent(old_edge->parent, old_edge->name, entry));
     txn.del(keys::link(old_edge->inode, entry));
@@ -706,6 +710,7 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
       txn.del(keys::version(current));
   }
   txn.put(keys::version(incoming), v.SerializeAsString());
+  changes_.contents.push_back(g);
   to_pb(incoming, rec.mutable_version());
   rec.set_size(c.size());
   to_pb(ts, rec.mutable_content_hlc());

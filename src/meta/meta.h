@@ -61,6 +61,18 @@ class Meta {
   // On a failed write nothing changed (in the store and in memory).
   KvStatus apply(const pb::Op& op, bool sync);
 
+  // What the last apply() changed, for caches outside Meta (the kernel's names and
+  // attributes, open files): every (directory, name) an entry left or arrived at — the
+  // op's own moves, moves undone and redone around it, conflict siblings, voided deletes —,
+  // every inode whose record changed, and every file whose current version changed.
+  // Duplicates possible. Valid until the next apply().
+  struct Changes {
+    std::vector<std::pair<Gid, std::string>> names;
+    std::vector<Gid> inodes;
+    std::vector<Gid> contents;
+  };
+  const Changes& last_changes() const { return changes_; }
+
   // Declares a pod of the network. Until a member's ops have been seen, nothing newer than
   // nothing can be trimmed: a late op from it could still come.
   void add_member(uint64_t pod);
@@ -189,6 +201,7 @@ class Meta {
   std::map<uint64_t, Progress> progress_;  // per origin pod
   // Move-log key before which every entry is kept for good (see trim): where trim starts.
   std::string trim_cursor_;
+  Changes changes_;  // of the last apply()
 };
 
 }  // namespace wormhole

@@ -489,45 +489,27 @@ void Namespace::set_expected_members(size_t count) {
 
 int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
   std::unique_lock lock(mu_);
+  KvStatus st = meta_.apply(op, false);
+  if (!st.ok) return st.no_space ? ENOSPC : EIO;
+  if (!changed) return 0;
+  for (const pb::Action& a : op.actions()) {
+    if (!a.has_commit()) continue;
+    const auto& holders = a.commit().holders();
+    if (std::find(holders.begin(), holders.end(), meta_.pod_id()) != holders.end())
+      changed->versions_to_hold.push_back(from_pb(a.commit().version()));
+  }
+  // Everything the op changed, not only its own actions: moves undone and redone around a
+  // late op, conflict siblings, deletes a new version voided (Meta::last_changes).
   auto ino_of = [&](Gid g) -> uint64_t {
     pb::InodeRecord rec;
     return meta_.get_inode(g, &rec) ? rec.local_ino() : 0;
   };
-  std::vector<std::pair<Gid, std::string>> entries;  // (parent, name) before and after
-  std::vector<Gid> inodes;
-  for (const pb::Action& a : op.actions()) {
-    if (a.has_move()) {
-      pb::EntryRecord old;
-      if (meta_.get_entry(from_pb(a.move().entry()), &old)) entries.emplace_back(from_pb(old.parent()), old.name());
-      entries.emplace_back(from_pb(a.move().parent()), a.move().name());
-      inodes.push_back(from_pb(a.move().inode()));
-    } else if (a.has_set_attr()) {
-      inodes.push_back(from_pb(a.set_attr().inode()));
-    } else if (a.has_set_xattr()) {
-      inodes.push_back(from_pb(a.set_xattr().inode()));
-    } else if (a.has_commit()) {
-      inodes.push_back(from_pb(a.commit().inode()));
-      const auto& holders = a.commit().holders();
-      if (changed && std::find(holders.begin(), holders.end(), meta_.pod_id()) != holders.end())
-        changed->versions_to_hold.push_back(from_pb(a.commit().version()));
-    }
-  }
-  KvStatus st = meta_.apply(op, false);
-  if (!st.ok) return st.no_space ? ENOSPC : EIO;
-  for (const pb::Action& a : op.actions()) {
-    // A new version can void a delete (Meta::do_move): the name is back, and the kernel may
-    // remember it as absent.
-    Gid parent;
-    std::string name;
-    if (a.has_commit() && meta_.live_entry(from_pb(a.commit().inode()), &parent, &name))
-      entries.emplace_back(parent, std::move(name));
-  }
-  if (changed) {
-    for (auto& [parent, name] : entries)
-      if (uint64_t ino = parent == kTrashId ? 0 : ino_of(parent)) changed->entries.emplace_back(ino, name);
-    for (Gid g : inodes)
-      if (uint64_t ino = ino_of(g)) changed->inodes.push_back(ino);
-  }
+  const Meta::Changes& c = meta_.last_changes();
+  for (auto& [parent, name] : c.names)
+    if (uint64_t ino = parent == kTrashId ? 0 : ino_of(parent)) changed->entries.emplace_back(ino, name);
+  for (Gid g : c.inodes)
+    if (uint64_t ino = ino_of(g)) changed->inodes.push_back(ino);
+  changed->contents.insert(changed->contents.end(), c.contents.begin(), c.contents.end());
   return 0;
 }
 

@@ -91,6 +91,7 @@ class Namespace {
   struct Changed {
     std::vector<std::pair<uint64_t, std::string>> entries;
     std::vector<uint64_t> inodes;
+    std::vector<Gid> contents;          // files whose current version changed
     std::vector<Gid> versions_to_hold;  // committed versions naming this pod as a holder
   };
   // Every stored version naming this pod as a holder (for a start-up check of its chunks).

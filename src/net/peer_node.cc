@@ -342,6 +342,17 @@ void PeerNode::forget_changed() {
     for (Gid v : changed.versions_to_hold)
       if (to_hold_.size() < kMaxHeldQueue) to_hold_.push_back(HeldVersion{v, now_ms() + kPullAfterMs});  // else: next start
   }
+  // A batch of ops often touches one directory or file many times: tell each once.
+  auto unique = [](auto& v) {
+    std::sort(v.begin(), v.end());
+    v.erase(std::unique(v.begin(), v.end()), v.end());
+  };
+  unique(changed.entries);
+  unique(changed.inodes);
+  unique(changed.contents);
+  // Open files first, so that the reads the kernel sends once it forgot its pages find the
+  // new version.
+  if (content_listener_ && !changed.contents.empty()) content_listener_(changed.contents);
   for (auto& [parent, name] : changed.entries) kernel_.forget_entry(parent, name);
   for (uint64_t ino : changed.inodes) kernel_.forget_inode(ino);
 }

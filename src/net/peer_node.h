@@ -14,6 +14,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -57,6 +58,11 @@ class PeerNode final : public ContentReplication {
   // configuration joins the network through them first and, when it never synced before,
   // catches up before returning (so it mounts a complete tree). False + *error on failure.
   bool start(std::string* error);
+  // Called (outside every lock of the node) with the files whose current version ops from
+  // other pods changed, before the kernel is told: open files reload (Vfs). Set before start().
+  void set_content_listener(std::function<void(const std::vector<Gid>&)> listener) {
+    content_listener_ = std::move(listener);
+  }
   // Peers with their state (alive / suspect / down), for `wormhole status`.
   nlohmann::json status();
   // Chunk bytes this pod sent and received since it started, by kind: pushed (sent along a
@@ -156,6 +162,7 @@ class PeerNode final : public ContentReplication {
   Namespace& ns_;
   ChunkStore& chunks_;
   KernelCache& kernel_;
+  std::function<void(const std::vector<Gid>&)> content_listener_;
   std::mutex mu_;  // guards replicator_ and the peers' learnt ids
   Replicator replicator_;
   // The other pods, append-only (a pod that joins is added; none is removed): readers

@@ -23,9 +23,39 @@ OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint6
 
 int OpenFile::load() {
   std::unique_lock lock(mu_);
+  Gid version;
   pb::VersionRecord v;
-  if (int err = ns_.current_version(inode_, &base_version_, &v)) return err;
+  if (int err = ns_.current_version(inode_, &version, &v)) return err;
+  return load_locked(version, v);
+}
+
+bool OpenFile::refresh() {
+  if (!maybe_stale_.load(std::memory_order_acquire)) return false;
+  std::unique_lock lock(mu_);
+  return refresh_locked();
+}
+
+bool OpenFile::refresh_locked() {
+  maybe_stale_.store(false, std::memory_order_release);
+  // Unflushed writes here stay: their commit names the old base, which makes it concurrent
+  // with the new version (a conflict, decided the same way on every pod).
+  if (modified_ || !dirty_.empty() || !sealing_.empty()) return false;
+  Gid version;
+  pb::VersionRecord v;
+  if (ns_.current_version(inode_, &version, &v) != 0 || version == base_version_) return false;
+  if (load_locked(version, v) != 0) {
+    maybe_stale_.store(true, std::memory_order_release);  // reads fail with EIO; try again next time
+    return false;
+  }
+  readahead_end_ = 0;
+  last_index_ = UINT64_MAX;
+  return true;
+}
+
+int OpenFile::load_locked(Gid version, const pb::VersionRecord& v) {
+  base_version_ = version;
   size_ = v.size();
+  mtime_ns_ = v.mtime_ns();
   holders_.assign(v.holders().begin(), v.holders().end());
   chunks_.clear();
   if (size_ > kMaxFileSize) {
@@ -398,6 +428,7 @@ ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out, bool may_l
 }
 
 ssize_t OpenFile::read(uint64_t offset, size_t len, char* out) {
+  refresh();
   {
     std::shared_lock lock(mu_);
     ssize_t r = read_locked(offset, len, out, false);
@@ -448,6 +479,7 @@ bool OpenFile::set_pending_mtime(int64_t mtime_ns) {
 }
 
 void OpenFile::overlay(Attr* attr) {
+  refresh();
   std::shared_lock lock(mu_);
   attr->size = size_;
   if (modified_) attr->mtime_ns = attr->ctime_ns = mtime_ns_;

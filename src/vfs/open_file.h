@@ -43,6 +43,14 @@ class OpenFile {
            ContentReplication* replication);
   // Loads the current version. Returns 0 or errno.
   int load();
+  // Another pod committed a version of this file: the next read, getattr or open reloads
+  // the current version, unless this pod has unflushed writes (their commit will then be
+  // concurrent with it: a conflict, resolved as such). Lock-free, cheap: called from the
+  // replication thread, which must never wait on a file (a flush may wait on the network).
+  void note_new_version() { maybe_stale_.store(true, std::memory_order_release); }
+  // Reloads now if a newer version was committed elsewhere and nothing is pending here.
+  // Returns true if the content changed (the kernel's cached pages are then stale).
+  bool refresh();
 
   // Returns bytes read (short at end of file) or -errno.
   ssize_t read(uint64_t offset, size_t len, char* out);
@@ -73,6 +81,10 @@ class OpenFile {
     std::vector<std::pair<uint32_t, uint32_t>> written;
     bool base_loaded = false;
   };
+  // Loads version `version` (`v`) as the base. Lock held. Returns 0 or errno.
+  int load_locked(Gid version, const pb::VersionRecord& v);
+  // See refresh(); lock held.
+  bool refresh_locked();
   uint64_t span(uint64_t index) const;
   // Chunk spans of the file: ceil(size / chunk_size).
   uint64_t chunk_count() const { return (size_ + chunk_size_ - 1) / chunk_size_; }
@@ -122,6 +134,7 @@ class OpenFile {
   // handed to prefetch; remote_ once a read found a chunk missing here.
   std::atomic<uint64_t> readahead_end_{0};
   std::atomic<bool> remote_{false};
+  std::atomic<bool> maybe_stale_{false};       // see note_new_version()
   std::atomic<uint64_t> last_index_{UINT64_MAX};  // chunk of the last stored read
   std::map<uint64_t, DirtyChunk> dirty_;       // chunk index -> dirty bytes
   std::map<uint64_t, Sealing> sealing_;        // chunk index -> full chunk being stored

@@ -17,22 +17,38 @@ int64_t Vfs::now_ns() {
       .count();
 }
 
-int Vfs::open(Gid inode, std::shared_ptr<OpenFile>* file) {
-  std::lock_guard lock(mu_);
-  Slot& slot = open_[inode];
-  if (!slot.file) {
-    auto f = std::make_shared<OpenFile>(ns_, chunks_, buffers_, chunk_size_, inode, replication_);
-    if (int err = f->load()) {
-      open_.erase(inode);
-      return err;
+int Vfs::open(Gid inode, std::shared_ptr<OpenFile>* file, bool* reloaded) {
+  bool existed;
+  {
+    std::lock_guard lock(mu_);
+    Slot& slot = open_[inode];
+    existed = slot.file != nullptr;
+    if (!existed) {
+      auto f = std::make_shared<OpenFile>(ns_, chunks_, buffers_, chunk_size_, inode, replication_);
+      if (int err = f->load()) {
+        open_.erase(inode);
+        return err;
+      }
+      slot.file = std::move(f);
+      std::lock_guard in_use_lock(in_use_mu_);
+      in_use_.insert(inode);
     }
-    slot.file = std::move(f);
-    std::lock_guard in_use_lock(in_use_mu_);
-    in_use_.insert(inode);
+    slot.refs++;
+    *file = slot.file;
   }
-  slot.refs++;
-  *file = slot.file;
+  // Outside the table lock: the file's own lock may be held by a flush waiting on holders.
+  if (existed) (*file)->note_new_version();  // cheap when nothing changed: one version read
+  const bool changed = existed && (*file)->refresh();
+  if (reloaded) *reloaded = changed;
   return 0;
+}
+
+void Vfs::note_new_versions(const std::vector<Gid>& inodes) {
+  std::lock_guard lock(mu_);
+  for (Gid g : inodes) {
+    auto it = open_.find(g);
+    if (it != open_.end()) it->second.file->note_new_version();
+  }
 }
 
 int Vfs::release(const std::shared_ptr<OpenFile>& file) {

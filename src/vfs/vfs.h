@@ -24,7 +24,13 @@ class Vfs {
   void set_replication(ContentReplication* replication) { replication_ = replication; }
 
   // Opens the content of regular file `inode`; every open needs a matching release().
-  int open(Gid inode, std::shared_ptr<OpenFile>* file);
+  // An open file is brought to the current version first (close-to-open: a version another
+  // pod committed is seen by every open after it arrived); *reloaded (if given) tells
+  // whether that changed its content, so that the kernel drops its cached pages.
+  int open(Gid inode, std::shared_ptr<OpenFile>* file, bool* reloaded = nullptr);
+  // Versions of these files were committed by other pods: their open files reload before
+  // the next read (see OpenFile::note_new_version). Never waits on a file.
+  void note_new_versions(const std::vector<Gid>& inodes);
   // Drops one reference; the last one flushes and forgets the OpenFile.
   int release(const std::shared_ptr<OpenFile>& file);
   bool in_use(Gid inode);

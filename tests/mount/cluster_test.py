@@ -74,6 +74,28 @@ class ClusterTest(unittest.TestCase):
         for pod in (self.a, self.b):
             wait_for(lambda: not os.path.exists(pod.path("tree", "sub", "g")), what=f"delete seen on {pod.name}")
 
+    def test_close_to_open_holds_while_a_handle_is_open(self):
+        # Once: `exec 7<f` on b kept b on the old content and size until 7 was closed.
+        with open(self.a.path("held.txt"), "wb") as fh:
+            fh.write(b"first version\n")
+        wait_for(lambda: slurp(self.b.path("held.txt")) == b"first version\n", what="first version on b")
+        held = open(self.b.path("held.txt"), "rb")
+        try:
+            self.assertEqual(held.read(), b"first version\n")
+            for i in range(3):
+                content = f"version {i} from a, longer than the first one\n".encode() * (i + 1)
+                with open(self.a.path("held.txt"), "wb") as fh:
+                    fh.write(content)
+                # A new open on b sees the new content and size within a second...
+                wait_for(lambda: slurp(self.b.path("held.txt")) == content, timeout_s=1,
+                         what=f"version {i} on b while a handle is open")
+                self.assertEqual(os.stat(self.b.path("held.txt")).st_size, len(content))
+                # ...and so do reads through the handle that stayed open (its pages were dropped).
+                held.seek(0)
+                self.assertEqual(held.read(), content)
+        finally:
+            held.close()
+
     def test_concurrent_mkdir_of_one_path_gives_one_directory(self):
         for pod in (self.a, self.b):  # at once: neither has seen the other's mkdir (or did)
             os.makedirs(pod.path("shared"), exist_ok=True)
