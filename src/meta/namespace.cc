@@ -1,5 +1,7 @@
 #include "meta/namespace.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <linux/fs.h>
@@ -63,11 +65,42 @@ uint32_t make_mode(pb::FileType type, uint32_t perm) {
 }
 
 Namespace::Namespace(KvStore& kv, uint64_t pod_id, WallClock wall_ns, std::function<bool(Gid)> in_use)
-    : meta_(kv, pod_id, std::move(in_use)), wall_ns_(std::move(wall_ns)) {}
+    : kv_(kv), meta_(kv, pod_id, std::move(in_use)), wall_ns_(std::move(wall_ns)) {}
 
 bool Namespace::init(std::string* error) {
-  std::unique_lock lock(mu_);
-  return meta_.init(static_cast<uint64_t>(wall_ns_() / 1000000), error);
+  {
+    std::unique_lock lock(mu_);
+    if (!meta_.init(static_cast<uint64_t>(wall_ns_() / 1000000), error)) return false;
+  }
+  // What survived the last stop may not be on disk yet (a kill -9 leaves the log in the
+  // page cache): make it durable before telling anyone about it.
+  if (make_durable() != 0) {
+    *error = "cannot sync the metadata log";
+    return false;
+  }
+  return true;
+}
+
+int Namespace::make_durable() {
+  std::map<uint64_t, uint64_t> target;
+  {
+    std::shared_lock lock(mu_);
+    target = meta_.applied();
+  }
+  {
+    std::lock_guard lock(durable_mu_);
+    if (target == durable_) return 0;
+  }
+  KvStatus st = kv_.sync();  // covers every write that returned before it, so all of `target`
+  if (!st.ok) return st.no_space ? ENOSPC : EIO;
+  std::lock_guard lock(durable_mu_);
+  for (auto& [origin, seq] : target) durable_[origin] = std::max(durable_[origin], seq);
+  return 0;
+}
+
+std::map<uint64_t, uint64_t> Namespace::durable_applied() {
+  std::lock_guard lock(durable_mu_);
+  return durable_;
 }
 
 int Namespace::submit(pb::Op& op, bool sync) {
@@ -450,13 +483,39 @@ std::vector<pb::Member> Namespace::members() {
   return meta_.members();
 }
 
-void Namespace::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
-  meta_.snapshot(visit);  // no lock: the store's iterator is a consistent view
+bool Namespace::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
+  // No lock: the store's iterator is a consistent view. What it shows must be durable
+  // before anyone sees it (this pod's ops in it are given out): it was all written before
+  // the iterator existed, which is before the first visit, so one log sync there covers it.
+  bool synced = false, failed = false;
+  meta_.snapshot([&](std::string_view k, std::string_view v) {
+    if (!synced) {
+      synced = true;
+      if (!kv_.sync().ok) {
+        spdlog::error("cannot sync the metadata log: no snapshot given");
+        failed = true;
+        return false;
+      }
+    }
+    return visit(k, v);
+  });
+  return !failed;
 }
 
 bool Namespace::install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error) {
-  std::unique_lock lock(mu_);
-  return meta_.install_snapshot(next, static_cast<uint64_t>(wall_ns_() / 1000000), error);
+  {
+    std::unique_lock lock(mu_);
+    if (!meta_.install_snapshot(next, static_cast<uint64_t>(wall_ns_() / 1000000), error)) return false;
+  }
+  {
+    std::lock_guard lock(durable_mu_);
+    durable_.clear();  // the snapshot's progress replaces this pod's
+  }
+  if (make_durable() != 0) {
+    *error = "cannot sync the installed snapshot";
+    return false;
+  }
+  return true;
 }
 
 bool Namespace::empty_history() {
@@ -520,7 +579,13 @@ std::map<uint64_t, uint64_t> Namespace::applied() {
 
 std::vector<pb::Op> Namespace::ops_after(uint64_t origin, uint64_t after, size_t limit) {
   std::shared_lock lock(mu_);
-  return meta_.ops_after(origin, after, limit);
+  std::vector<pb::Op> ops = meta_.ops_after(origin, after, limit);
+  if (origin == meta_.pod_id()) {
+    std::lock_guard durable_lock(durable_mu_);
+    const uint64_t durable = durable_[origin];
+    while (!ops.empty() && ops.back().seq() > durable) ops.pop_back();
+  }
+  return ops;
 }
 
 void Namespace::purge_if_unused(Gid inode) {

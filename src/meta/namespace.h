@@ -103,8 +103,9 @@ class Namespace {
   // Records `member` in the replicated member list (a local op). 0 or errno.
   int record_member(const pb::Member& member);
   std::vector<pb::Member> members();
-  // See Meta::snapshot / Meta::install_snapshot.
-  void snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  // See Meta::snapshot / Meta::install_snapshot. The copy is durable here before the first
+  // visit; false (after no visit) if it could not be made durable.
+  bool snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
   bool install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error);
   // Whether this pod has applied no op at all (a pod that never synced).
   bool empty_history();
@@ -112,6 +113,18 @@ class Namespace {
   // recorded in every version committed here.
   void set_conflict_policy(bool keep_both, std::string pod_name);
   std::map<uint64_t, uint64_t> applied();
+  // Durability before visibility: what this pod has applied *durably*, per origin. Only
+  // this is reported to peers (they trim their op logs by it, and a sync-mode writer counts
+  // it as a durable copy), and only this pod's ops up to durable_applied()[self] are given
+  // out: after a power loss the pod reuses the sequence numbers and ids of ops it lost, so
+  // no peer may have seen them.
+  std::map<uint64_t, uint64_t> durable_applied();
+  // Group commit: makes every op applied so far durable with one log sync (outside the
+  // namespace lock: FUSE threads go on meanwhile), then advances durable_applied().
+  // 0 or errno.
+  int make_durable();
+  // Ops of `origin` after `after`, in order, at most `limit`; this pod's own only as far as
+  // they are durable.
   std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
   uint64_t pod_id() const { return meta_.pod_id(); }
   void purge_if_unused(Gid inode);
@@ -124,7 +137,11 @@ class Namespace {
   int submit(pb::Op& op, bool sync);
 
   std::shared_mutex mu_;
+  KvStore& kv_;
   Meta meta_;
+  // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
+  std::mutex durable_mu_;
+  std::map<uint64_t, uint64_t> durable_;  // see durable_applied()
   bool keep_both_ = true;
   std::string pod_name_;
   WallClock wall_ns_;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <cstring>
 #include <cerrno>
 #include <cmath>
 #include <set>
@@ -272,6 +273,11 @@ void PeerNode::committed(Gid, Gid base_version, const std::vector<pb::ChunkRef>&
   }
   // network.replication.delay holds the op back on purpose: nothing to wait for.
   if (config_.network.replication_delay_ms > 0) return;
+  // The op leaves only once durable here (Namespace::ops_after).
+  if (int err = ns_.make_durable()) {
+    spdlog::error("cannot make the new version of a file durable: {}", std::strerror(err));
+    return;
+  }
   deliver_ops_to(holders, ns_.applied()[pod_id_]);
 }
 

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <sys/statvfs.h>
 
 #include "net/peer.h"
@@ -371,6 +372,9 @@ void PeerNode::loop() {
   auto next_sync = std::chrono::steady_clock::now();
   while (!stop_) {
     std::vector<Replicator::Outgoing> out;
+    // The group commit of publish_local, done here outside the node's lock (which FUSE
+    // threads take in close): publish_local then finds nothing left to sync.
+    if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
     {
       std::lock_guard lock(mu_);
       if (config_.network.replication_delay_ms > 0) {

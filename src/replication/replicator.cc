@@ -1,6 +1,7 @@
 #include "replication/replicator.h"
 
 #include <algorithm>
+#include <cstring>
 #include <spdlog/spdlog.h>
 
 namespace wormhole {
@@ -32,8 +33,10 @@ void Replicator::reset() {
 }
 
 pb::Progress Replicator::progress_message() {
+  // Only what survives a power loss: peers trim their op logs by it, and a sync-mode writer
+  // counts it as a durable copy of its op.
   pb::Progress p;
-  for (auto& [origin, seq] : ns_.applied()) (*p.mutable_applied())[origin] = seq;
+  for (auto& [origin, seq] : ns_.durable_applied()) (*p.mutable_applied())[origin] = seq;
   return p;
 }
 
@@ -54,6 +57,9 @@ void Replicator::hold_back(std::vector<pb::Op>& ops) const {
 
 std::vector<Replicator::Outgoing> Replicator::publish_local() {
   std::vector<Outgoing> out;
+  // Group commit: one log sync makes every op so far durable before any leaves the pod
+  // (ops_after gives out only durable ones of this pod). Nothing to sync: no I/O.
+  if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
   std::vector<pb::Op> ops = ns_.ops_after(self_, published_seq_, kMaxBatchOps);
   hold_back(ops);
   if (ops.empty() || peers_.empty()) {
@@ -143,8 +149,9 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     }
     deliver_waiting();
     if (message.ops().ops_size() > 0) {
-      // Acknowledge with what this pod has now. An acknowledgement carries no ops, so it is
-      // never answered itself.
+      // Acknowledge with what this pod has now, durably (one log sync for the whole batch).
+      // An acknowledgement carries no ops, so it is never answered itself.
+      if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
       pb::PeerMessage ack;
       *ack.mutable_ops()->mutable_sender_progress() = progress_message();
       out.push_back(Outgoing{from, std::move(ack)});

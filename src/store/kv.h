@@ -32,6 +32,9 @@ class KvStore {
                     const std::function<bool(std::string_view key, std::string_view value)>& visit) = 0;
   // Applies all of `batch` or none of it. With `sync`, durable on return.
   virtual KvStatus write(const KvBatch& batch, bool sync) = 0;
+  // Makes every write that returned before the call durable (one log sync for all of them:
+  // a group commit).
+  virtual KvStatus sync() = 0;
 };
 
 // A read-your-writes view over a store, collecting writes into one batch. Reads are

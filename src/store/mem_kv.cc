@@ -28,15 +28,37 @@ void MemKv::scan(std::string_view start, std::string_view end, bool reverse,
   }
 }
 
-KvStatus MemKv::write(const KvBatch& batch, bool /*sync*/) {
-  std::lock_guard lock(mu_);
+void MemKv::apply(Map& m, const KvBatch& batch) {
   for (auto& [k, v] : batch) {
     if (v)
-      data_[k] = *v;
+      m[k] = *v;
     else
-      data_.erase(k);
+      m.erase(k);
+  }
+}
+
+KvStatus MemKv::write(const KvBatch& batch, bool sync) {
+  std::lock_guard lock(mu_);
+  apply(data_, batch);
+  unsynced_.push_back(batch);
+  if (sync) {
+    for (auto& b : unsynced_) apply(durable_, b);
+    unsynced_.clear();
   }
   return {};
+}
+
+KvStatus MemKv::sync() {
+  std::lock_guard lock(mu_);
+  for (auto& b : unsynced_) apply(durable_, b);
+  unsynced_.clear();
+  return {};
+}
+
+void MemKv::lose_unsynced() {
+  std::lock_guard lock(mu_);
+  data_ = durable_;
+  unsynced_.clear();
 }
 
 }  // namespace wormhole

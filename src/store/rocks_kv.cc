@@ -75,4 +75,17 @@ KvStatus RocksKv::write(const KvBatch& batch, bool sync) {
   return st;
 }
 
+KvStatus RocksKv::sync() {
+  // Every write so far is in the write-ahead log (not flushed manually): syncing the log
+  // makes them all durable.
+  rocksdb::Status s = db_->SyncWAL();
+  KvStatus st;
+  if (!s.ok()) {
+    st.ok = false;
+    st.no_space = s.IsNoSpace();
+    st.message = s.ToString();
+  }
+  return st;
+}
+
 }  // namespace wormhole

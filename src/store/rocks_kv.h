@@ -22,6 +22,7 @@ class RocksKv : public KvStore {
   void scan(std::string_view start, std::string_view end, bool reverse,
             const std::function<bool(std::string_view, std::string_view)>& visit) override;
   KvStatus write(const KvBatch& batch, bool sync) override;
+  KvStatus sync() override;
 
  private:
   explicit RocksKv(rocksdb::DB* db) : db_(db) {}

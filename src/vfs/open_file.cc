@@ -464,9 +464,13 @@ int OpenFile::flush(bool sync) {
     }
     return 0;
   }
-  if (sync && unsynced_) {
+  if (sync) {
+    // Nothing new through this handle, but `write; close; open; fsync` must still make the
+    // content durable: its chunks and version may have been written unsynced by an
+    // earlier handle (whose unsynced_ is gone). Sync the chunk store and the metadata log.
     if (int err = store_.sync()) return err;
     unsynced_ = false;
+    if (int err = ns_.make_durable()) return err;
   }
   return 0;
 }

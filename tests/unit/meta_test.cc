@@ -294,6 +294,7 @@ struct Replica {
   void receive_from(Replica& from) {
     const uint64_t origin = from.ns.pod_id();
     const uint64_t have = ns.applied()[origin];
+    ASSERT_EQ(from.ns.make_durable(), 0);  // only durable ops leave a pod
     for (const pb::Op& op : from.ns.ops_after(origin, have, 1000)) ASSERT_EQ(ns.apply_remote(op), 0);
   }
   uint64_t create(const char* name) {
