@@ -1,6 +1,7 @@
 // Namespace: the file-system operations of one pod (mkdir, rename, setattr, ...) on top of
 // Meta. Each method checks POSIX preconditions, builds one op and applies it with the same
-// Meta::apply remote ops go through. Errors are returned as positive errno values.
+// Meta::apply remote ops go through. Errors are returned as positive errno values; a store
+// that cannot be read is EIO, never taken for an absent entry or an empty directory.
 // Thread-safe: reads run concurrently, changes are serialized.
 #pragma once
 #include <functional>
@@ -103,7 +104,7 @@ class Namespace {
   int record_member(const pb::Member& member);
   std::vector<pb::Member> members();
   // See Meta::snapshot / Meta::install_snapshot.
-  void snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  bool snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
   bool install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error);
   // Whether this pod has applied no op at all (a pod that never synced).
   bool empty_history();
@@ -115,7 +116,9 @@ class Namespace {
   uint64_t pod_id() const { return meta_.pod_id(); }
   void purge_if_unused(Gid inode);
   NamespaceStats stats();
-  void for_each_chunk(const std::function<void(const std::string&)>& visit);
+  // Every chunk referenced by a stored version; false when the store failed part-way (the
+  // chunks visited are then not all the live ones: garbage collection must not run).
+  bool for_each_chunk(const std::function<void(const std::string&)>& visit);
 
  private:
   int resolve_dir(uint64_t ino, Gid* g);

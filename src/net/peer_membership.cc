@@ -161,7 +161,7 @@ grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::Snapsh
   pb::SnapshotPiece piece;
   size_t bytes = 0, keys = 0;
   bool ok = true;
-  ns_.snapshot([&](std::string_view k, std::string_view v) {
+  const bool read_ok = ns_.snapshot([&](std::string_view k, std::string_view v) {
     piece.add_keys(k.data(), k.size());
     piece.add_values(v.data(), v.size());
     bytes += k.size() + v.size();
@@ -174,6 +174,11 @@ grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::Snapsh
     return ok && !ctx->IsCancelled();
   });
   if (!ok) return grpc::Status(grpc::StatusCode::CANCELLED, "the receiver went away");
+  if (!read_ok) {
+    // No `last` piece: the receiver sees a cut snapshot and installs nothing.
+    spdlog::error("a snapshot for pod {} failed: the metadata store could not be read", req.from_pod_name());
+    return grpc::Status(grpc::StatusCode::INTERNAL, "the metadata store could not be read");
+  }
   piece.set_last(true);
   writer->Write(piece);
   spdlog::info("sent a snapshot of {} records to pod {}", keys, req.from_pod_name());

@@ -157,6 +157,88 @@ TEST(Namespace, AFailedWriteChangesNothing) {
   EXPECT_EQ(f.ns.lookup(1, "before", &a), 0);
 }
 
+// A store that cannot be read is an error, never an absent entry or an empty directory:
+// rmdir of a directory whose listing failed must not remove it.
+TEST(Namespace, AFailedStoreScanIsEIONeverAbsentOrEmpty) {
+  Fixture f;
+  const uint64_t d = f.mk(1, "dir", pb::DIRECTORY);
+  f.mk(d, "a");
+  f.mk(d, "b");
+  const uint64_t e = f.mk(1, "empty", pb::DIRECTORY);
+  const uint64_t file = f.mk(1, "file");
+  Gid dir_id, empty_id, file_id;
+  ASSERT_TRUE(f.ns.gid_of(d, &dir_id));
+  ASSERT_TRUE(f.ns.gid_of(e, &empty_id));
+  ASSERT_TRUE(f.ns.gid_of(file, &file_id));
+  Attr a;
+  std::vector<ListItem> items;
+  uint64_t parent = 0;
+
+  f.kv.fail_scans_under("");  // every scan
+  EXPECT_EQ(f.ns.lookup(d, "a", &a), EIO);
+  EXPECT_EQ(f.ns.lookup(d, "zz", &a), EIO);  // not ENOENT: it may exist
+  EXPECT_EQ(f.ns.list(d, &items, &parent), EIO);
+  EXPECT_EQ(f.ns.unlink(d, "a"), EIO);
+  EXPECT_EQ(f.ns.make(d, "c", pb::REGULAR, 0644, 0, 0, "", &a), EIO);  // whether it exists is unknown
+  EXPECT_EQ(f.ns.rename(d, "a", 1, "moved", 0), EIO);
+  std::vector<std::string> names;
+  EXPECT_EQ(f.ns.listxattr(file, &names), EIO);
+  Gid v;
+  EXPECT_EQ(f.ns.commit(file_id, Gid{}, 3, {}, 5, {}, false, &v), EIO);  // the writer's view of the names
+  EXPECT_FALSE(f.ns.for_each_chunk([](const std::string&) {}));      // garbage collection must not run
+
+  // Only the listings of the two directories fail: their names still resolve.
+  f.kv.fail_scans_under(keys::dir_prefix(empty_id));
+  EXPECT_EQ(f.ns.rmdir(1, "empty"), EIO);  // "empty" is what a failed scan must not mean
+  EXPECT_EQ(f.ns.rename(d, "a", 1, "empty", 0), EISDIR);
+  f.mk(1, "other", pb::DIRECTORY);
+  EXPECT_EQ(f.ns.rename(1, "other", 1, "empty", 0), EIO);
+  f.kv.fail_scans_under(keys::dir_prefix(dir_id));
+  EXPECT_EQ(f.ns.list(d, &items, &parent), EIO);
+  EXPECT_EQ(f.ns.rmdir(1, "dir"), ENOTEMPTY);  // an entry was seen before the failure
+  f.kv.stop_failing_scans();
+
+  // Nothing changed.
+  ASSERT_EQ(f.ns.list(d, &items, &parent), 0);
+  EXPECT_EQ(items.size(), 2u);
+  EXPECT_EQ(f.ns.lookup(1, "empty", &a), 0);
+  EXPECT_EQ(a.ino, e);
+  EXPECT_EQ(f.ns.lookup(1, "moved", &a), ENOENT);
+  EXPECT_EQ(f.ns.lookup(1, "other", &a), 0);
+  EXPECT_EQ(f.ns.rmdir(1, "dir"), ENOTEMPTY);
+  EXPECT_EQ(f.ns.rmdir(1, "empty"), 0);
+}
+
+// A remote op applied while the move log cannot be read fails and changes nothing: applied
+// without the undo/redo it needs, it would give this pod another tree than the others.
+TEST(Namespace, AnOpNeedingTheMoveLogFailsWhenItCannotBeRead) {
+  Fixture f;
+  f.mk(1, "x", pb::DIRECTORY);  // a logged move, stamped now
+  // An op from another pod, older than that move: it needs the log to undo and redo.
+  pb::Op op;
+  op.mutable_hlc()->set_wall_ms(1000);
+  op.mutable_hlc()->set_pod(7);
+  op.set_origin(7);
+  op.set_seq(1);
+  pb::Move* m = op.add_actions()->mutable_move();
+  m->mutable_entry()->set_pod(7);
+  m->mutable_entry()->set_seq(1);
+  m->mutable_parent()->set_pod(kRootId.pod);
+  m->mutable_parent()->set_seq(kRootId.seq);
+  m->set_name("old");
+  *m->mutable_inode() = m->entry();
+  *m->mutable_new_inode()->mutable_inode() = m->entry();
+  m->mutable_new_inode()->set_type(pb::DIRECTORY);
+  f.kv.fail_scans_under("");
+  EXPECT_EQ(f.ns.apply_remote(op), EIO);
+  f.kv.stop_failing_scans();
+  Attr a;
+  EXPECT_EQ(f.ns.lookup(1, "old", &a), ENOENT);
+  EXPECT_EQ(f.ns.applied()[7], 0u);
+  ASSERT_EQ(f.ns.apply_remote(op), 0);  // the same op once the store reads again
+  EXPECT_EQ(f.ns.lookup(1, "old", &a), 0);
+}
+
 TEST(Namespace, TrimPurgesDeletedInodes) {
   Fixture f;
   uint64_t file = f.mk(1, "f");
@@ -210,7 +292,7 @@ pb::Op move_op(uint64_t origin, uint64_t seq, uint64_t wall, Gid entry, Gid pare
 // The tree as text: every entry with its parent and name, in key order.
 std::string dump_tree(MemKv& kv) {
   std::string out;
-  kv.scan("E", prefix_end("E"), false, [&](std::string_view k, std::string_view v) {
+  const bool ok = kv.scan("E", prefix_end("E"), false, [&](std::string_view k, std::string_view v) {
     pb::EntryRecord e;
     e.ParseFromArray(v.data(), static_cast<int>(v.size()));
     Gid g = keys::get_gid(k, 1);
@@ -218,6 +300,7 @@ std::string dump_tree(MemKv& kv) {
            e.name() + "\n";
     return true;
   });
+  EXPECT_TRUE(ok);
   return out;
 }
 

@@ -296,9 +296,9 @@ class Simulation {
     ASSERT_LT(depth, 64) << "tree deeper than any op sequence here can make: a cycle?";
     const std::string prefix = keys::dir_prefix(dir);
     std::vector<std::pair<std::string, Gid>> children;
-    m.for_each_entry_in(dir, [&](std::string_view name, Gid entry, Gid inode) {
+    ASSERT_TRUE(m.for_each_entry_in(dir, [&](std::string_view name, Gid entry, Gid inode) {
       children.emplace_back(std::string(name) + "#" + entry.str(), inode);
-    });
+    }));
     for (auto& [name, inode] : children) {
       pb::InodeRecord rec;
       ASSERT_TRUE(m.get_inode(inode, &rec)) << path << name;
@@ -307,7 +307,9 @@ class Simulation {
       pb::VersionRecord v;
       if (rec.has_version() && m.get_version(Gid{rec.version().pod(), rec.version().seq()}, &v))
         *out += " v:" + v.ShortDebugString();
-      for (auto& x : m.list_xattrs(inode)) {
+      std::vector<std::string> xattrs;
+      ASSERT_TRUE(m.list_xattrs(inode, &xattrs));
+      for (auto& x : xattrs) {
         std::string value;
         m.get_xattr(inode, x, &value);
         *out += " x:" + x + "=" + value;
