@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
+#include "common/invariant.h"
 #include "common/pb_ids.h"
 #include "meta/keys.h"
 
@@ -595,18 +596,26 @@ void Meta::undo_move(KvTxn& txn, const pb::MoveLogRecord& rec) {
 // step. It changes nothing that undo would not change back: times are not touched here
 // (the op that makes a move carries last-writer-wins time updates as separate actions).
 void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge) {
+  // nlink is derived state (live entries; 2 + subdirectories for a directory), and every
+  // change of an edge passes here: taking away more links than an inode has means that
+  // derivation is broken. That is asserted (fatal in tests and the simulation, where the
+  // op sequence that broke it can be replayed); a production pod logs it and stops at 0
+  // rather than wrap around to 4 billion links.
+  auto links = [](uint32_t nlink, int sign, uint32_t step, Gid inode) -> uint32_t {
+    if (sign > 0) return nlink + step;
+    if (!WH_INVARIANT(nlink >= step, "nlink of " + inode.str() + " would go below 0")) return 0;
+    return nlink - step;
+  };
   auto adjust = [&](const Edge& e, int sign) {
     if (e.parent == kTrashId) return;  // entries in the trash are not links
     pb::InodeRecord rec;
     if (!read_inode(txn, e.inode, &rec)) return;
     const bool is_dir = rec.type() == pb::DIRECTORY;
-    int64_t n = static_cast<int64_t>(rec.nlink()) + sign * (is_dir ? 2 : 1);
-    rec.set_nlink(static_cast<uint32_t>(n < 0 ? 0 : n));
+    rec.set_nlink(links(rec.nlink(), sign, is_dir ? 2 : 1, e.inode));
     write_inode(txn, e.inode, rec);
     pb::InodeRecord parent;
     if (is_dir && read_inode(txn, e.parent, &parent)) {
-      int64_t pn = static_cast<int64_t>(parent.nlink()) + sign;
-      parent.set_nlink(static_cast<uint32_t>(pn < 0 ? 0 : pn));
+      parent.set_nlink(links(parent.nlink(), sign, 1, e.parent));
       write_inode(txn, e.parent, parent);
     }
   };

@@ -6,6 +6,7 @@
 #include <sys/xattr.h>
 
 #include "chunks/chunk_store.h"
+#include "common/invariant.h"
 #include "meta/keys.h"
 #include "meta/namespace.h"
 #include "store/mem_kv.h"
@@ -237,6 +238,46 @@ TEST(Namespace, AnOpNeedingTheMoveLogFailsWhenItCannotBeRead) {
   EXPECT_EQ(f.ns.applied()[7], 0u);
   ASSERT_EQ(f.ns.apply_remote(op), 0);  // the same op once the store reads again
   EXPECT_EQ(f.ns.lookup(1, "old", &a), 0);
+}
+
+// nlink is derived from the entries; an unlink that would take it below zero means the
+// derivation broke. In tests that aborts (an invariant, not compiled away); a production pod
+// logs it and keeps nlink at 0 instead of wrapping around to 4 billion.
+TEST(Namespace, NlinkBelowZeroIsAnInvariantNeverAWrapAround) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto broken = [](Fixture& f) {
+    const uint64_t file = f.mk(1, "f");
+    Gid g;
+    EXPECT_TRUE(f.ns.gid_of(file, &g));
+    // Break the derived count behind Meta's back: the entry stays, nlink says none.
+    std::string v;
+    EXPECT_TRUE(f.kv.get(keys::inode(g), &v));
+    pb::InodeRecord rec;
+    EXPECT_TRUE(rec.ParseFromString(v));
+    rec.set_nlink(0);
+    EXPECT_TRUE(f.kv.write({{keys::inode(g), rec.SerializeAsString()}}, false).ok);
+    return file;
+  };
+  EXPECT_DEATH(
+      {
+        Fixture f;
+        broken(f);
+        f.ns.unlink(1, "f");
+      },
+      "invariant failed.*nlink");
+  ASSERT_TRUE(invariants_fatal());
+  set_invariants_fatal(false);
+  Fixture f;
+  const uint64_t file = broken(f);
+  Gid g;
+  ASSERT_TRUE(f.ns.gid_of(file, &g));
+  pb::InodeRecord rec;
+  EXPECT_EQ(f.ns.unlink(1, "f"), 0);
+  set_invariants_fatal(true);
+  std::string v;
+  ASSERT_TRUE(f.kv.get(keys::inode(g), &v));
+  ASSERT_TRUE(rec.ParseFromString(v));
+  EXPECT_EQ(rec.nlink(), 0u);
 }
 
 TEST(Namespace, TrimPurgesDeletedInodes) {
