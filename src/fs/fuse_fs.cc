@@ -268,14 +268,16 @@ void forget_handle(fuse_req_t req, FileHandle* h) {
   ctx(req).files.erase(h);
 }
 
-int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
+// Opens a handle on regular file `a`. `created`: the file was just made by this request,
+// so there is nothing to truncate (as the kernel drops O_TRUNC for a file it creates).
+int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi, bool created = false) {
   if (a.type == pb::DIRECTORY) return EISDIR;
   if (a.type != pb::REGULAR) return ENXIO;
   auto h = std::make_unique<FileHandle>();
   h->opener_uid = fuse_req_ctx(req)->uid;
   if (int err = vfs(req).open(a.id, &h->file)) return err;
   // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
-  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+  if (!created && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     if (int err = h->file->truncate(0, Vfs::now_ns())) {
       vfs(req).release(h->file);
       return err;
@@ -308,7 +310,7 @@ void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Attr a;
   if (int err = ns(req).make(parent, name, pb::REGULAR, mode, c->uid, c->gid, "", &a))
     return (void)fuse_reply_err(req, err);
-  if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
+  if (int err = open_handle(req, a, fi, true)) return (void)fuse_reply_err(req, err);
   fuse_entry_param e;
   std::memset(&e, 0, sizeof e);
   e.ino = a.ino;

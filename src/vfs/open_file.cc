@@ -152,6 +152,7 @@ int OpenFile::seal_all() {
 }
 
 int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_ns) {
+  if (offset > max_size() || len > max_size() - offset) return EFBIG;
   std::unique_lock lock(mu_);
   if (len == 0) return 0;
   std::vector<std::pair<uint64_t, std::shared_ptr<ByteBuffer>>> full_chunks;
@@ -237,12 +238,13 @@ int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
 }
 
 int OpenFile::truncate(uint64_t size, int64_t now_ns) {
+  if (size > max_size()) return EFBIG;
   std::unique_lock lock(mu_);
-  if (size == size_) {
-    return 0;
-  }
+  // Even to the same size, a truncate is a change of the content's times (as on ext4,
+  // and what `truncate -s` or O_TRUNC on an empty file are used for).
   modified_ = true;
   mtime_ns_ = now_ns;
+  if (size == size_) return 0;
   if (size > size_) {
     // Growing: the new range is a hole; stored bytes never extend past the old end.
     size_ = size;

@@ -37,6 +37,13 @@ class OpenFile {
   // Chunks fetched ahead of a reader of a file this pod does not hold (16 MiB with the
   // default 4 MiB chunks: enough to keep two holders busy on a LAN).
   static constexpr uint64_t kReadAheadChunks = 4;
+  // Most chunks a file may have: its chunk list is held in memory here, stored in one
+  // version record and carried in one op (2^20 references are ~41 MB, within a peer
+  // message). So a file is at most chunk_size × 2^20 bytes (1 TiB with 1 MiB chunks);
+  // growing it further is EFBIG, as past ext4's 16 TiB, instead of an allocation the
+  // size of the request (truncate -s 4E used to abort the daemon).
+  static constexpr uint64_t kMaxChunks = uint64_t{1} << 20;
+  uint64_t max_size() const { return chunk_size_ * kMaxChunks; }
 
   // `replication` (may be null: a pod alone) places and copies each committed version.
   OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode,
@@ -47,6 +54,7 @@ class OpenFile {
   // Returns bytes read (short at end of file) or -errno.
   ssize_t read(uint64_t offset, size_t len, char* out);
   // Returns 0 or errno. Extends the file when writing past its end.
+  // Both: 0 or an errno; EFBIG when the file would grow past max_size().
   int write(uint64_t offset, const char* data, size_t len, int64_t now_ns);
   int truncate(uint64_t size, int64_t now_ns);
   // Seals dirty chunks and commits a new version if anything changed; with `sync`, the

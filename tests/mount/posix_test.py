@@ -113,6 +113,10 @@ class MountTest(unittest.TestCase):
             pass
         self.assertEqual(os.stat(f).st_size, 0)
         self.assertErrno(errno.EISDIR, os.truncate, self.p(), 0)
+        # Past the largest file (chunk size x 2^20; ext4: 16 TiB): EFBIG, and the pod lives on.
+        self.assertErrno(errno.EFBIG, os.truncate, f, 1 << 62)
+        self.assertErrno(errno.EINVAL, os.truncate, f, -1)
+        self.assertEqual(os.stat(f).st_size, 0)
 
     def test_fallocate(self):
         f = self.p("fa")

@@ -124,6 +124,24 @@ TEST(OpenFile, TruncateShrinksAndGrowsWithZeros) {
   ASSERT_EQ(fx.vfs.release(f), 0);
 }
 
+// truncate(2) to the size a file already has still changes its mtime and ctime (ext4 does;
+// `truncate -s` and O_TRUNC of an empty file are used for that).
+TEST(OpenFile, TruncateToTheSameSizeChangesTheTimes) {
+  Fixture fx("truncate-same");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  ASSERT_EQ(f->write(0, "abc", 3, 1'000'000'000), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(f->truncate(3, 2'000'000'000), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  Gid v;
+  pb::VersionRecord rec;
+  ASSERT_EQ(fx.ns.current_version(fx.inode, &v, &rec), 0);
+  EXPECT_EQ(rec.size(), 3u);
+  EXPECT_EQ(rec.mtime_ns(), 2'000'000'000);
+}
+
 // Model-based: random writes, truncates, flushes and reopens against a std::string.
 TEST(OpenFile, RandomOperationsMatchAModel) {
   for (uint32_t seed = 1; seed <= 20; ++seed) {
@@ -168,4 +186,27 @@ TEST(OpenFile, RandomOperationsMatchAModel) {
     ASSERT_EQ(fx.read_all(*f, model.size()), model) << "after gc, seed " << seed;
     ASSERT_EQ(fx.vfs.release(f), 0);
   }
+}
+
+// A size the chunk list cannot hold is EFBIG, not an allocation of that size (which
+// aborted the daemon on `truncate -s 4E`); the largest allowed size works, sparse.
+TEST(OpenFile, GrowingPastTheLargestFileIsEFBIG) {
+  Fixture fx("efbig");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  const uint64_t max = f->max_size();
+  EXPECT_EQ(max, kChunk * OpenFile::kMaxChunks);
+  EXPECT_EQ(f->truncate(uint64_t{1} << 62, Vfs::now_ns()), EFBIG);
+  EXPECT_EQ(f->truncate(max + 1, Vfs::now_ns()), EFBIG);
+  EXPECT_EQ(f->write(max, "x", 1, Vfs::now_ns()), EFBIG);
+  EXPECT_EQ(f->write(~uint64_t{0} - 1, "xyz", 3, Vfs::now_ns()), EFBIG);  // offset + len wraps
+  ASSERT_EQ(f->write(max - 1, "z", 1, Vfs::now_ns()), 0);
+  Attr a;
+  f->overlay(&a);
+  EXPECT_EQ(a.size, max);
+  char c = 0;
+  EXPECT_EQ(f->read(max - 1, 1, &c), 1);
+  EXPECT_EQ(c, 'z');
+  EXPECT_EQ(f->flush(false), 0);
+  EXPECT_EQ(fx.vfs.release(f), 0);
 }
