@@ -70,6 +70,7 @@ void to_stat(const Attr& a, struct stat* st) {
   st->st_mtim.tv_nsec = a.mtime_ns % 1000000000;
   st->st_ctim.tv_sec = a.ctime_ns / 1000000000;
   st->st_ctim.tv_nsec = a.ctime_ns % 1000000000;
+  st->st_rdev = static_cast<dev_t>(a.rdev);
 }
 
 void reply_entry(fuse_req_t req, const Attr& a) {
@@ -218,21 +219,30 @@ void wh_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void make_node(fuse_req_t req, fuse_ino_t parent, const char* name, pb::FileType type, mode_t mode,
-               const char* target) {
+               const char* target, dev_t rdev = 0) {
   const fuse_ctx* c = fuse_req_ctx(req);
   Attr a;
-  if (int err = ns(req).make(parent, name, type, mode, c->uid, c->gid, target ? target : "", &a))
+  if (int err = ns(req).make(parent, name, type, mode, c->uid, c->gid, target ? target : "", &a, rdev))
     return (void)fuse_reply_err(req, err);
   reply_entry(req, a);
 }
 
-void wh_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+void wh_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   pb::FileType type;
   if (S_ISREG(mode)) type = pb::REGULAR;
   else if (S_ISFIFO(mode)) type = pb::FIFO;
   else if (S_ISSOCK(mode)) type = pb::SOCKET;
-  else return (void)fuse_reply_err(req, EPERM);  // device nodes are not supported
-  make_node(req, parent, name, type, mode, nullptr);
+  else if (S_ISCHR(mode)) type = pb::CHAR_DEVICE;
+  else if (S_ISBLK(mode)) type = pb::BLOCK_DEVICE;
+  else return (void)fuse_reply_err(req, EINVAL);  // as mknod(2) for an unknown type
+  // Device nodes are stored (with their number) and never opened: the mount is nodev, and
+  // open of anything but a regular file is refused (open_handle). Creating one needs
+  // CAP_MKNOD, which the kernel checks in the caller's namespace before asking us; FUSE
+  // reports the caller's uid as the daemon sees it, and only its root may, as on ext4.
+  if ((type == pb::CHAR_DEVICE || type == pb::BLOCK_DEVICE) && fuse_req_ctx(req)->uid != 0)
+    return (void)fuse_reply_err(req, EPERM);
+  make_node(req, parent, name, type, mode, nullptr,
+            type == pb::CHAR_DEVICE || type == pb::BLOCK_DEVICE ? rdev : 0);
 }
 
 void wh_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {

@@ -505,6 +505,8 @@ void Meta::create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc&
   rec = new_inode_record(txn, g, n.type(), n.mode(), n.uid(), n.gid(), n.time_ns(), ts);
   rec.set_symlink_target(n.symlink_target());
   rec.set_size(n.type() == pb::SYMLINK ? n.symlink_target().size() : 0);
+  const bool device = n.type() == pb::CHAR_DEVICE || n.type() == pb::BLOCK_DEVICE;
+  rec.set_rdev(device ? n.rdev() : 0);  // what a remote op says of another type is ignored
   write_inode(txn, g, rec);
 }
 

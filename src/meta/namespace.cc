@@ -57,6 +57,8 @@ uint32_t make_mode(pb::FileType type, uint32_t perm) {
     case pb::SYMLINK: fmt = S_IFLNK; break;
     case pb::FIFO: fmt = S_IFIFO; break;
     case pb::SOCKET: fmt = S_IFSOCK; break;
+    case pb::CHAR_DEVICE: fmt = S_IFCHR; break;
+    case pb::BLOCK_DEVICE: fmt = S_IFBLK; break;
     default: break;
   }
   return fmt | (perm & 07777);
@@ -94,6 +96,7 @@ int Namespace::fill_attr(Gid g, Attr* attr) {
   attr->atime_ns = rec.atime_ns();
   attr->mtime_ns = rec.mtime_ns();
   attr->ctime_ns = rec.ctime_ns();
+  attr->rdev = rec.rdev();
   attr->version = from_pb(rec.version());
   return 0;
 }
@@ -130,8 +133,9 @@ int Namespace::lookup(uint64_t parent, std::string_view name, Attr* attr) {
 }
 
 int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, uint32_t mode, uint32_t uid,
-                    uint32_t gid, std::string_view target, Attr* attr) {
+                    uint32_t gid, std::string_view target, Attr* attr, uint64_t rdev) {
   if (int err = check_name(name)) return err;
+  if (!pb::FileType_IsValid(type) || type == pb::FILE_TYPE_UNSPECIFIED) return EINVAL;
   if (type == pb::SYMLINK && (target.empty() || target.size() >= 4096)) return target.empty() ? ENOENT : ENAMETOOLONG;
   std::unique_lock lock(mu_);
   Gid dir;
@@ -168,6 +172,7 @@ int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, u
   n->set_uid(uid);
   n->set_gid(gid);
   n->set_symlink_target(std::string(target));
+  if (type == pb::CHAR_DEVICE || type == pb::BLOCK_DEVICE) n->set_rdev(rdev);
   const int64_t now = wall_ns_();
   n->set_time_ns(now);
   add_times(op, dir, kDirChanged, now);

@@ -25,6 +25,7 @@ struct Attr {
   uint32_t uid = 0, gid = 0;
   uint64_t size = 0;
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
+  uint64_t rdev = 0;  // device number of a device node (st_rdev), else 0
   Gid version;
 };
 
@@ -50,9 +51,11 @@ class Namespace {
 
   int getattr(uint64_t ino, Attr* attr);
   int lookup(uint64_t parent, std::string_view name, Attr* attr);
-  // Creates a regular file, directory, symlink (target), fifo or socket.
+  // Creates a regular file, directory, symlink (target), fifo, socket, or character or
+  // block device (rdev: its device number; ignored for other types). Who may create a
+  // device node is the caller's check (the FUSE adapter: root only, as the kernel).
   int make(uint64_t parent, std::string_view name, pb::FileType type, uint32_t mode, uint32_t uid,
-           uint32_t gid, std::string_view target, Attr* attr);
+           uint32_t gid, std::string_view target, Attr* attr, uint64_t rdev = 0);
   int link(uint64_t ino, uint64_t new_parent, std::string_view new_name, Attr* attr);
   int unlink(uint64_t parent, std::string_view name);
   int rmdir(uint64_t parent, std::string_view name);

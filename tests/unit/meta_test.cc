@@ -71,6 +71,40 @@ TEST(Namespace, CreateLookupAndErrors) {
   EXPECT_TRUE(items.empty());
 }
 
+// Character and block devices are stored with their number, reported as st_rdev, and
+// carried by the op to another pod; other types ignore a number.
+TEST(Namespace, DeviceNodesKeepTheirTypeAndNumber) {
+  Fixture f;
+  Attr a;
+  const uint64_t rdev = (uint64_t{259} << 32) | 0x12345;  // beyond 32 bits: the whole dev_t
+  ASSERT_EQ(f.ns.make(1, "c", pb::CHAR_DEVICE, 0620, 0, 5, "", &a, rdev), 0);
+  EXPECT_EQ(a.mode, S_IFCHR | 0620u);
+  EXPECT_EQ(a.rdev, rdev);
+  ASSERT_EQ(f.ns.make(1, "b", pb::BLOCK_DEVICE, 0660, 0, 6, "", &a, 7), 0);
+  EXPECT_EQ(a.mode, S_IFBLK | 0660u);
+  ASSERT_EQ(f.ns.make(1, "p", pb::FIFO, 0600, 0, 0, "", &a, 99), 0);
+  EXPECT_EQ(a.rdev, 0u);
+  EXPECT_EQ(f.ns.make(1, "x", static_cast<pb::FileType>(42), 0600, 0, 0, "", &a, 1), EINVAL);
+  ASSERT_EQ(f.ns.lookup(1, "b", &a), 0);
+  EXPECT_EQ(a.rdev, 7u);
+  std::vector<ListItem> items;
+  uint64_t parent = 0;
+  ASSERT_EQ(f.ns.list(1, &items, &parent), 0);
+  ASSERT_EQ(items.size(), 3u);
+  EXPECT_EQ(items[0].mode, S_IFBLK | 0660u);
+  EXPECT_EQ(items[1].mode, S_IFCHR | 0620u);
+  // Another pod applying the ops sees the same nodes.
+  FlakyKv kv2;
+  Namespace other(kv2, 43, [] { return int64_t{1}; }, [](Gid) { return false; });
+  std::string err;
+  ASSERT_TRUE(other.init(&err)) << err;
+  for (const pb::Op& op : f.ns.ops_after(42, 0, 100)) ASSERT_EQ(other.apply_remote(op), 0);
+  ASSERT_EQ(other.lookup(1, "c", &a), 0);
+  EXPECT_EQ(a.mode, S_IFCHR | 0620u);
+  EXPECT_EQ(a.rdev, rdev);
+  EXPECT_EQ(a.gid, 5u);
+}
+
 TEST(Namespace, HardLinksShareOneInode) {
   Fixture f;
   uint64_t file = f.mk(1, "a");

@@ -164,7 +164,14 @@ class Simulation {
     Attr a;
     switch (rng_() % 9) {
       case 0: ns.make(dir, name, pb::DIRECTORY, 0755, 0, 0, "", &a); break;
-      case 1: ns.make(dir, name, pb::REGULAR, 0644, 0, 0, "", &a); break;
+      case 1:
+        // Some device nodes too (decided without an extra draw from the generator),
+        // so that their type and number are checked to replicate like everything else.
+        if (name == "d" && dir % 2 == 0)
+          ns.make(dir, name, pb::CHAR_DEVICE, 0600, 0, 0, "", &a, (5u << 8) | dir % 256);
+        else
+          ns.make(dir, name, pb::REGULAR, 0644, 0, 0, "", &a);
+        break;
       case 2: ns.unlink(dir, name); break;
       case 3: ns.rmdir(dir, name); break;
       case 4: ns.rename(dir, name, random_dir(ns), names[rng_() % 4], 0); break;
