@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <dirent.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -112,12 +113,14 @@ int ChunkStore::put_expected(const char* data, size_t len, const std::string& sh
 
 int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
   const std::string final_path = path_of(sha256);
-  struct stat st;
-  if (::stat(final_path.c_str(), &st) == 0) {
-    // Deduplicated. Refresh its age so garbage collection, which may see it unreferenced
-    // until our version commits, keeps it through the grace period.
-    ::utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0);
-    return 0;
+  {
+    // Deduplicated if present. Refreshing its age is also the existence check, one step
+    // under the stripe lock GC holds from its age check to its unlink (see the class
+    // comment): a chunk found here stays through the grace period, which covers the time
+    // until our version commits and references it.
+    std::lock_guard lock(stripe_of(sha256));
+    if (::utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0) == 0) return 0;
+    if (errno != ENOENT) return errno;
   }
   const std::string tmp = dir_ + "/tmp/" + std::to_string(::getpid()) + "." + std::to_string(tmp_seq_++);
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -257,36 +260,84 @@ int ChunkStore::sync_chunks(const std::vector<std::string>& sha256s) {
   return 0;
 }
 
+namespace {
+
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;  // upper case too: chunk names are written in lower case only
+}
+
+// The 32-byte hash named by `hex` (64 lower-case hex digits); false for any other name.
+bool parse_hex_hash(const std::string& hex, std::string* raw) {
+  if (hex.size() != 2 * ChunkStore::kHashBytes) return false;
+  raw->assign(ChunkStore::kHashBytes, '\0');
+  for (size_t i = 0; i < ChunkStore::kHashBytes; ++i) {
+    const int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    (*raw)[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return true;
+}
+
+// Logs a file in the chunk directory that is not a chunk; at most kMaxStrayLogs per run.
+constexpr int kMaxStrayLogs = 10;
+void log_stray(const fs::path& path, const char* why, int* logged) {
+  if ((*logged)++ < kMaxStrayLogs) spdlog::warn("chunk store: ignoring {}: {}", path.string(), why);
+}
+
+}  // namespace
+
 uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s) {
-  const auto now = fs::file_time_type::clock::now();
   uint64_t removed = 0;
+  int strays = 0;
   std::error_code ec;
   for (auto& sub : fs::directory_iterator(dir_, ec)) {
-    if (!sub.is_directory() || sub.path().filename() == "tmp") continue;
+    const std::string sub_name = sub.path().filename();
+    if (sub_name == "tmp") continue;
+    if (!sub.is_directory(ec) || sub_name.size() != 2 || hex_digit(sub_name[0]) < 0 || hex_digit(sub_name[1]) < 0) {
+      log_stray(sub.path(), "not a chunk subdirectory", &strays);
+      continue;
+    }
     for (auto& f : fs::directory_iterator(sub.path(), ec)) {
       const std::string name = f.path().filename();
-      if (name.size() != 64) continue;
-      std::string raw(32, '\0');
-      for (size_t i = 0; i < 32; ++i) raw[i] = static_cast<char>(std::stoi(name.substr(i * 2, 2), nullptr, 16));
+      std::string raw;
+      if (!parse_hex_hash(name, &raw) || name.compare(0, 2, sub_name) != 0) {
+        log_stray(f.path(), "not a chunk name", &strays);
+        continue;
+      }
+      if (!f.is_regular_file(ec)) {
+        log_stray(f.path(), "not a regular file", &strays);
+        continue;
+      }
       if (live.count(raw)) continue;
-      auto age = std::chrono::duration_cast<std::chrono::seconds>(now - f.last_write_time(ec)).count();
-      if (ec || age < grace_s) continue;
-      uint64_t size = f.file_size(ec);
+      if (gc_hook_) gc_hook_(raw);
+      // The age is read and the file unlinked under the chunk's stripe lock, never from the
+      // listing above: a put deduplicating against this chunk refreshes its age under the
+      // same lock (see the class comment).
+      std::lock_guard lock(stripe_of(raw));
+      struct stat st;
+      if (::lstat(f.path().c_str(), &st) != 0) continue;  // gone already
+      struct timespec now;
+      ::clock_gettime(CLOCK_REALTIME, &now);
+      if (static_cast<int64_t>(now.tv_sec) - static_cast<int64_t>(st.st_mtim.tv_sec) < grace_s) continue;
       {
-        std::lock_guard lock(mu_);
+        std::lock_guard cache_lock(mu_);
         auto it = cache_.find(raw);
         if (it != cache_.end()) {
           lru_.erase(it->second.second);
           cache_.erase(it);
         }
       }
-      if (fs::remove(f.path(), ec)) {
+      if (::unlink(f.path().c_str()) == 0) {
         removed++;
         chunks_--;
-        bytes_ -= size;
+        bytes_ -= static_cast<uint64_t>(st.st_size);
       }
     }
   }
+  if (strays > kMaxStrayLogs)
+    spdlog::warn("chunk store: ignored {} files that are not chunks ({} logged)", strays, kMaxStrayLogs);
   return removed;
 }
 

@@ -3,7 +3,18 @@
 // <dir>/tmp first and renamed into place, so a crash never leaves a half chunk under its
 // name. Every chunk is verified against its hash the first time it is opened for reading;
 // open verified chunks stay in a bounded descriptor cache. Thread-safe.
+//
+// Deduplication and garbage collection meet on a chunk file: put() finds the chunk present
+// and relies on it staying (the version naming it is committed only later), while
+// collect_garbage() deletes unreferenced chunks older than a grace period. Both act on a
+// chunk under its stripe lock (stripe_of), each in one step: put refreshes the file's age
+// (utimensat, which also tells whether it exists), GC reads the age and unlinks. So either
+// put refreshed first, and GC sees a young file and keeps it; or GC unlinked first, and
+// put's utimensat fails with ENOENT and put writes the chunk anew. Without the lock, GC
+// could read an old age, put refresh it, and GC unlink: the writer's new version would name
+// a deleted chunk.
 #pragma once
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -53,8 +64,14 @@ class ChunkStore {
   int sync_chunks(const std::vector<std::string>& sha256s);
 
   // Deletes chunk files not in `live` whose age exceeds `grace_s` (a chunk can be written
-  // before the version that references it is committed). Returns the number removed.
+  // before the version that references it is committed). Files that are not chunks (a
+  // name that is not 64 hex digits in its own subdirectory, not a regular file) are left
+  // alone, with a log line (bounded per run). Returns the number removed.
   uint64_t collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s);
+
+  // Tests only: called by collect_garbage with each unreferenced chunk it is about to
+  // check and delete, before it takes the chunk's lock (to run a put in that window).
+  void set_gc_hook_for_test(std::function<void(const std::string& sha256)> hook) { gc_hook_ = std::move(hook); }
 
   ChunkStoreStats stats() const { return {chunks_.load(), bytes_.load()}; }
   std::string path_of(const std::string& sha256) const;
@@ -72,11 +89,21 @@ class ChunkStore {
   void cache_insert(const std::string& sha256, std::shared_ptr<OpenChunk> chunk);
   int store(const char* data, size_t len, const std::string& sha256);
 
+  // The lock of a chunk's stripe: serializes put's dedup (age refresh) with GC's age check
+  // and unlink of that chunk (see the class comment). Striped: bounded memory, and puts of
+  // different chunks rarely wait for each other.
+  static constexpr size_t kStripes = 64;
+  std::mutex& stripe_of(const std::string& sha256) {
+    return stripes_[static_cast<unsigned char>(sha256.empty() ? 0 : sha256[0]) % kStripes];
+  }
+
   std::string dir_;
   size_t max_open_files_;
+  std::array<std::mutex, kStripes> stripes_;
+  std::function<void(const std::string&)> gc_hook_;
   int dir_fd_ = -1;
   std::atomic<uint64_t> chunks_{0}, bytes_{0}, tmp_seq_{0};
-  std::mutex mu_;  // guards the cache
+  std::mutex mu_;  // guards the cache; taken after a stripe lock, never before
   std::list<std::string> lru_;  // most recent first
   std::unordered_map<std::string, std::pair<std::shared_ptr<OpenChunk>, std::list<std::string>::iterator>> cache_;
 };

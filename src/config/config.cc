@@ -101,8 +101,11 @@ class TableReader {
     const toml::node* n = get(key);
     if (!n) return;
     uint64_t ms = 0;
-    if (!n->is_string() || !parse_duration_ms(*n->value<std::string>(), &ms))
+    bool too_large = false;
+    if (!n->is_string() || !parse_duration_ms(*n->value<std::string>(), &ms, &too_large)) {
+      if (too_large) fail(n, key, "too long: at most " + std::to_string(kMaxDurationMs / 86400000) + "d (100 years)");
       fail(n, key, "expected a duration such as \"250ms\", \"30s\", \"10m\", \"2h\"");
+    }
     *out = ms / unit_ms;
   }
 
@@ -290,16 +293,24 @@ bool parse_size(const std::string& text, uint64_t* bytes) {
   return false;
 }
 
-bool parse_duration_ms(const std::string& text, uint64_t* ms) {
+bool parse_duration_ms(const std::string& text, uint64_t* ms, bool* too_large) {
+  if (too_large) *too_large = false;
   size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) i++;
-  if (i == 0 || i > 12) return false;
-  uint64_t n = std::stoull(text.substr(0, i));
-  std::string unit = text.substr(i);
+  // Digits are accumulated saturating at one past the limit: a number of any length is
+  // then "too large", never a wrapped-around small one.
+  uint64_t n = 0;
+  for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); i++)
+    n = std::min<uint64_t>(n * 10 + static_cast<uint64_t>(text[i] - '0'), kMaxDurationMs + 1);
+  if (i == 0) return false;
+  const std::string unit = text.substr(i);
   static const std::pair<const char*, uint64_t> units[] = {
       {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
   for (auto& [name, mult] : units) {
     if (unit == name) {
+      if (n > kMaxDurationMs / mult) {  // n * mult would pass the limit (or overflow)
+        if (too_large) *too_large = true;
+        return false;
+      }
       *ms = n * mult;
       return true;
     }

@@ -78,7 +78,12 @@ std::optional<Config> load_config(const std::string& path, std::string* error);
 
 // Parses "4MiB", "10GB", "512" (bytes) into bytes; false on bad syntax.
 bool parse_size(const std::string& text, uint64_t* bytes);
-// Parses "30s", "10m", "2h", "1d", "250ms" into milliseconds; false on bad syntax.
-bool parse_duration_ms(const std::string& text, uint64_t* ms);
+// The longest duration a configuration may give: 100 years. Durations are used as
+// nanoseconds in signed 64-bit clocks (292 years at most) and as signed seconds; anything
+// longer would overflow there, and is surely a typo.
+inline constexpr uint64_t kMaxDurationMs = 36500ull * 86400 * 1000;
+// Parses "30s", "10m", "2h", "1d", "250ms" into milliseconds. False on bad syntax, and on a
+// duration longer than kMaxDurationMs (then *too_large, if given, is set).
+bool parse_duration_ms(const std::string& text, uint64_t* ms, bool* too_large = nullptr);
 
 }  // namespace wormhole

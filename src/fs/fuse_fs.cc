@@ -70,6 +70,7 @@ void to_stat(const Attr& a, struct stat* st) {
   st->st_mtim.tv_nsec = a.mtime_ns % 1000000000;
   st->st_ctim.tv_sec = a.ctime_ns / 1000000000;
   st->st_ctim.tv_nsec = a.ctime_ns % 1000000000;
+  st->st_rdev = static_cast<dev_t>(a.rdev);
 }
 
 void reply_entry(fuse_req_t req, const Attr& a) {
@@ -218,21 +219,30 @@ void wh_readlink(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void make_node(fuse_req_t req, fuse_ino_t parent, const char* name, pb::FileType type, mode_t mode,
-               const char* target) {
+               const char* target, dev_t rdev = 0) {
   const fuse_ctx* c = fuse_req_ctx(req);
   Attr a;
-  if (int err = ns(req).make(parent, name, type, mode, c->uid, c->gid, target ? target : "", &a))
+  if (int err = ns(req).make(parent, name, type, mode, c->uid, c->gid, target ? target : "", &a, rdev))
     return (void)fuse_reply_err(req, err);
   reply_entry(req, a);
 }
 
-void wh_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t) {
+void wh_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   pb::FileType type;
   if (S_ISREG(mode)) type = pb::REGULAR;
   else if (S_ISFIFO(mode)) type = pb::FIFO;
   else if (S_ISSOCK(mode)) type = pb::SOCKET;
-  else return (void)fuse_reply_err(req, EPERM);  // device nodes are not supported
-  make_node(req, parent, name, type, mode, nullptr);
+  else if (S_ISCHR(mode)) type = pb::CHAR_DEVICE;
+  else if (S_ISBLK(mode)) type = pb::BLOCK_DEVICE;
+  else return (void)fuse_reply_err(req, EINVAL);  // as mknod(2) for an unknown type
+  // Device nodes are stored (with their number) and never opened: the mount is nodev, and
+  // open of anything but a regular file is refused (open_handle). Creating one needs
+  // CAP_MKNOD, which the kernel checks in the caller's namespace before asking us; FUSE
+  // reports the caller's uid as the daemon sees it, and only its root may, as on ext4.
+  if ((type == pb::CHAR_DEVICE || type == pb::BLOCK_DEVICE) && fuse_req_ctx(req)->uid != 0)
+    return (void)fuse_reply_err(req, EPERM);
+  make_node(req, parent, name, type, mode, nullptr,
+            type == pb::CHAR_DEVICE || type == pb::BLOCK_DEVICE ? rdev : 0);
 }
 
 void wh_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
@@ -268,7 +278,9 @@ void forget_handle(fuse_req_t req, FileHandle* h) {
   ctx(req).files.erase(h);
 }
 
-int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
+// Opens a handle on regular file `a`. `created`: the file was just made by this request,
+// so there is nothing to truncate (as the kernel drops O_TRUNC for a file it creates).
+int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi, bool created = false) {
   if (a.type == pb::DIRECTORY) return EISDIR;
   if (a.type != pb::REGULAR) return ENXIO;
   auto h = std::make_unique<FileHandle>();
@@ -276,7 +288,7 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi) {
   bool reloaded = false;
   if (int err = vfs(req).open(a.id, &h->file, &reloaded)) return err;
   // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
-  if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+  if (!created && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     if (int err = h->file->truncate(0, Vfs::now_ns())) {
       vfs(req).release(h->file);
       return err;
@@ -311,7 +323,7 @@ void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   Attr a;
   if (int err = ns(req).make(parent, name, pb::REGULAR, mode, c->uid, c->gid, "", &a))
     return (void)fuse_reply_err(req, err);
-  if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
+  if (int err = open_handle(req, a, fi, true)) return (void)fuse_reply_err(req, err);
   fuse_entry_param e;
   std::memset(&e, 0, sizeof e);
   e.ino = a.ino;

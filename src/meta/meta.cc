@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <sys/stat.h>
 
+#include "common/invariant.h"
 #include "common/pb_ids.h"
 #include "meta/keys.h"
 
@@ -107,25 +108,33 @@ bool Meta::init(uint64_t wall_ms, std::string* error) {
   std::string v;
   if (kv_.get(keys::state("gid_seq"), &v) && v.size() == 8) gid_seq_ = keys::get_u64(v, 0);
   if (kv_.get(keys::state("next_ino"), &v) && v.size() == 8) next_ino_ = keys::get_u64(v, 0);
-  load_state();
+  if (!load_state()) {
+    *error = "cannot read the metadata store (progress or move log)";
+    return false;
+  }
   // Inodes that were unlinked while open when the previous daemon stopped: nobody can
   // use them any more.
   {
     KvTxn txn(kv_);
     std::vector<Gid> orphans;
-    kv_.scan(keys::kOrphanPrefix, prefix_end(keys::kOrphanPrefix), false, [&](std::string_view k, std::string_view) {
-      if (k.size() == 17) orphans.push_back(keys::get_gid(k, 1));
-      return true;
-    });
+    const bool ok =
+        kv_.scan(keys::kOrphanPrefix, prefix_end(keys::kOrphanPrefix), false, [&](std::string_view k, std::string_view) {
+          if (k.size() == 17) orphans.push_back(keys::get_gid(k, 1));
+          return true;
+        });
+    if (!ok) {
+      *error = "cannot read the metadata store (orphan list)";
+      return false;
+    }
     for (Gid g : orphans) purge_inode(txn, g);
     txn.commit(false);
   }
   return kv_.get(keys::inode(kRootId), &v) || create_roots(wall_ms, error);
 }
 
-void Meta::load_state() {
+bool Meta::load_state() {
   progress_.clear();
-  kv_.scan(keys::kProgressPrefix, prefix_end(keys::kProgressPrefix), false,
+  const bool progress_ok = kv_.scan(keys::kProgressPrefix, prefix_end(keys::kProgressPrefix), false,
            [&](std::string_view k, std::string_view val) {
              if (k.size() != 9 || val.size() != 32) return true;
              Progress p;
@@ -138,12 +147,14 @@ void Meta::load_state() {
            });
   local_seq_ = progress_[pod_id_].seq;
   newest_logged_ = Hlc{};
-  kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), true, [&](std::string_view k, std::string_view) {
-    uint32_t index = 0;
-    keys::parse_movelog(k, &newest_logged_, &index);
-    return false;
-  });
+  const bool log_ok =
+      kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), true, [&](std::string_view k, std::string_view) {
+        uint32_t index = 0;
+        keys::parse_movelog(k, &newest_logged_, &index);
+        return false;
+      });
   trim_cursor_.clear();
+  return progress_ok && log_ok;
 }
 
 bool Meta::create_roots(uint64_t wall_ms, std::string* error) {
@@ -177,9 +188,9 @@ namespace {
 bool pod_local_key(std::string_view k) { return !k.empty() && (k[0] == 'S' || k[0] == 'R'); }
 }  // namespace
 
-void Meta::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
+bool Meta::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
   // One scan is one store iterator: a consistent view even while ops are applied.
-  kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view v) { return pod_local_key(k) || visit(k, v); });
+  return kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view v) { return pod_local_key(k) || visit(k, v); });
 }
 
 bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint64_t wall_ms, std::string* error) {
@@ -191,10 +202,11 @@ bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint
   constexpr size_t kBatchKeys = 4096;  // bounds the memory of one write
   auto wipe = [&] {
     KvBatch batch;
-    kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view) {
+    const bool listed = kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view) {
       if (!pod_local_key(k)) batch.emplace_back(std::string(k), std::nullopt);
       return true;
     });
+    if (!listed) return false;
     for (size_t i = 0; i < batch.size(); i += kBatchKeys) {
       KvBatch part(batch.begin() + static_cast<ptrdiff_t>(i),
                    batch.begin() + static_cast<ptrdiff_t>(std::min(batch.size(), i + kBatchKeys)));
@@ -225,25 +237,31 @@ bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint
     *error = "the snapshot has no root";
     ok = false;
   }
+  // This pod's inode numbers are those of the snapshot: continue after the highest.
+  if (ok && !kv_.scan(std::string("N"), prefix_end("N"), true, [&](std::string_view k, std::string_view) {
+        if (k.size() == 9) next_ino_ = std::max(next_ino_, keys::get_u64(k, 1) + 1);
+        return false;
+      })) {
+    *error = "cannot read the installed snapshot";
+    ok = false;
+  }
   if (!ok) {
     if (error->empty()) *error = "the snapshot could not be read";
     wipe();
     create_roots(wall_ms, error);
-    load_state();
+    (void)load_state();  // an empty pod again; a failed read here shows at the next start
     return false;
   }
-  // This pod's inode numbers are those of the snapshot: continue after the highest.
-  kv_.scan(std::string("N"), prefix_end("N"), true, [&](std::string_view k, std::string_view) {
-    if (k.size() == 9) next_ino_ = std::max(next_ino_, keys::get_u64(k, 1) + 1);
-    return false;
-  });
   KvTxn txn(kv_);
   save_counters(txn);
   if (!txn.commit(true).ok) {
     *error = "saving counters";
     return false;
   }
-  load_state();
+  if (!load_state()) {
+    *error = "cannot read the installed snapshot";
+    return false;
+  }
   return true;
 }
 
@@ -270,7 +288,9 @@ std::vector<pb::Op> Meta::ops_after(uint64_t origin, uint64_t after, size_t limi
   if (limit == 0) return ops;
   const std::string start = keys::oplog(origin, after + 1);
   const std::string prefix = keys::oplog(origin, 0).substr(0, 9);
-  kv_.scan(start, prefix_end(prefix), false, [&](std::string_view, std::string_view v) {
+  // A failed scan leaves a shorter run of consecutive ops: still a correct answer, and the
+  // asker asks again for the rest.
+  (void)kv_.scan(start, prefix_end(prefix), false, [&](std::string_view, std::string_view v) {
     pb::Op op;
     if (!op.ParseFromArray(v.data(), static_cast<int>(v.size()))) return true;
     if (op.seq() != after + ops.size() + 1) return false;  // trimmed: a gap, stop
@@ -286,7 +306,8 @@ void Meta::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has, size_t 
   for (auto& [origin, seq] : everyone_has) {
     if (seq == 0) continue;
     const std::string prefix = keys::oplog(origin, 0).substr(0, 9);
-    kv_.scan(prefix, keys::oplog(origin, seq + 1), false, [&](std::string_view k, std::string_view) {
+    // Every key visited is one to drop, so a scan that fails part-way drops less: harmless.
+    (void)kv_.scan(prefix, keys::oplog(origin, seq + 1), false, [&](std::string_view k, std::string_view) {
       txn.del(std::string(k));
       return ++removed < max_entries;
     });
@@ -307,7 +328,9 @@ void Meta::apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m) {
 
 std::vector<pb::Member> Meta::members() {
   std::vector<pb::Member> out;
-  kv_.scan(keys::kMemberPrefix, prefix_end(keys::kMemberPrefix), false, [&](std::string_view, std::string_view v) {
+  // Members are only ever added, and this list is read again every second: a failed read
+  // (logged by the store) misses some for one round.
+  (void)kv_.scan(keys::kMemberPrefix, prefix_end(keys::kMemberPrefix), false, [&](std::string_view, std::string_view v) {
     pb::MemberRecord rec;
     if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) out.push_back(rec.member());
     return true;
@@ -360,6 +383,18 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   const HlcClock saved_clock = clock_;
   clock_.observe(op_ts);
 
+  auto restore = [&] {
+    prog = saved_prog;
+    next_ino_ = saved_ino;
+    local_seq_ = saved_local_seq;
+    clock_ = saved_clock;
+    newest_logged_ = saved_newest_logged;
+  };
+  // The undo/redo below must see every logged move it concerns: applying an op around a
+  // log read in part would give this pod another tree than every other pod's. So a failed
+  // read fails the op, which changes nothing, like a failed write.
+  bool read_ok = true;
+
   KvTxn txn(kv_);
   // Kleppmann: undo every logged move newer than this op (newest first), apply the op,
   // then redo the undone moves oldest first, each recomputing its old edge and cycle check.
@@ -375,7 +410,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
     return rec->ParseFromArray(v.data(), static_cast<int>(v.size()));
   };
   if (!(op_ts > newest_logged_)) {
-    kv_.scan(keys::movelog(op_ts, 0), prefix_end(keys::kMoveLogPrefix), true,
+    read_ok &= kv_.scan(keys::movelog(op_ts, 0), prefix_end(keys::kMoveLogPrefix), true,
              [&](std::string_view k, std::string_view v) {
                pb::MoveLogRecord rec;
                if (parse(v, &rec)) undo.emplace(std::string(k), std::move(rec));
@@ -389,19 +424,23 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   for (const pb::Action& a : op.actions()) {
     if (!a.has_commit() || has_move) continue;
     const std::string prefix = keys::trash_move_prefix(from_pb(a.commit().inode()));
-    kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+    read_ok &= kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
       const std::string logged = std::string(keys::kMoveLogPrefix) + std::string(k.substr(prefix.size()));
       if (oldest_delete.empty() || logged < oldest_delete) oldest_delete = logged;
       redecided.insert(from_pb(a.commit().inode()));
       return false;  // the first is the oldest
     });
   }
-  if (!redecided.empty()) {
-    kv_.scan(oldest_delete, prefix_end(keys::kMoveLogPrefix), false, [&](std::string_view k, std::string_view v) {
+  if (read_ok && !redecided.empty()) {
+    read_ok &= kv_.scan(oldest_delete, prefix_end(keys::kMoveLogPrefix), false, [&](std::string_view k, std::string_view v) {
       pb::MoveLogRecord rec;
       if (parse(v, &rec) && redecided.count(from_pb(rec.move().inode()))) undo.emplace(std::string(k), std::move(rec));
       return true;
     });
+  }
+  if (!read_ok) {
+    restore();
+    return KvStatus{false, false, "reading the move log failed"};
   }
   std::vector<std::pair<std::string, pb::MoveLogRecord>> undone(undo.begin(), undo.end());
   for (auto& [key, rec] : undone) undo_move(txn, rec);
@@ -438,13 +477,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   if (origin == pod_id_) local_seq_ = op.seq();
   save_counters(txn);
   KvStatus st = txn.commit(sync);
-  if (!st.ok) {
-    prog = saved_prog;
-    next_ino_ = saved_ino;
-    local_seq_ = saved_local_seq;
-    clock_ = saved_clock;
-    newest_logged_ = saved_newest_logged;
-  }
+  if (!st.ok) restore();
   return st;
 }
 
@@ -503,6 +536,8 @@ void Meta::create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc&
   rec = new_inode_record(txn, g, n.type(), n.mode(), n.uid(), n.gid(), n.time_ns(), ts);
   rec.set_symlink_target(n.symlink_target());
   rec.set_size(n.type() == pb::SYMLINK ? n.symlink_target().size() : 0);
+  const bool device = n.type() == pb::CHAR_DEVICE || n.type() == pb::BLOCK_DEVICE;
+  rec.set_rdev(device ? n.rdev() : 0);  // what a remote op says of another type is ignored
   write_inode(txn, g, rec);
 }
 
@@ -594,18 +629,26 @@ void Meta::undo_move(KvTxn& txn, const pb::MoveLogRecord& rec) {
 // step. It changes nothing that undo would not change back: times are not touched here
 // (the op that makes a move carries last-writer-wins time updates as separate actions).
 void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge) {
+  // nlink is derived state (live entries; 2 + subdirectories for a directory), and every
+  // change of an edge passes here: taking away more links than an inode has means that
+  // derivation is broken. That is asserted (fatal in tests and the simulation, where the
+  // op sequence that broke it can be replayed); a production pod logs it and stops at 0
+  // rather than wrap around to 4 billion links.
+  auto links = [](uint32_t nlink, int sign, uint32_t step, Gid inode) -> uint32_t {
+    if (sign > 0) return nlink + step;
+    if (!WH_INVARIANT(nlink >= step, "nlink of " + inode.str() + " would go below 0")) return 0;
+    return nlink - step;
+  };
   auto adjust = [&](const Edge& e, int sign) {
     if (e.parent == kTrashId) return;  // entries in the trash are not links
     pb::InodeRecord rec;
     if (!read_inode(txn, e.inode, &rec)) return;
     const bool is_dir = rec.type() == pb::DIRECTORY;
-    int64_t n = static_cast<int64_t>(rec.nlink()) + sign * (is_dir ? 2 : 1);
-    rec.set_nlink(static_cast<uint32_t>(n < 0 ? 0 : n));
+    rec.set_nlink(links(rec.nlink(), sign, is_dir ? 2 : 1, e.inode));
     write_inode(txn, e.inode, rec);
     pb::InodeRecord parent;
     if (is_dir && read_inode(txn, e.parent, &parent)) {
-      int64_t pn = static_cast<int64_t>(parent.nlink()) + sign;
-      parent.set_nlink(static_cast<uint32_t>(pn < 0 ? 0 : pn));
+      parent.set_nlink(links(parent.nlink(), sign, 1, e.parent));
       write_inode(txn, e.parent, parent);
     }
   };
@@ -762,17 +805,18 @@ size_t Meta::trim(size_t max_entries) {
   auto has_logged_delete = [&](Gid inode) {
     const std::string prefix = keys::trash_move_prefix(inode);
     bool found = false;
-    kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) {
+    const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) {
       found = true;
       return false;
     });
-    return found;
+    return found || !ok;  // unknown: keep the file's moves, as if it had one
   };
   const bool alone = progress_.size() == 1 && progress_.count(pod_id_);
   const std::string end = keys::movelog(horizon, 0xffffffff);
   // Kept records (below) pile up at the start of the log: start after those seen already.
   const std::string start = std::max(std::string(keys::kMoveLogPrefix), trim_cursor_);
-  kv_.scan(start, end, false, [&](std::string_view k, std::string_view v) {
+  const std::string saved_cursor = trim_cursor_;
+  const bool scanned = kv_.scan(start, end, false, [&](std::string_view k, std::string_view v) {
     pb::MoveLogRecord rec;
     if (!rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) rec.Clear();  // unreadable: dropped
     const Gid inode = from_pb(rec.move().inode());
@@ -791,6 +835,10 @@ size_t Meta::trim(size_t max_entries) {
     ++removed;
     return ++visited < max_entries;
   });
+  if (!scanned) {  // nothing is dropped on a partial view; the next trim tries again
+    trim_cursor_ = saved_cursor;
+    return 0;
+  }
   // On a network a deleted file is kept (in the trash): a late op may still void the delete
   // or name the inode (a write through a handle opened before), and would then apply on
   // pods that kept it and not on those that purged it. Purging it needs causal stability
@@ -819,7 +867,10 @@ void Meta::purge_inode(KvTxn& txn, Gid g) {
   pb::InodeRecord rec;
   if (!read_inode(txn, g, &rec)) return;
   if (rec.has_version()) txn.del(keys::version(from_pb(rec.version())));
-  for (auto& name : list_xattrs(g)) txn.del(keys::xattr(g, name));
+  std::vector<std::string> xattrs;
+  // A failed read leaves some xattr records behind: unreachable, they only take space.
+  (void)list_xattrs(g, &xattrs);
+  for (auto& name : xattrs) txn.del(keys::xattr(g, name));
   txn.del(keys::ino(rec.local_ino()));
   txn.del(keys::inode(g));
   txn.del(keys::orphan(g));
@@ -856,12 +907,12 @@ bool Meta::gid_of_ino(uint64_t ino, Gid* g) {
   return true;
 }
 
-bool Meta::lookup(Gid dir, std::string_view name, DirItem* item) {
+int Meta::lookup(Gid dir, std::string_view name, DirItem* item) {
   const std::string prefix = keys::dirent_prefix(dir, name);
   bool found = false;
   // Several entries may carry one name after concurrent creates on different pods; the one
   // with the smallest entry id is shown, the same choice on every pod.
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+  const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
     if (k.size() != prefix.size() + 16 || v.size() != 16) return true;
     item->name = std::string(name);
     item->entry = keys::get_gid(k, prefix.size());
@@ -869,58 +920,67 @@ bool Meta::lookup(Gid dir, std::string_view name, DirItem* item) {
     found = true;
     return false;
   });
-  return found;
+  // A failed scan may have missed the entry with the smallest id: not even a found one is
+  // the right answer then.
+  if (!ok) return EIO;
+  return found ? 0 : ENOENT;
 }
 
-std::vector<DirItem> Meta::list(Gid dir) {
-  std::vector<DirItem> items;
+int Meta::list(Gid dir, std::vector<DirItem>* items) {
+  items->clear();
   const std::string prefix = keys::dir_prefix(dir);
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+  const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
     if (k.size() < prefix.size() + 17 || v.size() != 16) return true;
     std::string_view name = k.substr(prefix.size(), k.size() - prefix.size() - 17);
-    if (!items.empty() && items.back().name == name) return true;  // shadowed duplicate
-    items.push_back(DirItem{std::string(name), keys::get_gid(k, k.size() - 16), keys::get_gid(v, 0)});
+    if (!items->empty() && items->back().name == name) return true;  // shadowed duplicate
+    items->push_back(DirItem{std::string(name), keys::get_gid(k, k.size() - 16), keys::get_gid(v, 0)});
     return true;
   });
-  return items;
+  if (!ok) {
+    items->clear();
+    return EIO;
+  }
+  return 0;
 }
 
-void Meta::for_each_entry_in(Gid dir, const std::function<void(std::string_view, Gid, Gid)>& visit) {
+bool Meta::for_each_entry_in(Gid dir, const std::function<void(std::string_view, Gid, Gid)>& visit) {
   const std::string prefix = keys::dir_prefix(dir);
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+  return kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
     if (k.size() < prefix.size() + 17 || v.size() != 16) return true;
     visit(k.substr(prefix.size(), k.size() - prefix.size() - 17), keys::get_gid(k, k.size() - 16), keys::get_gid(v, 0));
     return true;
   });
 }
 
-bool Meta::dir_is_empty(Gid dir) {
+int Meta::check_dir_empty(Gid dir) {
   bool empty = true;
   const std::string prefix = keys::dir_prefix(dir);
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) {
+  const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) {
     empty = false;
     return false;
   });
-  return empty;
+  // Seen an entry: not empty, whatever failed after. Seen none and failed: unknown, and
+  // "empty" would let rmdir drop a directory that has entries.
+  if (!empty) return ENOTEMPTY;
+  return ok ? 0 : EIO;
 }
 
-std::vector<std::pair<Gid, pb::EntryRecord>> Meta::live_entries(Gid inode, size_t limit) {
-  std::vector<std::pair<Gid, pb::EntryRecord>> out;
+bool Meta::live_entries(Gid inode, std::vector<std::pair<Gid, pb::EntryRecord>>* out, size_t limit) {
+  out->clear();
   const std::string prefix = keys::link_prefix(inode);
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+  return kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
     pb::EntryRecord e;
     if (k.size() == prefix.size() + 16) {
       const Gid entry = keys::get_gid(k, prefix.size());
-      if (get_entry(entry, &e) && from_pb(e.parent()) != kTrashId) out.emplace_back(entry, std::move(e));
+      if (get_entry(entry, &e) && from_pb(e.parent()) != kTrashId) out->emplace_back(entry, std::move(e));
     }
-    return out.size() < limit;
+    return out->size() < limit;
   });
-  return out;
 }
 
 bool Meta::live_entry(Gid inode, Gid* parent, std::string* name) {
-  auto live = live_entries(inode, 1);
-  if (live.empty()) return false;
+  std::vector<std::pair<Gid, pb::EntryRecord>> live;
+  if (!live_entries(inode, &live, 1) || live.empty()) return false;
   *parent = from_pb(live.front().second.parent());
   *name = live.front().second.name();
   return true;
@@ -932,10 +992,11 @@ std::string Meta::path_of(Gid inode) {
   std::string path;
   Gid cur;
   const std::string prefix = keys::link_prefix(inode);
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+  const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
     if (k.size() == prefix.size() + 16) cur = keys::get_gid(k, prefix.size());
     return false;
   });
+  if (!ok && cur.empty()) return "(unreadable)";
   if (cur.empty()) return "(unlinked)";
   for (int depth = 0; depth < kMaxDepth && cur != kRootId; ++depth) {
     pb::EntryRecord e;
@@ -967,27 +1028,29 @@ bool Meta::get_xattr(Gid inode, std::string_view name, std::string* value) {
   return true;
 }
 
-std::vector<std::string> Meta::list_xattrs(Gid inode) {
-  std::vector<std::string> names;
+bool Meta::list_xattrs(Gid inode, std::vector<std::string>* names) {
+  names->clear();
   const std::string prefix = keys::xattr_prefix(inode);
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
+  return kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
     pb::XattrRecord rec;
     if (rec.ParseFromArray(v.data(), static_cast<int>(v.size())) && !rec.removed())
-      names.emplace_back(k.substr(prefix.size()));
+      names->emplace_back(k.substr(prefix.size()));
     return true;
   });
-  return names;
 }
 
 size_t Meta::count_keys(std::string_view prefix) {
   size_t n = 0;
-  kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) { return ++n, true; });
+  // For status only: a failed read (logged by the store) shows a smaller count.
+  (void)kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) { return ++n, true; });
   return n;
 }
 
 std::vector<Gid> Meta::versions_held_by(uint64_t pod) {
   std::vector<Gid> out;
-  kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view k, std::string_view v) {
+  // At start-up, to resume interrupted copies: a failed read (logged by the store) resumes
+  // fewer of them, which a later start or a read of the file makes up for.
+  (void)kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view k, std::string_view v) {
     pb::VersionRecord rec;
     if (k.size() == 17 && rec.ParseFromArray(v.data(), static_cast<int>(v.size())) &&
         std::find(rec.holders().begin(), rec.holders().end(), pod) != rec.holders().end())
@@ -997,16 +1060,16 @@ std::vector<Gid> Meta::versions_held_by(uint64_t pod) {
   return out;
 }
 
-void Meta::for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit) {
-  kv_.scan(keys::kInodePrefix, prefix_end(keys::kInodePrefix), false, [&](std::string_view k, std::string_view v) {
+bool Meta::for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit) {
+  return kv_.scan(keys::kInodePrefix, prefix_end(keys::kInodePrefix), false, [&](std::string_view k, std::string_view v) {
     pb::InodeRecord rec;
     if (k.size() == 17 && rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) visit(keys::get_gid(k, 1), rec);
     return true;
   });
 }
 
-void Meta::for_each_chunk(const std::function<void(const std::string&)>& visit) {
-  kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view, std::string_view v) {
+bool Meta::for_each_chunk(const std::function<void(const std::string&)>& visit) {
+  return kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view, std::string_view v) {
     pb::VersionRecord rec;
     if (parse_version(v, &rec))
       for (auto& c : rec.chunks())

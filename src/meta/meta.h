@@ -101,8 +101,9 @@ class Meta {
 
   // ---- snapshots (a new pod that lacks ops the others no longer keep) -------------------
   // Visits a consistent copy of the replicated state (everything but this pod's counters
-  // and local bookkeeping), in key order, until `visit` returns false.
-  void snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  // and local bookkeeping), in key order, until `visit` returns false. False when the store
+  // failed: what was visited is then not the whole state and must not be installed.
+  bool snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
   // Replaces this pod's state by a snapshot read through `next`: it fills a batch of pairs
   // and returns 1, or returns 0 at the complete end, -1 when the copy was cut. Only for a
   // pod that applied no op yet. False + *error if the snapshot could not be read or
@@ -115,35 +116,44 @@ class Meta {
   void purge_if_unused(Gid g);
 
   // ---- reads ------------------------------------------------------------------------------
+  // Reads that scan the store report a failed scan (KvStore::scan) as EIO or false, never
+  // as "absent" or "empty".
   bool get_inode(Gid g, pb::InodeRecord* rec);
   bool get_version(Gid g, pb::VersionRecord* rec);
   bool get_entry(Gid g, pb::EntryRecord* rec);
   bool gid_of_ino(uint64_t ino, Gid* g);
-  // The visible entry `name` in directory `dir` (deterministic when several exist).
-  bool lookup(Gid dir, std::string_view name, DirItem* item);
-  // All visible entries of `dir`, in name order.
-  std::vector<DirItem> list(Gid dir);
+  // The visible entry `name` in directory `dir` (deterministic when several exist): 0 and
+  // *item, ENOENT, or EIO when the store failed.
+  int lookup(Gid dir, std::string_view name, DirItem* item);
+  // All visible entries of `dir`, in name order: 0, or EIO (and no items).
+  int list(Gid dir, std::vector<DirItem>* items);
   // Every entry of `dir`, duplicates of one name included (list() shows one per name).
-  void for_each_entry_in(Gid dir, const std::function<void(std::string_view name, Gid entry, Gid inode)>& visit);
-  bool dir_is_empty(Gid dir);
+  // False when the store failed part-way.
+  bool for_each_entry_in(Gid dir, const std::function<void(std::string_view name, Gid entry, Gid inode)>& visit);
+  // 0 when directory `dir` has no entry, ENOTEMPTY, or EIO when that cannot be read.
+  int check_dir_empty(Gid dir);
   // The entries of `inode` that are not in the trash (at most `limit`), with their edges.
-  std::vector<std::pair<Gid, pb::EntryRecord>> live_entries(Gid inode, size_t limit = 1024);
-  // A live entry of `inode` (its directory and name); false if it has none.
+  // False when the store failed (*out is then incomplete).
+  bool live_entries(Gid inode, std::vector<std::pair<Gid, pb::EntryRecord>>* out, size_t limit = 1024);
+  // A live entry of `inode` (its directory and name); false if it has none or on a failed read.
   bool live_entry(Gid inode, Gid* parent, std::string* name);
   // Path of an inode (first entry found), for log lines; "?" parts when unknown.
   std::string path_of(Gid inode);
   // Is `ancestor` an ancestor of (or equal to) directory `dir`?
   bool is_ancestor(Gid ancestor, Gid dir);
   bool get_xattr(Gid inode, std::string_view name, std::string* value);
-  std::vector<std::string> list_xattrs(Gid inode);
+  // Names of the xattrs of `inode`; false when the store failed (*names incomplete).
+  bool list_xattrs(Gid inode, std::vector<std::string>* names);
   // Number of stored records of one kind (a key prefix of meta/keys.h), for status.
   size_t count_keys(std::string_view prefix);
   const Hlc& last_hlc() const { return clock_.last(); }
 
   std::vector<Gid> versions_held_by(uint64_t pod);
-  void for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
-  // Every chunk hash referenced by a stored version (for chunk garbage collection).
-  void for_each_chunk(const std::function<void(const std::string& sha256)>& visit);
+  // Visits every inode record; false when the store failed part-way.
+  bool for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
+  // Every chunk hash referenced by a stored version (for chunk garbage collection). False
+  // when the store failed part-way: the hashes visited are then not all the live ones.
+  bool for_each_chunk(const std::function<void(const std::string& sha256)>& visit);
 
  private:
   struct Edge {
@@ -182,8 +192,9 @@ class Meta {
   void purge_inode(KvTxn& txn, Gid g);
   void save_counters(KvTxn& txn);
   void apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m);
-  // Loads the in-memory state (progress, newest logged move) from the store.
-  void load_state();
+  // Loads the in-memory state (progress, newest logged move) from the store; false when
+  // the store could not be read.
+  bool load_state();
   // Creates the root and the trash in an empty store.
   bool create_roots(uint64_t wall_ms, std::string* error);
 

@@ -59,6 +59,8 @@ uint32_t make_mode(pb::FileType type, uint32_t perm) {
     case pb::SYMLINK: fmt = S_IFLNK; break;
     case pb::FIFO: fmt = S_IFIFO; break;
     case pb::SOCKET: fmt = S_IFSOCK; break;
+    case pb::CHAR_DEVICE: fmt = S_IFCHR; break;
+    case pb::BLOCK_DEVICE: fmt = S_IFBLK; break;
     default: break;
   }
   return fmt | (perm & 07777);
@@ -127,6 +129,7 @@ int Namespace::fill_attr(Gid g, Attr* attr) {
   attr->atime_ns = rec.atime_ns();
   attr->mtime_ns = rec.mtime_ns();
   attr->ctime_ns = rec.ctime_ns();
+  attr->rdev = rec.rdev();
   attr->version = from_pb(rec.version());
   return 0;
 }
@@ -158,19 +161,20 @@ int Namespace::lookup(uint64_t parent, std::string_view name, Attr* attr) {
   Gid dir;
   if (int err = resolve_dir(parent, &dir)) return err;
   DirItem item;
-  if (!meta_.lookup(dir, name, &item)) return ENOENT;
+  if (int err = meta_.lookup(dir, name, &item)) return err;
   return fill_attr(item.inode, attr);
 }
 
 int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, uint32_t mode, uint32_t uid,
-                    uint32_t gid, std::string_view target, Attr* attr) {
+                    uint32_t gid, std::string_view target, Attr* attr, uint64_t rdev) {
   if (int err = check_name(name)) return err;
+  if (!pb::FileType_IsValid(type) || type == pb::FILE_TYPE_UNSPECIFIED) return EINVAL;
   if (type == pb::SYMLINK && (target.empty() || target.size() >= 4096)) return target.empty() ? ENOENT : ENAMETOOLONG;
   std::unique_lock lock(mu_);
   Gid dir;
   if (int err = resolve_dir(parent, &dir)) return err;
   DirItem existing;
-  if (meta_.lookup(dir, name, &existing)) return EEXIST;
+  if (int err = meta_.lookup(dir, name, &existing); err != ENOENT) return err == 0 ? EEXIST : err;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   // A directory is its own entry (it can have only one); other inodes get a separate entry
   // so that hard links are simply more entries. A directory's id comes from its parent and
@@ -182,7 +186,9 @@ int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, u
       inode = meta_.new_gid();  // that directory was renamed and still lives: a new one
     } else {
       // Made again where it was removed: it must come back without its old xattrs.
-      for (auto& x : meta_.list_xattrs(inode)) {
+      std::vector<std::string> old_xattrs;
+      if (!meta_.list_xattrs(inode, &old_xattrs)) return EIO;
+      for (auto& x : old_xattrs) {
         pb::SetXattr* rm = op.add_actions()->mutable_set_xattr();
         to_pb(inode, rm->mutable_inode());
         rm->set_name(x);
@@ -199,6 +205,7 @@ int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, u
   n->set_uid(uid);
   n->set_gid(gid);
   n->set_symlink_target(std::string(target));
+  if (type == pb::CHAR_DEVICE || type == pb::BLOCK_DEVICE) n->set_rdev(rdev);
   const int64_t now = wall_ns_();
   n->set_time_ns(now);
   add_times(op, dir, kDirChanged, now);
@@ -216,7 +223,7 @@ int Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view new_name
   if (!meta_.get_inode(inode, &rec) || rec.nlink() == 0) return ENOENT;
   if (rec.type() == pb::DIRECTORY) return EPERM;
   DirItem existing;
-  if (meta_.lookup(dir, new_name, &existing)) return EEXIST;
+  if (int err = meta_.lookup(dir, new_name, &existing); err != ENOENT) return err == 0 ? EEXIST : err;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   add_move(op, meta_.new_gid(), dir, new_name, inode);
   const int64_t now = wall_ns_();
@@ -232,7 +239,7 @@ int Namespace::unlink(uint64_t parent, std::string_view name) {
   Gid dir;
   if (int err = resolve_dir(parent, &dir)) return err;
   DirItem item;
-  if (!meta_.lookup(dir, name, &item)) return ENOENT;
+  if (int err = meta_.lookup(dir, name, &item)) return err;
   pb::InodeRecord rec;
   if (meta_.get_inode(item.inode, &rec) && rec.type() == pb::DIRECTORY) return EISDIR;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
@@ -251,11 +258,11 @@ int Namespace::rmdir(uint64_t parent, std::string_view name) {
   Gid dir;
   if (int err = resolve_dir(parent, &dir)) return err;
   DirItem item;
-  if (!meta_.lookup(dir, name, &item)) return ENOENT;
+  if (int err = meta_.lookup(dir, name, &item)) return err;
   pb::InodeRecord rec;
   if (!meta_.get_inode(item.inode, &rec)) return ENOENT;
   if (rec.type() != pb::DIRECTORY) return ENOTDIR;
-  if (!meta_.dir_is_empty(item.inode)) return ENOTEMPTY;
+  if (int err = meta_.check_dir_empty(item.inode)) return err;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   add_move(op, item.entry, kTrashId, name, item.inode);
   add_times(op, dir, kDirChanged, wall_ns_());
@@ -273,8 +280,10 @@ int Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_paren
   if (int err = resolve_dir(parent, &src_dir)) return err;
   if (int err = resolve_dir(new_parent, &dst_dir)) return err;
   DirItem src, dst;
-  if (!meta_.lookup(src_dir, name, &src)) return ENOENT;
-  const bool dst_exists = meta_.lookup(dst_dir, new_name, &dst);
+  if (int err = meta_.lookup(src_dir, name, &src)) return err;
+  const int dst_err = meta_.lookup(dst_dir, new_name, &dst);
+  if (dst_err != 0 && dst_err != ENOENT) return dst_err;
+  const bool dst_exists = dst_err == 0;
   pb::InodeRecord src_rec, dst_rec;
   if (!meta_.get_inode(src.inode, &src_rec)) return ENOENT;
   const bool src_is_dir = src_rec.type() == pb::DIRECTORY;
@@ -302,7 +311,8 @@ int Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_paren
     const bool dst_is_dir = dst_rec.type() == pb::DIRECTORY;
     if (src_is_dir && !dst_is_dir) return ENOTDIR;
     if (!src_is_dir && dst_is_dir) return EISDIR;
-    if (dst_is_dir && !meta_.dir_is_empty(dst.inode)) return ENOTEMPTY;
+    if (dst_is_dir)
+      if (int err = meta_.check_dir_empty(dst.inode)) return err;
     add_move(op, dst.entry, kTrashId, new_name, dst.inode);
     add_times(op, dst.inode, kAttrCtime, wall_ns_());
   }
@@ -349,7 +359,9 @@ int Namespace::list(uint64_t ino, std::vector<ListItem>* items, uint64_t* parent
   pb::InodeRecord parent;
   if (dir != kRootId && meta_.get_entry(dir, &e) && meta_.get_inode(from_pb(e.parent()), &parent))
     *parent_ino = parent.local_ino();
-  for (auto& item : meta_.list(dir)) {
+  std::vector<DirItem> listed;
+  if (int err = meta_.list(dir, &listed)) return err;
+  for (auto& item : listed) {
     pb::InodeRecord rec;
     if (!meta_.get_inode(item.inode, &rec)) continue;
     items->push_back(ListItem{item.name, rec.local_ino(), make_mode(rec.type(), rec.mode())});
@@ -386,8 +398,7 @@ int Namespace::listxattr(uint64_t ino, std::vector<std::string>* names) {
   std::shared_lock lock(mu_);
   Gid inode;
   if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
-  *names = meta_.list_xattrs(inode);
-  return 0;
+  return meta_.list_xattrs(inode, names) ? 0 : EIO;
 }
 
 int Namespace::removexattr(uint64_t ino, std::string_view name) {
@@ -421,7 +432,10 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
   pb::Conflict* how = c->mutable_conflict();
   // The writer's view: the file's names (a delete of one it had in view and had not seen is
   // void), and where a losing version is kept (next to the first).
-  const auto in_view = meta_.live_entries(inode);
+  std::vector<std::pair<Gid, pb::EntryRecord>> in_view;
+  // Every pod decides deletes of this file against this list: a partial one would void or
+  // keep the wrong deletes.
+  if (!meta_.live_entries(inode, &in_view)) return EIO;
   for (auto& [entry, edge] : in_view) to_pb(entry, c->add_live_entries());
   if (!in_view.empty()) {
     *how->mutable_parent() = in_view.front().second.parent();
@@ -488,7 +502,7 @@ bool Namespace::snapshot(const std::function<bool(std::string_view, std::string_
   // before anyone sees it (this pod's ops in it are given out): it was all written before
   // the iterator existed, which is before the first visit, so one log sync there covers it.
   bool synced = false, failed = false;
-  meta_.snapshot([&](std::string_view k, std::string_view v) {
+  const bool read_ok = meta_.snapshot([&](std::string_view k, std::string_view v) {
     if (!synced) {
       synced = true;
       if (!kv_.sync().ok) {
@@ -499,7 +513,7 @@ bool Namespace::snapshot(const std::function<bool(std::string_view, std::string_
     }
     return visit(k, v);
   });
-  return !failed;
+  return read_ok && !failed;
 }
 
 bool Namespace::install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error) {
@@ -597,8 +611,8 @@ NamespaceStats Namespace::stats() {
   std::shared_lock lock(mu_);
   NamespaceStats s;
   // Counting is a full scan of the inode records; fine for `status`, never on a hot path.
-  std::vector<Gid> ids;
-  meta_.for_each_inode([&](Gid g, const pb::InodeRecord& rec) {
+  // A failed read (logged by the store) shows smaller counts.
+  (void)meta_.for_each_inode([&](Gid g, const pb::InodeRecord& rec) {
     if (rec.nlink() == 0 || g == kTrashId) return;
     if (rec.type() == pb::REGULAR) {
       s.files++;
@@ -612,9 +626,9 @@ NamespaceStats Namespace::stats() {
   return s;
 }
 
-void Namespace::for_each_chunk(const std::function<void(const std::string&)>& visit) {
+bool Namespace::for_each_chunk(const std::function<void(const std::string&)>& visit) {
   std::shared_lock lock(mu_);
-  meta_.for_each_chunk(visit);
+  return meta_.for_each_chunk(visit);
 }
 
 }  // namespace wormhole

@@ -1,6 +1,7 @@
 // Namespace: the file-system operations of one pod (mkdir, rename, setattr, ...) on top of
 // Meta. Each method checks POSIX preconditions, builds one op and applies it with the same
-// Meta::apply remote ops go through. Errors are returned as positive errno values.
+// Meta::apply remote ops go through. Errors are returned as positive errno values; a store
+// that cannot be read is EIO, never taken for an absent entry or an empty directory.
 // Thread-safe: reads run concurrently, changes are serialized.
 #pragma once
 #include <functional>
@@ -24,6 +25,7 @@ struct Attr {
   uint32_t uid = 0, gid = 0;
   uint64_t size = 0;
   int64_t atime_ns = 0, mtime_ns = 0, ctime_ns = 0;
+  uint64_t rdev = 0;  // device number of a device node (st_rdev), else 0
   Gid version;
 };
 
@@ -49,9 +51,11 @@ class Namespace {
 
   int getattr(uint64_t ino, Attr* attr);
   int lookup(uint64_t parent, std::string_view name, Attr* attr);
-  // Creates a regular file, directory, symlink (target), fifo or socket.
+  // Creates a regular file, directory, symlink (target), fifo, socket, or character or
+  // block device (rdev: its device number; ignored for other types). Who may create a
+  // device node is the caller's check (the FUSE adapter: root only, as the kernel).
   int make(uint64_t parent, std::string_view name, pb::FileType type, uint32_t mode, uint32_t uid,
-           uint32_t gid, std::string_view target, Attr* attr);
+           uint32_t gid, std::string_view target, Attr* attr, uint64_t rdev = 0);
   int link(uint64_t ino, uint64_t new_parent, std::string_view new_name, Attr* attr);
   int unlink(uint64_t parent, std::string_view name);
   int rmdir(uint64_t parent, std::string_view name);
@@ -104,7 +108,7 @@ class Namespace {
   int record_member(const pb::Member& member);
   std::vector<pb::Member> members();
   // See Meta::snapshot / Meta::install_snapshot. The copy is durable here before the first
-  // visit; false (after no visit) if it could not be made durable.
+  // visit; false if it could not be made durable or read whole (then it is incomplete).
   bool snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
   bool install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error);
   // Whether this pod has applied no op at all (a pod that never synced).
@@ -129,7 +133,9 @@ class Namespace {
   uint64_t pod_id() const { return meta_.pod_id(); }
   void purge_if_unused(Gid inode);
   NamespaceStats stats();
-  void for_each_chunk(const std::function<void(const std::string&)>& visit);
+  // Every chunk referenced by a stored version; false when the store failed part-way (the
+  // chunks visited are then not all the live ones: garbage collection must not run).
+  bool for_each_chunk(const std::function<void(const std::string&)>& visit);
 
  private:
   int resolve_dir(uint64_t ino, Gid* g);

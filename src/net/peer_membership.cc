@@ -161,7 +161,7 @@ grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::Snapsh
   pb::SnapshotPiece piece;
   size_t bytes = 0, keys = 0;
   bool ok = true;
-  const bool durable = ns_.snapshot([&](std::string_view k, std::string_view v) {
+  const bool complete = ns_.snapshot([&](std::string_view k, std::string_view v) {
     piece.add_keys(k.data(), k.size());
     piece.add_values(v.data(), v.size());
     bytes += k.size() + v.size();
@@ -173,8 +173,13 @@ grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::Snapsh
     }
     return ok && !ctx->IsCancelled();
   });
-  if (!durable) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot make the snapshot durable here");
   if (!ok) return grpc::Status(grpc::StatusCode::CANCELLED, "the receiver went away");
+  if (!complete) {
+    // No `last` piece: the receiver sees a cut snapshot and installs nothing.
+    spdlog::error("a snapshot for pod {} failed: the metadata store could not be read or synced",
+                  req.from_pod_name());
+    return grpc::Status(grpc::StatusCode::INTERNAL, "the metadata store could not be read or synced");
+  }
   piece.set_last(true);
   writer->Write(piece);
   spdlog::info("sent a snapshot of {} records to pod {}", keys, req.from_pod_name());

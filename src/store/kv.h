@@ -28,8 +28,12 @@ class KvStore {
   // Reads `key`; returns false when absent.
   virtual bool get(std::string_view key, std::string* value) = 0;
   // Visits keys in [start, end) in order (reverse = descending) until `visit` returns false.
-  virtual void scan(std::string_view start, std::string_view end, bool reverse,
-                    const std::function<bool(std::string_view key, std::string_view value)>& visit) = 0;
+  // Returns false when the store failed (an I/O error, corruption) before the range was
+  // visited to its end or to the point where `visit` stopped: what was visited is then only
+  // part of the range, and "not seen" must not be taken for "absent" (a directory with
+  // entries would look empty). Callers report EIO.
+  [[nodiscard]] virtual bool scan(std::string_view start, std::string_view end, bool reverse,
+                                  const std::function<bool(std::string_view key, std::string_view value)>& visit) = 0;
   // Applies all of `batch` or none of it. With `sync`, durable on return.
   virtual KvStatus write(const KvBatch& batch, bool sync) = 0;
   // Makes every write that returned before the call durable (one log sync for all of them:

@@ -4,6 +4,7 @@
 #include <rocksdb/table.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/write_batch.h>
+#include <spdlog/spdlog.h>
 
 namespace wormhole {
 
@@ -32,10 +33,13 @@ RocksKv::~RocksKv() {
 
 bool RocksKv::get(std::string_view key, std::string* value) {
   rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), rocksdb::Slice(key.data(), key.size()), value);
+  // A point read that failed is still reported as absent (the interface has no third
+  // answer yet), but never silently.
+  if (!s.ok() && !s.IsNotFound()) spdlog::error("metadata store: a read failed: {}", s.ToString());
   return s.ok();
 }
 
-void RocksKv::scan(std::string_view start, std::string_view end, bool reverse,
+bool RocksKv::scan(std::string_view start, std::string_view end, bool reverse,
                    const std::function<bool(std::string_view, std::string_view)>& visit) {
   rocksdb::ReadOptions ro;
   rocksdb::Slice lower(start.data(), start.size()), upper(end.data(), end.size());
@@ -48,8 +52,15 @@ void RocksKv::scan(std::string_view start, std::string_view end, bool reverse,
     it->SeekToFirst();
   for (; it->Valid(); reverse ? it->Prev() : it->Next()) {
     auto k = it->key(), v = it->value();
-    if (!visit(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) return;
+    if (!visit(std::string_view(k.data(), k.size()), std::string_view(v.data(), v.size()))) return true;
   }
+  // An iterator stops being Valid() at the end of the range and on an error (I/O error,
+  // corruption); only status() tells them apart.
+  if (!it->status().ok()) {
+    spdlog::error("metadata store: a scan failed: {}", it->status().ToString());
+    return false;
+  }
+  return true;
 }
 
 KvStatus RocksKv::write(const KvBatch& batch, bool sync) {

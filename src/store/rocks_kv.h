@@ -19,7 +19,7 @@ class RocksKv : public KvStore {
   ~RocksKv() override;
 
   bool get(std::string_view key, std::string* value) override;
-  void scan(std::string_view start, std::string_view end, bool reverse,
+  bool scan(std::string_view start, std::string_view end, bool reverse,
             const std::function<bool(std::string_view, std::string_view)>& visit) override;
   KvStatus write(const KvBatch& batch, bool sync) override;
   KvStatus sync() override;

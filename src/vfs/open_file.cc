@@ -292,13 +292,13 @@ int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
 }
 
 int OpenFile::truncate(uint64_t size, int64_t now_ns) {
-  std::unique_lock lock(mu_);
   if (size > kMaxFileSize) return EFBIG;
-  if (size == size_) {
-    return 0;
-  }
+  std::unique_lock lock(mu_);
+  // Even to the same size, a truncate is a change of the content's times (as on ext4,
+  // and what `truncate -s` or O_TRUNC on an empty file are used for).
   modified_ = true;
   mtime_ns_ = now_ns;
+  if (size == size_) return 0;
   if (size > size_) {
     // Growing: the new range is a hole; stored bytes never extend past the old end.
     size_ = size;

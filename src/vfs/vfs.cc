@@ -1,5 +1,7 @@
 #include "vfs/vfs.h"
 
+#include <spdlog/spdlog.h>
+
 #include <cerrno>
 #include <chrono>
 #include <unordered_set>
@@ -100,7 +102,11 @@ int Vfs::truncate(Gid inode, uint64_t size) {
 
 uint64_t Vfs::collect_garbage(int64_t grace_s) {
   std::unordered_set<std::string> live;
-  ns_.for_each_chunk([&](const std::string& sha) { live.insert(sha); });
+  if (!ns_.for_each_chunk([&](const std::string& sha) { live.insert(sha); })) {
+    // Chunks missing from a partial list would look unreferenced and be deleted.
+    spdlog::error("garbage collection skipped: the metadata store could not be read");
+    return 0;
+  }
   {
     std::vector<std::string> pending;
     std::lock_guard lock(mu_);

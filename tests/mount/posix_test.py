@@ -113,6 +113,10 @@ class MountTest(unittest.TestCase):
             pass
         self.assertEqual(os.stat(f).st_size, 0)
         self.assertErrno(errno.EISDIR, os.truncate, self.p(), 0)
+        # Past the largest file (chunk size x 2^20; ext4: 16 TiB): EFBIG, and the pod lives on.
+        self.assertErrno(errno.EFBIG, os.truncate, f, 1 << 62)
+        self.assertErrno(errno.EINVAL, os.truncate, f, -1)
+        self.assertEqual(os.stat(f).st_size, 0)
 
     def test_huge_sparse_files_and_efbig(self):
         # `truncate -s 1E` once killed the daemon (a chunk list of 2^38 entries).
@@ -258,6 +262,41 @@ class MountTest(unittest.TestCase):
         os.mknod(self.p("reg"), 0o600 | stat.S_IFREG)
         self.assertTrue(stat.S_ISREG(os.stat(self.p("reg")).st_mode))
 
+    @unittest.skipUnless(os.geteuid() == 0, "creating device nodes needs root")
+    def test_device_nodes(self):
+        # Stored with their type and number, as ext4 does; never opened (the mount is nodev).
+        os.mknod(self.p("null"), 0o640 | stat.S_IFCHR, os.makedev(1, 3))
+        os.mknod(self.p("disk"), 0o600 | stat.S_IFBLK, os.makedev(259, 65537))
+        st = os.stat(self.p("null"))
+        self.assertTrue(stat.S_ISCHR(st.st_mode))
+        self.assertEqual(stat.S_IMODE(st.st_mode), 0o640)
+        self.assertEqual((os.major(st.st_rdev), os.minor(st.st_rdev)), (1, 3))
+        st = os.stat(self.p("disk"))
+        self.assertTrue(stat.S_ISBLK(st.st_mode))
+        self.assertEqual((os.major(st.st_rdev), os.minor(st.st_rdev)), (259, 65537))
+        kinds = {e.name: stat.S_IFMT(e.stat(follow_symlinks=False).st_mode) for e in os.scandir(self.p())}
+        self.assertEqual(kinds, {"null": stat.S_IFCHR, "disk": stat.S_IFBLK})
+        self.assertErrno(errno.EEXIST, os.mknod, self.p("null"), 0o600 | stat.S_IFCHR, os.makedev(1, 5))
+        # Renamed, linked, chmod-ed and removed like any other node.
+        os.rename(self.p("null"), self.p("null2"))
+        os.link(self.p("null2"), self.p("null3"))
+        self.assertEqual(os.stat(self.p("null3")).st_nlink, 2)
+        os.chmod(self.p("null2"), 0o600)
+        os.chown(self.p("null2"), 7, 8)
+        st = os.stat(self.p("null3"))
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, os.minor(st.st_rdev)), (0o600, 7, 8, 3))
+        self.assertErrno(errno.EACCES, os.open, self.p("null2"), os.O_RDONLY)  # nodev
+        # Only root may create one (CAP_MKNOD), as on a local disk; fifos stay open to all.
+        os.chmod(self.p(), 0o777)
+        r = as_nobody("python3", "-c", f"import os; os.mknod({self.p('c')!r}, 0o600 | 0o020000, os.makedev(1, 3))")
+        self.assertIn("PermissionError", r.stderr)
+        self.assertFalse(os.path.lexists(self.p("c")))
+        r = as_nobody("python3", "-c", f"import os; os.mkfifo({self.p('fifo')!r})")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        for name in ("null2", "null3", "disk", "fifo"):
+            os.unlink(self.p(name))
+        self.assertEqual(os.listdir(self.p()), [])
+
     # ---- attributes -------------------------------------------------------------------
     def test_chmod_chown_utimens(self):
         f = self.p("f")
@@ -380,6 +419,19 @@ class DaemonTest(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn(message, r.stdout + r.stderr)
         return other
+
+    @unittest.skipUnless(os.geteuid() == 0, "creating device nodes needs root")
+    def test_device_nodes_survive_restart(self):
+        self.pod.start()
+        os.mknod(self.pod.path("tty"), 0o640 | stat.S_IFCHR, os.makedev(4, 64))
+        os.mknod(self.pod.path("sda"), 0o660 | stat.S_IFBLK, os.makedev(8, 0))
+        self.pod.stop()
+        self.pod.start()
+        st = os.stat(self.pod.path("tty"))
+        self.assertEqual((stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_rdev),
+                         (stat.S_IFCHR, 0o640, os.makedev(4, 64)))
+        st = os.stat(self.pod.path("sda"))
+        self.assertEqual((stat.S_IFMT(st.st_mode), st.st_rdev), (stat.S_IFBLK, os.makedev(8, 0)))
 
     def test_data_survives_restart(self):
         self.pod.start()

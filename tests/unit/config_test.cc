@@ -101,6 +101,15 @@ TEST(Config, RejectsBadInputNamingFileLineAndKey) {
        "network.chunk_size: must be between", 3},
       {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\ngc_grace = 5\n",
        "pod[0].gc_grace: expected a duration", 7},
+      // 999999999999d is 8.6e19 ms: it overflowed 64 bits into a small grace period.
+      {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\ngc_grace = \"999999999999d\"\n",
+       "pod[0].gc_grace: too long", 7},
+      {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n"
+       "gc_interval = \"99999999999999999999999s\"\n",
+       "pod[0].gc_interval: too long", 7},
+      {"[network]\nname = \"x\"\n[network.replication]\ndelay = \"36501d\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\n"
+       "storage=\"/s\"\n",
+       "network.replication.delay: too long", 4},
       {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\n", "pod[0].storage: missing", 3},
       {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n[[pod]]\nname=\"a\"\n"
        "mountpoint=\"/n\"\nstorage=\"/t\"\n",
@@ -138,4 +147,13 @@ TEST(Config, SizesAndDurations) {
   EXPECT_EQ(v, 250u);
   EXPECT_FALSE(parse_duration_ms("10", &v));
   EXPECT_FALSE(parse_duration_ms("s", &v));
+  bool too_large = false;
+  EXPECT_TRUE(parse_duration_ms("36500d", &v, &too_large));
+  EXPECT_EQ(v, kMaxDurationMs);
+  EXPECT_FALSE(parse_duration_ms("213503982335d", &v, &too_large));  // wrapped past 2^64 ms to 9.5 hours
+  EXPECT_TRUE(too_large);
+  EXPECT_FALSE(parse_duration_ms("18446744073709551617ms", &v, &too_large));  // 2^64 + 1
+  EXPECT_TRUE(too_large);
+  EXPECT_FALSE(parse_duration_ms("5 weeks", &v, &too_large));
+  EXPECT_FALSE(too_large);
 }

@@ -6,6 +6,7 @@
 #include <sys/xattr.h>
 
 #include "chunks/chunk_store.h"
+#include "common/invariant.h"
 #include "meta/keys.h"
 #include "meta/namespace.h"
 #include "store/mem_kv.h"
@@ -68,6 +69,41 @@ TEST(Namespace, CreateLookupAndErrors) {
   uint64_t parent = 0;
   ASSERT_EQ(f.ns.list(1, &items, &parent), 0);
   EXPECT_TRUE(items.empty());
+}
+
+// Character and block devices are stored with their number, reported as st_rdev, and
+// carried by the op to another pod; other types ignore a number.
+TEST(Namespace, DeviceNodesKeepTheirTypeAndNumber) {
+  Fixture f;
+  Attr a;
+  const uint64_t rdev = (uint64_t{259} << 32) | 0x12345;  // beyond 32 bits: the whole dev_t
+  ASSERT_EQ(f.ns.make(1, "c", pb::CHAR_DEVICE, 0620, 0, 5, "", &a, rdev), 0);
+  EXPECT_EQ(a.mode, S_IFCHR | 0620u);
+  EXPECT_EQ(a.rdev, rdev);
+  ASSERT_EQ(f.ns.make(1, "b", pb::BLOCK_DEVICE, 0660, 0, 6, "", &a, 7), 0);
+  EXPECT_EQ(a.mode, S_IFBLK | 0660u);
+  ASSERT_EQ(f.ns.make(1, "p", pb::FIFO, 0600, 0, 0, "", &a, 99), 0);
+  EXPECT_EQ(a.rdev, 0u);
+  EXPECT_EQ(f.ns.make(1, "x", static_cast<pb::FileType>(42), 0600, 0, 0, "", &a, 1), EINVAL);
+  ASSERT_EQ(f.ns.lookup(1, "b", &a), 0);
+  EXPECT_EQ(a.rdev, 7u);
+  std::vector<ListItem> items;
+  uint64_t parent = 0;
+  ASSERT_EQ(f.ns.list(1, &items, &parent), 0);
+  ASSERT_EQ(items.size(), 3u);
+  EXPECT_EQ(items[0].mode, S_IFBLK | 0660u);
+  EXPECT_EQ(items[1].mode, S_IFCHR | 0620u);
+  // Another pod applying the ops sees the same nodes.
+  FlakyKv kv2;
+  Namespace other(kv2, 43, [] { return int64_t{1}; }, [](Gid) { return false; });
+  std::string err;
+  ASSERT_TRUE(other.init(&err)) << err;
+  ASSERT_EQ(f.ns.make_durable(), 0);  // only durable ops leave a pod
+  for (const pb::Op& op : f.ns.ops_after(42, 0, 100)) ASSERT_EQ(other.apply_remote(op), 0);
+  ASSERT_EQ(other.lookup(1, "c", &a), 0);
+  EXPECT_EQ(a.mode, S_IFCHR | 0620u);
+  EXPECT_EQ(a.rdev, rdev);
+  EXPECT_EQ(a.gid, 5u);
 }
 
 TEST(Namespace, HardLinksShareOneInode) {
@@ -157,6 +193,128 @@ TEST(Namespace, AFailedWriteChangesNothing) {
   EXPECT_EQ(f.ns.lookup(1, "before", &a), 0);
 }
 
+// A store that cannot be read is an error, never an absent entry or an empty directory:
+// rmdir of a directory whose listing failed must not remove it.
+TEST(Namespace, AFailedStoreScanIsEIONeverAbsentOrEmpty) {
+  Fixture f;
+  const uint64_t d = f.mk(1, "dir", pb::DIRECTORY);
+  f.mk(d, "a");
+  f.mk(d, "b");
+  const uint64_t e = f.mk(1, "empty", pb::DIRECTORY);
+  const uint64_t file = f.mk(1, "file");
+  Gid dir_id, empty_id, file_id;
+  ASSERT_TRUE(f.ns.gid_of(d, &dir_id));
+  ASSERT_TRUE(f.ns.gid_of(e, &empty_id));
+  ASSERT_TRUE(f.ns.gid_of(file, &file_id));
+  Attr a;
+  std::vector<ListItem> items;
+  uint64_t parent = 0;
+
+  f.kv.fail_scans_under("");  // every scan
+  EXPECT_EQ(f.ns.lookup(d, "a", &a), EIO);
+  EXPECT_EQ(f.ns.lookup(d, "zz", &a), EIO);  // not ENOENT: it may exist
+  EXPECT_EQ(f.ns.list(d, &items, &parent), EIO);
+  EXPECT_EQ(f.ns.unlink(d, "a"), EIO);
+  EXPECT_EQ(f.ns.make(d, "c", pb::REGULAR, 0644, 0, 0, "", &a), EIO);  // whether it exists is unknown
+  EXPECT_EQ(f.ns.rename(d, "a", 1, "moved", 0), EIO);
+  std::vector<std::string> names;
+  EXPECT_EQ(f.ns.listxattr(file, &names), EIO);
+  Gid v;
+  EXPECT_EQ(f.ns.commit(file_id, Gid{}, 3, {}, 5, {}, false, &v), EIO);  // the writer's view of the names
+  EXPECT_FALSE(f.ns.for_each_chunk([](const std::string&) {}));      // garbage collection must not run
+
+  // Only the listings of the two directories fail: their names still resolve.
+  f.kv.fail_scans_under(keys::dir_prefix(empty_id));
+  EXPECT_EQ(f.ns.rmdir(1, "empty"), EIO);  // "empty" is what a failed scan must not mean
+  EXPECT_EQ(f.ns.rename(d, "a", 1, "empty", 0), EISDIR);
+  f.mk(1, "other", pb::DIRECTORY);
+  EXPECT_EQ(f.ns.rename(1, "other", 1, "empty", 0), EIO);
+  f.kv.fail_scans_under(keys::dir_prefix(dir_id));
+  EXPECT_EQ(f.ns.list(d, &items, &parent), EIO);
+  EXPECT_EQ(f.ns.rmdir(1, "dir"), ENOTEMPTY);  // an entry was seen before the failure
+  f.kv.stop_failing_scans();
+
+  // Nothing changed.
+  ASSERT_EQ(f.ns.list(d, &items, &parent), 0);
+  EXPECT_EQ(items.size(), 2u);
+  EXPECT_EQ(f.ns.lookup(1, "empty", &a), 0);
+  EXPECT_EQ(a.ino, e);
+  EXPECT_EQ(f.ns.lookup(1, "moved", &a), ENOENT);
+  EXPECT_EQ(f.ns.lookup(1, "other", &a), 0);
+  EXPECT_EQ(f.ns.rmdir(1, "dir"), ENOTEMPTY);
+  EXPECT_EQ(f.ns.rmdir(1, "empty"), 0);
+}
+
+// A remote op applied while the move log cannot be read fails and changes nothing: applied
+// without the undo/redo it needs, it would give this pod another tree than the others.
+TEST(Namespace, AnOpNeedingTheMoveLogFailsWhenItCannotBeRead) {
+  Fixture f;
+  f.mk(1, "x", pb::DIRECTORY);  // a logged move, stamped now
+  // An op from another pod, older than that move: it needs the log to undo and redo.
+  pb::Op op;
+  op.mutable_hlc()->set_wall_ms(1000);
+  op.mutable_hlc()->set_pod(7);
+  op.set_origin(7);
+  op.set_seq(1);
+  pb::Move* m = op.add_actions()->mutable_move();
+  m->mutable_entry()->set_pod(7);
+  m->mutable_entry()->set_seq(1);
+  m->mutable_parent()->set_pod(kRootId.pod);
+  m->mutable_parent()->set_seq(kRootId.seq);
+  m->set_name("old");
+  *m->mutable_inode() = m->entry();
+  *m->mutable_new_inode()->mutable_inode() = m->entry();
+  m->mutable_new_inode()->set_type(pb::DIRECTORY);
+  f.kv.fail_scans_under("");
+  EXPECT_EQ(f.ns.apply_remote(op), EIO);
+  f.kv.stop_failing_scans();
+  Attr a;
+  EXPECT_EQ(f.ns.lookup(1, "old", &a), ENOENT);
+  EXPECT_EQ(f.ns.applied()[7], 0u);
+  ASSERT_EQ(f.ns.apply_remote(op), 0);  // the same op once the store reads again
+  EXPECT_EQ(f.ns.lookup(1, "old", &a), 0);
+}
+
+// nlink is derived from the entries; an unlink that would take it below zero means the
+// derivation broke. In tests that aborts (an invariant, not compiled away); a production pod
+// logs it and keeps nlink at 0 instead of wrapping around to 4 billion.
+TEST(Namespace, NlinkBelowZeroIsAnInvariantNeverAWrapAround) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  auto broken = [](Fixture& f) {
+    const uint64_t file = f.mk(1, "f");
+    Gid g;
+    EXPECT_TRUE(f.ns.gid_of(file, &g));
+    // Break the derived count behind Meta's back: the entry stays, nlink says none.
+    std::string v;
+    EXPECT_TRUE(f.kv.get(keys::inode(g), &v));
+    pb::InodeRecord rec;
+    EXPECT_TRUE(rec.ParseFromString(v));
+    rec.set_nlink(0);
+    EXPECT_TRUE(f.kv.write({{keys::inode(g), rec.SerializeAsString()}}, false).ok);
+    return file;
+  };
+  EXPECT_DEATH(
+      {
+        Fixture f;
+        broken(f);
+        f.ns.unlink(1, "f");
+      },
+      "invariant failed.*nlink");
+  ASSERT_TRUE(invariants_fatal());
+  set_invariants_fatal(false);
+  Fixture f;
+  const uint64_t file = broken(f);
+  Gid g;
+  ASSERT_TRUE(f.ns.gid_of(file, &g));
+  pb::InodeRecord rec;
+  EXPECT_EQ(f.ns.unlink(1, "f"), 0);
+  set_invariants_fatal(true);
+  std::string v;
+  ASSERT_TRUE(f.kv.get(keys::inode(g), &v));
+  ASSERT_TRUE(rec.ParseFromString(v));
+  EXPECT_EQ(rec.nlink(), 0u);
+}
+
 TEST(Namespace, TrimPurgesDeletedInodes) {
   Fixture f;
   uint64_t file = f.mk(1, "f");
@@ -210,7 +368,7 @@ pb::Op move_op(uint64_t origin, uint64_t seq, uint64_t wall, Gid entry, Gid pare
 // The tree as text: every entry with its parent and name, in key order.
 std::string dump_tree(MemKv& kv) {
   std::string out;
-  kv.scan("E", prefix_end("E"), false, [&](std::string_view k, std::string_view v) {
+  const bool ok = kv.scan("E", prefix_end("E"), false, [&](std::string_view k, std::string_view v) {
     pb::EntryRecord e;
     e.ParseFromArray(v.data(), static_cast<int>(v.size()));
     Gid g = keys::get_gid(k, 1);
@@ -218,6 +376,7 @@ std::string dump_tree(MemKv& kv) {
            e.name() + "\n";
     return true;
   });
+  EXPECT_TRUE(ok);
   return out;
 }
 

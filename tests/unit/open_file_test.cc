@@ -125,6 +125,24 @@ TEST(OpenFile, TruncateShrinksAndGrowsWithZeros) {
   ASSERT_EQ(fx.vfs.release(f), 0);
 }
 
+// truncate(2) to the size a file already has still changes its mtime and ctime (ext4 does;
+// `truncate -s` and O_TRUNC of an empty file are used for that).
+TEST(OpenFile, TruncateToTheSameSizeChangesTheTimes) {
+  Fixture fx("truncate-same");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  ASSERT_EQ(f->write(0, "abc", 3, 1'000'000'000), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(f->truncate(3, 2'000'000'000), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  Gid v;
+  pb::VersionRecord rec;
+  ASSERT_EQ(fx.ns.current_version(fx.inode, &v, &rec), 0);
+  EXPECT_EQ(rec.size(), 3u);
+  EXPECT_EQ(rec.mtime_ns(), 2'000'000'000);
+}
+
 // Model-based: random writes, truncates, flushes and reopens against a std::string.
 TEST(OpenFile, RandomOperationsMatchAModel) {
   for (uint32_t seed = 1; seed <= 20; ++seed) {
