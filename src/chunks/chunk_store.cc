@@ -132,6 +132,15 @@ int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
     ::unlink(tmp.c_str());
     return err;
   }
+  // The bytes reach the disk before the name does: after a power loss, a chunk under its
+  // name is whole, so deduplicating against it (above) is safe. (Without this, ext4 may
+  // keep the rename and lose the data: a zero-length or partial chunk that a later write
+  // of the same content would trust.) Stores run outside the file's lock, in parallel.
+  if (::fdatasync(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    return err;
+  }
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());

@@ -15,6 +15,10 @@ namespace wormhole {
 
 namespace {
 
+// Keys that belong to this pod alone (counters, open-but-unlinked inodes): never in a
+// snapshot, never replaced by one.
+bool pod_local_key(std::string_view k) { return !k.empty() && (k[0] == 'S' || k[0] == 'R'); }
+
 // Converts a dense chunk list (protocol 2 and stored records of that time: one entry per
 // chunk span, holes as empty hashes) into the sparse form: stored chunks with their index.
 void sparse_from_dense(const google::protobuf::RepeatedPtrField<pb::ChunkRef>& dense,
@@ -106,6 +110,20 @@ Meta::Meta(KvStore& kv, uint64_t pod_id, std::function<bool(Gid)> in_use)
 
 bool Meta::init(uint64_t wall_ms, std::string* error) {
   std::string v;
+  if (kv_.get(keys::state("installing_snapshot"), &v)) {
+    // A snapshot install was cut by a crash: drop the half copy, start as an empty pod (it
+    // will ask for a snapshot again).
+    KvBatch batch;
+    const bool listed = kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view) {
+      if (!pod_local_key(k)) batch.emplace_back(std::string(k), std::nullopt);
+      return true;
+    });
+    batch.emplace_back(keys::state("installing_snapshot"), std::nullopt);
+    if (!listed || !kv_.write(batch, true).ok) {
+      *error = "cannot drop a snapshot whose install was cut";
+      return false;
+    }
+  }
   if (kv_.get(keys::state("gid_seq"), &v) && v.size() == 8) gid_seq_ = keys::get_u64(v, 0);
   if (kv_.get(keys::state("next_ino"), &v) && v.size() == 8) next_ino_ = keys::get_u64(v, 0);
   if (!load_state()) {
@@ -183,10 +201,6 @@ bool Meta::create_roots(uint64_t wall_ms, std::string* error) {
   return true;
 }
 
-namespace {
-// Keys that stay with a pod: its counters and its local bookkeeping of open files.
-bool pod_local_key(std::string_view k) { return !k.empty() && (k[0] == 'S' || k[0] == 'R'); }
-}  // namespace
 
 bool Meta::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
   // One scan is one store iterator: a consistent view even while ops are applied.
@@ -214,6 +228,15 @@ bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint
     }
     return true;
   };
+  // A snapshot is installed in many writes: a marker, durable before the first and
+  // removed (durably) after the last, tells init() that an install was cut by a crash, so
+  // that the pod starts empty again instead of with half a copy (whose progress records
+  // would claim ops it lacks).
+  const std::string marker = keys::state("installing_snapshot");
+  if (!kv_.write(KvBatch{{marker, std::string("1")}}, true).ok) {
+    *error = "cannot write to the metadata store";
+    return false;
+  }
   bool ok = wipe();
   SnapshotBatch pairs;
   for (int more = ok ? next(&pairs) : 0; ok && more != 0; more = next(&pairs)) {
@@ -254,7 +277,8 @@ bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint
   }
   KvTxn txn(kv_);
   save_counters(txn);
-  if (!txn.commit(true).ok) {
+  txn.del(marker);
+  if (!txn.commit(true).ok) {  // synced: everything written before it is durable too
     *error = "saving counters";
     return false;
   }

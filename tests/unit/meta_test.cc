@@ -568,3 +568,49 @@ TEST(Versions, DenseRecordsOfOlderPodsReadAsSparseLists) {
   f.ns.for_each_chunk([&](const std::string& sha) { referenced.push_back(sha); });
   EXPECT_EQ(referenced.size(), 2u);  // garbage collection sees the old record's chunks
 }
+
+// A snapshot install cut by a crash leaves its marker: the next start drops the half copy
+// (whose progress records would claim ops the pod lacks) and starts as an empty pod.
+TEST(Snapshots, AnInstallCutByACrashStartsEmptyAgain) {
+  MemKv source_kv, kv;
+  Namespace source(source_kv, 7, [] { return int64_t{1'700'000'000'000'000'000}; }, [](Gid) { return false; });
+  std::string err;
+  ASSERT_TRUE(source.init(&err)) << err;
+  Attr a;
+  ASSERT_EQ(source.make(1, "kept", pb::REGULAR, 0644, 0, 0, "", &a), 0);
+  Meta::SnapshotBatch pairs;
+  ASSERT_TRUE(source.snapshot([&](std::string_view k, std::string_view v) {
+    pairs.emplace_back(std::string(k), std::string(v));
+    return true;
+  }));
+  {
+    // What a crash in the middle of an install leaves: the marker, and part of the copy.
+    KvBatch half{{keys::state("installing_snapshot"), "1"}};
+    for (auto& [k, v] : pairs)
+      if (k[0] == 'P' || k[0] == 'O') half.emplace_back(k, v);  // progress and op log, no tree
+    ASSERT_GT(half.size(), 1u);
+    ASSERT_TRUE(kv.write(half, true).ok);
+  }
+  bool has_progress = false;
+  {
+    Namespace restarted(kv, 8, [] { return int64_t{1'700'000'000'000'000'000}; }, [](Gid) { return false; });
+    ASSERT_TRUE(restarted.init(&err)) << err;
+    EXPECT_TRUE(restarted.empty_history());
+    for (auto& [origin, seq] : restarted.applied()) has_progress |= seq != 0;
+    EXPECT_FALSE(has_progress);
+    std::string v;
+    EXPECT_FALSE(kv.get(keys::state("installing_snapshot"), &v));
+    // And a whole install works afterwards, leaving no marker.
+    size_t at = 0;
+    ASSERT_TRUE(restarted.install_snapshot(
+        [&](Meta::SnapshotBatch* batch) {
+          if (at >= pairs.size()) return 0;
+          batch->push_back(pairs[at++]);
+          return 1;
+        },
+        &err))
+        << err;
+    EXPECT_FALSE(kv.get(keys::state("installing_snapshot"), &v));
+    EXPECT_EQ(restarted.lookup(1, "kept", &a), 0);
+  }
+}
