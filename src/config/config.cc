@@ -183,6 +183,7 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
   r.size("max_storage", &net->max_storage_bytes, 0, UINT64_MAX);
   r.strings("admins", &net->admins);
   r.str("conflict", &net->conflict, {"keep-both", "last-write-wins"});
+  r.duration("trash_retention", &net->trash_retention_ms, 1);
   r.size("chunk_size", &net->chunk_size, 64 << 10, 64 << 20);
   if (const toml::table* rep = r.table("replication")) {
     TableReader rr(file, *rep, "network.replication");

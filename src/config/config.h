@@ -25,6 +25,9 @@ struct NetworkConfig {
   std::string replication_mode = "async";  // async | sync (see README: Consistency model)
   uint64_t replication_delay_ms = 0;
   std::string conflict = "keep-both";     // keep-both | last-write-wins
+  // Deleted entries stay in the trash (`wormhole trash`) at least this long, then are
+  // purged once every member has seen the delete (causal stability).
+  uint64_t trash_retention_ms = 24ull * 3600 * 1000;
   uint64_t repair_delay_s = 600;
   uint64_t repair_rate_bytes = 64ull << 20;  // per second
   Reactions reactions;

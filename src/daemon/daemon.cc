@@ -147,6 +147,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     return 1;
   }
   ns.set_conflict_policy(config.network.conflict == "keep-both", pod.name);
+  ns.set_trash_retention_ms(config.network.trash_retention_ms);
   Vfs vfs(ns, chunks, config.network.chunk_size);
   vfs_ptr = &vfs;
   KernelCache kernel_cache;

@@ -81,6 +81,14 @@ inline bool parse_movelog(std::string_view k, Hlc* h, uint32_t* index) {
   *index = get_u32(k, 21);
   return true;
 }
+// The stamp of a move-log key (a malformed key reads as the zero stamp).
+inline Hlc movelog_hlc(std::string_view k) {
+  Hlc h;
+  uint32_t index;
+  return parse_movelog(k, &h, &index) ? h : Hlc{};
+}
+// The entry of a directory-index key (its last 16 bytes).
+inline Gid dirent_entry(std::string_view k) { return k.size() >= 33 ? get_gid(k, k.size() - 16) : Gid{}; }
 // A<inode><entry>     -> "": the entries pointing to an inode (reverse of E)
 inline std::string link_prefix(Gid inode) { std::string k("A"); put_gid(k, inode); return k; }
 inline std::string link(Gid inode, Gid entry) {
@@ -88,6 +96,7 @@ inline std::string link(Gid inode, Gid entry) {
   put_gid(k, entry);
   return k;
 }
+inline Gid link_entry(std::string_view k) { return k.size() == 33 ? get_gid(k, 17) : Gid{}; }
 // O<origin><seq>      -> Op (the op log kept for replication)
 inline std::string oplog(uint64_t origin, uint64_t seq) {
   std::string k("O");

@@ -301,6 +301,12 @@ pb::Op Meta::new_local_op(uint64_t wall_ms) {
 
 void Meta::add_member(uint64_t pod) { progress_.try_emplace(pod); }
 
+std::map<uint64_t, Hlc> Meta::applied_stamps() const {
+  std::map<uint64_t, Hlc> out;
+  for (auto& [pod, p] : progress_) out[pod] = p.hlc;
+  return out;
+}
+
 std::map<uint64_t, uint64_t> Meta::applied() const {
   std::map<uint64_t, uint64_t> out;
   for (auto& [pod, p] : progress_) out[pod] = p.seq;
@@ -388,7 +394,14 @@ bool Meta::read_edge(KvTxn& txn, Gid entry, Edge* edge) {
   edge->parent = from_pb(rec.parent());
   edge->name = rec.name();
   edge->inode = from_pb(rec.inode());
+  edge->trashed_from = from_pb(rec.trashed_from());
+  edge->trashed_at = from_pb(rec.trashed_at());
   return true;
+}
+
+Meta::Edge Meta::trash_edge(const Edge& from, const Hlc& ts) {
+  if (from.parent == kTrashId) return from;
+  return Edge{kTrashId, from.name, from.inode, from.parent, ts};
 }
 
 KvStatus Meta::apply(const pb::Op& op, bool sync) {
@@ -612,6 +625,10 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m,
     to_pb(old.parent, log.mutable_old()->mutable_parent());
     log.mutable_old()->set_name(old.name);
     to_pb(old.inode, log.mutable_old()->mutable_inode());
+    if (old.parent == kTrashId) {  // undo puts it back into the trash as it was
+      to_pb(old.trashed_from, log.mutable_old()->mutable_trashed_from());
+      to_pb(old.trashed_at, log.mutable_old()->mutable_trashed_at());
+    }
   }
   pb::InodeRecord parent_rec;
   const bool parent_is_dir =
@@ -635,6 +652,12 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m,
   }
   if (parent_is_dir && !void_delete && !(is_dir_entry && would_cycle(txn, entry, parent))) {
     Edge next{parent, m.name(), from_pb(m.inode())};
+    if (parent == kTrashId && had_old) {
+      next = trash_edge(old, ts);
+      next.name = m.name();
+    } else if (parent == kTrashId) {
+      next.trashed_at = ts;  // a new entry made in the trash: nowhere to restore it but the root
+    }
     set_edge(txn, entry, had_old ? &old : nullptr, &next);
   }
   txn.put(log_key, log.SerializeAsString());
@@ -645,7 +668,9 @@ void Meta::undo_move(KvTxn& txn, const pb::MoveLogRecord& rec) {
   Edge cur;
   const bool has_cur = read_edge(txn, entry, &cur);
   Edge old;
-  if (rec.had_old()) old = Edge{from_pb(rec.old().parent()), rec.old().name(), from_pb(rec.old().inode())};
+  if (rec.had_old())
+    old = Edge{from_pb(rec.old().parent()), rec.old().name(), from_pb(rec.old().inode()),
+               from_pb(rec.old().trashed_from()), from_pb(rec.old().trashed_at())};
   set_edge(txn, entry, has_cur ? &cur : nullptr, rec.had_old() ? &old : nullptr);
 }
 
@@ -692,6 +717,10 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
     to_pb(new_edge->parent, rec.mutable_parent());
     rec.set_name(new_edge->name);
     to_pb(new_edge->inode, rec.mutable_inode());
+    if (new_edge->parent == kTrashId) {
+      if (!new_edge->trashed_from.empty()) to_pb(new_edge->trashed_from, rec.mutable_trashed_from());
+      to_pb(new_edge->trashed_at, rec.mutable_trashed_at());
+    }
     txn.put(keys::entry(entry), rec.SerializeAsString());
     adjust(*new_edge, +1);
   } else {
@@ -761,7 +790,7 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
     const Gid sibling_entry = derived_id(base, "conflict-entry");
     if (get_version_txn(txn, base, &b) && from_pb(b.inode()) != g && read_edge(txn, sibling_entry, &e) &&
         e.parent != kTrashId) {
-      Edge trashed{kTrashId, e.name, e.inode};
+      Edge trashed = trash_edge(e, ts);
       set_edge(txn, sibling_entry, &e, &trashed);
     }
   }
@@ -809,52 +838,87 @@ void Meta::keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser) {
   const Gid parent = from_pb(how.parent());
   pb::InodeRecord parent_rec;
   const bool parent_ok = !parent.empty() && read_inode(txn, parent, &parent_rec) && parent_rec.type() == pb::DIRECTORY;
-  Edge edge{how.keep_both() && parent_ok ? parent : kTrashId, conflict_name(how, loser.mtime_ns()), inode};
+  Edge edge{parent_ok ? parent : kRootId, conflict_name(how, loser.mtime_ns()), inode};
+  if (!how.keep_both() || !parent_ok) edge = trash_edge(edge, from_pb(loser.hlc()));  // restorable there
   set_edge(txn, entry, nullptr, &edge);
 }
 
-size_t Meta::trim(size_t max_entries) {
-  // No pod can still send an op older than the newest op we applied from every known pod.
-  if (progress_.size() < expected_members_) return 0;  // some member still unknown
-  Hlc horizon;
-  bool first = true;
-  for (auto& [pod, p] : progress_) {
-    if (first || p.hlc < horizon) horizon = p.hlc;
-    first = false;
+// Causal stability decides what may go (see docs/architecture.md, "Trimming"):
+//  * a move may leave the log once no op that could be ordered before it can still come:
+//    its stamp is below the horizon (the newest op applied from every member; ops of one
+//    origin arrive in order) or its op is stable (every member applied it, and this pod has
+//    every op each member made before that: any op still to come saw it);
+//  * a delete of a file's entry stays until it is stable: a write that had not seen it could
+//    still void it (the file's moves are then redone), and the file's moves from its oldest
+//    logged delete on stay with it;
+//  * an entry in the trash is purged, with its inode, versions and so its chunks, once its
+//    delete is stable, no logged delete of the file remains and it is older than the
+//    retention (`wormhole trash` lists it until then).
+size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, uint64_t now_ms,
+                  uint64_t retention_ms) {
+  const bool alone = progress_.size() == 1 && progress_.count(pod_id_);
+  std::map<uint64_t, Hlc> stable = stable_in;
+  if (alone) stable[pod_id_] = progress_[pod_id_].hlc;  // every op here is this pod's own
+  if (stable != last_stable_) {
+    trim_cursor_.clear();  // kept records may have become stable: look at them again
+    last_stable_ = stable;
   }
-  if (first) return 0;
+  // No pod can still send an op older than the newest op applied from every known pod.
+  Hlc horizon;
+  bool have_horizon = progress_.size() >= expected_members_ && !progress_.empty();
+  if (have_horizon) {
+    bool first = true;
+    for (auto& [pod, p] : progress_) {
+      if (first || p.hlc < horizon) horizon = p.hlc;
+      first = false;
+    }
+  }
+  auto is_stable = [&](const Hlc& ts) {
+    auto it = stable.find(ts.pod);
+    return it != stable.end() && !(it->second < ts);
+  };
+  auto trimmable = [&](const Hlc& ts) { return (have_horizon && !(horizon < ts)) || is_stable(ts); };
+  Hlc scan_end = have_horizon ? horizon : Hlc{};
+  for (auto& [pod, h] : stable)
+    if (scan_end < h) scan_end = h;
+
   KvTxn txn(kv_);
   size_t removed = 0, visited = 0;
-  std::vector<Gid> trashed;
-  auto has_logged_delete = [&](Gid inode) {
+  // The stamp of a file's oldest logged delete (T index), if it has one.
+  auto oldest_delete = [&](Gid inode, std::string* key) {
     const std::string prefix = keys::trash_move_prefix(inode);
     bool found = false;
-    const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) {
+    const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+      *key = std::string(k);
       found = true;
       return false;
     });
-    return found || !ok;  // unknown: keep the file's moves, as if it had one
+    return ok ? found : true;  // unknown: as if it had one (the key then matches nothing)
   };
-  const bool alone = progress_.size() == 1 && progress_.count(pod_id_);
-  const std::string end = keys::movelog(horizon, 0xffffffff);
-  // Kept records (below) pile up at the start of the log: start after those seen already.
+  const std::string end = keys::movelog(scan_end, 0xffffffff);
   const std::string start = std::max(std::string(keys::kMoveLogPrefix), trim_cursor_);
   const std::string saved_cursor = trim_cursor_;
   const bool scanned = kv_.scan(start, end, false, [&](std::string_view k, std::string_view v) {
     pb::MoveLogRecord rec;
     if (!rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) rec.Clear();  // unreadable: dropped
+    const Hlc ts = keys::movelog_hlc(k);
     const Gid inode = from_pb(rec.move().inode());
-    if (!alone && from_pb(rec.move().entry()) != inode && has_logged_delete(inode)) {
-      // Kept: a new version of this file, arriving any time later, decides its deletes
-      // again by redoing the file's moves (see do_move and apply). No other move depends on
-      // where a file's entry is, so the log may have holes around these.
-      if (removed == 0) trim_cursor_ = std::string(k) + '\0';  // everything before is kept
+    const bool file_entry = from_pb(rec.move().entry()) != inode;
+    const bool is_delete = from_pb(rec.move().parent()) == kTrashId;
+    bool drop = trimmable(ts);
+    std::string oldest;
+    if (drop && file_entry && !alone && oldest_delete(inode, &oldest)) {
+      const std::string mine = keys::trash_move(inode, k);
+      if (is_delete && mine == oldest)
+        drop = is_stable(ts);  // its outcome is final only once stable
+      else if (oldest < mine)
+        drop = false;  // a write may still redo the file's moves from that delete on
+    }
+    if (!drop) {
+      if (removed == 0 && visited == 0) trim_cursor_ = std::string(k);  // nothing before it is kept
       return ++visited < max_entries;
     }
-    if (from_pb(rec.move().parent()) == kTrashId) {
-      trashed.push_back(from_pb(rec.move().entry()));
-      txn.del(keys::trash_move(inode, k));
-    }
+    if (is_delete && file_entry) txn.del(keys::trash_move(inode, k));
     txn.del(std::string(k));
     ++removed;
     return ++visited < max_entries;
@@ -863,27 +927,76 @@ size_t Meta::trim(size_t max_entries) {
     trim_cursor_ = saved_cursor;
     return 0;
   }
-  // On a network a deleted file is kept (in the trash): a late op may still void the delete
-  // or name the inode (a write through a handle opened before), and would then apply on
-  // pods that kept it and not on those that purged it. Purging it needs causal stability
-  // (see docs/architecture.md, Limits).
-  if (!alone) trashed.clear();
-  for (Gid entry : trashed) {
+  if (removed > 0 && !txn.commit(false).ok) return 0;
+  // The purge reads the log's delete index as just trimmed: a second batch.
+  KvTxn purge_txn(kv_);
+  const size_t purged = purge_trash(purge_txn, max_entries, is_stable, now_ms, retention_ms);
+  if (purged > 0 && !purge_txn.commit(false).ok) return removed;
+  return removed + purged;
+}
+
+size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<bool(const Hlc&)>& is_stable,
+                         uint64_t now_ms, uint64_t retention_ms) {
+  struct Candidate {
+    Gid entry;
+    Edge edge;
+  };
+  std::vector<Candidate> purge;
+  const std::string prefix = keys::dir_prefix(kTrashId);
+  // A bounded look at the trash each time, going round it.
+  size_t visited = 0;
+  std::string last;
+  const bool ok = kv_.scan(std::max(prefix, purge_cursor_), prefix_end(prefix), false,
+                           [&](std::string_view k, std::string_view) {
+    last = std::string(k);
+    const Gid entry = keys::dirent_entry(k);
     Edge e;
-    if (!read_edge(txn, entry, &e) || e.parent != kTrashId) continue;
-    txn.del(keys::dirent(e.parent, e.name, entry));
-    txn.del(keys::link(e.inode, entry));
-    txn.del(keys::entry(entry));
+    if (!read_edge(txn, entry, &e) || e.parent != kTrashId) return ++visited < max_entries;
+    const bool old_enough = e.trashed_at.wall_ms <= now_ms && now_ms - e.trashed_at.wall_ms >= retention_ms;
+    if (old_enough && is_stable(e.trashed_at)) purge.push_back(Candidate{entry, e});
+    return ++visited < max_entries;
+  });
+  if (!ok) return 0;
+  purge_cursor_ = visited >= max_entries ? last + '\0' : std::string();
+  size_t removed = 0;
+  for (auto& [entry, e] : purge) {
     pb::InodeRecord rec;
-    if (read_inode(txn, e.inode, &rec) && rec.nlink() == 0) {
-      if (in_use_ && in_use_(e.inode))
-        txn.put(keys::orphan(e.inode), "");
-      else
-        purge_inode(txn, e.inode);
+    const bool have_inode = read_inode(txn, e.inode, &rec);
+    std::string oldest;
+    const bool is_dir = have_inode && rec.type() == pb::DIRECTORY;
+    if (!is_dir) {
+      // A logged delete of the file remains: a write may still redo its moves.
+      const std::string p = keys::trash_move_prefix(e.inode);
+      bool logged = false;
+      if (!kv_.scan(p, prefix_end(p), false, [&](std::string_view, std::string_view) {
+            logged = true;
+            return false;
+          }) || logged)
+        continue;
+    } else {
+      bool empty = true;
+      const std::string p = keys::dir_prefix(e.inode);
+      if (!kv_.scan(p, prefix_end(p), false, [&](std::string_view, std::string_view) {
+            empty = false;
+            return false;
+          }) || !empty)
+        continue;  // something was created in it meanwhile: kept
     }
+    set_edge(txn, entry, &e, nullptr);
+    ++removed;
+    if (!have_inode || rec.nlink() != 0) continue;
+    bool other_entries = false;
+    const std::string links = keys::link_prefix(e.inode);
+    if (!kv_.scan(links, prefix_end(links), false, [&](std::string_view k, std::string_view) {
+          other_entries = keys::link_entry(k) != entry;
+          return !other_entries;
+        }) || other_entries)
+      continue;  // still named elsewhere (maybe in the trash too): the last one purges it
+    if (in_use_ && in_use_(e.inode))
+      txn.put(keys::orphan(e.inode), "");
+    else
+      purge_inode(txn, e.inode);
   }
-  if (removed == 0) return 0;
-  txn.commit(false);
   return removed;
 }
 

@@ -80,12 +80,16 @@ class Meta {
   // before every one of them is known, since a late op could come from any.
   void set_expected_members(size_t count) { expected_members_ = count; }
 
-  // Drops move-log entries no late op can precede any more (older than the newest op
-  // applied from every member), purging deleted entries and unreachable inodes that no
-  // handle uses. On a network, the moves of a file that has a logged delete stay: a new
-  // version of the file decides the delete again (see do_move). Returns the number of log
-  // entries removed. Bounded by `max_entries`.
-  size_t trim(size_t max_entries);
+  // Drops move-log entries no late op can precede any more, and purges trashed entries
+  // whose delete is stable and older than `retention_ms` at `now_ms`, with their inodes
+  // when nothing else names them (and no handle uses them). `stable`: per origin, the
+  // stamp up to which every member has applied that origin's ops and this pod has every
+  // op the members made before (Replicator::stable_stamps); on a pod alone, ignored
+  // (everything is stable). See meta.cc for the rules. Returns the number of log entries
+  // and trash entries removed; visits at most `max_entries` of each.
+  size_t trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable, uint64_t now_ms, uint64_t retention_ms);
+  // The stamp of the newest op applied, per origin.
+  std::map<uint64_t, Hlc> applied_stamps() const;
 
   // Drops op-log entries that every pod has: `everyone_has[origin]` = the highest
   // sequence of that origin that all members have applied.
@@ -160,6 +164,9 @@ class Meta {
     Gid parent;
     std::string name;
     Gid inode;
+    // In the trash: where the entry was deleted from, and when (see pb::EntryRecord).
+    Gid trashed_from{};
+    Hlc trashed_at{};
   };
   struct Progress {
     uint64_t seq = 0;
@@ -177,6 +184,9 @@ class Meta {
   bool content_voids_delete(KvTxn& txn, Gid inode, Gid entry, uint64_t origin, uint64_t seq,
                             const google::protobuf::Map<uint64_t, uint64_t>& deps);
   void undo_move(KvTxn& txn, const pb::MoveLogRecord& rec);
+  // The edge of an entry moved into the trash from `from` (the trash remembers where it
+  // was deleted from, and when; moved within the trash, the first delete's record stays).
+  static Edge trash_edge(const Edge& from, const Hlc& ts);
   void set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new_edge);
   bool would_cycle(KvTxn& txn, Gid entry, Gid new_parent);
   void create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc& ts);
@@ -190,6 +200,9 @@ class Meta {
   // Keeps a version that lost a conflict as a sibling file (see apply_commit).
   void keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser);
   void purge_inode(KvTxn& txn, Gid g);
+  // The purge pass of trim() over the trash.
+  size_t purge_trash(KvTxn& txn, size_t max_entries, const std::function<bool(const Hlc&)>& is_stable,
+                     uint64_t now_ms, uint64_t retention_ms);
   void save_counters(KvTxn& txn);
   void apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m);
   // Loads the in-memory state (progress, newest logged move) from the store; false when
@@ -212,6 +225,8 @@ class Meta {
   std::map<uint64_t, Progress> progress_;  // per origin pod
   // Move-log key before which every entry is kept for good (see trim): where trim starts.
   std::string trim_cursor_;
+  std::map<uint64_t, Hlc> last_stable_;  // the stable stamps trim last saw
+  std::string purge_cursor_;             // where the next look at the trash starts
   Changes changes_;  // of the last apply()
 };
 

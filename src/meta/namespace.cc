@@ -83,11 +83,27 @@ bool Namespace::init(std::string* error) {
   return true;
 }
 
+void Namespace::trim_locked() {
+  meta_.trim(kTrimEveryOps * 4, stable_, static_cast<uint64_t>(wall_ns_() / 1000000), trash_retention_ms_);
+}
+
+void Namespace::set_stable(std::map<uint64_t, Hlc> stable) {
+  std::unique_lock lock(mu_);
+  stable_ = std::move(stable);
+}
+
+void Namespace::set_trash_retention_ms(uint64_t ms) {
+  std::unique_lock lock(mu_);
+  trash_retention_ms_ = ms;
+}
+
 int Namespace::make_durable() {
   std::map<uint64_t, uint64_t> target;
+  std::map<uint64_t, Hlc> target_hlc;
   {
     std::shared_lock lock(mu_);
     target = meta_.applied();
+    target_hlc = meta_.applied_stamps();
   }
   {
     std::lock_guard lock(durable_mu_);
@@ -97,7 +113,18 @@ int Namespace::make_durable() {
   if (!st.ok) return st.no_space ? ENOSPC : EIO;
   std::lock_guard lock(durable_mu_);
   for (auto& [origin, seq] : target) durable_[origin] = std::max(durable_[origin], seq);
+  for (auto& [origin, hlc] : target_hlc) durable_hlc_[origin] = std::max(durable_hlc_[origin], hlc);
   return 0;
+}
+
+std::map<uint64_t, Hlc> Namespace::durable_stamps() {
+  std::lock_guard lock(durable_mu_);
+  return durable_hlc_;
+}
+
+std::map<uint64_t, Hlc> Namespace::applied_stamps() {
+  std::shared_lock lock(mu_);
+  return meta_.applied_stamps();
 }
 
 std::map<uint64_t, uint64_t> Namespace::durable_applied() {
@@ -110,7 +137,7 @@ int Namespace::submit(pb::Op& op, bool sync) {
   if (!st.ok) return st.no_space ? ENOSPC : EIO;
   if (++ops_since_trim_ >= kTrimEveryOps) {
     ops_since_trim_ = 0;
-    meta_.trim(kTrimEveryOps * 4);
+    trim_locked();
   }
   return 0;
 }
@@ -477,7 +504,7 @@ std::string Namespace::path_of(Gid inode) {
 
 void Namespace::trim() {
   std::unique_lock lock(mu_);
-  meta_.trim(kTrimEveryOps * 4);
+  trim_locked();
 }
 
 void Namespace::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has) {
@@ -524,6 +551,7 @@ bool Namespace::install_snapshot(const std::function<int(Meta::SnapshotBatch*)>&
   {
     std::lock_guard lock(durable_mu_);
     durable_.clear();  // the snapshot's progress replaces this pod's
+    durable_hlc_.clear();
   }
   if (make_durable() != 0) {
     *error = "cannot sync the installed snapshot";

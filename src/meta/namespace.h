@@ -123,6 +123,15 @@ class Namespace {
   // out: after a power loss the pod reuses the sequence numbers and ids of ops it lost, so
   // no peer may have seen them.
   std::map<uint64_t, uint64_t> durable_applied();
+  // The stamps of the ops durable_applied() names.
+  std::map<uint64_t, Hlc> durable_stamps();
+  // The stamp of the newest op applied, per origin.
+  std::map<uint64_t, Hlc> applied_stamps();
+  // What is causally stable (Replicator::stable_stamps), for trim(): on a network nothing
+  // is purged beyond it. Ignored on a pod alone.
+  void set_stable(std::map<uint64_t, Hlc> stable);
+  // How long a deleted entry stays in the trash (network.trash_retention) at least.
+  void set_trash_retention_ms(uint64_t ms);
   // Group commit: makes every op applied so far durable with one log sync (outside the
   // namespace lock: FUSE threads go on meanwhile), then advances durable_applied().
   // 0 or errno.
@@ -141,6 +150,7 @@ class Namespace {
   int resolve_dir(uint64_t ino, Gid* g);
   int fill_attr(Gid g, Attr* attr);
   int submit(pb::Op& op, bool sync);
+  void trim_locked();
 
   std::shared_mutex mu_;
   KvStore& kv_;
@@ -148,6 +158,9 @@ class Namespace {
   // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
   std::mutex durable_mu_;
   std::map<uint64_t, uint64_t> durable_;  // see durable_applied()
+  std::map<uint64_t, Hlc> durable_hlc_;   // see durable_stamps()
+  std::map<uint64_t, Hlc> stable_;        // see set_stable(); guarded by mu_
+  uint64_t trash_retention_ms_ = 0;       // guarded by mu_
   bool keep_both_ = true;
   std::string pod_name_;
   WallClock wall_ns_;

@@ -397,13 +397,19 @@ void PeerNode::loop() {
       sync_round();
       act_on_snapshot_advice();
       std::map<uint64_t, uint64_t> everyone;
+      std::map<uint64_t, Hlc> stable;
       {
         std::lock_guard lock(mu_);
         bool all_known = true;
         for (auto& peer : peers()) all_known &= peer->id != 0;
-        if (all_known) everyone = replicator_.everyone_has();
+        // A member whose id is unknown may have made anything: nothing is stable yet.
+        if (all_known) {
+          everyone = replicator_.everyone_has();
+          stable = replicator_.stable_stamps();
+        }
       }
       if (!everyone.empty()) ns_.trim_op_log(everyone);
+      if (!stable.empty()) ns_.set_stable(std::move(stable));
     }
     std::this_thread::sleep_for(kPushEvery);
   }

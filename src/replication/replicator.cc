@@ -4,6 +4,8 @@
 #include <cstring>
 #include <spdlog/spdlog.h>
 
+#include "common/pb_ids.h"
+
 namespace wormhole {
 
 Replicator::Replicator(Namespace& ns, std::vector<uint64_t> members) : ns_(ns), self_(ns.pod_id()) {
@@ -27,6 +29,8 @@ void Replicator::reset() {
   waiting_.clear();
   waiting_count_ = 0;
   peer_applied_.clear();
+  peer_stamps_.clear();
+  stable_.clear();
   changed_ = {};
   snapshot_source_ = 0;
   for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
@@ -37,12 +41,43 @@ pb::Progress Replicator::progress_message() {
   // counts it as a durable copy of its op.
   pb::Progress p;
   for (auto& [origin, seq] : ns_.durable_applied()) (*p.mutable_applied())[origin] = seq;
+  for (auto& [origin, hlc] : ns_.durable_stamps()) to_pb(hlc, &(*p.mutable_applied_hlc())[origin]);
   return p;
 }
 
 void Replicator::note_peer_progress(uint64_t peer, const pb::Progress& p) {
   auto& known = peer_applied_[peer];
   for (auto& [origin, seq] : p.applied()) known[origin] = std::max(known[origin], seq);
+  auto& stamps = peer_stamps_[peer];
+  for (auto& [origin, hlc] : p.applied_hlc()) stamps[origin] = std::max(stamps[origin], from_pb(hlc));
+}
+
+std::map<uint64_t, Hlc> Replicator::stable_stamps() {
+  // Stable: applied by every member, and every op a member made before it reported is
+  // applied here (so any op still to come here was made after its maker applied the op:
+  // it saw it). Monotonic: once stable, an op stays stable, so the last result is kept
+  // while some member's report is missing or ahead of what this pod has.
+  const std::map<uint64_t, Hlc> mine = ns_.applied_stamps();
+  const std::map<uint64_t, uint64_t> mine_seq = ns_.applied();
+  for (uint64_t peer : peers_) {
+    auto reported = peer_applied_.find(peer);
+    if (reported == peer_applied_.end() || !peer_stamps_.count(peer)) return stable_;
+    auto own = reported->second.find(peer);
+    const uint64_t made = own == reported->second.end() ? 0 : own->second;
+    auto have = mine_seq.find(peer);
+    if ((have == mine_seq.end() ? 0 : have->second) < made) return stable_;
+  }
+  for (auto& [origin, hlc] : mine) {
+    Hlc h = hlc;
+    for (uint64_t peer : peers_) {
+      const auto& stamps = peer_stamps_[peer];
+      auto it = stamps.find(origin);
+      h = std::min(h, it == stamps.end() ? Hlc{} : it->second);
+    }
+    Hlc& kept = stable_[origin];
+    kept = std::max(kept, h);
+  }
+  return stable_;
 }
 
 void Replicator::hold_back(std::vector<pb::Op>& ops) const {

@@ -64,6 +64,11 @@ class Replicator {
 
   // Highest sequence per origin that every member is known to have applied.
   std::map<uint64_t, uint64_t> everyone_has() const;
+  // Causal stability: per origin, the stamp up to which every op of that origin is stable —
+  // every member reported it applied, and this pod has applied every op each member had
+  // made when it reported (so every op still to come was made by a pod that had applied
+  // it). What trimming and the trash purge wait for (Namespace::set_stable).
+  std::map<uint64_t, Hlc> stable_stamps();
   size_t waiting() const { return waiting_count_; }
   // The peer that said this pod needs a snapshot (it lacks ops no longer kept), or 0;
   // cleared by the call.
@@ -91,6 +96,8 @@ class Replicator {
   size_t waiting_count_ = 0;
   // What each peer has told us it applied: peer -> origin -> seq.
   std::map<uint64_t, std::map<uint64_t, uint64_t>> peer_applied_;
+  std::map<uint64_t, std::map<uint64_t, Hlc>> peer_stamps_;  // the same reports' stamps
+  std::map<uint64_t, Hlc> stable_;                           // see stable_stamps()
   Namespace::Changed changed_;
   uint64_t snapshot_source_ = 0;
 };
