@@ -1,0 +1,12 @@
+// Limits shared by the modules that must agree on them. Plain constants.
+#pragma once
+#include <cstdint>
+
+namespace wormhole {
+
+// Largest file size (1 PiB). Local writes beyond it fail with EFBIG, and a version from a
+// peer claiming more is rejected: every pod must be able to hold the chunk list of any
+// version it accepts, and offsets computed from sizes must never overflow.
+inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 50;
+
+}  // namespace wormhole
