@@ -180,9 +180,16 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       // Beyond the bounds, anti-entropy brings the op again once there is room.
       if (waiting_count_ >= kMaxWaitingOps || waiting_bytes_ + bytes > kMaxWaitingBytes) break;
       if (!origin_has_room(op.origin(), applied)) continue;
-      if (waiting_[op.origin()].emplace(op.seq(), op).second) {
+      auto [at, added] = waiting_[op.origin()].emplace(op.seq(), op);
+      if (added) {
         waiting_count_++;
         waiting_bytes_ += bytes;
+      } else {
+        // Copies of one op from honest pods are identical. One that differs is forged or
+        // broken (say, with dependencies that never come): the latest copy replaces it, so
+        // a bad copy holds its origin back only until a good one arrives.
+        waiting_bytes_ = waiting_bytes_ - at->second.ByteSizeLong() + bytes;
+        at->second = op;
       }
     }
     deliver_waiting();

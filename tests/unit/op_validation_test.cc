@@ -66,7 +66,7 @@ struct HonestOps {
     m.set_role("client");
     EXPECT_EQ(ns.record_member(m), 0);
     EXPECT_EQ(ns.unlink(1, "moved"), 0);
-    EXPECT_EQ(ns.rmdir(d.ino, "link") , ENOTDIR);
+    EXPECT_EQ(ns.rmdir(d.ino, "link"), ENOTDIR);
     EXPECT_EQ(ns.unlink(d.ino, "link"), 0);
     EXPECT_EQ(ns.rmdir(1, "dir"), 0);
     ops = ns.ops_after(kPod, 0, 1000);

@@ -133,3 +133,18 @@ TEST(ReplicatorBoundary, AnOpStampedBeforeItsOriginsPreviousOpIsDropped) {
   EXPECT_EQ(b.ns.applied()[kA], 1u);
   EXPECT_EQ(b.rep.waiting(), 0u);
 }
+
+TEST(ReplicatorBoundary, ABadCopyOfAnOpHoldsItsOriginBackOnlyUntilAGoodCopyComes) {
+  PodUnderTest a(kA, {kA, kB}), b(kB, {kA, kB});
+  a.mkdir("one");
+  const pb::PeerMessage good = a.push();
+  pb::PeerMessage forged = good;
+  (*forged.mutable_ops()->mutable_ops(0)->mutable_deps())[0x77] = 1000;  // never satisfied
+  std::string rejected;
+  b.rep.receive(kA, forged, b.now_ms(), &rejected);
+  EXPECT_EQ(rejected, "");
+  EXPECT_EQ(b.rep.waiting(), 1u);
+  b.rep.receive(kA, good, b.now_ms(), &rejected);
+  EXPECT_EQ(b.ns.applied()[kA], 1u);
+  EXPECT_EQ(b.rep.waiting(), 0u);
+}
