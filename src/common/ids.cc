@@ -1,5 +1,6 @@
 #include "common/ids.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace wormhole {
@@ -19,8 +20,15 @@ std::string Hlc::str() const {
 }
 
 Hlc HlcClock::tick(uint64_t wall_ms) {
+  wall_ms = std::min(wall_ms, kMaxHlcWallMs);
   if (wall_ms > last_.wall_ms) {
     last_.wall_ms = wall_ms;
+    last_.counter = 0;
+  } else if (last_.counter == UINT32_MAX) {
+    // The counter would wrap to 0 and make a stamp older than the last: take the next
+    // millisecond instead. Its wall part stays far from overflowing: observe() never takes
+    // a wall time beyond kMaxHlcWallMs.
+    last_.wall_ms++;
     last_.counter = 0;
   } else {
     // Wall clock behind or equal to the last stamp: keep its wall part, bump the counter.
@@ -31,6 +39,7 @@ Hlc HlcClock::tick(uint64_t wall_ms) {
 }
 
 void HlcClock::observe(const Hlc& remote) {
+  if (remote.wall_ms > kMaxHlcWallMs) return;  // forged or corrupt: see kMaxHlcWallMs
   if (remote.wall_ms > last_.wall_ms ||
       (remote.wall_ms == last_.wall_ms && remote.counter > last_.counter)) {
     last_.wall_ms = remote.wall_ms;

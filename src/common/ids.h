@@ -31,15 +31,23 @@ struct Hlc {
   std::string str() const;
 };
 
+// Largest wall time (ms) a clock takes in (about the year 146 million): only a forged or
+// corrupt stamp is beyond it. The clock ignores such stamps, so that moving past what it
+// observed always leaves room: its wall part never overflows.
+inline constexpr uint64_t kMaxHlcWallMs = uint64_t{1} << 62;
+
 // The clock of one pod. Not thread-safe: the owner (meta) serializes calls.
 // It never reads the wall clock itself: callers pass wall time, so simulations stay
 // deterministic.
 class HlcClock {
  public:
   explicit HlcClock(uint64_t pod) : pod_(pod) {}
-  // Returns a stamp greater than every stamp issued or observed so far.
+  // Returns a stamp greater than every stamp issued or observed so far. A wall time beyond
+  // kMaxHlcWallMs counts as kMaxHlcWallMs. When the counter is exhausted within one wall
+  // millisecond, the stamp moves to the next millisecond instead of wrapping to 0.
   Hlc tick(uint64_t wall_ms);
-  // Records a stamp received from elsewhere so later ticks are greater than it.
+  // Records a stamp received from elsewhere so later ticks are greater than it. A stamp
+  // with a wall time beyond kMaxHlcWallMs is ignored (see there).
   void observe(const Hlc& remote);
   const Hlc& last() const { return last_; }
 

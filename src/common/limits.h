@@ -1,12 +1,12 @@
-// Limits that every layer agrees on (the FUSE adapter, the write path, peer validation).
+// Limits shared by the modules that must agree on them. Plain constants.
 #pragma once
 #include <cstdint>
 
 namespace wormhole {
 
-// Largest file size: 1 PiB. Chunk indices then stay below 2^30 even with 1 MiB chunks, and
-// offset + length never overflows 64 bits. A write or truncate past it is EFBIG; a version
-// claiming more is invalid.
+// Largest file size (1 PiB). Local writes beyond it fail with EFBIG, and a version from a
+// peer claiming more is rejected: every pod must be able to hold the chunk list of any
+// version it accepts, and offsets computed from sizes must never overflow.
 inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 50;
 
 }  // namespace wormhole

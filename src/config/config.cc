@@ -185,6 +185,10 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
   r.str("conflict", &net->conflict, {"keep-both", "last-write-wins"});
   r.duration("trash_retention", &net->trash_retention_ms, 1);
   r.size("chunk_size", &net->chunk_size, 64 << 10, 64 << 20);
+  r.duration("max_clock_skew", &net->max_clock_skew_ms, 1);
+  // Below a second, ordinary clock drift (NTP keeps clocks within milliseconds, but not
+  // always) would reject honest ops.
+  if (net->max_clock_skew_ms < 1000) r.fail(t.get("max_clock_skew"), "max_clock_skew", "must be at least 1s");
   if (const toml::table* rep = r.table("replication")) {
     TableReader rr(file, *rep, "network.replication");
     rr.str("mode", &net->replication_mode, {"sync", "async"});

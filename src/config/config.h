@@ -24,6 +24,9 @@ struct NetworkConfig {
   std::vector<std::string> admins;
   std::string replication_mode = "async";  // async | sync (see README: Consistency model)
   uint64_t replication_delay_ms = 0;
+  // How far ahead of this pod's clock a peer's op stamps may be; ops beyond are rejected
+  // (and come again later, when this clock has caught up).
+  uint64_t max_clock_skew_ms = 10 * 60 * 1000;
   std::string conflict = "keep-both";     // keep-both | last-write-wins
   // Deleted entries stay in the trash (`wormhole trash`) at least this long, then are
   // purged once every member has seen the delete (causal stability).

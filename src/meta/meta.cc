@@ -76,8 +76,8 @@ std::string conflict_name(const pb::Conflict& how, int64_t mtime_ns) {
     name.resize(dot);
   }
   const time_t secs = static_cast<time_t>(mtime_ns / 1000000000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
+  struct tm tm = {};
+  if (!gmtime_r(&secs, &tm)) tm = {};  // a time beyond the calendar: the epoch's date
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &tm);
   std::string out = name + ".conflict-" + (how.writer().empty() ? "pod" : how.writer()) + "-" + stamp + ext;
@@ -404,13 +404,37 @@ Meta::Edge Meta::trash_edge(const Edge& from, const Hlc& ts) {
   return Edge{kTrashId, from.name, from.inode, from.parent, ts};
 }
 
+bool Meta::in_order(const pb::Op& op, std::string* why) const {
+  if (op.origin() == 0) {
+    *why = "origin 0";
+    return false;
+  }
+  auto it = progress_.find(op.origin());
+  const Progress prog = it == progress_.end() ? Progress{} : it->second;
+  if (op.seq() <= prog.seq) return true;  // a duplicate: apply ignores it
+  // Ops of one origin are applied in sequence order; the network layer holds back gaps.
+  if (op.seq() != prog.seq + 1) {
+    *why = "op " + std::to_string(op.seq()) + " of pod " + Gid{op.origin(), 0}.str() + " after op " +
+           std::to_string(prog.seq);
+    return false;
+  }
+  // Stamps of one origin grow: trim relies on it (no late op precedes the newest applied
+  // from every pod), and so does the order of the move log.
+  if (prog.seq > 0 && !(from_pb(op.hlc()) > prog.hlc)) {
+    *why = "op " + std::to_string(op.seq()) + " stamped " + from_pb(op.hlc()).str() + ", not after its origin's previous op (" +
+           prog.hlc.str() + ")";
+    return false;
+  }
+  return true;
+}
+
 KvStatus Meta::apply(const pb::Op& op, bool sync) {
+  changes_ = Changes{};
+  std::string why;
+  if (!in_order(op, &why)) return KvStatus{false, false, "refused: " + why};
   const uint64_t origin = op.origin();
   auto& prog = progress_[origin];
-  changes_ = Changes{};
   if (op.seq() <= prog.seq) return {};  // duplicate: already applied
-  // Ops of one origin are applied in sequence order; the network layer holds back gaps.
-  assert(op.seq() == prog.seq + 1);
 
   // Snapshot the in-memory state so that a failed write leaves nothing changed.
   const Progress saved_prog = prog;
@@ -636,6 +660,16 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m,
   // Only a directory can be an ancestor: a file's entry differs from its inode id, and
   // moving it can never make a cycle, so the ancestor walk is skipped.
   const bool is_dir_entry = entry == from_pb(m.inode());
+  // That holds only if every directory is its own entry and only directories are: an entry
+  // of another id pointing at a directory (a hard link to it) would escape the cycle
+  // check. A peer's op may claim anything, so a move that breaks the rule changes
+  // nothing, as one that would make a cycle. So does a move of the root or the trash
+  // (where the ancestor walks stop), and one naming an inode this pod does not know
+  // (causal delivery brings every inode an honest op names before the op).
+  pb::InodeRecord target;
+  const bool target_known = read_inode(txn, from_pb(m.inode()), &target);
+  const bool well_formed = target_known && (target.type() == pb::DIRECTORY) == is_dir_entry &&
+                           entry.pod != 0 && from_pb(m.inode()).pod != 0 && entry != parent;
   const std::string log_key = keys::movelog(ts, index);
   // A delete (a file's entry into the trash) made without having seen the file's current
   // content is void: a modification concurrent with a delete keeps the file (DESIGN §4).
@@ -645,12 +679,12 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m,
     // Kept whatever the state now: a redo decides again, in another state.
     log.set_op_seq(seq);  // trim keeps a delete until it is stable
     *log.mutable_op_deps() = deps;
-    if (!is_dir_entry) txn.put(keys::trash_move(from_pb(m.inode()), log_key), "");
-    if (!is_dir_entry && had_old && old.parent != kTrashId) {
+    if (!is_dir_entry && well_formed) txn.put(keys::trash_move(from_pb(m.inode()), log_key), "");
+    if (!is_dir_entry && well_formed && had_old && old.parent != kTrashId) {
       void_delete = content_voids_delete(txn, from_pb(m.inode()), entry, ts.pod, seq, deps);
     }
   }
-  if (parent_is_dir && !void_delete && !(is_dir_entry && would_cycle(txn, entry, parent))) {
+  if (well_formed && parent_is_dir && !void_delete && !(is_dir_entry && would_cycle(txn, entry, parent))) {
     Edge next{parent, m.name(), from_pb(m.inode())};
     if (parent == kTrashId && had_old) {
       next = trash_edge(old, ts);
@@ -762,9 +796,13 @@ void Meta::apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x) {
 void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, const pb::Op& op) {
   const Gid g = from_pb(c.inode());
   pb::InodeRecord rec;
-  if (!read_inode(txn, g, &rec)) return;
+  if (!read_inode(txn, g, &rec) || rec.type() != pb::REGULAR) return;  // only files have content
   const Gid current = from_pb(rec.version());
   const Gid incoming = from_pb(c.version());
+  // A version is committed once (ops are applied once): an existing record of that id is
+  // another file's (a forged or reused id), which this commit must not overwrite.
+  pb::VersionRecord existing;
+  if (incoming.empty() || get_version_txn(txn, incoming, &existing)) return;
   pb::VersionRecord v;
   *v.mutable_inode() = c.inode();
   *v.mutable_base_version() = c.base_version();

@@ -58,8 +58,15 @@ class Meta {
 
   // Applies `op` (local or remote) atomically. Ops already applied (same origin, seq not
   // newer) are ignored, so duplicates are harmless. With `sync`, durable on return.
-  // On a failed write nothing changed (in the store and in memory).
+  // On a failed write nothing changed (in the store and in memory). An op that is not
+  // in_order is refused (not ok, nothing changed). Any content is safe to apply: actions
+  // that break the tree's rules (see do_move) change nothing; but only ops that passed
+  // validate_op (meta/op_validation.h) keep the namespace meaningful.
   KvStatus apply(const pb::Op& op, bool sync);
+  // Whether `op` may be applied next (or is a duplicate): a non-zero origin, the next
+  // sequence number of its origin, and a stamp after that origin's previous op. Else false
+  // and *why.
+  bool in_order(const pb::Op& op, std::string* why) const;
 
   // What the last apply() changed, for caches outside Meta (the kernel's names and
   // attributes, open files): every (directory, name) an entry left or arrived at — the

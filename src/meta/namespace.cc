@@ -588,6 +588,11 @@ void Namespace::set_expected_members(size_t count) {
   meta_.set_expected_members(count);
 }
 
+bool Namespace::in_order(const pb::Op& op, std::string* why) {
+  std::shared_lock lock(mu_);
+  return meta_.in_order(op, why);
+}
+
 int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
   std::unique_lock lock(mu_);
   KvStatus st = meta_.apply(op, false);

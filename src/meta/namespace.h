@@ -103,6 +103,8 @@ class Namespace {
   // Applies an op from another pod (its dependencies already applied). 0 or errno.
   // Appends to *changed (if given) what the kernel must forget.
   int apply_remote(const pb::Op& op, Changed* changed = nullptr);
+  // See Meta::in_order: whether `op` may be applied next (or is a duplicate).
+  bool in_order(const pb::Op& op, std::string* why);
   void set_expected_members(size_t count);
   // Records `member` in the replicated member list (a local op). 0 or errno.
   int record_member(const pb::Member& member);

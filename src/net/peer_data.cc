@@ -357,8 +357,19 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
     spdlog::warn("refused a push from {}: {}", ctx->peer(), why);
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
   }
-  if (header.expected_size() > kMaxExpectedChunks || header.chain_size() > static_cast<int>(peers().size()))
+  // The chain names other pods, each once; every chunk is a SHA-256, each announced once.
+  std::set<uint64_t> chain_pods{pod_id_, header.from_pod_id()};
+  bool chain_ok = header.chain_size() <= static_cast<int>(peers().size());
+  for (uint64_t id : header.chain()) chain_ok &= id != 0 && chain_pods.insert(id).second;
+  std::set<std::string> announced;
+  bool expected_ok = header.expected_size() <= kMaxExpectedChunks;
+  for (int i = 0; expected_ok && i < header.expected_size(); ++i)
+    expected_ok = header.expected(i).size() == ChunkStore::kHashBytes && announced.insert(header.expected(i)).second;
+  if (!chain_ok || !expected_ok) {
+    spdlog::warn("refused a push from pod {}: {}", header.from_pod_name(),
+                 chain_ok ? "malformed list of chunks" : "malformed chain");
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "push header out of bounds");
+  }
   // The rest of the chain gets every piece as it arrives, so all holders receive at once.
   std::unique_ptr<PushStream> next;
   Peer* next_peer = header.chain_size() > 0 ? peer_by_id(header.chain(0)) : nullptr;
@@ -385,14 +396,17 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
       }
     }
     if (!error.empty()) continue;  // drain; nothing more is stored
+    // Only announced chunks, each once: what a push can make this pod store is bounded by
+    // its header.
     if (piece.sha256().size() != ChunkStore::kHashBytes || piece.offset() != chunk.size() ||
-        chunk.size() + piece.data().size() > config_.network.chunk_size) {
+        chunk.size() + piece.data().size() > config_.network.chunk_size || !announced.count(piece.sha256())) {
       error = "malformed chunk piece";
       spdlog::warn("push from pod {}: {}", header.from_pod_name(), error);
       continue;
     }
     chunk += piece.data();
     if (!piece.last()) continue;
+    announced.erase(piece.sha256());
     if (int err = chunks_.put_expected(chunk.data(), chunk.size(), piece.sha256())) {
       error = err == EBADMSG ? "chunk " + ChunkStore::hex(piece.sha256()) + " arrived with wrong content"
                              : std::string("storing a chunk: ") + std::strerror(err);
@@ -503,6 +517,8 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
     pb::ChunkRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network(config_.network.name);
+    req.set_from_pod_name(self_.name);
+    req.set_from_pod_id(pod_id_);
     req.set_sha256(sha256);  // the whole chunk: its hash covers it all (see docs)
     calls.push_back(ChunkStream::start(*peer->stub, peer->name, std::move(req), config_.network.chunk_size,
                                        std::chrono::system_clock::now() + kChunkDeadline, race));

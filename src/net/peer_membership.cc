@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include "meta/op_validation.h"
 #include "net/peer.h"
 
 namespace wormhole {
@@ -17,6 +18,17 @@ constexpr auto kInitialCatchUp = std::chrono::seconds(60);
 constexpr auto kSnapshotDeadline = std::chrono::minutes(30);
 // A snapshot piece carries at most this many keys or bytes.
 constexpr size_t kSnapshotPieceKeys = 4096, kSnapshotPieceBytes = 1 << 20;
+// A join token longer than this is not one (it is compared, never stored).
+constexpr size_t kMaxTokenBytes = 4096;
+// Longest key a snapshot may carry: the longest record key (a directory entry: prefix,
+// parent id, a 255-byte name, NUL, entry id) with room to spare.
+constexpr size_t kMaxSnapshotKeyBytes = 1024;
+
+// Whether `k` is the key of a record a snapshot carries (meta/keys.h: every replicated
+// kind; a pod's own counters and open files are not sent, and ignored if they were).
+bool snapshot_key(const std::string& k) {
+  return !k.empty() && k.size() <= kMaxSnapshotKeyBytes && std::string_view("IEDAVXLTMOPNSR").find(k[0]) != std::string_view::npos;
+}
 
 }  // namespace
 
@@ -48,8 +60,14 @@ grpc::Status PeerNode::handle_join(const pb::JoinRequest& req, pb::JoinReply* re
     reply->set_reason(why);
     return grpc::Status::OK;
   };
-  if (m.pod_id() == 0 || m.name().empty() || m.address().empty() || (m.role() != "storage" && m.role() != "client"))
-    return refuse("incomplete pod description");
+  std::string invalid;
+  if (!validate_member(m, &invalid) || m.address().empty() || req.token().size() > kMaxTokenBytes) {
+    // Not echoed as given: the name and address may be anything.
+    spdlog::warn("refused a join of pod id {:016x}: {}", m.pod_id(), invalid.empty() ? "no address, or a token too long" : invalid);
+    reply->set_accepted(false);
+    reply->set_reason("incomplete or invalid pod description");
+    return grpc::Status::OK;
+  }
   const std::string& policy = config_.network.join;
   if (policy == "token" && req.token() != config_.network.token) return refuse("wrong join token");
   if (policy == "approval") return refuse("network.join = \"approval\": add the pod to the [[pod]] list instead");
@@ -96,6 +114,15 @@ bool PeerNode::join_network(std::string* error) {
     grpc::Status st = stub->Join(&ctx, req, &reply);
     if (!st.ok() || !reply.accepted()) {
       reasons += "\n  " + address + ": " + (st.ok() ? reply.reason() : st.error_message());
+      continue;
+    }
+    std::string invalid;
+    bool valid = reply.members_size() <= static_cast<int>(kMaxPeers) + 1;
+    for (int i = 0; valid && i < reply.members_size(); ++i) valid = validate_member(reply.members(i), &invalid);
+    if (!valid) {
+      spdlog::warn("join through {}: ignoring its malformed member list ({})", address,
+                   invalid.empty() ? "too many members" : invalid);
+      reasons += "\n  " + address + ": malformed member list";
       continue;
     }
     std::lock_guard lock(mu_);
@@ -203,6 +230,14 @@ bool PeerNode::install_snapshot_from(Peer& peer) {
         if (complete) return 0;
         pb::SnapshotPiece piece;
         if (!reader->Read(&piece) || piece.keys_size() != piece.values_size()) return -1;
+        // A member's copy of its store, bounded as the member sends it; a piece that is not
+        // is not from an honest member, and the copy is abandoned (the pod stays empty).
+        bool valid = piece.keys_size() <= static_cast<int>(kSnapshotPieceKeys);
+        for (int i = 0; valid && i < piece.keys_size(); ++i) valid = snapshot_key(piece.keys(i));
+        if (!valid) {
+          spdlog::warn("the snapshot from pod {} has a malformed piece: abandoned", peer.name);
+          return -1;
+        }
         for (int i = 0; i < piece.keys_size(); ++i) batch->emplace_back(piece.keys(i), piece.values(i));
         records += static_cast<size_t>(piece.keys_size());
         complete = piece.last();

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <sys/statvfs.h>
 
+#include "meta/op_validation.h"
 #include "net/peer.h"
 
 namespace wormhole {
@@ -27,6 +28,12 @@ constexpr size_t kMaxHeldQueue = 100000;
 constexpr int64_t kPullAfterMs = 3000;
 
 int64_t now_ms() { return steady_now_ms(); }
+
+// Wall time, for the clock-skew bound of incoming ops.
+uint64_t wall_now_ms() {
+  return static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
 
 std::string hex_id(uint64_t id) {
   char hex[20];
@@ -65,9 +72,14 @@ class PeerNode::Service final : public pb::Peer::Service {
         p->free_bytes = req->space().free_bytes();
       }
     std::vector<Replicator::Outgoing> out;
+    std::string rejected;
     {
       std::lock_guard lock(node_.mu_);
-      out = node_.replicator_.receive(req->from_pod_id(), req->body());
+      out = node_.replicator_.receive(req->from_pod_id(), req->body(), wall_now_ms(), &rejected);
+    }
+    if (!rejected.empty()) {
+      spdlog::warn("rejected a message from pod {} ({}): {}", req->from_pod_name(), ctx->peer(), rejected);
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rejected: " + rejected);
     }
     node_.forget_changed();
     for (auto& o : out)
@@ -77,13 +89,21 @@ class PeerNode::Service final : public pb::Peer::Service {
 
   grpc::Status ReadChunk(grpc::ServerContext* ctx, const pb::ChunkRequest* req,
                          grpc::ServerWriter<pb::ChunkPiece>* writer) override {
-    if (req->protocol_version() != kProtocolVersion || req->network() != node_.config_.network.name) {
-      spdlog::warn("refused a chunk request from {}: wrong protocol version or network", ctx->peer());
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "wrong protocol version or network");
+    // Chunks are served to members only, as Exchange is (what a member may read is not
+    // restricted further: every member may read every file).
+    const std::string why =
+        node_.check_sender(req->protocol_version(), req->network(), req->from_pod_name(), req->from_pod_id());
+    if (!why.empty()) {
+      spdlog::warn("refused a chunk request from {}: {}", ctx->peer(), why);
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why);
     }
-    if (req->sha256().size() != ChunkStore::kHashBytes || !node_.chunks_.contains(req->sha256()))
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such chunk here");
-    const uint64_t end = req->length() == 0 ? UINT64_MAX : req->offset() + req->length();
+    const uint64_t chunk_size = node_.config_.network.chunk_size;
+    if (req->sha256().size() != ChunkStore::kHashBytes || req->offset() > chunk_size || req->length() > chunk_size) {
+      spdlog::warn("refused a chunk request from pod {}: malformed", req->from_pod_name());
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed chunk request");
+    }
+    if (!node_.chunks_.contains(req->sha256())) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such chunk here");
+    const uint64_t end = req->length() == 0 ? UINT64_MAX : req->offset() + req->length();  // both bounded: no overflow
     std::string buf(kPieceBytes, '\0');
     for (uint64_t offset = req->offset();;) {  // bounded: the chunk is finite, reads advance
       const size_t want = static_cast<size_t>(std::min<uint64_t>(kPieceBytes, end - offset));
@@ -134,6 +154,7 @@ PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id,
       kernel_(kernel),
       replicator_(ns, {pod_id}) {
   std::lock_guard lock(mu_);
+  replicator_.set_limits(config.network.max_clock_skew_ms, config.network.chunk_size);
   for (const PodConfig& p : config.pods)
     if (p.name != self.name && !p.listen.empty()) add_peer_locked(p.name, p.listen, p.role == "storage", 0);
   ns_.set_expected_members(config.pods.size());
@@ -223,8 +244,11 @@ std::string PeerNode::check_sender(uint32_t version, const std::string& network,
                                    uint64_t id) {
   if (version != kProtocolVersion)
     return "protocol version " + std::to_string(version) + ", this pod speaks " + std::to_string(kProtocolVersion);
+  // Names are checked before they are echoed in a reason (and logged).
+  if (network.size() > kMaxPodNameBytes || !valid_pod_name(network)) return "invalid network name";
   if (network != config_.network.name)
     return "network \"" + network + "\", this pod is in \"" + config_.network.name + "\"";
+  if (!valid_pod_name(name)) return "invalid pod name";
   if (id == 0 || id == pod_id_) return "invalid pod id";
   for (int attempt = 0; attempt < 2; ++attempt) {
     {
@@ -234,6 +258,14 @@ std::string PeerNode::check_sender(uint32_t version, const std::string& network,
         if (peer->id != 0 && peer->id != id)
           return "pod \"" + name + "\" presents another identity than before (another storage directory?)";
         if (peer->id == 0) {
+          // First contact: the name is bound to the id it presents. Another pod must not
+          // take a name before its owner is heard from: the replicated member list knows
+          // the ids of pods that joined, and one id has one name.
+          for (auto& other : peers())
+            if (other->id == id) return "pod id " + hex_id(id) + " belongs to pod \"" + other->name + "\"";
+          for (const pb::Member& m : ns_.members())
+            if (m.name() == name && m.pod_id() != id)
+              return "pod \"" + name + "\" is recorded as a member with another identity";
           peer->id = id;
           replicator_.add_member(id);
           spdlog::info("pod {} is {:016x}", name, id);
@@ -310,9 +342,20 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
       spdlog::warn("ignoring the answer of {}: {}", peer.address, why);
       continue;
     }
+    // An answer is one message per request kind at most (Replicator::receive); more is
+    // not an honest answer.
+    constexpr int kMaxReplies = 4;
+    if (c.reply.replies_size() > kMaxReplies) {
+      spdlog::warn("ignoring the answer of pod {}: {} messages", peer.name, c.reply.replies_size());
+      continue;
+    }
     {
       std::lock_guard lock(mu_);
-      for (const pb::PeerMessage& m : c.reply.replies()) replicator_.receive(peer.id, m);  // answers need no answer
+      for (const pb::PeerMessage& m : c.reply.replies()) {
+        std::string rejected;
+        replicator_.receive(peer.id, m, wall_now_ms(), &rejected);  // answers need no answer
+        if (!rejected.empty()) spdlog::warn("rejected an answer of pod {} ({}): {}", peer.name, peer.address, rejected);
+      }
     }
     answered[i] = true;
   }

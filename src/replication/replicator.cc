@@ -25,11 +25,19 @@ void Replicator::add_member(uint64_t pod) {
   peers_.insert(std::upper_bound(peers_.begin(), peers_.end(), pod), pod);
 }
 
+void Replicator::set_limits(uint64_t max_skew_ms, uint64_t chunk_size_bytes) {
+  limits_.max_skew_ms = max_skew_ms;
+  limits_.chunk_size_bytes = chunk_size_bytes;
+}
+
 void Replicator::reset() {
   waiting_.clear();
   waiting_count_ = 0;
+  waiting_bytes_ = 0;
+  refused_seq_.clear();
   peer_applied_.clear();
   peer_stamps_.clear();
+  peer_made_.clear();
   stable_.clear();
   changed_ = {};
   snapshot_source_ = 0;
@@ -47,7 +55,17 @@ pb::Progress Replicator::progress_message() {
 
 void Replicator::note_peer_progress(uint64_t peer, const pb::Progress& p) {
   auto& known = peer_applied_[peer];
-  for (auto& [origin, seq] : p.applied()) known[origin] = std::max(known[origin], seq);
+  const std::map<uint64_t, uint64_t> mine = ns_.applied();
+  for (auto& [origin, seq] : p.applied()) {
+    auto it = mine.find(origin);
+    if (it == mine.end()) continue;
+    uint64_t& k = known[origin];
+    k = std::max(k, std::min(seq, it->second));
+  }
+  // What the peer says it made itself, unclamped: stability waits until this pod has those
+  // ops (a peer overstating it only delays stability).
+  auto own = p.applied().find(peer);
+  if (own != p.applied().end()) peer_made_[peer] = std::max(peer_made_[peer], own->second);
   auto& stamps = peer_stamps_[peer];
   for (auto& [origin, hlc] : p.applied_hlc()) stamps[origin] = std::max(stamps[origin], from_pb(hlc));
 }
@@ -60,12 +78,10 @@ std::map<uint64_t, Hlc> Replicator::stable_stamps() {
   const std::map<uint64_t, Hlc> mine = ns_.applied_stamps();
   const std::map<uint64_t, uint64_t> mine_seq = ns_.applied();
   for (uint64_t peer : peers_) {
-    auto reported = peer_applied_.find(peer);
-    if (reported == peer_applied_.end() || !peer_stamps_.count(peer)) return stable_;
-    auto own = reported->second.find(peer);
-    const uint64_t made = own == reported->second.end() ? 0 : own->second;
+    auto made = peer_made_.find(peer);
+    if (made == peer_made_.end() || !peer_stamps_.count(peer)) return stable_;
     auto have = mine_seq.find(peer);
-    if ((have == mine_seq.end() ? 0 : have->second) < made) return stable_;
+    if ((have == mine_seq.end() ? 0 : have->second) < made->second) return stable_;
   }
   for (auto& [origin, hlc] : mine) {
     Hlc h = hlc;
@@ -135,15 +151,29 @@ void Replicator::deliver_waiting() {
       auto& queue = it->second;
       // Drop what was applied meanwhile (duplicates).
       while (!queue.empty() && queue.begin()->first <= applied[it->first]) {
+        waiting_bytes_ -= queue.begin()->second.ByteSizeLong();
         queue.erase(queue.begin());
         waiting_count_--;
       }
       while (!queue.empty() && deliverable(queue.begin()->second, applied)) {
         const pb::Op& op = queue.begin()->second;
+        const size_t bytes = op.ByteSizeLong();
+        std::string why;
+        if (!ns_.in_order(op, &why)) {
+          // Its stamp does not follow its origin's previous op: a forged or broken history.
+          // Dropped; the origin stalls here, whoever sends it again.
+          if (std::exchange(refused_seq_[op.origin()], op.seq()) != op.seq())
+            spdlog::warn("replication: op {} of pod {:016x} refused: {}", op.seq(), op.origin(), why);
+          queue.erase(queue.begin());
+          waiting_count_--;
+          waiting_bytes_ -= bytes;
+          continue;
+        }
         if (ns_.apply_remote(op, &changed_) != 0) return;  // storage failure: retry on the next message
         applied[op.origin()] = op.seq();
         queue.erase(queue.begin());
         waiting_count_--;
+        waiting_bytes_ -= bytes;
         progressed = true;
       }
       it = queue.empty() ? waiting_.erase(it) : std::next(it);
@@ -151,10 +181,24 @@ void Replicator::deliver_waiting() {
   }
 }
 
-std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::PeerMessage& message) {
+bool Replicator::origin_has_room(uint64_t origin, const std::map<uint64_t, uint64_t>& applied) const {
+  if (applied.count(origin) || waiting_.count(origin)) return true;
+  return applied.size() + waiting_.size() < kMaxOrigins;
+}
+
+std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::PeerMessage& message, uint64_t now_ms,
+                                                      std::string* rejected) {
   std::vector<Outgoing> out;
   if (std::find(peers_.begin(), peers_.end(), from) == peers_.end()) {
     spdlog::warn("replication: message from unknown pod {:016x} ignored", from);
+    return out;
+  }
+  // Nothing of a message is used before all of it is known to be valid: one bad op
+  // discredits the batch (and its progress report) it came in.
+  limits_.now_ms = now_ms;
+  std::string why;
+  if (!validate_peer_message(message, limits_, &why)) {
+    if (rejected) *rejected = why;
     return out;
   }
   if (message.has_sync_request()) {
@@ -174,13 +218,23 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     }
     auto applied = ns_.applied();
     for (const pb::Op& op : message.ops().ops()) {
-      if (op.origin() == 0 || op.seq() == 0) {
-        spdlog::warn("replication: malformed op from pod {:016x} ignored", from);
-        continue;
+      auto have = applied.find(op.origin());
+      if (have != applied.end() && op.seq() <= have->second) continue;  // already have it
+      const size_t bytes = op.ByteSizeLong();
+      // Beyond the bounds, anti-entropy brings the op again once there is room.
+      if (waiting_count_ >= kMaxWaitingOps || waiting_bytes_ + bytes > kMaxWaitingBytes) break;
+      if (!origin_has_room(op.origin(), applied)) continue;
+      auto [at, added] = waiting_[op.origin()].emplace(op.seq(), op);
+      if (added) {
+        waiting_count_++;
+        waiting_bytes_ += bytes;
+      } else {
+        // Copies of one op from honest pods are identical. One that differs is forged or
+        // broken (say, with dependencies that never come): the latest copy replaces it, so
+        // a bad copy holds its origin back only until a good one arrives.
+        waiting_bytes_ = waiting_bytes_ - at->second.ByteSizeLong() + bytes;
+        at->second = op;
       }
-      if (op.seq() <= applied[op.origin()]) continue;  // already have it
-      if (waiting_count_ >= kMaxWaitingOps) break;       // anti-entropy will bring it again
-      if (waiting_[op.origin()].emplace(op.seq(), op).second) waiting_count_++;
     }
     deliver_waiting();
     if (message.ops().ops_size() > 0) {

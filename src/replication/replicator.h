@@ -20,16 +20,21 @@
 #include <vector>
 
 #include "meta/namespace.h"
+#include "meta/op_validation.h"
 
 namespace wormhole {
 
 class Replicator {
  public:
-  // Ops kept waiting for their dependencies, at most; beyond, newer ones are dropped and
-  // come back through anti-entropy.
+  // Ops kept waiting for their dependencies, at most, and their bytes; beyond, newer ones
+  // are dropped and come back through anti-entropy.
   static constexpr size_t kMaxWaitingOps = 100000;
+  static constexpr size_t kMaxWaitingBytes = 256 << 20;
+  // Origins (pods whose ops this pod applies or holds), at most: ops of further origins
+  // are dropped, so no peer can grow the per-origin state without bound.
+  static constexpr size_t kMaxOrigins = kMaxPods;
   // Ops sent in answer to one sync request, at most.
-  static constexpr size_t kMaxBatchOps = 512;
+  static constexpr size_t kMaxBatchOps = kMaxOpsPerBatch;
 
   struct Outgoing {
     uint64_t to;
@@ -44,8 +49,16 @@ class Replicator {
 
   // Messages carrying the ops committed on this pod since the last call.
   std::vector<Outgoing> publish_local();
-  // Handles a message from `from`; returns the answers. Malformed content is ignored.
-  std::vector<Outgoing> receive(uint64_t from, const pb::PeerMessage& message);
+  // How incoming ops are validated (validate_peer_message): how far ahead of this pod's
+  // clock a peer's stamps may be, and the network's chunk size.
+  void set_limits(uint64_t max_skew_ms, uint64_t chunk_size_bytes);
+  // Handles a message from `from` at wall time `now_ms`; returns the answers. A message
+  // that fails validation is rejected whole (nothing of it is used, nothing answered) and
+  // *rejected (if given) says why; the caller logs it with the peer's name. A peer's
+  // progress report counts only for that peer and up to what this pod has applied
+  // itself (see note_peer_progress).
+  std::vector<Outgoing> receive(uint64_t from, const pb::PeerMessage& message, uint64_t now_ms,
+                                std::string* rejected = nullptr);
   // Forgets the ops waiting for delivery and the peers' reports: a snapshot replaced the
   // namespace under it.
   void reset();
@@ -78,11 +91,18 @@ class Replicator {
 
  private:
   pb::Progress progress_message();
+  // Records what `peer` reports having applied, clamped per origin to what this pod has
+  // applied: a peer can honestly be ahead, but everyone_has takes the minimum with this
+  // pod anyway, and a claim beyond what exists (this pod's own ops above all) must not
+  // make anyone trim or skip ops the peer lacks. Origins this pod never applied are not
+  // recorded (bounded by this pod's origins).
   // Ops this pod has and a pod with progress `theirs` lacks, origin by origin, up to one batch.
   void add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, bool told, pb::OpBatch* batch);
   void note_peer_progress(uint64_t peer, const pb::Progress& p);
   bool deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const;
   void deliver_waiting();
+  // Whether an op of `origin` may be kept: a known origin, or room for one more.
+  bool origin_has_room(uint64_t origin, const std::map<uint64_t, uint64_t>& applied) const;
 
   Namespace& ns_;
   const uint64_t self_;
@@ -94,9 +114,14 @@ class Replicator {
   // Ops received but not yet deliverable: origin -> seq -> op.
   std::map<uint64_t, std::map<uint64_t, pb::Op>> waiting_;
   size_t waiting_count_ = 0;
+  size_t waiting_bytes_ = 0;
+  OpLimits limits_;  // now_ms set per message
+  // Last op refused at delivery, per origin (logged once, not at every resend).
+  std::map<uint64_t, uint64_t> refused_seq_;
   // What each peer has told us it applied: peer -> origin -> seq.
   std::map<uint64_t, std::map<uint64_t, uint64_t>> peer_applied_;
   std::map<uint64_t, std::map<uint64_t, Hlc>> peer_stamps_;  // the same reports' stamps
+  std::map<uint64_t, uint64_t> peer_made_;                   // a peer's own ops, as it reports them
   std::map<uint64_t, Hlc> stable_;                           // see stable_stamps()
   Namespace::Changed changed_;
   uint64_t snapshot_source_ = 0;

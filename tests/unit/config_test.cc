@@ -24,6 +24,7 @@ name = "lab"
 redundancy = "all"
 conflict = "last-write-wins"
 chunk_size = "1MiB"
+max_clock_skew = "30s"
 [network.replication]
 mode = "sync"
 delay = "2s"
@@ -65,6 +66,7 @@ TEST(Config, ParsesEveryDeclaredField) {
   EXPECT_EQ(cfg->network.chunk_size, 1u << 20);
   EXPECT_EQ(cfg->network.replication_mode, "sync");
   EXPECT_EQ(cfg->network.replication_delay_ms, 2000u);
+  EXPECT_EQ(cfg->network.max_clock_skew_ms, 30000u);
   EXPECT_EQ(cfg->network.reactions.grave, "stop");
   ASSERT_EQ(cfg->pods.size(), 2u);
   // Relative paths resolve against the file's directory.
@@ -111,6 +113,10 @@ TEST(Config, RejectsBadInputNamingFileLineAndKey) {
        "storage=\"/s\"\n",
        "network.replication.delay: too long", 4},
       {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\n", "pod[0].storage: missing", 3},
+      {"[network]\nname = \"x\"\nmax_clock_skew = \"500ms\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n",
+       "network.max_clock_skew: must be at least 1s", 3},
+      {"[network]\nname = \"x\"\nmax_clock_skew = 600\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n",
+       "network.max_clock_skew: expected a duration", 3},
       {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n[[pod]]\nname=\"a\"\n"
        "mountpoint=\"/n\"\nstorage=\"/t\"\n",
        "pod[1].name: duplicate pod name", 8},
@@ -156,4 +162,11 @@ TEST(Config, SizesAndDurations) {
   EXPECT_TRUE(too_large);
   EXPECT_FALSE(parse_duration_ms("5 weeks", &v, &too_large));
   EXPECT_FALSE(too_large);
+}
+
+TEST(Config, MaxClockSkewDefaultsToTenMinutes) {
+  std::string err;
+  auto cfg = load_config(write_file("[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n"), &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->network.max_clock_skew_ms, 600000u);
 }

@@ -41,3 +41,28 @@ TEST(Gid, IdsOfDifferentPodsNeverCollide) {
   EXPECT_FALSE(kRootId.empty());
   EXPECT_EQ(a.str(), "1:5");
 }
+
+TEST(Hlc, ACounterAtItsLimitMovesToTheNextMillisecondInsteadOfWrapping) {
+  HlcClock c(1);
+  const Hlc peer{5000, UINT32_MAX, 2};  // what a hostile or broken peer may send
+  c.observe(peer);
+  const Hlc next = c.tick(100);
+  EXPECT_GT(next, peer);
+  EXPECT_EQ(next.wall_ms, 5001u);
+  EXPECT_EQ(next.counter, 0u);
+  EXPECT_GT(c.tick(100), next);
+}
+
+TEST(Hlc, AStampFromTheFarFutureIsIgnored) {
+  HlcClock c(1);
+  const Hlc before = c.tick(1000);
+  c.observe(Hlc{UINT64_MAX, UINT32_MAX, 2});
+  c.observe(Hlc{kMaxHlcWallMs + 1, 0, 2});
+  const Hlc next = c.tick(1000);
+  EXPECT_GT(next, before);
+  EXPECT_EQ(next.wall_ms, 1000u);
+  // A wall clock beyond the limit counts as the limit: stamps still grow.
+  const Hlc far = c.tick(UINT64_MAX);
+  EXPECT_EQ(far.wall_ms, kMaxHlcWallMs);
+  EXPECT_GT(c.tick(UINT64_MAX), far);
+}

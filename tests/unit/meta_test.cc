@@ -7,6 +7,7 @@
 
 #include "chunks/chunk_store.h"
 #include "common/invariant.h"
+#include "common/pb_ids.h"
 #include "meta/keys.h"
 #include "meta/namespace.h"
 #include "store/mem_kv.h"
@@ -613,4 +614,156 @@ TEST(Snapshots, AnInstallCutByACrashStartsEmptyAgain) {
     EXPECT_FALSE(kv.get(keys::state("installing_snapshot"), &v));
     EXPECT_EQ(restarted.lookup(1, "kept", &a), 0);
   }
+}
+
+// ---- ops from a hostile or broken peer: Meta::apply changes nothing they could break ----
+
+namespace {
+
+// A Meta of pod 42 and ops "from" pod 7, built by hand as a peer could send them.
+struct Remote {
+  MemKv kv;
+  Meta meta{kv, 42, [](Gid) { return false; }};
+  uint64_t seq = 0;
+  uint64_t wall = 1'700'000'000'000;
+  Remote() {
+    std::string err;
+    EXPECT_TRUE(meta.init(wall, &err)) << err;
+  }
+  pb::Op op() {
+    pb::Op o;
+    o.set_origin(7);
+    o.set_seq(++seq);
+    to_pb(Hlc{++wall, 0, 7}, o.mutable_hlc());
+    return o;
+  }
+  static pb::Move* move(pb::Op& o, Gid entry, Gid parent, const std::string& name, Gid inode) {
+    pb::Move* m = o.add_actions()->mutable_move();
+    to_pb(entry, m->mutable_entry());
+    to_pb(parent, m->mutable_parent());
+    m->set_name(name);
+    to_pb(inode, m->mutable_inode());
+    return m;
+  }
+  void mkdir(Gid id, Gid parent, const std::string& name) {
+    pb::Op o = op();
+    pb::NewInode* n = move(o, id, parent, name, id)->mutable_new_inode();
+    to_pb(id, n->mutable_inode());
+    n->set_type(pb::DIRECTORY);
+    n->set_mode(0755);
+    ASSERT_TRUE(meta.apply(o, false).ok);
+  }
+  void create(Gid entry, Gid inode, Gid parent, const std::string& name) {
+    pb::Op o = op();
+    pb::NewInode* n = move(o, entry, parent, name, inode)->mutable_new_inode();
+    to_pb(inode, n->mutable_inode());
+    n->set_type(pb::REGULAR);
+    n->set_mode(0644);
+    ASSERT_TRUE(meta.apply(o, false).ok);
+  }
+  KvStatus apply_move(Gid entry, Gid parent, const std::string& name, Gid inode) {
+    pb::Op o = op();
+    move(o, entry, parent, name, inode);
+    return meta.apply(o, false);
+  }
+  std::vector<std::string> names(Gid dir) {
+    std::vector<std::string> out;
+    std::vector<DirItem> items;
+    EXPECT_EQ(meta.list(dir, &items), 0);
+    for (auto& item : items) out.push_back(item.name);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST(HostileOps, AnEntryOfAnotherIdCannotLinkADirectoryBelowItself) {
+  // The cycle check walks directory entries, which are the directories themselves: an
+  // entry of another id pointing at directory A, put below A, would hang A below itself.
+  Remote r;
+  const Gid a{7, 1}, b{7, 2};
+  r.mkdir(a, kRootId, "a");
+  r.mkdir(b, a, "b");
+  ASSERT_TRUE(r.apply_move(Gid{7, 3}, b, "loop", a).ok);
+  EXPECT_TRUE(r.names(b).empty());
+  // Nor anywhere else: a directory has one entry.
+  ASSERT_TRUE(r.apply_move(Gid{7, 4}, kRootId, "second", a).ok);
+  EXPECT_EQ(r.names(kRootId), std::vector<std::string>{"a"});
+  pb::InodeRecord rec;
+  ASSERT_TRUE(r.meta.get_inode(a, &rec));
+  EXPECT_EQ(rec.nlink(), 3u);
+}
+
+TEST(HostileOps, TheRootAndTheTrashNeverMove) {
+  Remote r;
+  const Gid a{7, 1};
+  r.mkdir(a, kRootId, "a");
+  ASSERT_TRUE(r.apply_move(kTrashId, kRootId, "trash", kTrashId).ok);
+  ASSERT_TRUE(r.apply_move(kRootId, kTrashId, "root", kRootId).ok);
+  ASSERT_TRUE(r.apply_move(kRootId, a, "root", kRootId).ok);
+  EXPECT_EQ(r.names(kRootId), std::vector<std::string>{"a"});
+  pb::EntryRecord e;
+  EXPECT_FALSE(r.meta.get_entry(kRootId, &e));
+  EXPECT_FALSE(r.meta.get_entry(kTrashId, &e));
+  EXPECT_EQ(r.meta.path_of(a), "/a");
+}
+
+TEST(HostileOps, AMoveNamingAnUnknownInodeOrAFileAsItsOwnEntryChangesNothing) {
+  Remote r;
+  ASSERT_TRUE(r.apply_move(Gid{7, 1}, kRootId, "ghost", Gid{7, 2}).ok);
+  r.create(Gid{7, 3}, Gid{7, 4}, kRootId, "file");
+  ASSERT_TRUE(r.apply_move(Gid{7, 4}, kRootId, "self", Gid{7, 4}).ok);
+  EXPECT_EQ(r.names(kRootId), std::vector<std::string>{"file"});
+}
+
+TEST(HostileOps, OnlyFilesGetVersionsAndAVersionIdIsNeverOverwritten) {
+  Remote r;
+  const Gid dir{7, 1}, f1{7, 3}, f2{7, 5}, v{7, 9};
+  r.mkdir(dir, kRootId, "d");
+  r.create(Gid{7, 2}, f1, kRootId, "f1");
+  r.create(Gid{7, 4}, f2, kRootId, "f2");
+  auto commit = [&](Gid inode, Gid version, uint64_t size) {
+    pb::Op o = r.op();
+    pb::CommitVersion* c = o.add_actions()->mutable_commit();
+    to_pb(inode, c->mutable_inode());
+    to_pb(version, c->mutable_version());
+    c->set_size(size);
+    c->add_chunks()->set_length(0);
+    return r.meta.apply(o, false);
+  };
+  ASSERT_TRUE(commit(dir, Gid{7, 8}, 10).ok);
+  pb::InodeRecord rec;
+  ASSERT_TRUE(r.meta.get_inode(dir, &rec));
+  EXPECT_FALSE(rec.has_version());
+  EXPECT_EQ(rec.size(), 0u);
+  ASSERT_TRUE(commit(f1, v, 10).ok);
+  // f2's commit reuses f1's version id: it would overwrite f1's content.
+  ASSERT_TRUE(commit(f2, v, 20).ok);
+  pb::VersionRecord got;
+  ASSERT_TRUE(r.meta.get_version(v, &got));
+  EXPECT_EQ(from_pb(got.inode()), f1);
+  EXPECT_EQ(got.size(), 10u);
+  ASSERT_TRUE(r.meta.get_inode(f2, &rec));
+  EXPECT_FALSE(rec.has_version());
+}
+
+TEST(HostileOps, OpsOutOfSequenceOrWithAnOlderStampAreRefused) {
+  Remote r;
+  r.mkdir(Gid{7, 1}, kRootId, "a");
+  pb::Op gap = r.op();
+  gap.set_seq(5);
+  EXPECT_FALSE(r.meta.apply(gap, false).ok);
+  EXPECT_EQ(r.meta.applied()[7], 1u);
+  pb::Op older = r.op();
+  r.seq--;  // this op takes seq 2 again below
+  older.set_seq(2);
+  to_pb(Hlc{1000, 0, 7}, older.mutable_hlc());  // before op 1
+  std::string why;
+  EXPECT_FALSE(r.meta.in_order(older, &why));
+  EXPECT_NE(why.find("not after its origin's previous op"), std::string::npos) << why;
+  EXPECT_FALSE(r.meta.apply(older, false).ok);
+  pb::Op zero = r.op();
+  zero.set_origin(0);
+  EXPECT_FALSE(r.meta.apply(zero, false).ok);
+  EXPECT_EQ(r.meta.applied().count(0), 0u);
 }

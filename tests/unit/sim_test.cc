@@ -98,7 +98,9 @@ class Simulation {
       queue_.pop();
       Pod* to = by_id(m.to);
       if (!to || !to->up()) continue;  // a down (or lost) pod loses what was sent to it
-      send_all(m.to, to->rep->receive(m.from, m.body));
+      std::string rejected;
+      send_all(m.to, to->rep->receive(m.from, m.body, static_cast<uint64_t>(now_ms_ + to->skew_ns / 1000000), &rejected));
+      EXPECT_EQ(rejected, "") << "an honest pod's message was rejected";
       if (uint64_t source = to->rep->take_snapshot_source()) install_snapshot(*to, source);
       if (to->joining && !to->ns->empty_history()) to->joining = false;
     }
