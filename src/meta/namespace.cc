@@ -83,8 +83,8 @@ bool Namespace::init(std::string* error) {
   return true;
 }
 
-void Namespace::trim_locked() {
-  meta_.trim(kTrimEveryOps * 4, stable_, static_cast<uint64_t>(wall_ns_() / 1000000), trash_retention_ms_);
+size_t Namespace::trim_locked() {
+  return meta_.trim(kTrimEveryOps * 4, stable_, static_cast<uint64_t>(wall_ns_() / 1000000), trash_retention_ms_);
 }
 
 void Namespace::set_stable(std::map<uint64_t, Hlc> stable) {
@@ -502,9 +502,9 @@ std::string Namespace::path_of(Gid inode) {
   return meta_.path_of(inode);
 }
 
-void Namespace::trim() {
+size_t Namespace::trim() {
   std::unique_lock lock(mu_);
-  trim_locked();
+  return trim_locked();
 }
 
 void Namespace::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has) {

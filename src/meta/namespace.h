@@ -85,7 +85,8 @@ class Namespace {
   std::string path_of(Gid inode);
   // Trims the move log; on a network also pass what every member has applied so the op
   // log keeps what some pod still lacks (empty = this pod is alone: drop all of it).
-  void trim();
+  // Returns the number of move-log and trash entries removed.
+  size_t trim();
   void trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has);
 
   // ---- replication (see Replicator) ---------------------------------------------------------
@@ -152,7 +153,7 @@ class Namespace {
   int resolve_dir(uint64_t ino, Gid* g);
   int fill_attr(Gid g, Attr* attr);
   int submit(pb::Op& op, bool sync);
-  void trim_locked();
+  size_t trim_locked();
 
   std::shared_mutex mu_;
   KvStore& kv_;

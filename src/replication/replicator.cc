@@ -25,6 +25,15 @@ void Replicator::add_member(uint64_t pod) {
   peers_.insert(std::upper_bound(peers_.begin(), peers_.end(), pod), pod);
 }
 
+void Replicator::remove_member(uint64_t pod) {
+  auto it = std::find(peers_.begin(), peers_.end(), pod);
+  if (it == peers_.end()) return;
+  peers_.erase(it);
+  peer_applied_.erase(pod);
+  peer_stamps_.erase(pod);
+  peer_made_.erase(pod);
+}
+
 void Replicator::set_limits(uint64_t max_skew_ms, uint64_t chunk_size_bytes) {
   limits_.max_skew_ms = max_skew_ms;
   limits_.chunk_size_bytes = chunk_size_bytes;

@@ -45,6 +45,9 @@ class Replicator {
   Replicator(Namespace& ns, std::vector<uint64_t> members);
   // A member whose id was learnt later (pods learn each other's ids when they first talk).
   void add_member(uint64_t pod);
+  // A member gone for good (`wormhole forget`, or drained): no longer waited for, so that
+  // stability (and with it trimming and the trash purge) goes on without it.
+  void remove_member(uint64_t pod);
   const std::vector<uint64_t>& peers() const { return peers_; }
 
   // Messages carrying the ops committed on this pod since the last call.
