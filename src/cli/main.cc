@@ -127,6 +127,10 @@ int main(int argc, char** argv) {
                 << human_bytes(t.value("received_bytes", uint64_t{0})) << " received, "
                 << human_bytes(t.value("fetched_bytes", uint64_t{0})) << " fetched, "
                 << human_bytes(t.value("served_bytes", uint64_t{0})) << " served\n";
+    if (auto u = r.value("replication", nlohmann::json::object()); !u.empty())
+      std::cout << "copies      " << u.value("under_replicated", uint64_t{0}) << " versions under-replicated (of "
+                << u.value("redundancy", uint64_t{0}) << " copies wanted), "
+                << u.value("placements_short", uint64_t{0}) << " placements short of storage pods\n";
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
                 << p["role"].get<std::string>() << " " << p["state"].get<std::string>() << ", "
@@ -158,6 +162,9 @@ int main(int argc, char** argv) {
                 << " inline\n";
     for (auto& h : r.value("holders", nlohmann::json::array()))
       std::cout << "holder   " << h["name"].get<std::string>() << " (" << h["state"].get<std::string>() << ")\n";
+    if (auto u = r.value("replication", nlohmann::json::object()); !u.empty())
+      std::cout << "copies   " << u.value("copies", uint64_t{0}) << " of " << u.value("redundancy", uint64_t{0})
+                << (u.value("under_replicated", false) ? " (under-replicated)" : "") << "\n";
     return 0;
   }
   if (gc->parsed()) {

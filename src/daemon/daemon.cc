@@ -70,6 +70,9 @@ class Timers {
   std::thread thread_;
 };
 
+// Under-replicated versions `wormhole status --json` lists, at most (all are counted).
+constexpr size_t kStatusListedVersions = 100;
+
 // Answers `wormhole where`: the version of a file, its size, and which pods hold it.
 nlohmann::json where(Namespace& ns, ChunkStore& chunks, PeerNode* node, const PodConfig& pod, const std::string& path) {
   uint64_t ino = 1;
@@ -107,6 +110,8 @@ nlohmann::json where(Namespace& ns, ChunkStore& chunks, PeerNode* node, const Po
   for (uint64_t h : rec.holders())
     holders.push_back(node ? node->describe(h) : nlohmann::json{{"name", pod.name}, {"state", "alive"}, {"self", true}});
   reply["holders"] = holders;
+  // Copies against the redundancy, as far as this pod knows (docs: "Under-replication").
+  if (node) reply["replication"] = node->replication_of(attr.version, rec);
   return reply;
 }
 
@@ -190,6 +195,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"op_log_entries", s.op_log_entries},
           {"peers", node ? node->status() : nlohmann::json::array()},
           {"transfer", node ? node->transfer() : nlohmann::json::object()},
+          {"replication", node ? node->under_replication(kStatusListedVersions) : nlohmann::json::object()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
     }
