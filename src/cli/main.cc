@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 
@@ -88,6 +89,16 @@ int main(int argc, char** argv) {
   gc->add_option("--grace", grace, "keep chunks younger than this (e.g. 0s, 10m); default: the pod's gc_grace");
   gc->add_flag("--json", json, "machine-readable output");
 
+  CLI::App* trash = app.add_subcommand("trash", "list deleted files and directories still in the trash");
+  add_common(trash);
+  trash->add_flag("--json", json, "machine-readable output");
+  size_t trash_limit = 1000;
+  trash->add_option("--limit", trash_limit, "show at most this many (newest first)")->capture_default_str();
+  CLI::App* restore = trash->add_subcommand("restore", "put a deleted entry back where it was deleted from");
+  add_common(restore);
+  std::string restore_id;
+  restore->add_option("id", restore_id, "its id, as `wormhole trash` shows it")->required();
+
   CLI::App* config = app.add_subcommand("config", "inspect a configuration file");
   config->require_subcommand(1);
   std::string check_file;
@@ -127,6 +138,10 @@ int main(int argc, char** argv) {
                 << human_bytes(t.value("received_bytes", uint64_t{0})) << " received, "
                 << human_bytes(t.value("fetched_bytes", uint64_t{0})) << " fetched, "
                 << human_bytes(t.value("served_bytes", uint64_t{0})) << " served\n";
+    if (auto u = r.value("replication", nlohmann::json::object()); !u.empty())
+      std::cout << "copies      " << u.value("under_replicated", uint64_t{0}) << " versions under-replicated (of "
+                << u.value("redundancy", uint64_t{0}) << " copies wanted), "
+                << u.value("placements_short", uint64_t{0}) << " placements short of storage pods\n";
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
                 << p["role"].get<std::string>() << " " << p["state"].get<std::string>() << ", "
@@ -158,6 +173,41 @@ int main(int argc, char** argv) {
                 << " inline\n";
     for (auto& h : r.value("holders", nlohmann::json::array()))
       std::cout << "holder   " << h["name"].get<std::string>() << " (" << h["state"].get<std::string>() << ")\n";
+    if (auto u = r.value("replication", nlohmann::json::object()); !u.empty())
+      std::cout << "copies   " << u.value("copies", uint64_t{0}) << " of " << u.value("redundancy", uint64_t{0})
+                << (u.value("under_replicated", false) ? " (under-replicated)" : "") << "\n";
+    return 0;
+  }
+  if (restore->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask(config_file, pod_name, {{"cmd", "trash_restore"}, {"id", restore_id}}, &r)) return rc;
+    if (r.contains("error")) {
+      std::cerr << "wormhole: " << r["error"].get<std::string>() << "\n";
+      return 1;
+    }
+    std::cout << "restored as " << r["restored"].get<std::string>() << "\n";
+    return 0;
+  }
+  if (trash->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask(config_file, pod_name, {{"cmd", "trash"}, {"limit", trash_limit}}, &r)) return rc;
+    if (r.contains("error")) {
+      std::cerr << "wormhole: " << r["error"].get<std::string>() << "\n";
+      return 1;
+    }
+    if (json) {
+      std::cout << r.dump() << "\n";
+      return 0;
+    }
+    std::cout << "kept at least " << r.value("retention_s", uint64_t{0}) << " s after the delete (network.trash_retention)\n";
+    for (auto& t : r["trash"]) {
+      const time_t secs = static_cast<time_t>(t.value("deleted_ms", uint64_t{0}) / 1000);
+      char when[32];
+      std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&secs));
+      const std::string from = t.value("from", "");
+      std::cout << t["id"].get<std::string>() << "  " << when << "  " << t.value("size", uint64_t{0}) << "  "
+                << (from.empty() ? "(gone)" : from == "/" ? "" : from) << "/" << t["name"].get<std::string>() << "\n";
+    }
     return 0;
   }
   if (gc->parsed()) {

@@ -12,6 +12,23 @@ std::string Gid::str() const {
   return buf;
 }
 
+bool Gid::parse(std::string_view text, Gid* out) {
+  const size_t colon = text.find(':');
+  if (colon == std::string_view::npos || colon == 0 || colon > 16 || text.size() - colon - 1 > 16 ||
+      text.size() == colon + 1)
+    return false;
+  auto hex = [](std::string_view s, uint64_t* v) {
+    *v = 0;
+    for (char c : s) {
+      int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+      if (d < 0) return false;
+      *v = (*v << 4) | static_cast<uint64_t>(d);
+    }
+    return true;
+  };
+  return hex(text.substr(0, colon), &out->pod) && hex(text.substr(colon + 1), &out->seq);
+}
+
 std::string Hlc::str() const {
   char buf[64];
   std::snprintf(buf, sizeof buf, "%llu.%u@%llx", static_cast<unsigned long long>(wall_ms), counter,

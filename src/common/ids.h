@@ -15,6 +15,8 @@ struct Gid {
   auto operator<=>(const Gid&) const = default;
   bool empty() const { return pod == 0 && seq == 0; }
   std::string str() const;  // "pod:seq" in hex, for logs
+  // Parses str()'s form; false on anything else.
+  static bool parse(std::string_view text, Gid* out);
 };
 
 // Well-known ids (pod 0 is reserved for them).

@@ -70,6 +70,9 @@ class Timers {
   std::thread thread_;
 };
 
+// Under-replicated versions `wormhole status --json` lists, at most (all are counted).
+constexpr size_t kStatusListedVersions = 100;
+
 // Answers `wormhole where`: the version of a file, its size, and which pods hold it.
 nlohmann::json where(Namespace& ns, ChunkStore& chunks, PeerNode* node, const PodConfig& pod, const std::string& path) {
   uint64_t ino = 1;
@@ -107,6 +110,8 @@ nlohmann::json where(Namespace& ns, ChunkStore& chunks, PeerNode* node, const Po
   for (uint64_t h : rec.holders())
     holders.push_back(node ? node->describe(h) : nlohmann::json{{"name", pod.name}, {"state", "alive"}, {"self", true}});
   reply["holders"] = holders;
+  // Copies against the redundancy, as far as this pod knows (docs: "Under-replication").
+  if (node) reply["replication"] = node->replication_of(attr.version, rec);
   return reply;
 }
 
@@ -191,8 +196,31 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"op_log_entries", s.op_log_entries},
           {"peers", node ? node->status() : nlohmann::json::array()},
           {"transfer", node ? node->transfer() : nlohmann::json::object()},
+          {"replication", node ? node->under_replication(kStatusListedVersions) : nlohmann::json::object()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
+    }
+    if (cmd == "trash") {
+      std::vector<TrashItem> items;
+      const size_t limit = std::min<size_t>(req.value("limit", size_t{1000}), 100000);
+      if (int err = ns.list_trash(limit, &items)) return nlohmann::json{{"error", std::strerror(err)}};
+      nlohmann::json out = nlohmann::json::array();
+      for (auto& t : items)
+        out.push_back({{"id", t.entry.str()},
+                       {"name", t.name},
+                       {"from", t.from},
+                       {"deleted_ms", t.deleted_at.wall_ms},
+                       {"type", pb::FileType_Name(t.type)},
+                       {"size", t.size}});
+      return nlohmann::json{{"trash", out}, {"retention_s", config.network.trash_retention_ms / 1000}};
+    }
+    if (cmd == "trash_restore") {
+      Gid entry;
+      if (!Gid::parse(req.value("id", ""), &entry)) return nlohmann::json{{"error", "expected an id from `wormhole trash`"}};
+      std::string path;
+      if (int err = ns.restore(entry, &path))
+        return nlohmann::json{{"error", err == ENOENT ? std::string("not in the trash") : std::strerror(err)}};
+      return nlohmann::json{{"restored", path}};
     }
     if (cmd == "where") return where(ns, chunks, node.get(), pod, req.value("path", ""));
     if (cmd == "gc") {

@@ -922,11 +922,14 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
 
   KvTxn txn(kv_);
   size_t removed = 0, visited = 0;
-  // The stamp of a file's oldest logged delete (T index), if it has one.
+  // The key of a file's oldest logged delete (T index), if it has one; the ones this pass
+  // dropped already (still in the store until the batch commits) do not count.
+  std::set<std::string> dropped_deletes;
   auto oldest_delete = [&](Gid inode, std::string* key) {
     const std::string prefix = keys::trash_move_prefix(inode);
     bool found = false;
     const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+      if (dropped_deletes.count(std::string(k))) return true;
       *key = std::string(k);
       found = true;
       return false;
@@ -956,7 +959,10 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
       if (removed == 0 && visited == 0) trim_cursor_ = std::string(k);  // nothing before it is kept
       return ++visited < max_entries;
     }
-    if (is_delete && file_entry) txn.del(keys::trash_move(inode, k));
+    if (is_delete && file_entry) {
+      txn.del(keys::trash_move(inode, k));
+      dropped_deletes.insert(keys::trash_move(inode, k));
+    }
     txn.del(std::string(k));
     ++removed;
     return ++visited < max_entries;

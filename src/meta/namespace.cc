@@ -277,6 +277,63 @@ int Namespace::unlink(uint64_t parent, std::string_view name) {
   return submit(op, false);
 }
 
+int Namespace::list_trash(size_t limit, std::vector<TrashItem>* items) {
+  constexpr size_t kMaxLooked = 100000;  // bounds the work of one listing
+  std::shared_lock lock(mu_);
+  items->clear();
+  size_t looked = 0;
+  const bool ok = meta_.for_each_entry_in(kTrashId, [&](std::string_view name, Gid entry, Gid inode) {
+    if (++looked > kMaxLooked) return;
+    TrashItem t;
+    t.entry = entry;
+    t.name = std::string(name);
+    pb::EntryRecord e;
+    if (meta_.get_entry(entry, &e)) {
+      t.deleted_at = from_pb(e.trashed_at());
+      const Gid from = from_pb(e.trashed_from());
+      if (!from.empty() && meta_.is_ancestor(kRootId, from)) t.from = meta_.path_of(from);
+    }
+    pb::InodeRecord rec;
+    if (meta_.get_inode(inode, &rec)) {
+      t.type = rec.type();
+      t.size = rec.size();
+    }
+    items->push_back(std::move(t));
+  });
+  if (!ok) return EIO;
+  std::sort(items->begin(), items->end(), [](const TrashItem& a, const TrashItem& b) {
+    return b.deleted_at < a.deleted_at || (a.deleted_at == b.deleted_at && a.entry < b.entry);
+  });
+  if (items->size() > limit) items->resize(limit);
+  return 0;
+}
+
+int Namespace::restore(Gid entry, std::string* path) {
+  std::unique_lock lock(mu_);
+  pb::EntryRecord e;
+  if (!meta_.get_entry(entry, &e) || from_pb(e.parent()) != kTrashId) return ENOENT;
+  Gid dir = from_pb(e.trashed_from());
+  if (dir.empty() || !meta_.is_ancestor(kRootId, dir)) dir = kRootId;  // its directory is gone too
+  std::string name = e.name();
+  DirItem taken;
+  for (int n = 1; meta_.lookup(dir, name, &taken) == 0; ++n) {
+    if (n > 1000) return EEXIST;
+    name = e.name() + ".restored-" + std::to_string(n);
+    if (name.size() > kMaxNameBytes) return ENAMETOOLONG;
+  }
+  const Gid inode = from_pb(e.inode());
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  add_move(op, entry, dir, name, inode);
+  const int64_t now = wall_ns_();
+  add_times(op, dir, kDirChanged, now);
+  add_times(op, inode, kAttrCtime, now);
+  if (int err = submit(op, false)) return err;
+  pb::EntryRecord now_at;
+  if (!meta_.get_entry(entry, &now_at) || from_pb(now_at.parent()) == kTrashId) return EINVAL;  // a cycle: skipped
+  *path = (dir == kRootId ? "" : meta_.path_of(dir)) + "/" + name;
+  return 0;
+}
+
 int Namespace::rmdir(uint64_t parent, std::string_view name) {
   if (name == ".") return EINVAL;
   if (name == "..") return ENOTEMPTY;

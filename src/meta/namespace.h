@@ -35,6 +35,16 @@ struct ListItem {
   uint32_t mode = 0;
 };
 
+// A deleted entry waiting in the trash.
+struct TrashItem {
+  Gid entry;
+  std::string name;
+  std::string from;       // the path of the directory it was deleted from ("" if gone too)
+  Hlc deleted_at;
+  pb::FileType type = pb::FILE_TYPE_UNSPECIFIED;
+  uint64_t size = 0;
+};
+
 struct NamespaceStats {
   uint64_t files = 0;        // regular files
   uint64_t directories = 0;
@@ -83,6 +93,12 @@ class Namespace {
   bool gid_of(uint64_t ino, Gid* g);
 
   std::string path_of(Gid inode);
+  // The trash, newest delete first, at most `limit` items (of the first 100,000 looked at).
+  int list_trash(size_t limit, std::vector<TrashItem>* items);
+  // Puts a trashed entry back where it was deleted from (or at the root when that
+  // directory is gone), under its name or, when taken, "name.restored-N". A local op.
+  // 0 or errno (ENOENT: not in the trash); *path: where it is now.
+  int restore(Gid entry, std::string* path);
   // Trims the move log; on a network also pass what every member has applied so the op
   // log keeps what some pod still lacks (empty = this pod is alone: drop all of it).
   // Returns the number of move-log and trash entries removed.

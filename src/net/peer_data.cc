@@ -12,6 +12,7 @@
 #include <cmath>
 #include <set>
 
+#include "common/pb_ids.h"
 #include "net/peer.h"
 
 namespace wormhole {
@@ -25,30 +26,51 @@ constexpr int64_t kHeldRetryMs = 2000;
 constexpr size_t kMaxPushQueue = 10000;
 // Read-ahead requests waiting for a worker, at most.
 constexpr size_t kMaxPrefetchQueue = 64;
-// Rounds of op delivery to one holder in sync mode (each round sends up to a batch).
-constexpr int kDeliverRounds = 4;
-// A push may take 30 s plus the time to send its bytes at 8 MB/s: a slower peer is dropped.
+// Sync mode: how long a close waits for the holders to acknowledge the version's op (a
+// holder that lacks many ops needs several batches). A holder that does not answer is
+// given up at once; past the deadline the version is listed as under-replicated.
+constexpr int64_t kDeliverDeadlineMs = 10000;
+// Between delivery rounds to holders that answered without having the op yet.
+constexpr int64_t kDeliverRetryMs = 50;
+// A push may take 10 s plus the time to send its bytes at 8 MB/s: a slower peer is dropped
+// (and passed over until it answers again), so a close waits seconds for a stuck peer,
+// not minutes.
+constexpr int64_t kPushBaseDeadlineMs = 10000;
 constexpr uint64_t kPushSlowestBytesPerS = 8 << 20;
+// A holder forwarding along the chain ends its stream this long before its own deadline.
+constexpr int64_t kForwardMarginMs = 2000;
+// How often the held-version worker looks for versions due for a pull.
+constexpr auto kHoldTick = std::chrono::milliseconds(200);
+
 // Bounds on what one push may announce.
 constexpr int kMaxExpectedChunks = 1 << 20;
 
 // One outgoing PushChunks stream: to the first holder of a chain (writer) or to the next
 // one (a holder forwarding). Not thread-safe.
+// The deadline of a push of `bytes`.
+std::chrono::system_clock::time_point push_deadline(uint64_t bytes) {
+  return std::chrono::system_clock::now() +
+         std::chrono::milliseconds(kPushBaseDeadlineMs + bytes * 1000 / kPushSlowestBytesPerS);
+}
+
 class PushStream {
  public:
-  PushStream(pb::Peer::Stub& stub, const pb::ChunkPiece& head, uint64_t bytes) {
-    const auto timeout = std::chrono::seconds(30 + bytes / kPushSlowestBytesPerS);
-    ctx_.set_deadline(std::chrono::system_clock::now() + timeout);
+  PushStream(pb::Peer::Stub& stub, const pb::ChunkPiece& head, std::chrono::system_clock::time_point deadline) {
+    ctx_.set_deadline(deadline);
     writer_ = stub.PushChunks(&ctx_, &reply_);
     ok_ = writer_->Write(head);
   }
   bool write(const pb::ChunkPiece& piece) { return ok_ = ok_ && writer_->Write(piece); }
   // Ends the stream; the pods of the chain that stored everything (empty on failure).
-  std::vector<uint64_t> finish(std::string* error) {
+  // *unreachable: the first pod could not be reached or was too slow (transport failure).
+  std::vector<uint64_t> finish(std::string* error, bool* unreachable = nullptr) {
     if (ok_) writer_->WritesDone();
     grpc::Status st = writer_->Finish();
     if (!st.ok()) {
       *error = st.error_message();
+      if (unreachable)
+        *unreachable = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                       st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
       return {};
     }
     if (!reply_.error().empty()) *error = reply_.error();
@@ -192,12 +214,34 @@ std::vector<uint64_t> PeerNode::choose_holders(Gid inode) {
   std::vector<uint64_t> holders;
   if (self_.role == "storage" && my_space().free_bytes() >= config_.network.chunk_size) holders.push_back(pod_id_);
   std::vector<Peer*> ranked = ranked_storage_peers(inode);
-  const size_t want = config_.network.redundancy == 0 ? ranked.size() + holders.size() : config_.network.redundancy;
+  const size_t want = copies_wanted();
   for (Peer* p : ranked) {
     if (holders.size() >= want) break;
     holders.push_back(p->id);
   }
+  note_placement(holders.size(), want);
   return holders;
+}
+
+size_t PeerNode::copies_wanted() {
+  if (config_.network.redundancy > 0) return config_.network.redundancy;
+  size_t storage_pods = self_.role == "storage";  // "all": every storage pod, reachable or not
+  for (auto& p : peers()) storage_pods += p->storage;
+  return storage_pods;
+}
+
+void PeerNode::note_placement(size_t found, size_t wanted) {
+  if (found < wanted) ++placements_short_;
+  // Logged when the shortfall appears, changes or ends: not for every file.
+  const uint64_t state = found < wanted ? (uint64_t{found} << 32 | wanted) : 0;
+  const uint64_t before = placement_state_.exchange(state);
+  if (state == before) return;
+  if (state != 0)
+    spdlog::warn("placement: {} of {} wanted copies can be placed (not enough reachable storage pods with room); "
+                 "new versions are under-replicated (`wormhole status`)",
+                 found, wanted);
+  else
+    spdlog::info("placement: enough reachable storage pods with room again for {} copies", wanted);
 }
 
 void PeerNode::chunks_to_copy(const std::vector<pb::ChunkRef>& chunks, Gid base, std::vector<std::string>* send,
@@ -232,34 +276,52 @@ std::vector<uint64_t> PeerNode::place(Gid inode, Gid base_version, const std::ve
   }
   std::vector<uint64_t> chain(holders.begin() + (holders.empty() || holders.front() != pod_id_ ? 0 : 1), holders.end());
   std::vector<uint64_t> result(holders.begin(), holders.end() - static_cast<ptrdiff_t>(chain.size()));
-  std::set<uint64_t> stored;
+  std::set<uint64_t> stored, tried(chain.begin(), chain.end());
   if (!chain.empty())
     for (uint64_t id : push_chain(chain, send, expected, true)) stored.insert(id);
-  // A holder the chain did not reach (one before it failed) gets a direct copy.
+  // Holders the chain did not reach (behind one that failed) get a direct copy, all at
+  // once; the pod that failed is down now (push_chain marked it) and is not waited for again.
+  std::vector<uint64_t> retry;
   for (uint64_t id : chain)
-    if (!stored.count(id))
-      for (uint64_t got : push_chain({id}, send, expected, true)) stored.insert(got);
+    if (Peer* p = peer_by_id(id); p && !stored.count(id) && !p->reported_down) retry.push_back(id);
+  for (uint64_t got : push_each(retry, send, expected)) stored.insert(got);
   for (uint64_t id : chain)
     if (stored.count(id)) result.push_back(id);
-  // Still short: other storage pods, in rendezvous order, until the redundancy is met.
+  // Still short: other reachable storage pods in rendezvous order, as many at once as
+  // copies are missing. A new holder lacks the base version's chunks: it gets everything.
+  const size_t want = copies_wanted();
   const std::vector<Peer*> ranked = ranked_storage_peers(inode);
-  const size_t want = config_.network.redundancy == 0 ? ranked.size() + self_holds : config_.network.redundancy;
-  for (Peer* p : ranked) {
-    if (result.size() >= want) break;
-    if (std::find(holders.begin(), holders.end(), p->id.load()) != holders.end()) continue;
-    // A new holder lacks the base version's chunks: send it everything.
-    for (uint64_t got : push_chain({p->id}, expected, expected, true))
-      if (got == p->id) result.push_back(got);
+  for (size_t next = 0; result.size() < want && next < ranked.size();) {  // bounded: `next` advances
+    std::vector<uint64_t> batch;
+    for (; next < ranked.size() && batch.size() < want - result.size(); ++next)
+      if (tried.insert(ranked[next]->id).second) batch.push_back(ranked[next]->id);
+    for (uint64_t got : push_each(batch, expected, expected)) result.push_back(got);
   }
-  if (result.size() < want)
-    spdlog::warn("{}: {} of {} copies durable (not enough reachable storage pods)", ns_.path_of(inode),
-                 result.size(), want);
+  // Fewer copies than wanted: committed() logs it with the version and lists it.
   return result;
 }
 
-void PeerNode::committed(Gid, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
+std::vector<uint64_t> PeerNode::push_each(const std::vector<uint64_t>& targets, const std::vector<std::string>& send,
+                                          const std::vector<std::string>& expected) {
+  std::vector<std::vector<uint64_t>> got(targets.size());
+  std::vector<std::thread> others;  // at most redundancy - 1 (targets are distinct peers)
+  for (size_t i = 1; i < targets.size(); ++i)
+    others.emplace_back([&, i] { got[i] = push_chain({targets[i]}, send, expected, true); });
+  if (!targets.empty()) got[0] = push_chain({targets[0]}, send, expected, true);
+  for (std::thread& t : others) t.join();
+  std::vector<uint64_t> stored;
+  for (size_t i = 0; i < targets.size(); ++i)
+    if (std::find(got[i].begin(), got[i].end(), targets[i]) != got[i].end()) stored.push_back(targets[i]);
+  return stored;
+}
+
+void PeerNode::committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
                          const std::vector<uint64_t>& holders) {
+  pb::VersionRecord rec;
+  const bool known = ns_.get_version(version, &rec);  // its inode and op (a newer one may have replaced it)
+  const Gid inode = known ? from_pb(rec.inode()) : Gid{};
   if (config_.network.replication_mode != "sync") {
+    if (known) note_copies(version, inode, rec.op_seq(), holders, nullptr);
     PushJob job;
     for (uint64_t id : holders)
       if (id != pod_id_) job.chain.push_back(id);
@@ -272,35 +334,177 @@ void PeerNode::committed(Gid, Gid base_version, const std::vector<pb::ChunkRef>&
     return;
   }
   // network.replication.delay holds the op back on purpose: nothing to wait for.
-  if (config_.network.replication_delay_ms > 0) return;
-  // The op leaves only once durable here (Namespace::ops_after).
-  if (int err = ns_.make_durable()) {
-    spdlog::error("cannot make the new version of a file durable: {}", std::strerror(err));
+  if (config_.network.replication_delay_ms > 0) {
+    if (known) note_copies(version, inode, rec.op_seq(), holders, nullptr);
     return;
   }
-  deliver_ops_to(holders, ns_.applied()[pod_id_]);
+  // The op leaves only once durable here (Namespace::ops_after).
+  std::vector<uint64_t> acked;
+  if (int err = ns_.make_durable())
+    spdlog::error("cannot make the new version of a file durable: {}", std::strerror(err));  // no copy is acknowledged
+  else if (known)
+    acked = deliver_ops_to(holders, rec.op_seq(), steady_now_ms() + kDeliverDeadlineMs);
+  if (known) note_copies(version, inode, rec.op_seq(), holders, &acked);
 }
 
-void PeerNode::deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq) {
+std::vector<uint64_t> PeerNode::deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq,
+                                               int64_t deadline_ms) {
+  std::vector<uint64_t> acked;
   std::vector<Peer*> pending;
-  for (uint64_t id : holders)
-    if (Peer* peer = id == pod_id_ ? nullptr : peer_by_id(id)) pending.push_back(peer);
-  for (int round = 0; round < kDeliverRounds && !pending.empty(); ++round) {
+  for (uint64_t id : holders) {
+    if (id == pod_id_) {
+      acked.push_back(id);  // durable here: the caller made it so
+    } else if (Peer* peer = peer_by_id(id); peer && !peer->reported_down) {
+      pending.push_back(peer);  // a pod whose last exchange failed is not waited for
+    }
+  }
+  for (bool first = true; !pending.empty(); first = false) {  // bounded by deadline_ms
+    if (!first) {
+      if (steady_now_ms() + kDeliverRetryMs >= deadline_ms) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(kDeliverRetryMs));  // it is applying; ask again
+    }
     std::vector<Outbound> batch;
     {
-      std::lock_guard lock(mu_);
-      for (Peer* peer : pending)
-        if (replicator_.peer_has(peer->id, pod_id_) < seq)
-          batch.push_back(Outbound{peer, replicator_.catch_up(peer->id).message});
+      std::lock_guard lock(mu_);  // no I/O under it: catch_up reads the op log
+      for (Peer* peer : pending) {
+        if (replicator_.peer_has(peer->id, pod_id_) >= seq) acked.push_back(peer->id);
+        else batch.push_back(Outbound{peer, replicator_.catch_up(peer->id).message});
+      }
     }
-    if (batch.empty()) return;
+    pending.clear();
+    if (batch.empty()) break;
     // Called in close, under the file's lock: kernel notifications wait for the loop.
     const std::vector<bool> answered = exchange_all(batch, false);
-    pending.clear();
-    // A holder that did not answer is down: it catches up by anti-entropy when back.
+    // A holder that did not answer is down: it catches up by anti-entropy when back (and
+    // review_under_replicated() then sees its acknowledgement).
     for (size_t i = 0; i < batch.size(); ++i)
       if (answered[i]) pending.push_back(batch[i].peer);
   }
+  if (!pending.empty()) {  // answered, but did not have the op by the deadline: ask once more
+    std::lock_guard lock(mu_);
+    for (Peer* peer : pending)
+      if (replicator_.peer_has(peer->id, pod_id_) >= seq) acked.push_back(peer->id);
+  }
+  return acked;
+}
+
+std::string PeerNode::pod_names(const std::vector<uint64_t>& ids) {
+  std::string out;
+  for (uint64_t id : ids) {
+    if (!out.empty()) out += ", ";
+    out += describe(id)["name"].get<std::string>();
+  }
+  return out;
+}
+
+void PeerNode::note_copies(Gid version, Gid inode, uint64_t seq, const std::vector<uint64_t>& holders,
+                           const std::vector<uint64_t>* acked) {
+  UnderReplicated u;
+  u.version = version;
+  u.inode = inode;
+  u.op_seq = seq;
+  u.wanted = copies_wanted();
+  u.holders = holders;
+  if (acked)
+    for (uint64_t id : holders)
+      if (std::find(acked->begin(), acked->end(), id) == acked->end()) u.without_op.push_back(id);
+  const size_t copies = holders.size() - u.without_op.size();
+  if (copies >= u.wanted) return;
+  std::string missing;
+  if (holders.size() < u.wanted)
+    missing = fmt::format("no copy for {} more (not enough reachable storage pods)", u.wanted - holders.size());
+  if (!u.without_op.empty())
+    missing += fmt::format("{}op not acknowledged by {}", missing.empty() ? "" : "; ", pod_names(u.without_op));
+  spdlog::warn("{}: version {} is under-replicated: {} of {} copies; {}", ns_.path_of(inode), version.str(), copies,
+               u.wanted, missing);
+  std::lock_guard lock(under_mu_);
+  if (under_.size() >= kMaxUnderReplicated) {
+    ++under_untracked_;
+    return;
+  }
+  under_.push_back(std::move(u));
+}
+
+void PeerNode::review_under_replicated() {
+  std::vector<UnderReplicated> entries;
+  {
+    std::lock_guard lock(under_mu_);
+    entries.assign(under_.begin(), under_.end());
+  }
+  if (entries.empty()) return;
+  std::set<Gid> drop;
+  std::map<Gid, std::vector<uint64_t>> still_without;
+  pb::VersionRecord rec;
+  for (const UnderReplicated& u : entries)
+    if (!ns_.get_version(u.version, &rec)) drop.insert(u.version);  // replaced: the newer version counts
+  {
+    std::lock_guard lock(mu_);
+    for (const UnderReplicated& u : entries) {
+      if (drop.count(u.version) || u.without_op.empty()) continue;
+      std::vector<uint64_t>& left = still_without[u.version];
+      for (uint64_t id : u.without_op)
+        if (replicator_.peer_has(id, pod_id_) < u.op_seq) left.push_back(id);
+    }
+  }
+  for (auto& [v, left] : still_without) {
+    const UnderReplicated& u = *std::find_if(entries.begin(), entries.end(), [&](auto& e) { return e.version == v; });
+    if (left.empty() && u.holders.size() >= u.wanted) {
+      spdlog::info("{}: version {} has its {} copies now", ns_.path_of(u.inode), v.str(), u.wanted);
+      drop.insert(v);
+    }
+  }
+  std::lock_guard lock(under_mu_);
+  for (auto it = under_.begin(); it != under_.end();) {
+    if (drop.count(it->version)) {
+      it = under_.erase(it);
+      continue;
+    }
+    if (auto left = still_without.find(it->version); left != still_without.end()) it->without_op = left->second;
+    ++it;
+  }
+}
+
+nlohmann::json PeerNode::under_replication(size_t max_listed) {
+  std::vector<UnderReplicated> listed;
+  size_t count;
+  uint64_t untracked;
+  {
+    std::lock_guard lock(under_mu_);
+    count = under_.size();
+    untracked = under_untracked_;
+    for (size_t i = 0; i < under_.size() && i < max_listed; ++i) listed.push_back(under_[i]);
+  }
+  nlohmann::json versions = nlohmann::json::array();
+  for (const UnderReplicated& u : listed) {
+    nlohmann::json holders = nlohmann::json::array(), without = nlohmann::json::array();
+    for (uint64_t id : u.holders) holders.push_back(describe(id)["name"]);
+    for (uint64_t id : u.without_op) without.push_back(describe(id)["name"]);
+    versions.push_back({{"path", ns_.path_of(u.inode)},
+                        {"version", u.version.str()},
+                        {"copies", u.holders.size() - u.without_op.size()},
+                        {"wanted", u.wanted},
+                        {"holders", holders},
+                        {"without_op", without}});
+  }
+  return {{"redundancy", copies_wanted()},
+          {"under_replicated", count + untracked},
+          {"untracked", untracked},
+          {"versions", versions},
+          {"placements_short", placements_short_.load()}};
+}
+
+nlohmann::json PeerNode::replication_of(Gid version, const pb::VersionRecord& rec) {
+  std::vector<uint64_t> without;
+  {
+    std::lock_guard lock(under_mu_);
+    for (const UnderReplicated& u : under_)
+      if (u.version == version) without = u.without_op;
+  }
+  const size_t wanted = copies_wanted();
+  const size_t copies = static_cast<size_t>(rec.holders_size()) - std::min<size_t>(without.size(), rec.holders_size());
+  nlohmann::json names = nlohmann::json::array();
+  for (uint64_t id : without) names.push_back(describe(id)["name"]);
+  return {{"redundancy", wanted}, {"copies", copies}, {"under_replicated", copies < wanted}, {"without_op", names}};
 }
 
 void PeerNode::push_loop() {
@@ -323,7 +527,7 @@ std::vector<uint64_t> PeerNode::push_chain(const std::vector<uint64_t>& chain, c
   for (size_t i = 1; i < chain.size(); ++i) h->add_chain(chain[i]);
   h->set_durable(durable);
   for (const std::string& sha : expected) h->add_expected(sha);
-  PushStream stream(*first->stub, head, send.size() * config_.network.chunk_size);
+  PushStream stream(*first->stub, head, push_deadline(send.size() * config_.network.chunk_size));
   std::string buf(kPieceBytes, '\0');
   for (const std::string& sha : send) {
     for (uint64_t offset = 0;; offset += kPieceBytes) {
@@ -340,8 +544,14 @@ std::vector<uint64_t> PeerNode::push_chain(const std::vector<uint64_t>& chain, c
     }
   }
   std::string error;
-  std::vector<uint64_t> stored = stream.finish(&error);
+  bool unreachable = false;
+  std::vector<uint64_t> stored = stream.finish(&error, &unreachable);
   if (!error.empty()) spdlog::warn("copying chunks to pod {} failed: {}", first->name, error);
+  // What the exchanges do too: a pod that failed is passed over (placement, sync close)
+  // until it answers again; one that took the copy is reachable.
+  if (unreachable) first->reported_down = true;
+  else if (error.empty() && first->reported_down.exchange(false))
+    spdlog::info("pod {} ({}) reachable", first->name, first->address);
   return stored;
 }
 
@@ -379,7 +589,11 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
     head.mutable_header()->set_from_pod_name(self_.name);
     head.mutable_header()->set_from_pod_id(pod_id_);
     head.mutable_header()->mutable_chain()->erase(head.mutable_header()->mutable_chain()->begin());
-    next = std::make_unique<PushStream>(*next_peer->stub, head, header.expected_size() * config_.network.chunk_size);
+    // Ends before this push's own deadline: a stuck pod further down the chain costs its
+    // own copy, not the answer of this holder (which the writer would count as failed).
+    const auto deadline = std::min(push_deadline(header.expected_size() * config_.network.chunk_size),
+                                   ctx->deadline() - std::chrono::milliseconds(kForwardMarginMs));
+    next = std::make_unique<PushStream>(*next_peer->stub, head, deadline);
   }
   std::string error;
   std::string chunk;  // the chunk being received
@@ -435,12 +649,22 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
   return grpc::Status::OK;
 }
 
-void PeerNode::fetch_held_versions() {
+void PeerNode::hold_loop() {
+  std::unique_lock lock(hold_mu_);
+  while (!stop_) {
+    lock.unlock();
+    const bool more = fetch_held_versions();
+    lock.lock();
+    if (!more) hold_cv_.wait_for(lock, kHoldTick, [this] { return stop_.load(); });
+  }
+}
+
+bool PeerNode::fetch_held_versions() {
   for (size_t i = 0; i < kHeldPerTick && !stop_; ++i) {
     HeldVersion h;
     {
-      std::lock_guard lock(mu_);
-      if (to_hold_.empty() || to_hold_.front().next_try_ms > steady_now_ms()) return;
+      std::lock_guard lock(hold_mu_);
+      if (to_hold_.empty() || to_hold_.front().next_try_ms > steady_now_ms()) return false;
       h = to_hold_.front();
       to_hold_.pop_front();
     }
@@ -453,10 +677,11 @@ void PeerNode::fetch_held_versions() {
     }
     if (!complete) {
       h.next_try_ms = steady_now_ms() + kHeldRetryMs;
-      std::lock_guard lock(mu_);
+      std::lock_guard lock(hold_mu_);
       to_hold_.push_back(h);
     }
   }
+  return !stop_;
 }
 
 int PeerNode::fetch(const std::string& sha256, const std::vector<uint64_t>& holders) {

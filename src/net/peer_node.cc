@@ -19,6 +19,7 @@ constexpr auto kPushEvery = std::chrono::milliseconds(50);
 constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
 constexpr auto kRpcDeadline = std::chrono::seconds(2);
 constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
+constexpr int kMaxReconnectBackoffMs = 2000;
 // Read-ahead workers: with the reading thread, up to three chunks in flight at once.
 constexpr int kPrefetchThreads = 2;
 // Versions whose chunks wait to be fetched, at most.
@@ -185,6 +186,9 @@ PeerNode::Peer* PeerNode::add_peer_locked(const std::string& name, const std::st
   peer->storage = storage;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  // A pod that comes back is talked to within seconds (gRPC's default backoff grows to
+  // 2 minutes, meanwhile every call to it fails at once and it is passed over).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
   peer->id = id;
   if (id != 0) replicator_.add_member(id);
@@ -204,6 +208,11 @@ PeerNode::~PeerNode() {
     std::lock_guard lock(fetch_mu_);  // so no prefetch worker misses the wake-up
   }
   fetch_cv_.notify_all();
+  {
+    std::lock_guard lock(hold_mu_);  // so the held-version worker does not miss it either
+  }
+  hold_cv_.notify_all();
+  if (hold_thread_.joinable()) hold_thread_.join();
   for (auto& t : prefetch_threads_) t.join();
   if (push_thread_.joinable()) push_thread_.join();
   if (thread_.joinable()) thread_.join();
@@ -235,6 +244,7 @@ bool PeerNode::start(std::string* error) {
   // Versions this pod holds whose chunks may have been missed (a stop before fetching).
   for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });
+  hold_thread_ = std::thread([this] { hold_loop(); });
   if (config_.network.replication_mode == "async") push_thread_ = std::thread([this] { push_loop(); });
   for (int i = 0; i < kPrefetchThreads; ++i) prefetch_threads_.emplace_back([this] { prefetch_loop(); });
   return true;
@@ -383,6 +393,9 @@ void PeerNode::forget_changed() {
   {
     std::lock_guard lock(mu_);
     changed = replicator_.take_changed();
+  }
+  if (!changed.versions_to_hold.empty()) {
+    std::lock_guard lock(hold_mu_);
     for (Gid v : changed.versions_to_hold)
       if (to_hold_.size() < kMaxHeldQueue) to_hold_.push_back(HeldVersion{v, now_ms() + kPullAfterMs});  // else: next start
   }
@@ -433,7 +446,6 @@ void PeerNode::loop() {
     for (auto& o : out)
       if (Peer* peer = peer_by_id(o.to)) batch.push_back(Outbound{peer, std::move(o.message)});
     if (!batch.empty()) exchange_all(batch);
-    fetch_held_versions();
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
       adopt_members();
@@ -453,6 +465,7 @@ void PeerNode::loop() {
       }
       if (!everyone.empty()) ns_.trim_op_log(everyone);
       if (!stable.empty()) ns_.set_stable(std::move(stable));
+      review_under_replicated();
     }
     std::this_thread::sleep_for(kPushEvery);
   }

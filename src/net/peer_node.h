@@ -71,9 +71,19 @@ class PeerNode final : public ContentReplication {
   nlohmann::json transfer();
   // Name and state of pod `id` ("self" for this pod), for `wormhole where`.
   nlohmann::json describe(uint64_t id);
+  // Versions this pod wrote with fewer copies than the redundancy asks for, as far as it
+  // knows (docs/architecture.md, "Under-replication"): their count, at most `max_listed`
+  // of them with their file and missing copies, and how many placements found fewer
+  // storage pods than the redundancy. For `wormhole status`.
+  nlohmann::json under_replication(size_t max_listed);
+  // Copies of version `rec` (id `version`) as far as this pod knows, against the
+  // redundancy: holders named in the version, minus those that had not acknowledged its op
+  // when this pod wrote it. For `wormhole where`.
+  nlohmann::json replication_of(Gid version, const pb::VersionRecord& rec);
   // Holders for a new version of `inode`: this pod first (if it stores data and has room),
   // then other reachable storage pods with room, by rendezvous hashing on the inode id
-  // weighted by free space, up to the redundancy.
+  // weighted by free space, up to the redundancy. Fewer pods than the redundancy is logged
+  // when that condition changes (not per file) and counted.
   std::vector<uint64_t> choose_holders(Gid inode);
 
   // ContentReplication (see there).
@@ -140,8 +150,30 @@ class PeerNode final : public ContentReplication {
   // Serves PushChunks: stores the pieces, forwards them to the rest of the chain.
   grpc::Status receive_push(grpc::ServerContext* ctx, grpc::ServerReader<pb::ChunkPiece>* reader,
                             pb::PushReply* reply);
-  // Sends holders the ops they lack until each has this pod's op `seq` (bounded rounds).
-  void deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq);
+  // Pushes to each pod of `targets` alone (a chain of one), all at once; the targets that
+  // stored everything. Called from a FUSE thread in a sync close: the pushes' deadlines
+  // bound it, not their sum.
+  std::vector<uint64_t> push_each(const std::vector<uint64_t>& targets, const std::vector<std::string>& send,
+                                  const std::vector<std::string>& expected);
+  // Sends holders the ops they lack until each has acknowledged this pod's op `seq`
+  // (durably: acknowledgements report durable progress) or `deadline_ms` (steady clock)
+  // passes. A holder that does not answer (or whose last exchange failed) is given up at
+  // once. Returns the holders that acknowledged (this pod included when named).
+  std::vector<uint64_t> deliver_ops_to(const std::vector<uint64_t>& holders, uint64_t seq, int64_t deadline_ms);
+  // Copies a new version should have: the redundancy, or every storage pod ("all").
+  size_t copies_wanted();
+  // Placement found `found` pods for `wanted` copies: counts and logs a shortfall.
+  void note_placement(size_t found, size_t wanted);
+  // After a commit: records (and logs) version `version` of `inode` (this pod's op `seq`)
+  // as under-replicated when `holders` are fewer than wanted or some of them are not in
+  // `acked` (null: acknowledgements not waited for, async mode).
+  void note_copies(Gid version, Gid inode, uint64_t seq, const std::vector<uint64_t>& holders,
+                   const std::vector<uint64_t>* acked);
+  // Drops under-replicated versions that were replaced, and holders that acknowledged the
+  // op since (anti-entropy): a version whose holders all have it is replicated again.
+  // Replication thread, every sync round.
+  void review_under_replicated();
+  std::string pod_names(const std::vector<uint64_t>& ids);
   // The chunks version `rec` adds to `base` (to send) and all its stored chunks (expected).
   void chunks_to_copy(const std::vector<pb::ChunkRef>& chunks, Gid base, std::vector<std::string>* send,
                       std::vector<std::string>* expected);
@@ -149,8 +181,12 @@ class PeerNode final : public ContentReplication {
   int fetch_from_peers(const std::string& sha256, const std::vector<uint64_t>& holders);
   void prefetch_loop();  // read-ahead worker
   pb::PodSpace my_space();
-  // Fetches the missing chunks of a few versions this pod must hold (bounded per call).
-  void fetch_held_versions();
+  // Fetches the missing chunks of a few versions this pod must hold (bounded per call);
+  // whether more may be due at once.
+  bool fetch_held_versions();
+  // The held-version worker: pulls off the replication thread, so that a large version
+  // being fetched never delays op pushes and anti-entropy.
+  void hold_loop();
   struct HeldVersion {
     Gid version;
     int64_t next_try_ms = 0;
@@ -171,7 +207,24 @@ class PeerNode final : public ContentReplication {
   std::array<std::unique_ptr<Peer>, kMaxPeers> peer_slots_;
   std::atomic<size_t> peer_count_{0};
   uint64_t snapshot_refused_from_ = 0;  // last peer whose snapshot advice was refused (log once)
-  std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (guarded by mu_)
+  std::mutex hold_mu_;
+  std::condition_variable hold_cv_;  // stop
+  std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (bounded; guarded by hold_mu_)
+  std::thread hold_thread_;
+  // A version written here with fewer copies than wanted (see under_replication()).
+  struct UnderReplicated {
+    Gid version, inode;
+    uint64_t op_seq = 0;  // this pod's op that committed it
+    size_t wanted = 0;
+    std::vector<uint64_t> holders;     // named in the version
+    std::vector<uint64_t> without_op;  // named holders that had not acknowledged the op
+  };
+  static constexpr size_t kMaxUnderReplicated = 10000;
+  std::mutex under_mu_;  // a leaf lock: guards under_ and under_untracked_
+  std::deque<UnderReplicated> under_;  // bounded (kMaxUnderReplicated), oldest first
+  uint64_t under_untracked_ = 0;       // under-replicated versions beyond the bound (never cleared)
+  std::atomic<uint64_t> placements_short_{0};  // placements that found fewer pods than wanted
+  std::atomic<uint64_t> placement_state_{0};   // last (found << 32 | wanted) logged; 0: enough
   struct PushJob {
     std::vector<uint64_t> chain;
     std::vector<std::string> send, expected;  // see push_chain

@@ -20,7 +20,8 @@ class ContentReplication {
   // this pod) and the version it is based on. Chooses its holders and returns them (this pod
   // first when it holds a copy). With replication.mode = "sync", returns only once the
   // chunks are durable on every returned holder (fewer than the redundancy when not enough
-  // storage pods are reachable: the shortfall is logged).
+  // storage pods are reachable: committed() reports the version as under-replicated).
+  // Bounded by push deadlines scaled to the data, not by a peer that hangs.
   virtual std::vector<uint64_t> place(Gid inode, Gid base_version, const std::vector<pb::ChunkRef>& chunks) = 0;
 
   // Fetches chunk `sha256`, which this pod lacks, from another pod (`holders` first: the
@@ -32,8 +33,9 @@ class ContentReplication {
   virtual void prefetch(const std::vector<std::string>& sha256s, const std::vector<uint64_t>& holders) = 0;
 
   // Called once the version is committed on this pod, with what place() was given and
-  // returned. Sync mode: returns when the version's op has reached its holders. Async mode:
-  // starts copying the chunks and returns.
+  // returned. Sync mode: returns when every holder acknowledged the version's op durably, or
+  // after a bounded deadline. Async mode: starts copying the chunks and returns. Either
+  // way, a version with fewer copies than the redundancy is logged and listed.
   virtual void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
                          const std::vector<uint64_t>& holders) = 0;
 };

@@ -454,10 +454,15 @@ int OpenFile::flush(bool sync) {
     std::vector<uint64_t> holders;
     if (replication_) holders = replication_->place(inode_, base_version_, list);
     Gid version;
-    if (int err = ns_.commit(inode_, base_version_, size_, list, mtime_ns_, holders, sync, &version)) return err;
+    if (int err = ns_.commit(inode_, base_version_, size_, list, mtime_ns_, holders, false, &version)) return err;
     const Gid base = std::exchange(base_version_, version);
     holders_ = holders.empty() ? std::vector<uint64_t>{ns_.pod_id()} : holders;
     modified_ = false;
+    // fsync: the log sync is a group commit outside the namespace lock (a synced commit
+    // held it across the disk sync, stopping every other FUSE thread's metadata). The
+    // version is committed either way: a failed sync is reported, not committed again.
+    if (sync)
+      if (int err = ns_.make_durable()) return err;
     if (replication_) {
       // Other handles wait meanwhile; the file's state is consistent (committed) already.
       replication_->committed(version, base, list, holders);

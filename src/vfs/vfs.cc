@@ -107,12 +107,19 @@ uint64_t Vfs::collect_garbage(int64_t grace_s) {
     spdlog::error("garbage collection skipped: the metadata store could not be read");
     return 0;
   }
+  // The open files are taken under the table lock, their pending chunks asked for after
+  // it is released: a file's lock may be held by a flush waiting on the network (sync
+  // mode), and every getattr, open and release needs the table lock. A file opened after
+  // the list was taken writes chunks younger than the grace period, which GC keeps.
+  std::vector<std::shared_ptr<OpenFile>> files;
   {
-    std::vector<std::string> pending;
     std::lock_guard lock(mu_);
-    for (auto& [g, slot] : open_) slot.file->pending_chunks(&pending);
-    live.insert(pending.begin(), pending.end());
+    files.reserve(open_.size());
+    for (auto& [g, slot] : open_) files.push_back(slot.file);
   }
+  std::vector<std::string> pending;
+  for (const auto& f : files) f->pending_chunks(&pending);
+  live.insert(pending.begin(), pending.end());
   return chunks_.collect_garbage(live, grace_s);
 }
 

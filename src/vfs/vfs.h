@@ -40,7 +40,9 @@ class Vfs {
   // Changes the size of a file, open or not. Returns 0 or errno.
   int truncate(Gid inode, uint64_t size);
 
-  // Deletes unreferenced chunks older than `grace_s`. Returns the number removed.
+  // Deletes unreferenced chunks older than `grace_s`. Returns the number removed. Waits
+  // for each open file's lock in turn (its pending chunks), never holding the table lock
+  // meanwhile: a file whose flush waits on the network stalls GC, not getattr or open.
   uint64_t collect_garbage(int64_t grace_s);
 
   Namespace& ns() { return ns_; }

@@ -5,6 +5,7 @@ import ctypes
 import errno
 import fcntl
 import hashlib
+import json
 import os
 import stat
 import subprocess
@@ -530,7 +531,31 @@ class DaemonTest(unittest.TestCase):
         self.assertIn("/victim.bin", log)
         self.assertIn("corrupt", log)
 
-    def test_deleted_data_is_garbage_collected(self):
+    def test_deleted_data_waits_in_the_trash_and_can_be_restored(self):
+        self.pod.start()  # default network.trash_retention: a day
+        data = os.urandom(300000)
+        os.mkdir(self.pod.path("d"))
+        with open(self.pod.path("d", "f"), "wb") as fh:
+            fh.write(data)
+        self.assertEqual(self.pod.status()["chunks"], 5)
+        os.unlink(self.pod.path("d", "f"))
+        self.assertIn("removed 0 chunks", self.pod.cli("gc", "--grace", "0s").stdout)
+        trash = json.loads(self.pod.cli("trash", "--json").stdout)["trash"]
+        self.assertEqual([(t["name"], t["from"], t["size"]) for t in trash], [("f", "/d", 300000)])
+        with open(self.pod.path("d", "f"), "wb") as fh:  # the name is taken again meanwhile
+            fh.write(b"new")
+        out = self.pod.cli("trash", "restore", trash[0]["id"]).stdout
+        self.assertIn("/d/f.restored-1", out)
+        self.assertEqual(slurp(self.pod.path("d", "f.restored-1"), "rb"), data)
+        self.assertEqual(slurp(self.pod.path("d", "f"), "rb"), b"new")
+        self.assertEqual(json.loads(self.pod.cli("trash", "--json").stdout)["trash"], [])
+        r = self.pod.cli("trash", "restore", trash[0]["id"], check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not in the trash", r.stderr)
+
+    def test_deleted_data_is_garbage_collected_after_the_retention(self):
+        self.pod = Pod(chunk_size="64KiB", extra_network='trash_retention = "0s"')
+        self.addCleanup(self.pod.cleanup)
         self.pod.start()
         with open(self.pod.path("f"), "wb") as fh:
             fh.write(os.urandom(300000))
@@ -542,6 +567,7 @@ class DaemonTest(unittest.TestCase):
         self.assertIn("removed 5 chunks", out)
         self.assertEqual(self.pod.status()["chunks"], 0)  # small files live inline in metadata
         self.assertEqual(slurp(self.pod.path("keep"), "rb"), b"k" * 1000)
+        self.assertEqual(json.loads(self.pod.cli("trash", "--json").stdout)["trash"], [])
 
     @unittest.skipUnless(os.geteuid() == 0, "needs root to mount a small tmpfs")
     def test_full_disk_gives_enospc_and_corrupts_nothing(self):

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
 #include <random>
 #include <unistd.h>
 
@@ -234,4 +235,56 @@ TEST(OpenFile, PastTheLargestFileSizeIsEfbig) {
   EXPECT_EQ(a.size, kMaxFileSize);
   ASSERT_EQ(fx.vfs.release(f), 0);
   EXPECT_EQ(fx.committed().size(), 1u);
+}
+
+namespace {
+// Replication whose place() blocks until released: a sync-mode flush waiting on the network
+// with its file's lock held.
+class BlockingReplication final : public ContentReplication {
+ public:
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::vector<uint64_t> place(Gid, Gid, const std::vector<pb::ChunkRef>&) override {
+    entered.set_value();
+    released.wait();
+    return {};
+  }
+  int fetch(const std::string&, const std::vector<uint64_t>&) override { return EIO; }
+  void prefetch(const std::vector<std::string>&, const std::vector<uint64_t>&) override {}
+  void committed(Gid, Gid, const std::vector<pb::ChunkRef>&, const std::vector<uint64_t>&) override {}
+};
+}  // namespace
+
+// GC asks each open file for its pending chunks; one file's lock held by a flush waiting on
+// the network must not stop getattr of another open file (was: GC waited on the file's lock
+// holding the open-file table lock, which every getattr needs).
+TEST(OpenFile, GarbageCollectionWaitingOnAFileDoesNotBlockGetattr) {
+  Fixture fx("gc-lock");
+  BlockingReplication net;
+  fx.vfs.set_replication(&net);
+  Attr other;
+  ASSERT_EQ(fx.ns.make(1, "other", pb::REGULAR, 0644, 0, 0, "", &other), 0);
+  std::shared_ptr<OpenFile> f, g;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  ASSERT_EQ(fx.vfs.open(other.id, &g), 0);
+  const std::string data = pattern(2 * kChunk, 7);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  auto flushing = std::async(std::launch::async, [&] { return f->flush(false); });
+  ASSERT_EQ(net.entered.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  auto gc = std::async(std::launch::async, [&] { return fx.vfs.collect_garbage(0); });
+  // Gives GC time to reach f's lock (with the old code it then held the table lock); a
+  // correct GC passes whatever the timing.
+  EXPECT_EQ(gc.wait_for(std::chrono::milliseconds(300)), std::future_status::timeout) << "GC waits for f";
+  auto stat = std::async(std::launch::async, [&] {
+    Attr a;
+    return fx.vfs.getattr(other.ino, &a);
+  });
+  const bool returned = stat.wait_for(std::chrono::seconds(2)) == std::future_status::ready;
+  net.release.set_value();  // whatever happened: let every thread finish
+  EXPECT_TRUE(returned) << "getattr of another open file waited for GC";
+  EXPECT_EQ(stat.get(), 0);
+  EXPECT_EQ(flushing.get(), 0);
+  EXPECT_EQ(gc.get(), 0u);  // f's chunks were pending when GC asked: kept
+  ASSERT_EQ(fx.vfs.release(g), 0);
+  ASSERT_EQ(fx.vfs.release(f), 0);
 }
