@@ -99,6 +99,11 @@ int main(int argc, char** argv) {
   std::string restore_id;
   restore->add_option("id", restore_id, "its id, as `wormhole trash` shows it")->required();
 
+  CLI::App* forget = app.add_subcommand("forget", "remove a pod that is gone for good from the network");
+  add_common(forget);
+  std::string forget_pod;
+  forget->add_option("pod", forget_pod, "the pod's name (it must be down; it can never come back)")->required();
+
   CLI::App* config = app.add_subcommand("config", "inspect a configuration file");
   config->require_subcommand(1);
   std::string check_file;
@@ -176,6 +181,16 @@ int main(int argc, char** argv) {
     if (auto u = r.value("replication", nlohmann::json::object()); !u.empty())
       std::cout << "copies   " << u.value("copies", uint64_t{0}) << " of " << u.value("redundancy", uint64_t{0})
                 << (u.value("under_replicated", false) ? " (under-replicated)" : "") << "\n";
+    return 0;
+  }
+  if (forget->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask(config_file, pod_name, {{"cmd", "forget"}, {"pod", forget_pod}}, &r)) return rc;
+    if (r.contains("error")) {
+      std::cerr << "wormhole: " << r["error"].get<std::string>() << "\n";
+      return 1;
+    }
+    std::cout << "forgot pod " << forget_pod << ": the others stop waiting for it\n";
     return 0;
   }
   if (restore->parsed()) {

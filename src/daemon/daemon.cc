@@ -200,6 +200,12 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
     }
+    if (cmd == "forget") {
+      if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
+      const std::string why = node->forget(req.value("pod", ""));
+      if (!why.empty()) return nlohmann::json{{"error", why}};
+      return nlohmann::json{{"forgotten", req.value("pod", "")}};
+    }
     if (cmd == "trash") {
       std::vector<TrashItem> items;
       const size_t limit = std::min<size_t>(req.value("limit", size_t{1000}), 100000);

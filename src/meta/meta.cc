@@ -350,8 +350,19 @@ void Meta::apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m) {
   if (m.pod_id() == 0) return;
   pb::MemberRecord rec;
   std::string v;
-  if (txn.get(keys::member(m.pod_id()), &v) && rec.ParseFromString(v) && !(ts > from_pb(rec.hlc()))) return;
+  const bool known = txn.get(keys::member(m.pod_id()), &v) && rec.ParseFromString(v);
+  // Forgotten is final whatever the order (a pod recording itself concurrently must not
+  // bring it back): the flag is an "or" of all ops, the rest last-writer-wins.
+  const bool forgotten = m.forgotten() || (known && rec.member().forgotten());
+  if (known && !(ts > from_pb(rec.hlc()))) {
+    if (forgotten && !rec.member().forgotten()) {
+      rec.mutable_member()->set_forgotten(true);
+      txn.put(keys::member(m.pod_id()), rec.SerializeAsString());
+    }
+    return;
+  }
   *rec.mutable_member() = m;
+  rec.mutable_member()->set_forgotten(forgotten);
   to_pb(ts, rec.mutable_hlc());
   txn.put(keys::member(m.pod_id()), rec.SerializeAsString());
 }
@@ -585,9 +596,10 @@ void Meta::create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc&
     if (lww(rec.mutable_ctime_hlc(), ts)) rec.set_ctime_ns(n.time_ns());
     lww(rec.mutable_content_hlc(), ts);  // the newest creation, whatever the arrival order
     Edge e;
-    if (read_edge(txn, entry, &e) && e.parent == kTrashId) {
-      // Back from the trash: a new local inode number, since the kernel may still hold the
-      // old one as deleted.
+    const bool had_entry = read_edge(txn, entry, &e);
+    if (!had_entry || e.parent == kTrashId) {
+      // Back from the trash (or made again after its entry was purged): a new local inode
+      // number, since the kernel may still hold the old one as deleted.
       assign_local_ino(txn, g, &rec);
       txn.del(keys::orphan(g));
     }
@@ -778,6 +790,11 @@ void Meta::apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a) {
 
 void Meta::apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x) {
   const Gid g = from_pb(x.inode());
+  // An inode purged here already (its delete was stable) takes no xattr: pods that purge it
+  // later drop the record with it, and a directory made again under the same id must not
+  // find it on some pods only (the long simulation found that).
+  pb::InodeRecord inode;
+  if (!read_inode(txn, g, &inode)) return;
   const std::string key = keys::xattr(g, x.name());
   std::string v;
   pb::XattrRecord rec;
@@ -1028,6 +1045,11 @@ size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<boo
     }
     set_edge(txn, entry, &e, nullptr);
     ++removed;
+    // A directory's id derives from its parent and name: `mkdir` of that path makes it again,
+    // and finds its old attributes and xattrs (last-writer-wins registers) whether or not a
+    // pod purged it yet — so its inode record stays (a few hundred bytes per removed
+    // directory, not its content: it is empty).
+    if (is_dir) continue;
     if (!have_inode || rec.nlink() != 0) continue;
     bool other_entries = false;
     const std::string links = keys::link_prefix(e.inode);

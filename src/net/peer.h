@@ -31,6 +31,7 @@ struct PeerNode::Peer {
   std::atomic<uint64_t> id{0};
   std::atomic<int64_t> last_ok_ms{0};
   std::atomic<bool> reported_down{false};
+  std::atomic<bool> forgotten{false};  // `wormhole forget`: never talked to again
   std::atomic<uint64_t> used_bytes{0}, free_bytes{0};  // as last reported by the peer
 };
 

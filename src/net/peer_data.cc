@@ -199,7 +199,8 @@ std::vector<PeerNode::Peer*> PeerNode::ranked_storage_peers(Gid key) {
     const uint64_t id = p->id;
     // A pod that did not answer its last exchange is passed over: a live pod holds the copy
     // now instead of a down one some day. So is a pod without room for a chunk.
-    if (!p->storage || id == 0 || p->reported_down || p->free_bytes < config_.network.chunk_size) continue;
+    if (!p->storage || id == 0 || p->reported_down || p->forgotten || p->free_bytes < config_.network.chunk_size)
+      continue;
     const double u = (static_cast<double>(rendezvous_hash(key, id) >> 11) + 0.5) * 0x1.0p-53;
     const double weight = static_cast<double>(p->free_bytes.load());
     scored.emplace_back(weight / -std::log(u), p.get());
@@ -226,7 +227,7 @@ std::vector<uint64_t> PeerNode::choose_holders(Gid inode) {
 size_t PeerNode::copies_wanted() {
   if (config_.network.redundancy > 0) return config_.network.redundancy;
   size_t storage_pods = self_.role == "storage";  // "all": every storage pod, reachable or not
-  for (auto& p : peers()) storage_pods += p->storage;
+  for (auto& p : peers()) storage_pods += p->storage && !p->forgotten;
   return storage_pods;
 }
 

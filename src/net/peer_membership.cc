@@ -43,7 +43,17 @@ pb::Member PeerNode::self_member() const {
 
 void PeerNode::adopt_members() {
   for (const pb::Member& m : ns_.members()) {
-    if (m.pod_id() == pod_id_ || m.name() == self_.name || m.address().empty()) continue;
+    if (m.pod_id() == pod_id_ || m.name() == self_.name) continue;
+    if (m.forgotten()) {
+      std::lock_guard lock(mu_);
+      for (auto& p : peers())
+        if (p->id == m.pod_id() && !p->forgotten.exchange(true)) {
+          replicator_.remove_member(m.pod_id());
+          spdlog::info("pod {} was forgotten: no longer talked to or waited for", p->name);
+        }
+      continue;
+    }
+    if (m.address().empty()) continue;
     std::lock_guard lock(mu_);
     bool known = false;
     for (auto& p : peers()) known |= p->name == m.name();

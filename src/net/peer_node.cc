@@ -49,6 +49,7 @@ namespace {
 const char* state_of(const PeerNode::Peer& p, int64_t now) {
   const int64_t last = p.last_ok_ms;
   const int64_t age = last == 0 ? -1 : now - last;
+  if (p.forgotten) return "forgotten";
   return age < 0 || age > kDownAfterMs ? "down" : age > kSuspectAfterMs ? "suspect" : "alive";
 }
 }  // namespace
@@ -265,6 +266,7 @@ std::string PeerNode::check_sender(uint32_t version, const std::string& network,
       std::lock_guard lock(mu_);
       for (auto& peer : peers()) {
         if (peer->name != name) continue;
+        if (peer->forgotten) return "pod \"" + name + "\" was forgotten (wormhole forget): start it with an empty storage directory to join again";
         if (peer->id != 0 && peer->id != id)
           return "pod \"" + name + "\" presents another identity than before (another storage directory?)";
         if (peer->id == 0) {
@@ -419,7 +421,8 @@ std::vector<bool> PeerNode::sync_round() {
   {
     std::lock_guard lock(mu_);
     // Also to peers whose id is not known yet: the answer tells it.
-    for (auto& peer : peers()) requests.push_back(Outbound{peer.get(), replicator_.sync_request(peer->id).message});
+    for (auto& peer : peers())
+      if (!peer->forgotten) requests.push_back(Outbound{peer.get(), replicator_.sync_request(peer->id).message});
   }
   return exchange_all(requests);
 }
@@ -456,7 +459,7 @@ void PeerNode::loop() {
       {
         std::lock_guard lock(mu_);
         bool all_known = true;
-        for (auto& peer : peers()) all_known &= peer->id != 0;
+        for (auto& peer : peers()) all_known &= peer->id != 0 || peer->forgotten;
         // A member whose id is unknown may have made anything: nothing is stable yet.
         if (all_known) {
           everyone = replicator_.everyone_has();
@@ -476,6 +479,30 @@ nlohmann::json PeerNode::describe(uint64_t id) {
   for (auto& p : peers())
     if (p->id == id) return {{"name", p->name}, {"state", state_of(*p, now_ms())}, {"self", false}};
   return {{"name", "unknown pod " + hex_id(id)}, {"state", "down"}, {"self", false}};
+}
+
+std::string PeerNode::forget(const std::string& name) {
+  if (name == self_.name) return "a pod cannot forget itself";
+  Peer* peer = nullptr;
+  for (auto& p : peers())
+    if (p->name == name) peer = p.get();
+  if (!peer) return "no pod \"" + name + "\" in this network";
+  if (peer->forgotten) return "";
+  if (peer->id == 0) return "pod \"" + name + "\" was never heard from: its identity is unknown";
+  if (std::string(state_of(*peer, now_ms())) != "down")
+    return "pod \"" + name + "\" is not down: stop it first (a forgotten pod can never come back)";
+  pb::Member m;
+  for (const pb::Member& known : ns_.members())
+    if (known.pod_id() == peer->id) m = known;
+  m.set_pod_id(peer->id);
+  m.set_name(peer->name);
+  if (m.address().empty()) m.set_address(peer->address);
+  if (m.role().empty()) m.set_role(peer->storage ? "storage" : "client");
+  m.set_forgotten(true);
+  if (int err = ns_.record_member(m)) return std::string("cannot record it: ") + std::strerror(err);
+  adopt_members();  // takes effect here now, on the others when the op reaches them
+  spdlog::warn("pod {} forgotten by request: its ops not seen by others are lost, its copies are gone", name);
+  return "";
 }
 
 nlohmann::json PeerNode::status() {

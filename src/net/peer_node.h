@@ -63,7 +63,12 @@ class PeerNode final : public ContentReplication {
   void set_content_listener(std::function<void(const std::vector<Gid>&)> listener) {
     content_listener_ = std::move(listener);
   }
-  // Peers with their state (alive / suspect / down), for `wormhole status`.
+  // `wormhole forget NAME`: removes a pod that is gone for good from the member list (a
+  // replicated, final op), so that the others stop waiting for it (stability, trimming).
+  // Refused for this pod, an unknown or never-heard-from pod, or one that is not down.
+  // Returns "" or why not.
+  std::string forget(const std::string& name);
+  // Peers with their state (alive / suspect / down / forgotten), for `wormhole status`.
   nlohmann::json status();
   // Chunk bytes this pod sent and received since it started, by kind: pushed (sent along a
   // chain, as writer or forwarder), received by push, fetched (pulled from a peer), served

@@ -255,6 +255,41 @@ class ReclaimTest(unittest.TestCase):
             self.assertEqual(len(slurp(pods[0].path(name))), size)
 
 
+    def test_a_forgotten_pod_no_longer_holds_the_purge_back(self):
+        cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network='trash_retention = "1s"\n')
+        self.addCleanup(cluster.cleanup)
+        cluster.start()
+        a, b, c = (cluster.pods[n] for n in "abc")
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        c.kill9()
+        harness.unmount(c.mnt)
+        with open(a.path("gone.txt"), "w") as fh:
+            fh.write("soon deleted")
+        wait_for(lambda: os.path.exists(b.path("gone.txt")), what="gone.txt on b")
+        os.unlink(a.path("gone.txt"))
+        # c never saw the delete: it stays in the trash, however long we wait...
+        time.sleep(3)
+        self.assertEqual([t["name"] for t in json.loads(a.cli("trash", "--json").stdout)["trash"]], ["gone.txt"])
+        # ...until c is forgotten (refused while it answers; here it is down).
+        r = a.cli("forget", "a", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot forget itself", r.stderr)
+        wait_for(lambda: any(p["name"] == "c" and p["state"] == "down" for p in a.status()["peers"]), what="c down")
+        a.cli("forget", "c")
+        for pod in (a, b):
+            wait_for(lambda: any(p["name"] == "c" and p["state"] == "forgotten" for p in pod.status()["peers"]),
+                     what=f"c forgotten on {pod.name}")
+            wait_for(lambda: json.loads(pod.cli("trash", "--json").stdout)["trash"] == [], timeout_s=30,
+                     what=f"the trash of {pod.name} purged without c")
+        # A forgotten identity never comes back: its pods refuse it (it may join anew, empty).
+        c.start(wait=False)
+        refusal = "start it with an empty storage directory to join again"
+        wait_for(lambda: refusal in a.read_log() or refusal in b.read_log(), what="c refused")
+        time.sleep(2)
+        self.assertTrue(all(p["state"] == "forgotten" for p in a.status()["peers"] if p["name"] == "c"))
+
+
 class JoinTest(unittest.TestCase):
     """A pod that is in no one's configuration joins by contacting any member (the member
     list is replicated); it starts from a snapshot when the others trimmed their op logs."""

@@ -767,3 +767,38 @@ TEST(HostileOps, OpsOutOfSequenceOrWithAnOlderStampAreRefused) {
   EXPECT_FALSE(r.meta.apply(zero, false).ok);
   EXPECT_EQ(r.meta.applied().count(0), 0u);
 }
+
+// `wormhole forget` is final: a forgotten member stays forgotten whatever the order of the
+// ops (the pod recording itself again, later or concurrently, does not bring it back).
+TEST(Members, ForgottenIsFinalInAnyOrder) {
+  auto member = [](bool forgotten) {
+    pb::Member m;
+    m.set_pod_id(77);
+    m.set_name("gone");
+    m.set_address("127.0.0.1:1");
+    m.set_role("storage");
+    m.set_forgotten(forgotten);
+    return m;
+  };
+  auto op = [&](uint64_t origin, uint64_t wall, bool forgotten) {
+    pb::Op o;
+    o.set_origin(origin);
+    o.set_seq(1);
+    o.mutable_hlc()->set_wall_ms(wall);
+    o.mutable_hlc()->set_pod(origin);
+    *o.add_actions()->mutable_member() = member(forgotten);
+    return o;
+  };
+  const pb::Op forget = op(5, 1000, true), readd = op(6, 2000, false);  // the re-add is newer
+  for (bool forget_first : {true, false}) {
+    MemKv kv;
+    Meta meta(kv, 42, [](Gid) { return false; });
+    std::string err;
+    ASSERT_TRUE(meta.init(1, &err)) << err;
+    ASSERT_TRUE(meta.apply(forget_first ? forget : readd, false).ok);
+    ASSERT_TRUE(meta.apply(forget_first ? readd : forget, false).ok);
+    auto members = meta.members();
+    ASSERT_EQ(members.size(), 1u);
+    EXPECT_TRUE(members[0].forgotten()) << "forget first: " << forget_first;
+  }
+}
