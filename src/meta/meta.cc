@@ -64,6 +64,41 @@ Gid derived_id(Gid from, std::string_view purpose) {
   return Gid{keys::get_u64(digest, 0) | (1ULL << 63), keys::get_u64(digest, 8)};
 }
 
+std::string duplicate_name(std::string_view name, Gid entry) {
+  // 12 hex digits of a hash of the entry id: the same on every pod, short enough to read.
+  char tag[16];
+  std::snprintf(tag, sizeof tag, "%012llx",
+                static_cast<unsigned long long>(derived_id(entry, "duplicate").seq & 0xffffffffffffULL));
+  std::string stem(name), ext;
+  const size_t dot = stem.rfind('.');
+  if (dot != std::string::npos && dot > 0) {
+    ext = stem.substr(dot);
+    stem.resize(dot);
+  }
+  const std::string middle = std::string(".conflict-") + tag;
+  if (stem.size() + middle.size() + ext.size() > 255) {
+    if (ext.size() > 64) ext.clear();  // keep the tag whatever happens
+    stem.resize(255 - middle.size() - ext.size());
+  }
+  return stem + middle + ext;
+}
+
+bool parse_duplicate_name(std::string_view shown, std::string* name, std::string* tag) {
+  for (size_t at = shown.rfind(".conflict-"); at != std::string_view::npos && at > 0;
+       at = shown.rfind(".conflict-", at - 1)) {
+    const size_t tag_at = at + 10;
+    if (shown.size() < tag_at + 12) continue;
+    const std::string_view t = shown.substr(tag_at, 12);
+    if (t.find_first_not_of("0123456789abcdef") != std::string_view::npos) continue;
+    const std::string_view rest = shown.substr(tag_at + 12);
+    if (!rest.empty() && rest[0] != '.') continue;
+    *name = std::string(shown.substr(0, at)) + std::string(rest);
+    *tag = std::string(t);
+    return true;
+  }
+  return false;
+}
+
 namespace {
 
 // "report.conflict-b-20261127-181502.txt" for "report.txt" written on pod b.
@@ -747,8 +782,11 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
       write_inode(txn, e.parent, parent);
     }
   };
+  // The name, and the name it shows under when it is a duplicate (see duplicate_name).
   if (old_edge) changes_.names.emplace_back(old_edge->parent, old_edge->name);
+  if (old_edge) changes_.names.emplace_back(old_edge->parent, duplicate_name(old_edge->name, entry));
   if (new_edge) changes_.names.emplace_back(new_edge->parent, new_edge->name);
+  if (new_edge) changes_.names.emplace_back(new_edge->parent, duplicate_name(new_edge->name, entry));
   if (old_edge) {
     txn.del(keys::dirent(old_edge->parent, old_edge->name, entry));
     txn.del(keys::link(old_edge->inode, entry));
@@ -1126,17 +1164,39 @@ int Meta::lookup(Gid dir, std::string_view name, DirItem* item) {
   // A failed scan may have missed the entry with the smallest id: not even a found one is
   // the right answer then.
   if (!ok) return EIO;
+  if (found) return 0;
+  // A second entry of a name shows under duplicate_name().
+  std::string real, tag;
+  if (!parse_duplicate_name(name, &real, &tag)) return ENOENT;
+  const std::string real_prefix = keys::dirent_prefix(dir, real);
+  bool first = true;
+  const bool dup_ok = kv_.scan(real_prefix, prefix_end(real_prefix), false, [&](std::string_view k, std::string_view v) {
+    if (k.size() != real_prefix.size() + 16 || v.size() != 16) return true;
+    if (std::exchange(first, false)) return true;  // the first keeps the plain name
+    const Gid entry = keys::get_gid(k, real_prefix.size());
+    if (duplicate_name(real, entry) != name) return true;
+    item->name = std::string(name);
+    item->entry = entry;
+    item->inode = keys::get_gid(v, 0);
+    found = true;
+    return false;
+  });
+  if (!dup_ok) return EIO;
   return found ? 0 : ENOENT;
 }
 
 int Meta::list(Gid dir, std::vector<DirItem>* items) {
   items->clear();
   const std::string prefix = keys::dir_prefix(dir);
+  std::string last_name;
   const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view v) {
     if (k.size() < prefix.size() + 17 || v.size() != 16) return true;
     std::string_view name = k.substr(prefix.size(), k.size() - prefix.size() - 17);
-    if (!items->empty() && items->back().name == name) return true;  // shadowed duplicate
-    items->push_back(DirItem{std::string(name), keys::get_gid(k, k.size() - 16), keys::get_gid(v, 0)});
+    const Gid entry = keys::get_gid(k, k.size() - 16);
+    // A second entry of one name shows under duplicate_name(): nothing is hidden.
+    const bool duplicate = !items->empty() && last_name == name;
+    last_name = std::string(name);
+    items->push_back(DirItem{duplicate ? duplicate_name(name, entry) : std::string(name), entry, keys::get_gid(v, 0)});
     return true;
   });
   if (!ok) {

@@ -32,6 +32,14 @@ enum AttrMask : uint32_t {
 // pod half set so it never equals a pod-minted id. The same on every pod.
 Gid derived_id(Gid from, std::string_view purpose);
 
+// The name under which a second entry of one name shows (concurrent creates of one name on
+// two pods, a rename over a file that a concurrent write kept): "stem.conflict-<tag>.ext",
+// the tag from the entry id, the same on every pod. The entry with the smallest id keeps
+// the name itself. Nothing is hidden, and no op is needed to decide it.
+std::string duplicate_name(std::string_view name, Gid entry);
+// The name and tag of a duplicate_name(); false if `shown` is not one.
+bool parse_duplicate_name(std::string_view shown, std::string* name, std::string* tag);
+
 // One visible directory entry.
 struct DirItem {
   std::string name;

@@ -802,3 +802,78 @@ TEST(Members, ForgottenIsFinalInAnyOrder) {
     EXPECT_TRUE(members[0].forgotten()) << "forget first: " << forget_first;
   }
 }
+
+// ---- concurrent changes that once lost or hid data ------------------------------------------
+
+namespace {
+
+// The names and contents a replica shows in its root, sorted.
+std::vector<std::pair<std::string, std::string>> shown(Replica& r) {
+  std::vector<ListItem> items;
+  uint64_t parent;
+  EXPECT_EQ(r.ns.list(1, &items, &parent), 0);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& i : items) out.emplace_back(i.name, r.read(i.name.c_str()));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+// Two pods create one name at once: both files stay reachable, under the same names on
+// every pod (the second as "name.conflict-<tag>.ext"), and each name resolves.
+TEST(ConcurrentCreate, BothFilesOfOneNameStayReachable) {
+  Replica a(1), b(2);
+  a.write(a.create("notes.txt"), "from a");
+  b.write(b.create("notes.txt"), "from b");
+  a.receive_from(b);
+  b.receive_from(a);
+  const auto on_a = shown(a);
+  ASSERT_EQ(on_a.size(), 2u);
+  EXPECT_EQ(on_a, shown(b));
+  std::vector<std::string> contents{on_a[0].second, on_a[1].second};
+  std::sort(contents.begin(), contents.end());
+  EXPECT_EQ(contents, (std::vector<std::string>{"from a", "from b"}));
+  const std::string& dup = on_a[0].first == "notes.txt" ? on_a[1].first : on_a[0].first;
+  EXPECT_EQ(dup.rfind("notes.conflict-", 0), 0u) << dup;
+  EXPECT_EQ(dup.substr(dup.size() - 4), ".txt") << dup;
+  // The duplicate's name works like any other: rename it to a name of its own.
+  ASSERT_EQ(a.ns.rename(1, dup, 1, "notes-b.txt", 0), 0);
+  b.receive_from(a);
+  EXPECT_EQ(shown(a), shown(b));
+  EXPECT_EQ(shown(a).size(), 2u);
+  EXPECT_EQ(b.read("notes-b.txt").empty(), false);
+}
+
+// `mv other f` on one pod while another writes f: the rename deletes f's entry, which the
+// write had not seen (so it is void), and puts `other` under the name: both stay visible.
+TEST(ConcurrentDelete, ARenameOverAFileAConcurrentWriteKeepsShowsBoth) {
+  Replica a(1), b(2);
+  const uint64_t f_on_b = a.share_new_file("f", "old", b);
+  a.share_new_file("other", "the other", b);
+  ASSERT_EQ(a.ns.rename(1, "other", 1, "f", 0), 0);
+  b.write(f_on_b, "written on b");
+  a.receive_from(b);
+  b.receive_from(a);
+  const auto on_a = shown(a);
+  EXPECT_EQ(on_a, shown(b));
+  std::vector<std::string> contents;
+  for (auto& [name, text] : on_a) contents.push_back(text);
+  std::sort(contents.begin(), contents.end());
+  EXPECT_EQ(contents, (std::vector<std::string>{"the other", "written on b"}));
+}
+
+TEST(DuplicateNames, RoundTripAndBounds) {
+  std::string name, tag;
+  const Gid e{5, 7};
+  const std::string d = duplicate_name("report.final.pdf", e);
+  EXPECT_EQ(d.substr(0, 19), "report.final.confli");
+  ASSERT_TRUE(parse_duplicate_name(d, &name, &tag));
+  EXPECT_EQ(name, "report.final.pdf");
+  ASSERT_TRUE(parse_duplicate_name(duplicate_name("Makefile", e), &name, &tag));
+  EXPECT_EQ(name, "Makefile");
+  EXPECT_LE(duplicate_name(std::string(255, 'x'), e).size(), 255u);
+  EXPECT_LE(duplicate_name(std::string(100, 'x') + "." + std::string(154, 'y'), e).size(), 255u);
+  EXPECT_FALSE(parse_duplicate_name("plain.txt", &name, &tag));
+  EXPECT_FALSE(parse_duplicate_name("a.conflict-xyz.txt", &name, &tag));
+}
