@@ -22,6 +22,10 @@ struct Gid {
 // Well-known ids (pod 0 is reserved for them).
 inline constexpr Gid kRootId{0, 1};   // the root directory (entry and inode)
 inline constexpr Gid kTrashId{0, 2};  // parent of deleted entries; never visible
+// "lost+found" at the root: a view of removed directories in which something still lives
+// (created there concurrently with the rmdir on another pod). Local to each pod, never the
+// subject of an op.
+inline constexpr Gid kLostFoundId{0, 3};
 
 // Hybrid logical clock stamp. Totally ordered by (wall_ms, counter, pod).
 struct Hlc {

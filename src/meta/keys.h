@@ -116,6 +116,10 @@ inline constexpr std::string_view kOrphanPrefix = "R";
 // M<pod>              -> MemberRecord: the replicated member list
 inline std::string member(uint64_t pod) { std::string k("M"); put_u64(k, pod); return k; }
 inline constexpr std::string_view kMemberPrefix = "M";
+// Y<entry>            -> "": directories in the trash (lost+found shows those still holding
+// live entries)
+inline std::string trashed_dir(Gid entry) { std::string k("Y"); put_gid(k, entry); return k; }
+inline constexpr std::string_view kTrashedDirPrefix = "Y";
 // S<name>             -> counters of this pod (next gid, next ino, HLC)
 inline std::string state(std::string_view name) { return "S" + std::string(name); }
 

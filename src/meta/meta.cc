@@ -83,6 +83,14 @@ std::string duplicate_name(std::string_view name, Gid entry) {
   return stem + middle + ext;
 }
 
+std::string lost_name(std::string_view name, Gid entry) {
+  char tag[16];
+  std::snprintf(tag, sizeof tag, "%012llx",
+                static_cast<unsigned long long>(derived_id(entry, "lost").seq & 0xffffffffffffULL));
+  std::string out(name.substr(0, 255 - 13));
+  return out + "." + tag;
+}
+
 bool parse_duplicate_name(std::string_view shown, std::string* name, std::string* tag) {
   for (size_t at = shown.rfind(".conflict-"); at != std::string_view::npos && at > 0;
        at = shown.rfind(".conflict-", at - 1)) {
@@ -182,7 +190,26 @@ bool Meta::init(uint64_t wall_ms, std::string* error) {
     for (Gid g : orphans) purge_inode(txn, g);
     txn.commit(false);
   }
-  return kv_.get(keys::inode(kRootId), &v) || create_roots(wall_ms, error);
+  if (!kv_.get(keys::inode(kRootId), &v)) return create_roots(wall_ms, error);
+  if (!kv_.get(keys::inode(kLostFoundId), &v)) {  // a store made before lost+found existed
+    KvTxn txn(kv_);
+    pb::InodeRecord lf;
+    lf.set_type(pb::DIRECTORY);
+    lf.set_mode(0755);
+    const int64_t now_ns = static_cast<int64_t>(wall_ms) * 1000000;
+    lf.set_atime_ns(now_ns);
+    lf.set_mtime_ns(now_ns);
+    lf.set_ctime_ns(now_ns);
+    lf.set_nlink(2);
+    assign_local_ino(txn, kLostFoundId, &lf);
+    write_inode(txn, kLostFoundId, lf);
+    save_counters(txn);
+    if (!txn.commit(true).ok) {
+      *error = "cannot initialise metadata (lost+found)";
+      return false;
+    }
+  }
+  return true;
 }
 
 bool Meta::load_state() {
@@ -212,7 +239,7 @@ bool Meta::load_state() {
 
 bool Meta::create_roots(uint64_t wall_ms, std::string* error) {
   KvTxn txn(kv_);
-  for (Gid g : {kRootId, kTrashId}) {
+  for (Gid g : {kRootId, kTrashId, kLostFoundId}) {
     pb::InodeRecord root;
     root.set_type(pb::DIRECTORY);
     root.set_mode(0755);
@@ -222,6 +249,7 @@ bool Meta::create_roots(uint64_t wall_ms, std::string* error) {
     root.set_ctime_ns(now_ns);
     root.set_nlink(2);
     root.set_local_ino(g == kRootId ? 1 : 0);
+    if (g == kLostFoundId) assign_local_ino(txn, g, &root);
     write_inode(txn, g, root);
   }
   std::string gid;
@@ -787,6 +815,25 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
   if (old_edge) changes_.names.emplace_back(old_edge->parent, duplicate_name(old_edge->name, entry));
   if (new_edge) changes_.names.emplace_back(new_edge->parent, new_edge->name);
   if (new_edge) changes_.names.emplace_back(new_edge->parent, duplicate_name(new_edge->name, entry));
+  // A directory is its own entry: keep the index of removed directories (lost+found).
+  const bool dir_entry = (old_edge && old_edge->inode == entry) || (new_edge && new_edge->inode == entry);
+  if (dir_entry && new_edge && new_edge->parent == kTrashId) txn.put(keys::trashed_dir(entry), "");
+  if (dir_entry && old_edge && old_edge->parent == kTrashId && (!new_edge || new_edge->parent != kTrashId))
+    txn.del(keys::trashed_dir(entry));
+  // What lost+found shows changes when an entry leaves or arrives under a removed directory
+  // or a removed directory leaves the trash.
+  for (const Edge* e : {old_edge, new_edge}) {
+    Edge parent_edge;
+    if (e && e->parent != kTrashId && e->parent != kRootId && read_edge(txn, e->parent, &parent_edge) &&
+        parent_edge.parent == kTrashId) {
+      changes_.names.emplace_back(kRootId, kLostFoundName);
+      changes_.names.emplace_back(kLostFoundId, lost_name(parent_edge.name, e->parent));
+    }
+  }
+  if (dir_entry && old_edge && old_edge->parent == kTrashId) {
+    changes_.names.emplace_back(kRootId, kLostFoundName);
+    changes_.names.emplace_back(kLostFoundId, lost_name(old_edge->name, entry));
+  }
   if (old_edge) {
     txn.del(keys::dirent(old_edge->parent, old_edge->name, entry));
     txn.del(keys::link(old_edge->inode, entry));
@@ -1213,6 +1260,27 @@ bool Meta::for_each_entry_in(Gid dir, const std::function<void(std::string_view,
     visit(k.substr(prefix.size(), k.size() - prefix.size() - 17), keys::get_gid(k, k.size() - 16), keys::get_gid(v, 0));
     return true;
   });
+}
+
+int Meta::lost_directories(size_t limit, std::vector<DirItem>* items) {
+  constexpr size_t kMaxLooked = 10000;  // bounds the work of one listing or lookup
+  items->clear();
+  std::vector<Gid> dirs;
+  const std::string prefix(keys::kTrashedDirPrefix);
+  const bool ok = kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view k, std::string_view) {
+    if (k.size() == 17) dirs.push_back(keys::get_gid(k, 1));
+    return dirs.size() < kMaxLooked;
+  });
+  if (!ok) return EIO;
+  for (Gid d : dirs) {
+    if (items->size() >= limit) break;
+    pb::EntryRecord e;
+    if (!get_entry(d, &e) || from_pb(e.parent()) != kTrashId) continue;
+    const int empty = check_dir_empty(d);
+    if (empty == EIO) return EIO;
+    if (empty == ENOTEMPTY) items->push_back(DirItem{lost_name(e.name(), d), d, d});
+  }
+  return 0;
 }
 
 int Meta::check_dir_empty(Gid dir) {

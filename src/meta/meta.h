@@ -37,6 +37,9 @@ Gid derived_id(Gid from, std::string_view purpose);
 // the tag from the entry id, the same on every pod. The entry with the smallest id keeps
 // the name itself. Nothing is hidden, and no op is needed to decide it.
 std::string duplicate_name(std::string_view name, Gid entry);
+// The name a removed directory that still holds entries shows under in lost+found.
+std::string lost_name(std::string_view name, Gid entry);
+inline constexpr std::string_view kLostFoundName = "lost+found";
 // The name and tag of a duplicate_name(); false if `shown` is not one.
 bool parse_duplicate_name(std::string_view shown, std::string* name, std::string* tag);
 
@@ -146,6 +149,10 @@ class Meta {
   int lookup(Gid dir, std::string_view name, DirItem* item);
   // All visible entries of `dir`, in name order: 0, or EIO (and no items).
   int list(Gid dir, std::vector<DirItem>* items);
+  // Directories in the trash that still hold live entries (made there by ops that had not
+  // seen the rmdir): what "lost+found" shows, each as "name.<tag>" (the tag from its id).
+  // At most `limit`, of the first 10,000 removed directories. 0 or EIO.
+  int lost_directories(size_t limit, std::vector<DirItem>* items);
   // Every entry of `dir`, duplicates of one name included (list() shows one per name).
   // False when the store failed part-way.
   bool for_each_entry_in(Gid dir, const std::function<void(std::string_view name, Gid entry, Gid inode)>& visit);

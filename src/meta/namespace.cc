@@ -166,7 +166,33 @@ int Namespace::resolve_dir(uint64_t ino, Gid* g) {
   pb::InodeRecord rec;
   if (!meta_.get_inode(*g, &rec)) return ENOENT;
   if (rec.type() != pb::DIRECTORY) return ENOTDIR;
-  if (rec.nlink() == 0) return ENOENT;  // removed directory
+  // A removed directory, unless something still lives in it (lost+found shows it).
+  if (rec.nlink() == 0 && meta_.check_dir_empty(*g) != ENOTEMPTY) return ENOENT;
+  return 0;
+}
+
+int Namespace::resolve_dir_to_change(uint64_t ino, Gid* g) {
+  if (int err = resolve_dir(ino, g)) return err;
+  return *g == kLostFoundId ? EPERM : 0;  // a view: nothing is made in it
+}
+
+int Namespace::lookup_in(Gid dir, std::string_view name, DirItem* item) {
+  if (dir == kLostFoundId) {
+    std::vector<DirItem> lost;
+    if (int err = meta_.lost_directories(SIZE_MAX, &lost)) return err;
+    for (auto& d : lost)
+      if (d.name == name) {
+        *item = d;
+        return 0;
+      }
+    return ENOENT;
+  }
+  const int err = meta_.lookup(dir, name, item);
+  if (err != ENOENT || dir != kRootId || name != kLostFoundName) return err;
+  std::vector<DirItem> lost;
+  if (int e = meta_.lost_directories(1, &lost)) return e;
+  if (lost.empty()) return ENOENT;
+  *item = DirItem{std::string(kLostFoundName), kLostFoundId, kLostFoundId};
   return 0;
 }
 
@@ -188,7 +214,7 @@ int Namespace::lookup(uint64_t parent, std::string_view name, Attr* attr) {
   Gid dir;
   if (int err = resolve_dir(parent, &dir)) return err;
   DirItem item;
-  if (int err = meta_.lookup(dir, name, &item)) return err;
+  if (int err = lookup_in(dir, name, &item)) return err;
   return fill_attr(item.inode, attr);
 }
 
@@ -199,9 +225,9 @@ int Namespace::make(uint64_t parent, std::string_view name, pb::FileType type, u
   if (type == pb::SYMLINK && (target.empty() || target.size() >= 4096)) return target.empty() ? ENOENT : ENAMETOOLONG;
   std::unique_lock lock(mu_);
   Gid dir;
-  if (int err = resolve_dir(parent, &dir)) return err;
+  if (int err = resolve_dir_to_change(parent, &dir)) return err;
   DirItem existing;
-  if (int err = meta_.lookup(dir, name, &existing); err != ENOENT) return err == 0 ? EEXIST : err;
+  if (int err = lookup_in(dir, name, &existing); err != ENOENT) return err == 0 ? EEXIST : err;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   // A directory is its own entry (it can have only one); other inodes get a separate entry
   // so that hard links are simply more entries. A directory's id comes from its parent and
@@ -245,12 +271,12 @@ int Namespace::link(uint64_t ino, uint64_t new_parent, std::string_view new_name
   std::unique_lock lock(mu_);
   Gid inode, dir;
   if (!meta_.gid_of_ino(ino, &inode)) return ENOENT;
-  if (int err = resolve_dir(new_parent, &dir)) return err;
+  if (int err = resolve_dir_to_change(new_parent, &dir)) return err;
   pb::InodeRecord rec;
   if (!meta_.get_inode(inode, &rec) || rec.nlink() == 0) return ENOENT;
   if (rec.type() == pb::DIRECTORY) return EPERM;
   DirItem existing;
-  if (int err = meta_.lookup(dir, new_name, &existing); err != ENOENT) return err == 0 ? EEXIST : err;
+  if (int err = lookup_in(dir, new_name, &existing); err != ENOENT) return err == 0 ? EEXIST : err;
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
   add_move(op, meta_.new_gid(), dir, new_name, inode);
   const int64_t now = wall_ns_();
@@ -361,11 +387,15 @@ int Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_paren
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return EINVAL;
   std::unique_lock lock(mu_);
   Gid src_dir, dst_dir;
+  // Out of lost+found is how a removed directory's survivors are put back.
   if (int err = resolve_dir(parent, &src_dir)) return err;
-  if (int err = resolve_dir(new_parent, &dst_dir)) return err;
+  if (int err = resolve_dir_to_change(new_parent, &dst_dir)) return err;
   DirItem src, dst;
-  if (int err = meta_.lookup(src_dir, name, &src)) return err;
-  const int dst_err = meta_.lookup(dst_dir, new_name, &dst);
+  if (int err = lookup_in(src_dir, name, &src)) return err;
+  if (src.entry == kLostFoundId) return EPERM;
+  if (src_dir == kLostFoundId && (flags & RENAME_EXCHANGE)) return EPERM;
+  const int dst_err = lookup_in(dst_dir, new_name, &dst);
+  if (dst_err == 0 && dst.entry == kLostFoundId) return EPERM;
   if (dst_err != 0 && dst_err != ENOENT) return dst_err;
   const bool dst_exists = dst_err == 0;
   pb::InodeRecord src_rec, dst_rec;
@@ -402,7 +432,7 @@ int Namespace::rename(uint64_t parent, std::string_view name, uint64_t new_paren
   }
   add_move(op, src.entry, dst_dir, new_name, src.inode);
   const int64_t now = wall_ns_();
-  add_times(op, src_dir, kDirChanged, now);
+  if (src_dir != kLostFoundId) add_times(op, src_dir, kDirChanged, now);
   if (dst_dir != src_dir) add_times(op, dst_dir, kDirChanged, now);
   add_times(op, src.inode, kAttrCtime, now);
   return submit(op, false);
@@ -444,7 +474,15 @@ int Namespace::list(uint64_t ino, std::vector<ListItem>* items, uint64_t* parent
   if (dir != kRootId && meta_.get_entry(dir, &e) && meta_.get_inode(from_pb(e.parent()), &parent))
     *parent_ino = parent.local_ino();
   std::vector<DirItem> listed;
-  if (int err = meta_.list(dir, &listed)) return err;
+  if (dir == kLostFoundId) {
+    if (int err = meta_.lost_directories(SIZE_MAX, &listed)) return err;
+  } else if (int err = meta_.list(dir, &listed)) {
+    return err;
+  }
+  if (dir == kRootId) {  // lost+found, while it holds something and the name is free
+    DirItem item;
+    if (lookup_in(kRootId, kLostFoundName, &item) == 0 && item.entry == kLostFoundId) listed.push_back(item);
+  }
   for (auto& item : listed) {
     pb::InodeRecord rec;
     if (!meta_.get_inode(item.inode, &rec)) continue;

@@ -167,6 +167,11 @@ class Namespace {
 
  private:
   int resolve_dir(uint64_t ino, Gid* g);
+  // resolve_dir() for a directory something is made in or moved into: EPERM for lost+found.
+  int resolve_dir_to_change(uint64_t ino, Gid* g);
+  // Meta::lookup with the lost+found view: "lost+found" at the root while removed
+  // directories still hold entries, and those directories in it.
+  int lookup_in(Gid dir, std::string_view name, DirItem* item);
   int fill_attr(Gid g, Attr* attr);
   int submit(pb::Op& op, bool sync);
   size_t trim_locked();

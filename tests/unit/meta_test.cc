@@ -877,3 +877,49 @@ TEST(DuplicateNames, RoundTripAndBounds) {
   EXPECT_FALSE(parse_duplicate_name("plain.txt", &name, &tag));
   EXPECT_FALSE(parse_duplicate_name("a.conflict-xyz.txt", &name, &tag));
 }
+
+// A file made in a directory another pod removes at the same time never vanishes: the
+// removed directory shows in "lost+found" at the root, on every pod, with the file in it,
+// and moving the file out puts it back (lost+found then disappears).
+TEST(ConcurrentDelete, AFileMadeInADirectoryRemovedMeanwhileShowsInLostAndFound) {
+  Replica a(1), b(2);
+  Attr d;
+  ASSERT_EQ(a.ns.make(1, "d", pb::DIRECTORY, 0755, 0, 0, "", &d), 0);
+  b.receive_from(a);
+  Attr d_on_b, f;
+  ASSERT_EQ(b.ns.lookup(1, "d", &d_on_b), 0);
+  ASSERT_EQ(a.ns.rmdir(1, "d"), 0);
+  ASSERT_EQ(b.ns.make(d_on_b.ino, "survivor", pb::REGULAR, 0644, 0, 0, "", &f), 0);
+  b.write(f.ino, "precious");
+  a.receive_from(b);
+  b.receive_from(a);
+  for (Replica* r : {&a, &b}) {
+    EXPECT_EQ(r->read("d"), "(none)");
+    Attr lf, dir, file;
+    ASSERT_EQ(r->ns.lookup(1, "lost+found", &lf), 0);
+    std::vector<ListItem> items;
+    uint64_t parent;
+    ASSERT_EQ(r->ns.list(lf.ino, &items, &parent), 0);
+    ASSERT_EQ(items.size(), 1u);
+    EXPECT_EQ(items[0].name.rfind("d.", 0), 0u);
+    ASSERT_EQ(r->ns.lookup(lf.ino, items[0].name, &dir), 0);
+    ASSERT_EQ(r->ns.lookup(dir.ino, "survivor", &file), 0);
+    // Nothing can be made in the view itself.
+    Attr x;
+    EXPECT_EQ(r->ns.make(lf.ino, "x", pb::REGULAR, 0644, 0, 0, "", &x), EPERM);
+  }
+  // Put back from a: mv lost+found/d.<tag>/survivor /survivor.
+  Attr lf, dir;
+  ASSERT_EQ(a.ns.lookup(1, "lost+found", &lf), 0);
+  std::vector<ListItem> items;
+  uint64_t parent;
+  ASSERT_EQ(a.ns.list(lf.ino, &items, &parent), 0);
+  ASSERT_EQ(a.ns.lookup(lf.ino, items[0].name, &dir), 0);
+  ASSERT_EQ(a.ns.rename(dir.ino, "survivor", 1, "survivor", 0), 0);
+  b.receive_from(a);
+  for (Replica* r : {&a, &b}) {
+    EXPECT_EQ(r->read("survivor"), "precious");
+    Attr gone;
+    EXPECT_EQ(r->ns.lookup(1, "lost+found", &gone), ENOENT);
+  }
+}
