@@ -29,6 +29,10 @@ struct FileHandle {
   std::shared_ptr<OpenFile> file;
   uint32_t opener_uid = 0;
   bool privileges_checked = false;  // set-user/group-id bits checked since open
+  // Wrote, truncated or allocated through this handle: its close commits the file's
+  // pending writes. A close of a handle that did not (a reader on the writer's pod) must
+  // not turn another handle's unfinished writes into a version others see.
+  bool wrote = false;
 };
 
 // An open directory handle: a snapshot of the listing taken at opendir, so offsets stay
@@ -174,6 +178,7 @@ void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
     if (a.type != pb::REGULAR) return (void)fuse_reply_err(req, EINVAL);
+    if (fi && fi->fh) handle(fi)->wrote = true;
     int err = fi && fi->fh ? handle(fi)->file->truncate(static_cast<uint64_t>(st->st_size), Vfs::now_ns())
                            : vfs(req).truncate(a.id, static_cast<uint64_t>(st->st_size));
     if (err) return (void)fuse_reply_err(req, err);
@@ -289,6 +294,7 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi, bool created 
   if (int err = vfs(req).open(a.id, &h->file, &reloaded)) return err;
   // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
   if (!created && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+    h->wrote = true;
     if (int err = h->file->truncate(0, Vfs::now_ns())) {
       vfs(req).release(h->file);
       return err;
@@ -318,12 +324,34 @@ void wh_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
 }
 
+// Whether the caller may open an existing file with `flags` (the kernel checks permissions
+// on lookup and open, not on a create that finds the name taken).
+bool may_open(const fuse_ctx* c, const Attr& a, int flags) {
+  if (c->uid == 0) return true;
+  unsigned bits = a.mode & 07;
+  if (c->uid == a.uid) bits = (a.mode >> 6) & 07;
+  else if (c->gid == a.gid) bits = (a.mode >> 3) & 07;
+  const int acc = flags & O_ACCMODE;
+  const unsigned want = (acc != O_WRONLY ? 4u : 0u) | (acc != O_RDONLY || (flags & O_TRUNC) ? 2u : 0u);
+  return (bits & want) == want;
+}
+
 void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   const fuse_ctx* c = fuse_req_ctx(req);
   Attr a;
-  if (int err = ns(req).make(parent, name, pb::REGULAR, mode, c->uid, c->gid, "", &a))
-    return (void)fuse_reply_err(req, err);
-  if (int err = open_handle(req, a, fi, true)) return (void)fuse_reply_err(req, err);
+  int made = ns(req).make(parent, name, pb::REGULAR, mode, c->uid, c->gid, "", &a);
+  bool created = made == 0;
+  if (made == EEXIST && !(fi->flags & O_EXCL)) {
+    // The kernel believed the name free (a negative entry cached before another pod made
+    // the file): open(O_CREAT) without O_EXCL opens the existing file, as POSIX says.
+    if (int err = ns(req).lookup(parent, name, &a)) return (void)fuse_reply_err(req, err);
+    if (a.type == pb::REGULAR) vfs(req).getattr(a.ino, &a);
+    if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
+    if (!may_open(c, a, fi->flags)) return (void)fuse_reply_err(req, EACCES);
+    made = 0;
+  }
+  if (made) return (void)fuse_reply_err(req, made);
+  if (int err = open_handle(req, a, fi, created)) return (void)fuse_reply_err(req, err);
   fuse_entry_param e;
   std::memset(&e, 0, sizeof e);
   e.ino = a.ino;
@@ -348,6 +376,7 @@ void wh_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 }
 
 void wh_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+  handle(fi)->wrote = true;
   if (int err = handle(fi)->file->write(static_cast<uint64_t>(off), data, size, Vfs::now_ns()))
     return (void)fuse_reply_err(req, err);
   fuse_reply_write(req, size);
@@ -355,14 +384,17 @@ void wh_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t o
 
 void wh_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   // Called at every close(): commit the version so other processes and pods see it
-  // (close-to-open), and report a full disk to the closing process.
-  fuse_reply_err(req, handle(fi)->file->flush(false));
+  // (close-to-open), and report a full disk to the closing process. With the kernel's
+  // write-back cache (a pod alone) its pages may arrive through any handle: always commit.
+  FileHandle* h = handle(fi);
+  if (!h->wrote && !ctx(req).opts.writeback_cache) return (void)fuse_reply_err(req, 0);
+  fuse_reply_err(req, h->file->flush(false));
 }
 
 void wh_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   FileHandle* h = handle(fi);
   forget_handle(req, h);
-  int err = vfs(req).release(h->file);
+  int err = vfs(req).release(h->file, h->wrote || ctx(req).opts.writeback_cache);
   delete h;
   fuse_reply_err(req, err);
 }
@@ -524,6 +556,7 @@ void wh_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t leng
     handle(fi)->file->overlay(&a);
     const uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
     if (end > a.size)
+      handle(fi)->wrote = true;
       if (int err = handle(fi)->file->truncate(end, Vfs::now_ns())) return (void)fuse_reply_err(req, err);
   }
   fuse_reply_err(req, 0);

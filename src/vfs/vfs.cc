@@ -53,8 +53,8 @@ void Vfs::note_new_versions(const std::vector<Gid>& inodes) {
   }
 }
 
-int Vfs::release(const std::shared_ptr<OpenFile>& file) {
-  int err = file->flush(false);
+int Vfs::release(const std::shared_ptr<OpenFile>& file, bool commit_writes) {
+  int err = commit_writes ? file->flush(false) : 0;
   bool last = false;
   {
     std::lock_guard lock(mu_);

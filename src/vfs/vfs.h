@@ -32,7 +32,10 @@ class Vfs {
   // the next read (see OpenFile::note_new_version). Never waits on a file.
   void note_new_versions(const std::vector<Gid>& inodes);
   // Drops one reference; the last one flushes and forgets the OpenFile.
-  int release(const std::shared_ptr<OpenFile>& file);
+  // `commit_writes`: this handle wrote (or cannot tell), so its close commits the file's
+  // pending writes; a handle that only read leaves another handle's unfinished writes
+  // alone (they are no closed version yet). The last release always commits.
+  int release(const std::shared_ptr<OpenFile>& file, bool commit_writes = true);
   bool in_use(Gid inode);
 
   // Namespace attributes with the size/mtime of unflushed writes.
