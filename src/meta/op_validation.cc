@@ -114,33 +114,49 @@ bool check_conflict(const pb::Conflict& c, std::string* why) {
   return true;
 }
 
+// One stored chunk at `index` of a file of `size` bytes.
+bool check_chunk_ref(const pb::ChunkRef& r, uint64_t index, uint64_t size, uint64_t chunk, std::string* why) {
+  const std::string where = "chunk " + std::to_string(index);
+  const uint64_t start = index * chunk;
+  if (start >= size) return fail(why, where, "beyond the end of the file");
+  const uint64_t span = std::min(chunk, size - start);
+  if (r.sha256().size() != kMaxHashBytes) return fail(why, where, "hash of " + std::to_string(r.sha256().size()) + " bytes");
+  if (r.length() == 0) return fail(why, where, "stored chunk of no bytes");
+  if (r.length() > span) return fail(why, where, "longer than its span");
+  if (!r.inline_data().empty()) {
+    if (r.inline_data().size() > kMaxInlineBytes) return fail(why, where, "inline bytes beyond 8 KiB");
+    if (r.inline_data().size() != r.length()) return fail(why, where, "inline bytes differ from its length");
+    // Checked here, not only when the file is opened: an unreadable version would make
+    // the file fail with EIO on every pod.
+    if (sha256(r.inline_data()) != r.sha256()) return fail(why, where, "inline bytes do not match the hash");
+  }
+  return true;
+}
+
 bool check_chunks(const pb::CommitVersion& c, const OpLimits& limits, std::string* why) {
   const uint64_t chunk = limits.chunk_size_bytes;
   if (chunk == 0) return fail(why, "commit", "no chunk size");
-  // One entry per chunk span of the file (OpenFile::load relies on it).
   const uint64_t spans = c.size() / chunk + (c.size() % chunk != 0);
-  if (static_cast<uint64_t>(c.chunks_size()) != spans)
+  if (c.dense_chunks_size() > 0) {
+    // An op of protocol 2 (from an old op log): one entry per span, a hole as an empty hash.
+    if (c.chunks_size() > 0) return fail(why, "commit", "both a dense and a sparse chunk list");
+    if (static_cast<uint64_t>(c.dense_chunks_size()) != spans)
+      return fail(why, "commit", std::to_string(c.dense_chunks_size()) + " chunks for " + std::to_string(c.size()) + " bytes");
+    for (int i = 0; i < c.dense_chunks_size(); ++i) {
+      const pb::ChunkRef& r = c.dense_chunks(i);
+      if (r.sha256().empty() && r.inline_data().empty() && r.length() == 0) continue;  // a hole
+      if (!check_chunk_ref(r, static_cast<uint64_t>(i), c.size(), chunk, why)) return false;
+    }
+    return true;
+  }
+  // The stored chunks by strictly increasing index, each within the file (OpenFile::load
+  // relies on it); spans no chunk covers are holes. At most one per span.
+  if (static_cast<uint64_t>(c.chunks_size()) > spans)
     return fail(why, "commit", std::to_string(c.chunks_size()) + " chunks for " + std::to_string(c.size()) + " bytes");
   for (int i = 0; i < c.chunks_size(); ++i) {
     const pb::ChunkRef& r = c.chunks(i);
-    const std::string where = "chunk " + std::to_string(i);
-    const uint64_t start = static_cast<uint64_t>(i) * chunk;
-    const uint64_t span = std::min(chunk, c.size() - start);
-    if (!r.sha256().empty() && r.sha256().size() != kMaxHashBytes)
-      return fail(why, where, "hash of " + std::to_string(r.sha256().size()) + " bytes");
-    if (r.length() > span) return fail(why, where, "longer than its span");
-    if (r.sha256().empty()) {
-      if (!r.inline_data().empty()) return fail(why, where, "inline bytes without a hash");
-      continue;  // a hole
-    }
-    if (r.length() == 0) return fail(why, where, "stored chunk of no bytes");
-    if (!r.inline_data().empty()) {
-      if (r.inline_data().size() > kMaxInlineBytes) return fail(why, where, "inline bytes beyond 8 KiB");
-      if (r.inline_data().size() != r.length()) return fail(why, where, "inline bytes differ from its length");
-      // Checked here, not only when the file is opened: an unreadable version would make
-      // the file fail with EIO on every pod.
-      if (sha256(r.inline_data()) != r.sha256()) return fail(why, where, "inline bytes do not match the hash");
-    }
+    if (i > 0 && r.index() <= c.chunks(i - 1).index()) return fail(why, "commit", "chunk indices not increasing");
+    if (!check_chunk_ref(r, r.index(), c.size(), chunk, why)) return false;
   }
   return true;
 }

@@ -49,14 +49,15 @@ struct HonestOps {
     EXPECT_EQ(ns.setattr(f.ino, ch, &l), 0);
     EXPECT_EQ(ns.setxattr(f.ino, std::string(255, 'x'), std::string(65536, 'v'), 0), 0);
     EXPECT_EQ(ns.removexattr(f.ino, std::string(255, 'x')), 0);
-    // A version of 3 chunks: a stored chunk, a hole, an inline tail.
-    std::vector<pb::ChunkRef> chunks(3);
+    // A version of 3 chunk spans: a stored chunk, a hole (not listed), an inline tail.
+    std::vector<pb::ChunkRef> chunks(2);
     chunks[0].set_sha256(std::string(32, 'h'));
     chunks[0].set_length(64 << 10);
     const std::string tail(100, 'z');
-    chunks[2].set_sha256(ChunkStore::hash(tail.data(), tail.size()));
-    chunks[2].set_length(100);
-    chunks[2].set_inline_data(tail);
+    chunks[1].set_index(2);
+    chunks[1].set_sha256(ChunkStore::hash(tail.data(), tail.size()));
+    chunks[1].set_length(100);
+    chunks[1].set_inline_data(tail);
     Gid v;
     EXPECT_EQ(ns.commit(f.id, Gid{}, (128 << 10) + 100, chunks, now, {kPod, 7}, false, &v), 0);
     pb::Member m;
@@ -272,8 +273,17 @@ TEST(OpValidation, VersionsAreChecked) {
   commit_of(op)->set_size(kMaxFileSize + 1);
   expect_rejected(op, "beyond the largest file");
   op = commit();
-  commit_of(op)->set_size(200 << 10);  // 4 spans, 3 chunks
-  expect_rejected(op, "3 chunks for 204800 bytes");
+  commit_of(op)->set_size(64 << 10);  // 1 span, 2 chunks
+  expect_rejected(op, "2 chunks for 65536 bytes");
+  op = commit();
+  commit_of(op)->mutable_chunks(1)->set_index(0);
+  expect_rejected(op, "chunk indices not increasing");
+  op = commit();
+  commit_of(op)->set_size((128 << 10) + 50);  // the tail's span shrinks to 50 bytes
+  expect_rejected(op, "longer than its span");
+  op = commit();
+  commit_of(op)->set_size(128 << 10);  // spans 0 and 1 only: the chunk at index 2 is beyond it
+  expect_rejected(op, "beyond the end of the file");
   op = commit();
   commit_of(op)->mutable_chunks(0)->set_sha256(std::string(31, 'h'));
   expect_rejected(op, "hash of 31 bytes");
@@ -281,19 +291,19 @@ TEST(OpValidation, VersionsAreChecked) {
   commit_of(op)->mutable_chunks(0)->set_length((64 << 10) + 1);
   expect_rejected(op, "longer than its span");
   op = commit();
-  commit_of(op)->mutable_chunks(2)->set_length(101);  // the tail's span is 100 bytes
+  commit_of(op)->mutable_chunks(1)->set_length(101);  // the tail's span is 100 bytes
   expect_rejected(op, "longer than its span");
   op = commit();
   commit_of(op)->mutable_chunks(0)->set_length(0);
   expect_rejected(op, "stored chunk of no bytes");
   op = commit();
-  commit_of(op)->mutable_chunks(1)->set_inline_data("x");
-  expect_rejected(op, "inline bytes without a hash");
+  commit_of(op)->mutable_chunks(1)->clear_sha256();  // a hole is not listed: no empty hashes
+  expect_rejected(op, "hash of 0 bytes");
   op = commit();
-  commit_of(op)->mutable_chunks(2)->set_inline_data(std::string(99, 'z'));
+  commit_of(op)->mutable_chunks(1)->set_inline_data(std::string(99, 'z'));
   expect_rejected(op, "inline bytes differ from its length");
   op = commit();
-  commit_of(op)->mutable_chunks(2)->set_inline_data(std::string(100, 'y'));
+  commit_of(op)->mutable_chunks(1)->set_inline_data(std::string(100, 'y'));
   expect_rejected(op, "do not match the hash");
   op = commit();
   {
