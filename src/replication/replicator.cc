@@ -260,7 +260,11 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
 
 void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, bool told,
                                  pb::OpBatch* batch) {
-  for (auto& [origin, seq] : ns_.applied()) {
+  std::map<uint64_t, uint64_t> have_here = ns_.applied();
+  // This pod's own ops leave it only once durable (Namespace::ops_after): the ones not yet
+  // durable are not "trimmed", they are simply not given yet.
+  have_here[self_] = ns_.durable_applied()[self_];
+  for (auto& [origin, seq] : have_here) {
     auto it = theirs.find(origin);
     const uint64_t have = it == theirs.end() ? 0 : it->second;
     if (have >= seq) continue;

@@ -49,10 +49,9 @@ Assertions.
    (names, types, modes, sizes, nlink, sha256 of contents, symlink targets, xattrs).
 3. No closed version lost. Every closed version (close returned 0, non-empty) must be
       (a) the content of a file in the final tree (any name, conflict siblings included), or
-      (b) shadowed: an entry hidden behind another entry of the same name (concurrent
-          creates of one name keep both; lookup and readdir show one: a documented gap).
-          Found by a reveal pass on pod a that moves every entry away, so that hidden ones
-          show up. Counted and printed; a failure with WORMHOLE_MULTI_MOUNT_STRICT_SHADOW=1;
+      (b) (nothing is hidden: a second entry of one name shows as name.conflict-<tag>.ext
+          and a file made in a directory removed meanwhile under lost+found, so both are
+          in the final tree and count as (a));
       (c) the recorded base of a later version (a write that had seen it), or
       (d) observed by a worker just before an unlink, a rename over it, or an O_TRUNC
           overwrite of it (destroyed by a pod that had seen it), or
@@ -101,7 +100,6 @@ from harness import Cluster, wait_for
 
 SECONDS = float(os.environ.get("WORMHOLE_MULTI_MOUNT_SECONDS", "20"))
 RACE_S = float(os.environ.get("WORMHOLE_MULTI_MOUNT_RACE_S", "5"))
-STRICT_SHADOW = os.environ.get("WORMHOLE_MULTI_MOUNT_STRICT_SHADOW") == "1"
 PODS = ("a", "b", "c")
 BLOCK = 4096
 WORK = "w"  # the shared directory under every mount
@@ -752,10 +750,9 @@ class MultiMountTest(unittest.TestCase):
 
         # --- no lost version ---
         present = {e[5] for e in final if e[1] == stat.S_IFREG}
-        shadowed = self.reveal(self.pods[0]) - present
-        lost, counts = self.lost_versions(present, shadowed)
+        lost, counts = self.lost_versions(present)
         print(f"closed versions: {counts}", flush=True)
-        if lost or (STRICT_SHADOW and counts.get("shadowed")):
+        if lost:
             failures.append(f"{len(lost)} closed versions lost:\n" + "\n".join(lost[:15]))
 
         # --- propagation in a quiet moment ---
@@ -764,37 +761,7 @@ class MultiMountTest(unittest.TestCase):
         if failures:
             self.fail_with("\n\n".join(failures))
 
-    def reveal(self, pod):
-        """Moves every entry of the tree away, level by level, so that entries hidden behind
-        another of the same name show; returns the contents of every file seen."""
-        sink = pod.path("revealed")
-        os.mkdir(sink)
-        contents = set()
-        counter = [0]
-
-        def drain(d):
-            moved_dirs = []
-            for _ in range(50):
-                names = os.listdir(d)
-                if not names:
-                    break
-                for n in names:
-                    p = os.path.join(d, n)
-                    st = os.lstat(p)
-                    if stat.S_ISREG(st.st_mode):
-                        with open(p, "rb") as fh:
-                            contents.add(sha(fh.read()))
-                    counter[0] += 1
-                    dst = os.path.join(sink, f"e{counter[0]}")
-                    os.rename(p, dst)
-                    if stat.S_ISDIR(st.st_mode):
-                        moved_dirs.append(dst)
-            for m in moved_dirs:
-                drain(m)
-        drain(pod.path(WORK))
-        return contents
-
-    def lost_versions(self, present, shadowed):
+    def lost_versions(self, present):
         events = self.reg.events
         base_of = {v["base"] for v in self.reg.versions if v["base"]}
         seen_destroyed = set()
@@ -846,8 +813,6 @@ class MultiMountTest(unittest.TestCase):
                 why = "empty"
             elif h in present:
                 why = "present"
-            elif h in shadowed:
-                why = "shadowed"
             elif h in base_of:
                 why = "superseded by a write that read it"
             elif h in seen_destroyed:

@@ -149,3 +149,21 @@ TEST(ReplicatorBoundary, ABadCopyOfAnOpHoldsItsOriginBackOnlyUntilAGoodCopyComes
   EXPECT_EQ(b.ns.applied()[kA], 1u);
   EXPECT_EQ(b.rep.waiting(), 0u);
 }
+
+// A pod's ops that are not durable yet are not given out — and not mistaken for trimmed
+// ones: a sync request is answered with what is durable, never with "snapshot needed"
+// (which told pods with state of their own that they could never catch up).
+TEST(ReplicatorBoundary, OpsNotYetDurableAreWithheldNotReportedTrimmed) {
+  PodUnderTest a(kA, {kA, kB}), b(kB, {kA, kB});
+  a.mkdir("one");  // applied, not yet synced
+  std::string rejected;
+  auto answer = a.rep.receive(kB, b.rep.sync_request(kA).message, a.now_ms(), &rejected);
+  ASSERT_EQ(answer.size(), 1u);
+  EXPECT_FALSE(answer[0].message.ops().snapshot_needed());
+  EXPECT_EQ(answer[0].message.ops().ops_size(), 0);
+  ASSERT_EQ(a.ns.make_durable(), 0);
+  answer = a.rep.receive(kB, b.rep.sync_request(kA).message, a.now_ms(), &rejected);
+  ASSERT_EQ(answer.size(), 1u);
+  EXPECT_FALSE(answer[0].message.ops().snapshot_needed());
+  EXPECT_EQ(answer[0].message.ops().ops_size(), 1);
+}
