@@ -55,6 +55,14 @@ int ask(const std::string& file, const std::string& pod_name, const nlohmann::js
   return 0;
 }
 
+// ask(), and a reply that reports an error is printed and exits 1.
+int ask_ok(const std::string& file, const std::string& pod_name, const nlohmann::json& req, nlohmann::json* reply) {
+  if (int rc = ask(file, pod_name, req, reply)) return rc;
+  if (!reply->contains("error")) return 0;
+  std::cerr << "wormhole: " << (*reply)["error"].get<std::string>() << "\n";
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -185,31 +193,19 @@ int main(int argc, char** argv) {
   }
   if (forget->parsed()) {
     nlohmann::json r;
-    if (int rc = ask(config_file, pod_name, {{"cmd", "forget"}, {"pod", forget_pod}}, &r)) return rc;
-    if (r.contains("error")) {
-      std::cerr << "wormhole: " << r["error"].get<std::string>() << "\n";
-      return 1;
-    }
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "forget"}, {"pod", forget_pod}}, &r)) return rc;
     std::cout << "forgot pod " << forget_pod << ": the others stop waiting for it\n";
     return 0;
   }
   if (restore->parsed()) {
     nlohmann::json r;
-    if (int rc = ask(config_file, pod_name, {{"cmd", "trash_restore"}, {"id", restore_id}}, &r)) return rc;
-    if (r.contains("error")) {
-      std::cerr << "wormhole: " << r["error"].get<std::string>() << "\n";
-      return 1;
-    }
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "trash_restore"}, {"id", restore_id}}, &r)) return rc;
     std::cout << "restored as " << r["restored"].get<std::string>() << "\n";
     return 0;
   }
   if (trash->parsed()) {
     nlohmann::json r;
-    if (int rc = ask(config_file, pod_name, {{"cmd", "trash"}, {"limit", trash_limit}}, &r)) return rc;
-    if (r.contains("error")) {
-      std::cerr << "wormhole: " << r["error"].get<std::string>() << "\n";
-      return 1;
-    }
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "trash"}, {"limit", trash_limit}}, &r)) return rc;
     if (json) {
       std::cout << r.dump() << "\n";
       return 0;

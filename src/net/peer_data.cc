@@ -377,9 +377,16 @@ std::vector<uint64_t> PeerNode::deliver_ops_to(const std::vector<uint64_t>& hold
     // Called in close, under the file's lock: kernel notifications wait for the loop.
     const std::vector<bool> answered = exchange_all(batch, false);
     // A holder that did not answer is down: it catches up by anti-entropy when back (and
-    // review_under_replicated() then sees its acknowledgement).
-    for (size_t i = 0; i < batch.size(); ++i)
-      if (answered[i]) pending.push_back(batch[i].peer);
+    // review_under_replicated() then sees its acknowledgement). One that answered usually
+    // acknowledged the op in that answer: no wait before looking.
+    std::lock_guard lock(mu_);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (!answered[i]) continue;
+      if (replicator_.peer_has(batch[i].peer->id, pod_id_) >= seq)
+        acked.push_back(batch[i].peer->id);
+      else
+        pending.push_back(batch[i].peer);
+    }
   }
   if (!pending.empty()) {  // answered, but did not have the op by the deadline: ask once more
     std::lock_guard lock(mu_);

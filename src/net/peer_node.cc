@@ -431,8 +431,8 @@ void PeerNode::loop() {
   auto next_sync = std::chrono::steady_clock::now();
   while (!stop_) {
     std::vector<Replicator::Outgoing> out;
-    // The group commit of publish_local, done here outside the node's lock (which FUSE
-    // threads take in close): publish_local then finds nothing left to sync.
+    // The group commit before publish_local (which gives out only durable ops), outside the
+    // node's lock, which a sync-mode close takes.
     if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
     {
       std::lock_guard lock(mu_);

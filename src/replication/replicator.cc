@@ -117,9 +117,8 @@ void Replicator::hold_back(std::vector<pb::Op>& ops) const {
 
 std::vector<Replicator::Outgoing> Replicator::publish_local() {
   std::vector<Outgoing> out;
-  // Group commit: one log sync makes every op so far durable before any leaves the pod
-  // (ops_after gives out only durable ones of this pod). Nothing to sync: no I/O.
-  if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
+  // Only durable ops of this pod leave it (ops_after): the caller makes them durable first
+  // (Namespace::make_durable, one log sync for the batch), outside its locks.
   std::vector<pb::Op> ops = ns_.ops_after(self_, published_seq_, kMaxBatchOps);
   hold_back(ops);
   if (ops.empty() || peers_.empty()) {

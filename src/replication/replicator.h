@@ -50,7 +50,9 @@ class Replicator {
   void remove_member(uint64_t pod);
   const std::vector<uint64_t>& peers() const { return peers_; }
 
-  // Messages carrying the ops committed on this pod since the last call.
+  // Messages carrying the ops committed on this pod since the last call, as far as they are
+  // durable: call Namespace::make_durable() first (a group commit, best outside the
+  // caller's locks).
   std::vector<Outgoing> publish_local();
   // How incoming ops are validated (validate_peer_message): how far ahead of this pod's
   // clock a peer's stamps may be, and the network's chunk size.

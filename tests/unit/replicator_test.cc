@@ -31,6 +31,7 @@ struct PodUnderTest {
   }
   // The message that pushes this pod's new ops.
   pb::PeerMessage push() {
+    EXPECT_EQ(ns.make_durable(), 0);  // the group commit the push loop makes first
     auto out = rep.publish_local();
     EXPECT_FALSE(out.empty());
     return out.empty() ? pb::PeerMessage() : out[0].message;

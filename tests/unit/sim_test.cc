@@ -62,6 +62,7 @@ class Simulation {
     std::string err;
     ASSERT_TRUE(p.ns->init(&err)) << err;
     p.rep = std::make_unique<Replicator>(*p.ns, members_);
+    p.ns->make_durable();  // as the push loop: a group commit, then the push
     send_all(p.id, p.rep->publish_local());
   }
   // A process crash (kill -9: what was written survives in the page cache) or, half the
@@ -218,7 +219,10 @@ class Simulation {
     }
     // As the daemon's push loop, not after every op: a pod holds unsynced ops between pushes,
     // which a power loss drops (crash), and which no peer may have seen.
-    if (rng_() % 3 == 0) send_all(p.id, p.rep->publish_local());
+    if (rng_() % 3 == 0) {
+      p.ns->make_durable();
+      send_all(p.id, p.rep->publish_local());
+    }
   }
   uint64_t random_dir(Namespace& ns) {
     uint64_t dir = 1;
