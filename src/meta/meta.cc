@@ -1087,11 +1087,17 @@ size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<boo
     Gid entry;
     Edge edge;
   };
+  // Nothing can be due before the earliest delete seen in the last full round is old enough:
+  // the trash is not looked at again until then (entries deleted since are younger).
+  if (now_ms < purge_due_ms_) return 0;
   std::vector<Candidate> purge;
   const std::string prefix = keys::dir_prefix(kTrashId);
   // A bounded look at the trash each time, going round it.
   size_t visited = 0;
   std::string last;
+  const bool from_start = purge_cursor_.empty();
+  uint64_t due_ms = UINT64_MAX;  // earliest moment an entry seen becomes old enough
+  bool unstable = false;         // an entry old enough waits for its delete to be stable
   const bool ok = kv_.scan(std::max(prefix, purge_cursor_), prefix_end(prefix), false,
                            [&](std::string_view k, std::string_view) {
     last = std::string(k);
@@ -1099,11 +1105,21 @@ size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<boo
     Edge e;
     if (!read_edge(txn, entry, &e) || e.parent != kTrashId) return ++visited < max_entries;
     const bool old_enough = e.trashed_at.wall_ms <= now_ms && now_ms - e.trashed_at.wall_ms >= retention_ms;
-    if (old_enough && is_stable(e.trashed_at)) purge.push_back(Candidate{entry, e});
+    if (old_enough && is_stable(e.trashed_at))
+      purge.push_back(Candidate{entry, e});
+    else if (old_enough)
+      unstable = true;
+    else
+      due_ms = std::min(due_ms, e.trashed_at.wall_ms + retention_ms);
     return ++visited < max_entries;
   });
   if (!ok) return 0;
   purge_cursor_ = visited >= max_entries ? last + '\0' : std::string();
+  // A whole round seen (from the start to the end of the trash): wait until the earliest
+  // entry is due (one deleted from now on is due no earlier than now + the retention); an
+  // entry old enough but not stable yet is looked at again in a second.
+  if (from_start && purge_cursor_.empty())
+    purge_due_ms_ = unstable ? now_ms + 1000 : std::min(due_ms, now_ms + retention_ms);
   size_t removed = 0;
   for (auto& [entry, e] : purge) {
     pb::InodeRecord rec;

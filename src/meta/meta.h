@@ -249,6 +249,7 @@ class Meta {
   std::string trim_cursor_;
   std::map<uint64_t, Hlc> last_stable_;  // the stable stamps trim last saw
   std::string purge_cursor_;             // where the next look at the trash starts
+  uint64_t purge_due_ms_ = 0;            // no trash entry can be purged before (wall ms)
   Changes changes_;  // of the last apply()
 };
 
