@@ -258,7 +258,10 @@ class Simulation {
       } else if (r < 85) {
         if (p.up()) {
           uint64_t peer = members_[rng_() % members_.size()];
-          if (peer != p.id) send(p.id, peer, p.rep->sync_request(peer).message);
+          if (peer != p.id) {
+            if (rng_() % 2) p.ns->make_durable();  // the push loop's group commit, now and then
+            send(p.id, peer, p.rep->sync_request(peer).message);
+          }
         }
       } else if (r < 88) {
         if (p.up() && up_count() > 1) crash(p);
@@ -300,9 +303,11 @@ class Simulation {
     for (auto& p : pods_)
       if (!p.up()) boot(p);
     for (int round = 0; round < 1000; ++round) {
-      for (auto& p : pods_)
+      for (auto& p : pods_) {
+        p.ns->make_durable();  // the push loop's group commit: only durable ops leave a pod
         for (uint64_t peer : members_)
           if (peer != p.id) send(p.id, peer, p.rep->sync_request(peer).message);
+      }
       for (int t = 0; t < 10; ++t) {
         now_ms_ += 1;
         deliver_due();
