@@ -173,7 +173,13 @@ int Namespace::resolve_dir(uint64_t ino, Gid* g) {
 
 int Namespace::resolve_dir_to_change(uint64_t ino, Gid* g) {
   if (int err = resolve_dir(ino, g)) return err;
-  return *g == kLostFoundId ? EPERM : 0;  // a view: nothing is made in it
+  if (*g == kLostFoundId) return EPERM;  // a view: nothing is made in it
+  // A removed directory shown in lost+found is for taking things out of: what a pod puts in
+  // it after seeing its removal would not hold its purge back (stability covers only what
+  // was made without seeing it), and could vanish with it (the simulation found that).
+  pb::InodeRecord rec;
+  if (meta_.get_inode(*g, &rec) && rec.nlink() == 0 && *g != kRootId) return ENOENT;
+  return 0;
 }
 
 int Namespace::lookup_in(Gid dir, std::string_view name, DirItem* item) {
