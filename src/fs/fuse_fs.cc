@@ -555,9 +555,10 @@ void wh_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t leng
     a.size = 0;
     handle(fi)->file->overlay(&a);
     const uint64_t end = static_cast<uint64_t>(offset) + static_cast<uint64_t>(length);
-    if (end > a.size)
+    if (end > a.size) {
       handle(fi)->wrote = true;
       if (int err = handle(fi)->file->truncate(end, Vfs::now_ns())) return (void)fuse_reply_err(req, err);
+    }
   }
   fuse_reply_err(req, 0);
 }

@@ -150,6 +150,10 @@ class MountTest(unittest.TestCase):
         os.posix_fallocate(fd, 0, 300000)
         self.assertEqual(os.fstat(fd).st_size, 300000)
         self.assertEqual(os.pread(fd, 10, 299990), b"\0" * 10)
+        os.pwrite(fd, b"end", 299997)
+        os.posix_fallocate(fd, 1000, 5000)  # inside the file: nothing changes
+        self.assertEqual(os.fstat(fd).st_size, 300000)
+        self.assertEqual(os.pread(fd, 3, 299997), b"end")
         os.close(fd)
         with open(f, "rb") as fh:
             self.assertEqual(len(fh.read()), 300000)
