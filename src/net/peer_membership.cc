@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <optional>
 #include <thread>
 
 #include "meta/op_validation.h"
@@ -15,6 +16,8 @@ constexpr auto kJoinDeadline = std::chrono::seconds(5);
 // A new pod catches up before it mounts, for at most this long (then it mounts anyway and
 // goes on catching up in the background).
 constexpr auto kInitialCatchUp = std::chrono::seconds(60);
+// Caught up, how long a new pod waits at most for every member to answer it before mounting.
+constexpr auto kMembersAnswer = std::chrono::seconds(5);
 constexpr auto kSnapshotDeadline = std::chrono::minutes(30);
 // A snapshot piece carries at most this many keys or bytes.
 constexpr size_t kSnapshotPieceKeys = 4096, kSnapshotPieceBytes = 1 << 20;
@@ -154,7 +157,11 @@ bool PeerNode::join_network(std::string* error) {
   }
   if (!fresh) return true;
   // Catch up before mounting: sync rounds until one brings nothing new. Bounded by time.
+  // Caught up, it also waits (a little) until every member answers it: a member that has not
+  // learnt of this pod yet (its Member op is on its way) refuses its requests, and a read
+  // right after the mount would find the holders of a file refusing it (EIO).
   const auto deadline = std::chrono::steady_clock::now() + kInitialCatchUp;
+  std::optional<std::chrono::steady_clock::time_point> caught_up_at;
   while (std::chrono::steady_clock::now() < deadline) {
     const auto before = ns_.applied();
     const std::vector<bool> answered = sync_round();
@@ -163,8 +170,13 @@ bool PeerNode::join_network(std::string* error) {
       continue;
     }
     const bool any = std::find(answered.begin(), answered.end(), true) != answered.end();
-    if (any && ns_.applied() == before) break;  // nothing new: caught up
-    if (!any) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    const bool all = std::find(answered.begin(), answered.end(), false) == answered.end();
+    if (any && ns_.applied() == before) {  // nothing new: caught up
+      const auto now = std::chrono::steady_clock::now();
+      if (!caught_up_at) caught_up_at = now;
+      if (all || now - *caught_up_at >= kMembersAnswer) break;  // a member down: mount anyway
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   return true;
 }
