@@ -1,6 +1,8 @@
 #include "chunks/chunk_store.h"
 
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <dirent.h>
@@ -83,14 +85,43 @@ bool ChunkStore::init(std::string* error) {
   }
   // Leftovers of writes interrupted by a crash: never referenced, safe to drop.
   for (auto& e : fs::directory_iterator(dir_ + "/tmp", ec)) fs::remove(e.path(), ec);
-  uint64_t n = 0, bytes = 0;
+  // `running` exists while a daemon uses the store: found at start, the last one stopped
+  // without making its chunks durable (killed, or the machine lost power). Chunks stored
+  // after the last group commit may then be cut short on disk: verify those.
+  const bool unclean = fs::exists(dir_ + "/running", ec);
+  int64_t verify_from_s = INT64_MAX;
+  if (unclean) {
+    verify_from_s = 0;  // no record of a completed sync: verify everything
+    std::FILE* f = std::fopen((dir_ + "/synced_until").c_str(), "r");
+    long long t = 0;
+    if (f) {
+      if (std::fscanf(f, "%lld", &t) == 1 && t > 0) verify_from_s = t - kSyncedUntilSlackS;
+      std::fclose(f);
+    }
+  }
+  uint64_t n = 0, bytes = 0, verified = 0, dropped = 0;
   for (auto& sub : fs::directory_iterator(dir_, ec)) {
     if (!sub.is_directory() || sub.path().filename() == "tmp") continue;
     for (auto& f : fs::directory_iterator(sub.path(), ec)) {
+      struct stat st;
+      if (::stat(f.path().c_str(), &st) != 0) continue;
+      if (unclean && S_ISREG(st.st_mode) && st.st_mtime >= verify_from_s) {
+        verified++;
+        if (!verify_file(f.path().string(), f.path().filename().string())) {
+          spdlog::error("chunk {} was cut short by a crash (its bytes do not match its name): removed; "
+                        "a holder of its version will provide it again", f.path().string());
+          fs::remove(f.path(), ec);
+          dropped++;
+          continue;
+        }
+      }
       n++;
-      bytes += f.file_size(ec);
+      bytes += static_cast<uint64_t>(st.st_size);
     }
   }
+  if (unclean)
+    spdlog::warn("chunk store {} was not closed cleanly: verified {} recent chunks, removed {}", dir_, verified,
+                 dropped);
   chunks_ = n;
   bytes_ = bytes;
   dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -98,7 +129,41 @@ bool ChunkStore::init(std::string* error) {
     *error = "cannot open " + dir_ + ": " + std::strerror(errno);
     return false;
   }
+  int fd = ::open((dir_ + "/running").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    *error = "cannot create " + dir_ + "/running: " + std::strerror(errno);
+    return false;
+  }
+  ::fsync(fd);
+  ::close(fd);
+  ::fsync(dir_fd_);  // `running` must be on disk before any chunk that needs it
   return true;
+}
+
+bool ChunkStore::verify_file(const std::string& path, const std::string& name) {
+  if (name.size() != 2 * kHashBytes) return true;  // not a chunk: GC reports it
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  bool ok = true;
+  for (;;) {
+    ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ok = false;
+      break;
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
+  }
+  ::close(fd);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  EVP_DigestFinal_ex(ctx, md, &md_len);
+  EVP_MD_CTX_free(ctx);
+  return ok && hex(std::string(reinterpret_cast<char*>(md), md_len)) == name;
 }
 
 int ChunkStore::put(const char* data, size_t len, std::string* sha256) {
@@ -119,8 +184,16 @@ int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
     // comment): a chunk found here stays through the grace period, which covers the time
     // until our version commits and references it.
     std::lock_guard lock(stripe_of(sha256));
-    if (::utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0) == 0) return 0;
-    if (errno != ENOENT) return errno;
+    if (::utimensat(AT_FDCWD, final_path.c_str(), nullptr, 0) == 0) {
+      // A chunk cut short by a power loss (renamed before its bytes reached the disk) has
+      // the wrong size: write it again rather than trust it. (A whole-length chunk with
+      // wrong bytes is caught by the verification on first read and by init's recovery.)
+      struct stat st;
+      if (::stat(final_path.c_str(), &st) == 0 && static_cast<uint64_t>(st.st_size) == len) return 0;
+      spdlog::warn("chunk {} has the wrong size, storing it again", final_path);
+    } else if (errno != ENOENT) {
+      return errno;
+    }
   }
   const std::string tmp = dir_ + "/tmp/" + std::to_string(::getpid()) + "." + std::to_string(tmp_seq_++);
   int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -132,15 +205,11 @@ int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
     ::unlink(tmp.c_str());
     return err;
   }
-  // The bytes reach the disk before the name does: after a power loss, a chunk under its
-  // name is whole, so deduplicating against it (above) is safe. (Without this, ext4 may
-  // keep the rename and lose the data: a zero-length or partial chunk that a later write
-  // of the same content would trust.) Stores run outside the file's lock, in parallel.
-  if (::fdatasync(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return err;
-  }
+  // Durability is grouped (see the class comment): start the writeback now, without
+  // waiting, so that the bytes are usually on disk long before the metadata log that names
+  // them; sync_pending() waits for them before the log is synced. A per-chunk fdatasync here
+  // cost a journal commit per small file (untar of 6,700 files: 12 s -> 18 s).
+  (void)::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
@@ -148,6 +217,13 @@ int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
   }
   chunks_++;
   bytes_ += len;
+  {
+    std::lock_guard lock(pending_mu_);
+    if (pending_.size() < kMaxPending)
+      pending_.push_back(sha256);
+    else
+      pending_overflow_ = true;  // sync_pending() falls back to syncfs
+  }
   // We just wrote these bytes from memory whose hash we computed: the descriptor is as
   // good as verified.
   cache_insert(sha256, std::move(chunk));
@@ -245,6 +321,54 @@ int ChunkStore::sync() {
   return ::syncfs(dir_fd_) == 0 ? 0 : errno;
 }
 
+int ChunkStore::sync_pending() {
+  std::vector<std::string> pending;
+  bool overflow = false;
+  {
+    std::lock_guard lock(pending_mu_);
+    pending.swap(pending_);
+    std::swap(overflow, pending_overflow_);
+  }
+  if (pending.empty() && !overflow) return 0;
+  const int64_t started_s = static_cast<int64_t>(std::time(nullptr));
+  int err = 0;
+  if (overflow) {
+    err = sync();
+  } else {
+    err = sync_chunks(pending);
+    if (err == ENOENT) err = 0;  // deleted by GC meanwhile: nothing names it any more
+  }
+  if (err != 0) {
+    // Put them back: the next group commit tries again (the log is not synced meanwhile).
+    std::lock_guard lock(pending_mu_);
+    if (overflow || pending_.size() + pending.size() > kMaxPending)
+      pending_overflow_ = true;
+    else
+      pending_.insert(pending_.end(), pending.begin(), pending.end());
+    return err;
+  }
+  // Every chunk stored before `started_s` is durable now: after a power loss, init verifies
+  // only the newer ones. Written without a sync of its own: if this file is lost or older,
+  // init verifies more, never less.
+  if (started_s > synced_until_s_.load()) {
+    synced_until_s_ = started_s;
+    const std::string tmp = dir_ + "/tmp/synced_until";
+    const std::string text = std::to_string(started_s) + "\n";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      const bool ok = write_all(fd, text.data(), text.size()) == 0;
+      ::close(fd);
+      if (ok) (void)::rename(tmp.c_str(), (dir_ + "/synced_until").c_str());
+    }
+  }
+  return 0;
+}
+
+void ChunkStore::mark_clean_shutdown() {
+  std::error_code ec;
+  if (sync_pending() == 0) fs::remove(dir_ + "/running", ec);
+}
+
 int ChunkStore::sync_chunks(const std::vector<std::string>& sha256s) {
   std::unordered_set<std::string> dirs;
   for (const std::string& sha : sha256s) {
@@ -303,7 +427,7 @@ uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live
   std::error_code ec;
   for (auto& sub : fs::directory_iterator(dir_, ec)) {
     const std::string sub_name = sub.path().filename();
-    if (sub_name == "tmp") continue;
+    if (sub_name == "tmp" || sub_name == "running" || sub_name == "synced_until") continue;  // the store's own
     if (!sub.is_directory(ec) || sub_name.size() != 2 || hex_digit(sub_name[0]) < 0 || hex_digit(sub_name[1]) < 0) {
       log_stray(sub.path(), "not a chunk subdirectory", &strays);
       continue;

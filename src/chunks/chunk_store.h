@@ -4,6 +4,14 @@
 // name. Every chunk is verified against its hash the first time it is opened for reading;
 // open verified chunks stay in a bounded descriptor cache. Thread-safe.
 //
+// Durability is grouped: put() writes a chunk and starts its writeback without waiting;
+// sync_pending(), called by the metadata group commit before the log sync, waits for all of
+// them (per-chunk fdatasync cost one journal commit per small file). After a power loss a
+// chunk stored after the last group commit may be cut short under its name; init() then
+// (and only then: `running` was left behind) verifies the chunks newer than the last
+// completed group commit and removes the bad ones, and put() never deduplicates against a
+// chunk of the wrong size.
+//
 // Deduplication and garbage collection meet on a chunk file: put() finds the chunk present
 // and relies on it staying (the version naming it is committed only later), while
 // collect_garbage() deletes unreferenced chunks older than a grace period. Both act on a
@@ -59,6 +67,13 @@ class ChunkStore {
 
   // Makes every stored chunk durable (syncfs of the storage file system).
   int sync();
+  // The group commit of chunks: makes every chunk put since the last call durable (its
+  // bytes and its name). Called before the metadata log is synced, so that a durable
+  // version never names a chunk a power loss can take. 0 or errno (the chunks stay pending).
+  int sync_pending();
+  // An orderly stop: pending chunks made durable, and the next init skips the recovery
+  // check. (Not in the destructor: a test that simulates a crash destroys the store too.)
+  void mark_clean_shutdown();
   // Makes the named chunks durable: their files and directory entries. 0 or first errno
   // (ENOENT for a chunk not stored here).
   int sync_chunks(const std::vector<std::string>& sha256s);
@@ -88,6 +103,18 @@ class ChunkStore {
   std::shared_ptr<OpenChunk> open_verified(const std::string& sha256, int* err);
   void cache_insert(const std::string& sha256, std::shared_ptr<OpenChunk> chunk);
   int store(const char* data, size_t len, const std::string& sha256);
+  // True when the file at `path` hashes to `name` (64 hex digits; other names pass).
+  static bool verify_file(const std::string& path, const std::string& name);
+
+  // Chunks put since the last sync_pending(), bounded: beyond it, one syncfs instead.
+  static constexpr size_t kMaxPending = 65536;
+  // Chunks stored this long before the recorded group commit are verified too after a
+  // crash (clock granularity: a chunk's mtime and the record are whole seconds).
+  static constexpr int64_t kSyncedUntilSlackS = 2;
+  std::mutex pending_mu_;
+  std::vector<std::string> pending_;
+  bool pending_overflow_ = false;
+  std::atomic<int64_t> synced_until_s_{0};
 
   // The lock of a chunk's stripe: serializes put's dedup (age refresh) with GC's age check
   // and unlink of that chunk (see the class comment). Striped: bounded memory, and puts of

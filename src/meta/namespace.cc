@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <linux/fs.h>
 #include <mutex>
 #include <sys/stat.h>
@@ -108,6 +109,9 @@ int Namespace::make_durable() {
   {
     std::lock_guard lock(durable_mu_);
     if (target == durable_) return 0;
+  }
+  if (before_log_sync_) {
+    if (int err = before_log_sync_()) return err;
   }
   KvStatus st = kv_.sync();  // covers every write that returned before it, so all of `target`
   if (!st.ok) return st.no_space ? ENOSPC : EIO;
@@ -716,8 +720,42 @@ int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
     if (uint64_t ino = parent == kTrashId ? 0 : ino_of(parent)) changed->entries.emplace_back(ino, name);
   for (Gid g : c.inodes)
     if (uint64_t ino = ino_of(g)) changed->inodes.push_back(ino);
-  changed->contents.insert(changed->contents.end(), c.contents.begin(), c.contents.end());
+  const size_t first_content = changed->contents.size();
+  for (Gid g : c.contents)  // once per apply: kernel_told() counts occurrences
+    if (std::find(changed->contents.begin() + static_cast<std::ptrdiff_t>(first_content), changed->contents.end(), g) ==
+        changed->contents.end())
+      changed->contents.push_back(g);
+  if (changed->contents.size() > first_content) {
+    const int64_t now_ns = wall_ns_();
+    std::lock_guard untold_lock(untold_mu_);
+    if (untold_.size() >= kMaxUntold)  // notifications lost somewhere: forget the old ones
+      std::erase_if(untold_, [&](const auto& kv) { return now_ns - kv.second.applied_ns > kUntoldForgetNs; });
+    for (size_t i = first_content; i < changed->contents.size(); ++i) {
+      Untold& u = untold_[changed->contents[i]];
+      u.count++;
+      u.applied_ns = now_ns;
+    }
+  }
   return 0;
+}
+
+void Namespace::kernel_told(const std::vector<Gid>& contents) {
+  {
+    std::lock_guard lock(untold_mu_);
+    for (Gid g : contents) {
+      auto it = untold_.find(g);
+      if (it != untold_.end() && --it->second.count == 0) untold_.erase(it);
+    }
+  }
+  untold_cv_.notify_all();
+}
+
+bool Namespace::wait_kernel_told(Gid inode, int timeout_ms) {
+  std::unique_lock lock(untold_mu_);
+  return untold_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
+    auto it = untold_.find(inode);
+    return it == untold_.end() || wall_ns_() - it->second.applied_ns > kUntoldForgetNs;
+  });
 }
 
 std::map<uint64_t, uint64_t> Namespace::applied() {

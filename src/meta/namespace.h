@@ -4,6 +4,7 @@
 // that cannot be read is EIO, never taken for an absent entry or an empty directory.
 // Thread-safe: reads run concurrently, changes are serialized.
 #pragma once
+#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -118,8 +119,17 @@ class Namespace {
   // Every stored version naming this pod as a holder (for a start-up check of its chunks).
   std::vector<Gid> versions_held();
   // Applies an op from another pod (its dependencies already applied). 0 or errno.
-  // Appends to *changed (if given) what the kernel must forget.
+  // Appends to *changed (if given) what the kernel must forget; each file whose content
+  // changed is then also recorded as *untold* until kernel_told() names it.
   int apply_remote(const pb::Op& op, Changed* changed = nullptr);
+  // The kernel was told to forget these files' attributes and pages (the `contents` of
+  // Changed, one call per apply_remote that listed them, duplicates included).
+  void kernel_told(const std::vector<Gid>& contents);
+  // Waits until no content change of `inode` applied from another pod is untold, at most
+  // `timeout_ms` (the notification may wait on the kernel, which may wait on our caller).
+  // Why: the kernel keeps the old size until told; bytes of the new version served
+  // meanwhile would be cut to the old size (a torn read). False on timeout.
+  bool wait_kernel_told(Gid inode, int timeout_ms);
   // See Meta::in_order: whether `op` may be applied next (or is a duplicate).
   bool in_order(const pb::Op& op, std::string* why);
   void set_expected_members(size_t count);
@@ -155,6 +165,10 @@ class Namespace {
   // namespace lock: FUSE threads go on meanwhile), then advances durable_applied().
   // 0 or errno.
   int make_durable();
+  // Runs before each group commit's log sync (the chunk store's own group commit: a
+  // durable op never names content a power loss can take). Set once, before any thread
+  // uses the namespace. A failure fails the group commit.
+  void set_before_log_sync(std::function<int()> fn) { before_log_sync_ = std::move(fn); }
   // Ops of `origin` after `after`, in order, at most `limit`; this pod's own only as far as
   // they are durable.
   std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
@@ -180,6 +194,19 @@ class Namespace {
   KvStore& kv_;
   Meta meta_;
   // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
+  std::function<int()> before_log_sync_;
+  // See wait_kernel_told: per file, changes applied and not yet told to the kernel, and
+  // when the last was applied (an entry older than kUntoldForgetNs no longer makes anyone
+  // wait: a notification that never came must not slow every open of the file).
+  static constexpr int64_t kUntoldForgetNs = 1'000'000'000;
+  static constexpr size_t kMaxUntold = 100'000;
+  struct Untold {
+    uint32_t count = 0;
+    int64_t applied_ns = 0;
+  };
+  std::mutex untold_mu_;
+  std::condition_variable untold_cv_;
+  std::map<Gid, Untold> untold_;
   std::mutex durable_mu_;
   std::map<uint64_t, uint64_t> durable_;  // see durable_applied()
   std::map<uint64_t, Hlc> durable_hlc_;   // see durable_stamps()
