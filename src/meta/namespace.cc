@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <linux/fs.h>
 #include <mutex>
 #include <sys/stat.h>
@@ -720,42 +719,8 @@ int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
     if (uint64_t ino = parent == kTrashId ? 0 : ino_of(parent)) changed->entries.emplace_back(ino, name);
   for (Gid g : c.inodes)
     if (uint64_t ino = ino_of(g)) changed->inodes.push_back(ino);
-  const size_t first_content = changed->contents.size();
-  for (Gid g : c.contents)  // once per apply: kernel_told() counts occurrences
-    if (std::find(changed->contents.begin() + static_cast<std::ptrdiff_t>(first_content), changed->contents.end(), g) ==
-        changed->contents.end())
-      changed->contents.push_back(g);
-  if (changed->contents.size() > first_content) {
-    const int64_t now_ns = wall_ns_();
-    std::lock_guard untold_lock(untold_mu_);
-    if (untold_.size() >= kMaxUntold)  // notifications lost somewhere: forget the old ones
-      std::erase_if(untold_, [&](const auto& kv) { return now_ns - kv.second.applied_ns > kUntoldForgetNs; });
-    for (size_t i = first_content; i < changed->contents.size(); ++i) {
-      Untold& u = untold_[changed->contents[i]];
-      u.count++;
-      u.applied_ns = now_ns;
-    }
-  }
+  changed->contents.insert(changed->contents.end(), c.contents.begin(), c.contents.end());
   return 0;
-}
-
-void Namespace::kernel_told(const std::vector<Gid>& contents) {
-  {
-    std::lock_guard lock(untold_mu_);
-    for (Gid g : contents) {
-      auto it = untold_.find(g);
-      if (it != untold_.end() && --it->second.count == 0) untold_.erase(it);
-    }
-  }
-  untold_cv_.notify_all();
-}
-
-bool Namespace::wait_kernel_told(Gid inode, int timeout_ms) {
-  std::unique_lock lock(untold_mu_);
-  return untold_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] {
-    auto it = untold_.find(inode);
-    return it == untold_.end() || wall_ns_() - it->second.applied_ns > kUntoldForgetNs;
-  });
 }
 
 std::map<uint64_t, uint64_t> Namespace::applied() {

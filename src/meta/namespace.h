@@ -4,7 +4,6 @@
 // that cannot be read is EIO, never taken for an absent entry or an empty directory.
 // Thread-safe: reads run concurrently, changes are serialized.
 #pragma once
-#include <condition_variable>
 #include <functional>
 #include <map>
 #include <memory>
@@ -119,17 +118,8 @@ class Namespace {
   // Every stored version naming this pod as a holder (for a start-up check of its chunks).
   std::vector<Gid> versions_held();
   // Applies an op from another pod (its dependencies already applied). 0 or errno.
-  // Appends to *changed (if given) what the kernel must forget; each file whose content
-  // changed is then also recorded as *untold* until kernel_told() names it.
+  // Appends to *changed (if given) what the kernel must forget.
   int apply_remote(const pb::Op& op, Changed* changed = nullptr);
-  // The kernel was told to forget these files' attributes and pages (the `contents` of
-  // Changed, one call per apply_remote that listed them, duplicates included).
-  void kernel_told(const std::vector<Gid>& contents);
-  // Waits until no content change of `inode` applied from another pod is untold, at most
-  // `timeout_ms` (the notification may wait on the kernel, which may wait on our caller).
-  // Why: the kernel keeps the old size until told; bytes of the new version served
-  // meanwhile would be cut to the old size (a torn read). False on timeout.
-  bool wait_kernel_told(Gid inode, int timeout_ms);
   // See Meta::in_order: whether `op` may be applied next (or is a duplicate).
   bool in_order(const pb::Op& op, std::string* why);
   void set_expected_members(size_t count);
@@ -193,20 +183,8 @@ class Namespace {
   std::shared_mutex mu_;
   KvStore& kv_;
   Meta meta_;
+  std::function<int()> before_log_sync_;  // see set_before_log_sync
   // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
-  std::function<int()> before_log_sync_;
-  // See wait_kernel_told: per file, changes applied and not yet told to the kernel, and
-  // when the last was applied (an entry older than kUntoldForgetNs no longer makes anyone
-  // wait: a notification that never came must not slow every open of the file).
-  static constexpr int64_t kUntoldForgetNs = 1'000'000'000;
-  static constexpr size_t kMaxUntold = 100'000;
-  struct Untold {
-    uint32_t count = 0;
-    int64_t applied_ns = 0;
-  };
-  std::mutex untold_mu_;
-  std::condition_variable untold_cv_;
-  std::map<Gid, Untold> untold_;
   std::mutex durable_mu_;
   std::map<uint64_t, uint64_t> durable_;  // see durable_applied()
   std::map<uint64_t, Hlc> durable_hlc_;   // see durable_stamps()
