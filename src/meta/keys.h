@@ -120,6 +120,26 @@ inline constexpr std::string_view kMemberPrefix = "M";
 // live entries)
 inline std::string trashed_dir(Gid entry) { std::string k("Y"); put_gid(k, entry); return k; }
 inline constexpr std::string_view kTrashedDirPrefix = "Y";
+// W<version>          -> VersionRecord: a version superseded by a newer one of its file,
+// kept as the base of deltas still to come (CommitVersion.delta) until the superseding op
+// is causally stable; U<stamp of that op><version> -> "" orders them for trim.
+inline std::string superseded(Gid version) { std::string k("W"); put_gid(k, version); return k; }
+inline constexpr std::string_view kSupersededPrefix = "W";
+inline std::string superseded_at(const Hlc& h, Gid version) {
+  std::string k("U");
+  put_u64(k, h.wall_ms);
+  put_u32(k, h.counter);
+  put_u64(k, h.pod);
+  put_gid(k, version);
+  return k;
+}
+inline constexpr std::string_view kSupersededAtPrefix = "U";
+inline bool parse_superseded_at(std::string_view k, Hlc* h, Gid* version) {
+  if (k.size() != 37 || k[0] != 'U') return false;
+  *h = Hlc{get_u64(k, 1), get_u32(k, 9), get_u64(k, 13)};
+  *version = get_gid(k, 21);
+  return true;
+}
 // S<name>             -> counters of this pod (next gid, next ino, HLC)
 inline std::string state(std::string_view name) { return "S" + std::string(name); }
 

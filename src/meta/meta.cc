@@ -915,10 +915,17 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
   *v.mutable_inode() = c.inode();
   *v.mutable_base_version() = c.base_version();
   v.set_size(c.size());
-  if (c.dense_chunks_size() > 0 && c.chunks_size() == 0)
+  if (c.delta()) {
+    if (!resolve_delta(txn, c, v.mutable_chunks())) {
+      // Never expected (the base is kept until the delta is stable): reads of it fail with
+      // EIO and a log line naming the file (OpenFile::load), never garbage.
+      v.set_incomplete(true);
+    }
+  } else if (c.dense_chunks_size() > 0 && c.chunks_size() == 0) {
     sparse_from_dense(c.dense_chunks(), v.mutable_chunks());  // an op from an old op log
-  else
+  } else {
     *v.mutable_chunks() = c.chunks();
+  }
   *v.mutable_holders() = c.holders();
   *v.mutable_conflict() = c.conflict();
   v.set_mtime_ns(c.mtime_ns());
@@ -946,10 +953,17 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
   }
   if (!current.empty() && current != incoming) {
     pb::VersionRecord old;
-    if (!fast_forward && get_version_txn(txn, current, &old))
+    if (!fast_forward && get_version_txn(txn, current, &old)) {
       keep_loser(txn, current, old);  // concurrent and older: the current content moves aside
-    else
+    } else {
+      // Superseded: kept as the base of deltas still to come until this op is stable.
+      std::string bytes;
+      if (txn.get(keys::version(current), &bytes)) {
+        txn.put(keys::superseded(current), bytes);
+        txn.put(keys::superseded_at(ts, current), "");
+      }
       txn.del(keys::version(current));
+    }
   }
   txn.put(keys::version(incoming), v.SerializeAsString());
   changes_.contents.push_back(g);
@@ -959,6 +973,35 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
   if (lww(rec.mutable_mtime_hlc(), ts)) rec.set_mtime_ns(c.mtime_ns());
   if (lww(rec.mutable_ctime_hlc(), ts)) rec.set_ctime_ns(c.mtime_ns());
   write_inode(txn, g, rec);
+}
+
+bool Meta::resolve_delta(KvTxn& txn, const pb::CommitVersion& c, google::protobuf::RepeatedPtrField<pb::ChunkRef>* out) {
+  const Gid base = from_pb(c.base_version());
+  pb::VersionRecord b;
+  std::string bytes;
+  if (base.empty() || !(get_version_txn(txn, base, &b) ||
+                        (txn.get(keys::superseded(base), &bytes) && parse_version(bytes, &b))) ||
+      b.incomplete())
+    return false;
+  // Merge two lists sorted by index: the delta's refs replace or add, its holes remove, and
+  // the new size drops what lies past its last span.
+  const uint64_t spans = c.spans();
+  auto hole = c.holes().begin();
+  auto changed = c.chunks().begin();
+  out->Clear();
+  for (const pb::ChunkRef& ref : b.chunks()) {
+    while (changed != c.chunks().end() && changed->index() < ref.index()) *out->Add() = *changed++;
+    while (hole != c.holes().end() && *hole < ref.index()) ++hole;
+    if (changed != c.chunks().end() && changed->index() == ref.index()) {
+      *out->Add() = *changed++;
+      continue;
+    }
+    if (hole != c.holes().end() && *hole == ref.index()) continue;
+    if (ref.index() >= spans) continue;
+    *out->Add() = ref;
+  }
+  while (changed != c.chunks().end()) *out->Add() = *changed++;
+  return true;
 }
 
 bool Meta::get_version_txn(KvTxn& txn, Gid g, pb::VersionRecord* rec) {
@@ -1079,6 +1122,24 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
     trim_cursor_ = saved_cursor;
     return 0;
   }
+  // Superseded versions whose superseding op is stable: no delta over them can come any more.
+  // (Ordered by stamp; bounded by the newest stable stamp, and by max_entries.)
+  size_t superseded_seen = 0;
+  const bool superseded_scanned =
+      kv_.scan(keys::kSupersededAtPrefix, keys::superseded_at(scan_end, Gid{UINT64_MAX, UINT64_MAX}), false,
+               [&](std::string_view k, std::string_view) {
+                 Hlc ts;
+                 Gid version;
+                 if (!keys::parse_superseded_at(k, &ts, &version)) {
+                   txn.del(std::string(k));  // unreadable: nothing can use it
+                 } else if (is_stable(ts)) {
+                   txn.del(std::string(k));
+                   txn.del(keys::superseded(version));
+                   ++removed;
+                 }
+                 return ++superseded_seen < max_entries;
+               });
+  (void)superseded_scanned;  // a failed scan (logged) drops less; the next trim goes on
   if (removed > 0 && !txn.commit(false).ok) return 0;
   // The purge reads the log's delete index as just trimmed: a second batch.
   KvTxn purge_txn(kv_);

@@ -219,6 +219,9 @@ class Meta {
   void apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x);
   void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, const pb::Op& op);
   bool get_version_txn(KvTxn& txn, Gid g, pb::VersionRecord* rec);
+  // The chunk list of delta commit `c` (CommitVersion.delta) over its base, current or
+  // superseded. False when the base is not here (or its own list is unknown).
+  bool resolve_delta(KvTxn& txn, const pb::CommitVersion& c, google::protobuf::RepeatedPtrField<pb::ChunkRef>* out);
   // Keeps a version that lost a conflict as a sibling file (see apply_commit).
   void keep_loser(KvTxn& txn, Gid version, pb::VersionRecord loser);
   void purge_inode(KvTxn& txn, Gid g);

@@ -547,7 +547,7 @@ int Namespace::removexattr(uint64_t ino, std::string_view name) {
 }
 
 int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vector<pb::ChunkRef>& chunks,
-                      int64_t mtime_ns, const std::vector<uint64_t>& holders, bool sync, Gid* new_version) {
+                      int64_t mtime_ns, const std::vector<uint64_t>& holders, bool sync, Gid* new_version, uint64_t chunk_spans) {
   std::unique_lock lock(mu_);
   pb::InodeRecord rec;
   if (!meta_.get_inode(inode, &rec)) return ENOENT;
@@ -558,7 +558,27 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
   to_pb(v, c->mutable_version());
   if (!base_version.empty()) to_pb(base_version, c->mutable_base_version());
   c->set_size(size);
-  for (auto& ch : chunks) *c->add_chunks() = ch;
+  pb::VersionRecord base;
+  if (chunk_spans != UINT64_MAX && !base_version.empty() && from_pb(rec.version()) == base_version &&
+      meta_.get_version(base_version, &base) && !base.incomplete()) {
+    // A delta over the current version (every pod has it until this op is stable): only the
+    // chunks that changed travel and stay in the op log.
+    c->set_delta(true);
+    c->set_spans(chunk_spans);
+    auto old = base.chunks().begin();
+    for (const pb::ChunkRef& ch : chunks) {
+      for (; old != base.chunks().end() && old->index() < ch.index(); ++old)
+        if (old->index() < chunk_spans) c->add_holes(old->index());
+      const bool same = old != base.chunks().end() && old->index() == ch.index() && old->sha256() == ch.sha256() &&
+                        old->length() == ch.length() && old->inline_data() == ch.inline_data();
+      if (old != base.chunks().end() && old->index() == ch.index()) ++old;
+      if (!same) *c->add_chunks() = ch;
+    }
+    for (; old != base.chunks().end(); ++old)
+      if (old->index() < chunk_spans) c->add_holes(old->index());
+  } else {
+    for (auto& ch : chunks) *c->add_chunks() = ch;
+  }
   c->set_mtime_ns(mtime_ns);
   pb::Conflict* how = c->mutable_conflict();
   // The writer's view: the file's names (a delete of one it had in view and had not seen is

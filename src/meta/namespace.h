@@ -84,9 +84,12 @@ class Namespace {
   int removexattr(uint64_t ino, std::string_view name);
 
   // Commits a new content version of `inode` held by `holders` (empty: this pod alone);
-  // durable on return when `sync`.
+  // durable on return when `sync`. `chunks`: the whole list, by increasing index, all below
+  // `chunk_spans` (the chunk spans of `size`; unknown: UINT64_MAX). When `base_version` is
+  // the current version, the op carries only what changed over it (CommitVersion.delta).
   int commit(Gid inode, Gid base_version, uint64_t size, const std::vector<pb::ChunkRef>& chunks,
-             int64_t mtime_ns, const std::vector<uint64_t>& holders, bool sync, Gid* new_version);
+             int64_t mtime_ns, const std::vector<uint64_t>& holders, bool sync, Gid* new_version,
+             uint64_t chunk_spans = UINT64_MAX);
   bool get_version(Gid version, pb::VersionRecord* rec);
   // The current version of a regular file (empty id and record for a never-written file).
   int current_version(Gid inode, Gid* version, pb::VersionRecord* rec);

@@ -158,6 +158,18 @@ bool check_chunks(const pb::CommitVersion& c, const OpLimits& limits, std::strin
     if (i > 0 && r.index() <= c.chunks(i - 1).index()) return fail(why, "commit", "chunk indices not increasing");
     if (!check_chunk_ref(r, r.index(), c.size(), chunk, why)) return false;
   }
+  // A delta names its base, the new size's spans exactly (the base's chunks past them are
+  // dropped) and its holes by increasing index below them.
+  if (!c.delta()) {
+    if (c.holes_size() > 0 || c.spans() != 0) return fail(why, "commit", "holes or spans in a whole chunk list");
+    return true;
+  }
+  if (c.base_version().pod() == 0 && c.base_version().seq() == 0) return fail(why, "commit", "a delta without a base");
+  if (c.spans() != spans) return fail(why, "commit", "delta spans " + std::to_string(c.spans()) + " for " + std::to_string(c.size()) + " bytes");
+  if (static_cast<uint64_t>(c.holes_size()) > spans) return fail(why, "commit", "more holes than spans");
+  for (int i = 0; i < c.holes_size(); ++i)
+    if (c.holes(i) >= spans || (i > 0 && c.holes(i) <= c.holes(i - 1)))
+      return fail(why, "commit", "delta holes not increasing within the file");
   return true;
 }
 

@@ -58,6 +58,11 @@ int OpenFile::load_locked(Gid version, const pb::VersionRecord& v) {
   mtime_ns_ = v.mtime_ns();
   holders_.assign(v.holders().begin(), v.holders().end());
   chunks_.clear();
+  if (v.incomplete()) {
+    spdlog::error("version {} of {} is not known whole on this pod (a delta over a version it lacks): EIO",
+                  base_version_.str(), ns_.path_of(inode_));
+    return EIO;
+  }
   if (size_ > kMaxFileSize) {
     spdlog::error("version {} of {} claims {} bytes, more than the largest file size", base_version_.str(),
                   ns_.path_of(inode_), size_);
@@ -454,7 +459,7 @@ int OpenFile::flush(bool sync) {
     std::vector<uint64_t> holders;
     if (replication_) holders = replication_->place(inode_, base_version_, list);
     Gid version;
-    if (int err = ns_.commit(inode_, base_version_, size_, list, mtime_ns_, holders, false, &version)) return err;
+    if (int err = ns_.commit(inode_, base_version_, size_, list, mtime_ns_, holders, false, &version, chunk_count())) return err;
     const Gid base = std::exchange(base_version_, version);
     holders_ = holders.empty() ? std::vector<uint64_t>{ns_.pod_id()} : holders;
     modified_ = false;

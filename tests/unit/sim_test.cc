@@ -208,13 +208,38 @@ class Simulation {
         break;
       default:
         if (ns.lookup(dir, name, &a) == 0 && a.type == pb::REGULAR) {
-          std::vector<pb::ChunkRef> chunks(1);
-          const std::string data = "v" + std::to_string(rng_());
-          chunks[0].set_sha256(ChunkStore::hash(data.data(), data.size()));
-          chunks[0].set_length(static_cast<uint32_t>(data.size()));
-          chunks[0].set_inline_data(data);
+          // A sparse file of 1-4 spans of the real chunk size, each stored chunk a few inline
+          // bytes: a write changes one span of the current version, punches a hole or
+          // truncates, so that commits travel as deltas (CommitVersion.delta) over versions
+          // other pods may have superseded concurrently.
+          constexpr uint64_t kSpan = 4 << 20;
+          Gid current;
+          pb::VersionRecord rec;
+          std::map<uint64_t, pb::ChunkRef> chunks;
+          uint64_t spans = 1;
+          if (ns.current_version(a.id, &current, &rec) == 0) {
+            for (const pb::ChunkRef& c : rec.chunks()) chunks[c.index()] = c;
+            spans = std::max<uint64_t>(1, (rec.size() + kSpan - 1) / kSpan);
+          }
+          switch (rng_() % 4) {
+            case 0: spans = 1 + rng_() % 4; break;     // truncate or extend
+            case 1: chunks.erase(rng_() % 4); break;  // punch a hole
+            default: {
+              const uint64_t index = rng_() % 4;
+              spans = std::max(spans, index + 1);
+              const std::string data = "v" + std::to_string(rng_());
+              pb::ChunkRef& c = chunks[index];
+              c.set_index(index);
+              c.set_sha256(ChunkStore::hash(data.data(), data.size()));
+              c.set_length(static_cast<uint32_t>(data.size()));
+              c.set_inline_data(data);
+            }
+          }
+          std::vector<pb::ChunkRef> list;
+          for (auto& [index, c] : chunks)
+            if (index < spans) list.push_back(c);
           Gid v;
-          ns.commit(a.id, a.version, data.size(), chunks, now_ms_ * 1000000, {}, false, &v);
+          ns.commit(a.id, current, spans * kSpan, list, now_ms_ * 1000000, {}, false, &v, spans);
         }
     }
     // As the daemon's push loop, not after every op: a pod holds unsynced ops between pushes,
