@@ -48,9 +48,13 @@ def timed(fn, *args):
 
 
 def seq_write(path, size_mib):
-    block = os.urandom(MIB)
+    # Every MiB differs (its first bytes are its number): content-addressed storage must not
+    # deduplicate the file into one chunk (until 2026-12-01 it did: the write and read
+    # figures measured one 4 MiB chunk stored once and read from cache).
+    block = bytearray(os.urandom(MIB))
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-    for _ in range(size_mib):
+    for i in range(size_mib):
+        block[0:8] = i.to_bytes(8, "little")
         os.write(fd, block)
     os.fsync(fd)
     os.close(fd)
@@ -222,6 +226,12 @@ def main():
             figures.append((f"remote_read_{holders}_holder{'s' if holders > 1 else ''}",
                             remote_read(work, holders, args.remote_mib)))
             print(f"{figures[-1][0]:<22} {figures[-1][1]:10.1f} MB/s (reader holds no copy)", flush=True)
+    for name, value in small_writes(work, args.pods):
+        figures.append((name, value))
+        print(f"{name:<48} {value:12.0f} bytes", flush=True)
+    if args.pods > 1:
+        figures.append(("remote_randread_4k_bytes_per_read", remote_randread_bytes(work)))
+        print(f"{figures[-1][0]:<48} {figures[-1][1]:12.0f} bytes (reader holds no copy)", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
     for metric, unit, l, w, hib in results:
@@ -243,6 +253,112 @@ def sync_writes(work, size_mib, files):
         os.makedirs(a.path("small"))
         t_create = timed(make_files, a.path("small"), files)
         return t_write, t_create
+    finally:
+        net.cleanup()
+
+
+def io_write_bytes(pid):
+    """Bytes this process caused to be written to the block layer (/proc/<pid>/io)."""
+    with open(f"/proc/{pid}/io") as f:
+        for line in f:
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sqlite_commits(path, commits):
+    """A SQLite database in WAL mode at `path`: `commits` transactions of one ~130-byte row."""
+    import sqlite3
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, body TEXT)")
+    db.commit()
+    for i in range(commits):
+        db.execute("INSERT INTO t (body) VALUES (?)", ("row %06d " % i + "x" * 118,))
+        db.commit()
+    db.close()
+
+
+def small_writes(work, pods, commits=500):
+    """Figures of issue "Pay for what you touch", on a fresh network (redundancy 2 of 3 pods,
+    or one pod): disk bytes written per SQLite commit by the writer's daemon (and received by
+    the second holder), against the same workload in a local directory; the size of the op
+    committed after a 4 KiB write into a 1 GiB file."""
+    figures = []
+    local = os.path.join(work, "sqlite-local")
+    os.makedirs(local, exist_ok=True)
+    before = io_write_bytes(os.getpid())
+    sqlite_commits(os.path.join(local, "db.sqlite"), commits)
+    subprocess.run(["sync"], check=True)
+    figures.append(("sqlite_local_bytes_written_per_commit", (io_write_bytes(os.getpid()) - before) / commits))
+    if pods == 1:
+        net = None
+        writer = Pod(root=work, name="sw", storage=os.path.join(work, "sw-storage"))
+        all_pods = {"sw": writer}
+    else:
+        net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work)
+        all_pods = net.pods
+        writer = net.pods["a"]
+    try:
+        if net:
+            net.start()
+            for p in net.pods.values():
+                wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
+        else:
+            writer.start()
+        written = {n: io_write_bytes(p.proc.pid) for n, p in all_pods.items()}
+        received = {n: (p.status().get("transfer") or {}).get("received_bytes", 0) for n, p in all_pods.items()}
+        sqlite_commits(writer.path("db.sqlite"), commits)
+        time.sleep(3)  # let the copies and the group commits land
+        subprocess.run(["sync"], check=True)
+        figures.append(("sqlite_bytes_written_per_commit",
+                        (io_write_bytes(writer.proc.pid) - written[writer.name]) / commits))
+        if net:
+            holders = [h["name"] for h in writer.where("db.sqlite")["holders"] if h["name"] != writer.name]
+            if holders:
+                second = net.pods[holders[0]]
+                figures.append(("sqlite_second_holder_bytes_received_per_commit",
+                                ((second.status().get("transfer") or {}).get("received_bytes", 0) -
+                                 received[second.name]) / commits))
+                figures.append(("sqlite_second_holder_bytes_written_per_commit",
+                                (io_write_bytes(second.proc.pid) - written[second.name]) / commits))
+            # The op of a 4 KiB write into a 1 GiB file (what its commit sends to each peer).
+            seq_write(writer.path("big1g"), 1024)
+            time.sleep(3)
+            sent = writer.status()["transfer"]["op_bytes_sent"]
+            with open(writer.path("big1g"), "r+b") as f:
+                f.seek(512 * MIB)
+                f.write(b"w" * 4096)
+            time.sleep(1.5)
+            peers = len(net.pods) - 1
+            figures.append(("commit_op_bytes_1g_file", (writer.status()["transfer"]["op_bytes_sent"] - sent) / peers))
+    finally:
+        if net:
+            net.cleanup()
+        else:
+            writer.cleanup()
+    return figures
+
+
+def remote_randread_bytes(work, reads=200, size_mib=256):
+    """Bytes fetched from peers per cold 4 KiB random read by a pod holding no copy."""
+    net = Cluster(names=("h0", "reader"), redundancy=1, roles={"reader": "client"}, root_dir=work)
+    try:
+        net.start()
+        writer, reader = net.pods["h0"], net.pods["reader"]
+        seq_write(writer.path("rand.bin"), size_mib)
+        wait_for(lambda: os.path.exists(reader.path("rand.bin")) and
+                 os.path.getsize(reader.path("rand.bin")) == size_mib * MIB, what="file on the reader")
+        drop_caches()
+        before = reader.status()["transfer"]["fetched_bytes"]
+        rng = random.Random(7)
+        fd = os.open(reader.path("rand.bin"), os.O_RDONLY)
+        try:
+            for _ in range(reads):
+                os.pread(fd, 4096, rng.randrange(0, size_mib * MIB // 4096) * 4096)
+        finally:
+            os.close(fd)
+        return (reader.status()["transfer"]["fetched_bytes"] - before) / reads
     finally:
         net.cleanup()
 

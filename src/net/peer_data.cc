@@ -179,7 +179,8 @@ nlohmann::json PeerNode::transfer() {
   return {{"pushed_bytes", pushed_bytes_.load()},
           {"received_bytes", received_bytes_.load()},
           {"fetched_bytes", fetched_bytes_.load()},
-          {"served_bytes", served_bytes_.load()}};
+          {"served_bytes", served_bytes_.load()},
+          {"op_bytes_sent", op_bytes_sent_.load()}};
 }
 
 PeerNode::Peer* PeerNode::peer_by_id(uint64_t id) {

@@ -318,6 +318,7 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
     req.set_from_pod_name(self_.name);
     req.set_from_pod_id(pod_id_);
     *req.mutable_body() = o.message;
+    if (o.message.has_ops()) op_bytes_sent_ += o.message.ops().ByteSizeLong();
     *req.mutable_space() = space;
     call->ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
     Call* c = call.get();

@@ -251,6 +251,7 @@ class PeerNode final : public ContentReplication {
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> pushed_bytes_{0}, received_bytes_{0}, fetched_bytes_{0}, served_bytes_{0};
+  std::atomic<uint64_t> op_bytes_sent_{0};  // op batches sent to peers (serialized bytes)
   std::thread thread_;
 };
 
