@@ -103,8 +103,19 @@ class Simulation {
       send_all(m.to, to->rep->receive(m.from, m.body, static_cast<uint64_t>(now_ms_ + to->skew_ns / 1000000), &rejected));
       EXPECT_EQ(rejected, "") << "an honest pod's message was rejected";
       if (uint64_t source = to->rep->take_snapshot_source()) install_snapshot(*to, source);
-      if (to->joining && !to->ns->empty_history()) to->joining = false;
+      // Caught up (as the daemon before it mounts: a sync round that brings nothing new):
+      // it has everything the peer that answered had. Before that it makes no ops: its view
+      // is of the past, and an op of it would claim not to have seen ops that are stable.
+      if (to->joining && !to->ns->empty_history() && m.body.has_ops() && caught_up(to->ns->applied(), m.from))
+        to->joining = false;
     }
+  }
+  bool caught_up(const std::map<uint64_t, uint64_t>& have, uint64_t peer_id) {
+    Pod* peer = by_id(peer_id);
+    if (!peer || !peer->up()) return false;
+    for (auto& [origin, seq] : peer->ns->applied())
+      if (seq > (have.count(origin) ? have.at(origin) : 0)) return false;
+    return true;
   }
   Pod* by_id(uint64_t id) {
     auto it = index_.find(id);
