@@ -1188,6 +1188,29 @@ size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<boo
   if (from_start && purge_cursor_.empty())
     purge_due_ms_ = unstable ? now_ms + 1000 : std::min(due_ms, now_ms + retention_ms);
   size_t removed = 0;
+  // The directories a logged move took an entry out of (or put one into): a late op can
+  // still undo and redo that move with another outcome (a write voids a delete made after
+  // the rmdir, and the file is back in the removed directory; a cycle check refuses a
+  // directory's move), so the directory's emptiness is not final yet. Read once per pass,
+  // when a removed directory is a candidate.
+  std::set<Gid> moved_through;
+  bool log_read = false, log_ok = false;
+  bool retry_soon = false;  // a candidate waits for log records that trim drops once stable
+  auto logged_move_through = [&](Gid dir) {
+    if (!log_read) {
+      log_read = true;
+      log_ok = kv_.scan(keys::kMoveLogPrefix, prefix_end(keys::kMoveLogPrefix), false,
+                        [&](std::string_view, std::string_view v) {
+                          pb::MoveLogRecord rec;
+                          if (rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+                            if (rec.had_old()) moved_through.insert(from_pb(rec.old().parent()));
+                            moved_through.insert(from_pb(rec.move().parent()));
+                          }
+                          return true;
+                        });
+    }
+    return !log_ok || moved_through.count(dir) > 0;  // unknown: as if there were one
+  };
   for (auto& [entry, e] : purge) {
     pb::InodeRecord rec;
     const bool have_inode = read_inode(txn, e.inode, &rec);
@@ -1200,8 +1223,10 @@ size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<boo
       if (!kv_.scan(p, prefix_end(p), false, [&](std::string_view, std::string_view) {
             logged = true;
             return false;
-          }) || logged)
+          }) || logged) {
+        retry_soon = true;
         continue;
+      }
     } else {
       bool empty = true;
       const std::string p = keys::dir_prefix(e.inode);
@@ -1210,6 +1235,10 @@ size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<boo
             return false;
           }) || !empty)
         continue;  // something was created in it meanwhile: kept
+      if (logged_move_through(e.inode)) {  // something may still come back into it
+        retry_soon = true;
+        continue;
+      }
     }
     set_edge(txn, entry, &e, nullptr);
     ++removed;
@@ -1231,6 +1260,7 @@ size_t Meta::purge_trash(KvTxn& txn, size_t max_entries, const std::function<boo
     else
       purge_inode(txn, e.inode);
   }
+  if (retry_soon) purge_due_ms_ = std::min(purge_due_ms_, now_ms + 1000);
   return removed;
 }
 
