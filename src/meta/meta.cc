@@ -504,6 +504,8 @@ bool Meta::in_order(const pb::Op& op, std::string* why) const {
 
 KvStatus Meta::apply(const pb::Op& op, bool sync) {
   changes_ = Changes{};
+  in_view_before_.clear();
+  reborn_.clear();
   std::string why;
   if (!in_order(op, &why)) return KvStatus{false, false, "refused: " + why};
   const uint64_t origin = op.origin();
@@ -604,6 +606,9 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
     keys::parse_movelog(it->first, &ts, &index);
     do_move(txn, ts, index, it->second.move(), it->second.op_seq(), it->second.op_deps());
   }
+  renumber_reborn(txn);
+  in_view_before_.clear();
+  reborn_.clear();
 
   prog.seq = op.seq();
   if (op_ts > prog.hlc) prog.hlc = op_ts;
@@ -635,6 +640,17 @@ pb::InodeRecord Meta::new_inode_record(KvTxn& txn, Gid g, pb::FileType type, uin
   return rec;
 }
 
+void Meta::renumber_reborn(KvTxn& txn) {
+  for (auto& [g, entry] : reborn_) {
+    Edge e;
+    pb::InodeRecord rec;
+    if (!read_edge(txn, entry, &e) || e.parent == kTrashId || !read_inode(txn, g, &rec)) continue;
+    assign_local_ino(txn, g, &rec);
+    txn.del(keys::orphan(g));
+    write_inode(txn, g, rec);
+  }
+}
+
 // Gives `rec` (inode `g`) a new FUSE inode number, forgetting its previous one.
 void Meta::assign_local_ino(KvTxn& txn, Gid g, pb::InodeRecord* rec) {
   if (rec->local_ino() != 0) txn.del(keys::ino(rec->local_ino()));
@@ -658,14 +674,18 @@ void Meta::create_inode(KvTxn& txn, Gid entry, const pb::NewInode& n, const Hlc&
     if (lww(rec.mutable_mtime_hlc(), ts)) rec.set_mtime_ns(n.time_ns());
     if (lww(rec.mutable_ctime_hlc(), ts)) rec.set_ctime_ns(n.time_ns());
     lww(rec.mutable_content_hlc(), ts);  // the newest creation, whatever the arrival order
+    // Back from the trash (or made again after its entry was purged): a new local inode
+    // number, since the kernel may still hold the old one as deleted — decided once the op
+    // is applied (renumber_reborn), against the entry's state before it. A create redone
+    // after the undo that took its entry away (a remote op older than it arrived) is no
+    // rebirth: renumbering it made every handle, cached dentry and pending kernel
+    // notification of a live file point at a number that no longer existed (ENOENT on
+    // getattr and ftruncate of an open file, and kernel caches never invalidated again).
+    auto before = in_view_before_.find(entry);
     Edge e;
-    const bool had_entry = read_edge(txn, entry, &e);
-    if (!had_entry || e.parent == kTrashId) {
-      // Back from the trash (or made again after its entry was purged): a new local inode
-      // number, since the kernel may still hold the old one as deleted.
-      assign_local_ino(txn, g, &rec);
-      txn.del(keys::orphan(g));
-    }
+    const bool in_view = before != in_view_before_.end() ? before->second
+                                                         : read_edge(txn, entry, &e) && e.parent != kTrashId;
+    if (!in_view) reborn_.emplace(g, entry);
     write_inode(txn, g, rec);
     return;
   }
@@ -816,6 +836,7 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
       write_inode(txn, e.parent, parent);
     }
   };
+  in_view_before_.try_emplace(entry, old_edge && old_edge->parent != kTrashId);
   // The name, and the name it shows under when it is a duplicate (see duplicate_name).
   if (old_edge) changes_.names.emplace_back(old_edge->parent, old_edge->name);
   if (old_edge) changes_.names.emplace_back(old_edge->parent, duplicate_name(old_edge->name, entry));

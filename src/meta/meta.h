@@ -215,6 +215,9 @@ class Meta {
   pb::InodeRecord new_inode_record(KvTxn& txn, Gid g, pb::FileType type, uint32_t mode, uint32_t uid, uint32_t gid,
                                    int64_t time_ns, const Hlc& ts);
   void assign_local_ino(KvTxn& txn, Gid g, pb::InodeRecord* rec);
+  // Gives a new local inode number to the inodes created again by this apply whose entry it
+  // brought back into view (see create_inode).
+  void renumber_reborn(KvTxn& txn);
   void apply_set_attr(KvTxn& txn, const Hlc& ts, const pb::SetAttr& a);
   void apply_set_xattr(KvTxn& txn, const Hlc& ts, const pb::SetXattr& x);
   void apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, const pb::Op& op);
@@ -254,6 +257,12 @@ class Meta {
   std::string purge_cursor_;             // where the next look at the trash starts
   uint64_t purge_due_ms_ = 0;            // no trash entry can be purged before (wall ms)
   Changes changes_;  // of the last apply()
+  // During one apply(): the entries whose edge it changed, each with whether it was in view
+  // (named outside the trash) before the apply; and the inodes it created again (inode ->
+  // entry). The undo and redo of moves around an op pass through states no one sees: only
+  // the states before and after the apply tell whether an entry came back (see create_inode).
+  std::map<Gid, bool> in_view_before_;
+  std::map<Gid, Gid> reborn_;
 };
 
 }  // namespace wormhole

@@ -62,12 +62,19 @@ Assertions.
       (e) raced: an unlink / rename over / rename away / O_TRUNC overwrite of one of the
           names the version may have had (its name at close, followed through every rename
           and hard link of the run, whatever they moved: an over-approximation) that ended
-          after the version's close began and whose observation began before the close
-          ended + WORMHOLE_MULTI_MOUNT_RACE_S. Such a pod may have applied the version
-          between its observation and its act: it may legitimately have destroyed it
-          without the test knowing. This is the weaker check: a client cannot know which
-          versions a pod had applied when it acted, so a loss is only asserted when the
-          destroying op came long enough after the close for the pod to have seen it.
+          after the version's write began - WORMHOLE_MULTI_MOUNT_RACE_S and whose
+          observation began before the close ended + WORMHOLE_MULTI_MOUNT_RACE_S. Such a
+          pod may have applied the version between its observation and its act: it may
+          legitimately have destroyed it without the test knowing. And the writer's pod may
+          apply a destroy made elsewhere only after it opened the name: its handle then
+          writes a file that pod deletes before the close commits (as open, unlink by
+          another process, write, close on a local disk), and the version is in the trash
+          only (seen: a rename over f3.txt ended 80 ms before another pod's truncate of
+          f3.txt began; that pod committed the truncate to "(deleted)/f3.txt"). This is
+          the weaker check: a client cannot know which versions a pod had applied when it
+          acted, so a loss is only asserted when the destroying op came long enough after
+          the close for the pod to have seen it, and long enough before the write for the
+          writer's pod to have seen it.
    Not accepted as raced: a version lost with a directory (rmdir, or a rename of a
    directory over another): the pod that removed the directory saw it empty, so it never
    saw the file, and a delete that has not seen a write must not destroy it.
@@ -364,6 +371,7 @@ class Worker(threading.Thread):
             self.t.sample_propagation(self.pod.name, rel, data_hash, now())
 
     def event(self, kind, obs_start, **kw):
+        self.note += f" EV {kind} " + " ".join(f"{k}={v if k != 'seen' else {a: (b or '')[:8] for a, b in v.items()}}" for k, v in kw.items())
         self.t.reg.events.append(dict(kind=kind, pod=self.pod.name, obs_start=obs_start, end=now(), **kw))
 
     def run(self):
@@ -373,10 +381,15 @@ class Worker(threading.Thread):
                     ["write_rmw", "write_trunc", "write_steps", "append", "truncate", "unlink", "rename_file", "rename_dir",
                      "mkdir", "rmdir", "link", "symlink", "chmod", "setxattr", "removexattr"],
                     weights=[12, 6, 4, 10, 5, 6, 8, 3, 6, 3, 2, 2, 3, 3, 1])[0]
+                self.note = ""
+                t_s = now()
                 try:
+                    self.t.history.append((t_s, self.pod.name, "start", kind, ""))
                     getattr(self, "op_" + kind)()
+                    self.t.history.append((now(), self.pod.name, "end", kind, self.note))
                     self.ops[kind] = self.ops.get(kind, 0) + 1
                 except OSError as e:
+                    self.t.history.append((now(), self.pod.name, "err", kind, self.note + " " + repr(e)))
                     key = f"{kind}:{errno.errorcode.get(e.errno, e.errno)}"
                     self.errors[key] = self.errors.get(key, 0) + 1
                     if e.errno in (errno.ENOTCONN, errno.EIO):
@@ -399,13 +412,17 @@ class Worker(threading.Thread):
     # content (the handle's true base); anything else is a failure.
     def _modify(self, rel, change):
         cs = now()
+        self.note = f"stage=open rel={rel}"
         fd = os.open(self.p(rel), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_DIRECT, 0o644)
         ino = None
         try:
             ino = os.fstat(fd).st_ino
             self.t.inode_busy(self.pod.name, ino)
+            self.note = f"stage=read-base rel={rel} ino={ino}"
             base = read_all(fd)
+            self.note = f"stage=change rel={rel} ino={ino} base={len(base)}"
             apply = change(fd, base)
+            self.note += " stage=readback"
             if apply is None:
                 return
             got = read_all(fd)
@@ -419,6 +436,7 @@ class Worker(threading.Thread):
                         f"applied to no closed version: {describe(got)}" + self.t.reg.similar(got))
             self.t.reg.register(got)
             self.t.reg.closing(sha(got))
+            self.note = f"stage=close rel={rel} ino={ino} base={len(base)}:{describe(base,4)} got={len(got)}:{describe(got,4)} closing_at={now()}"
         finally:
             os.close(fd)
             if ino is not None:
@@ -474,6 +492,7 @@ class Worker(threading.Thread):
         data = gen(ident, n)
         self.t.reg.register(data)
         cs = now()
+        self.note = f"rel={rel} id={ident} n={n} steps={steps}"
         self.busy()
         try:
             fd = os.open(self.p(rel), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
@@ -574,6 +593,7 @@ class Reader(threading.Thread):
             self.exc = f"{e!r}\n{traceback.format_exc()}"
 
     def read_one(self, name, path, rel):
+        rs = now()
         e1 = self.t.epoch[name]
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -605,7 +625,7 @@ class Reader(threading.Thread):
         if self.t.reg.explain_torn(data):
             self.stats["torn"] += 1
             return
-        self.t.bad_reads.append(dict(data=data, pod=name, rel=rel, end=now()))
+        self.t.bad_reads.append(dict(data=data, pod=name, rel=rel, end=now(), start=rs, ino=st.st_ino, st_size=st.st_size))
 
 
 class MultiMountTest(unittest.TestCase):
@@ -632,6 +652,7 @@ class MultiMountTest(unittest.TestCase):
         self.latencies_under_load = []
         self.prop_lock = threading.Lock()
         self.prop_active = 0
+        self.history = []
 
     def inode_busy(self, pod, ino):
         d = self.busy_inodes[pod]
@@ -646,7 +667,25 @@ class MultiMountTest(unittest.TestCase):
             fh.write(data)
         return path
 
+    def save_history(self):
+        """Every worker op (start, end or error, with what it did) and every bad read, by time:
+        kept beside the dumps and the pods' logs for a failed run."""
+        d = os.environ.get("WORMHOLE_MULTI_MOUNT_DUMP", "/tmp/wh-multi-mount-failures")
+        os.makedirs(d, exist_ok=True)
+        path = os.path.join(d, f"seed{self.seed}-history")
+        with open(path, "w") as fh:
+            for h in self.history:
+                fh.write(f"{h[0]:.4f} {h[1]} {h[2]} {h[3]} {h[4]}\n")
+            for i, r in enumerate(self.bad_reads):
+                fh.write(f"BAD {i} {r['start']:.4f}..{r['end']:.4f} pod={r['pod']} rel={r['rel']} ino={r['ino']} "
+                         f"st_size={r['st_size']} len={len(r['data'])} {describe(r['data'], 8)}\n")
+        for p in self.pods:
+            with open(os.path.join(d, f"seed{self.seed}-{p.name}.log"), "w") as fh:
+                fh.write(p.read_log())
+        return path
+
     def fail_with(self, msg):
+        msg += f"\n(history of the run and the pods' logs: {self.save_history()} and beside it)"
         logs = "\n".join(f"--- {p.name}.log (tail) ---\n" + p.read_log()[-2500:] for p in self.pods)
         self.fail(f"seed {self.seed}: {msg}\n(cluster dir {self.cluster.root})\n{logs}")
 
@@ -815,7 +854,7 @@ class MultiMountTest(unittest.TestCase):
         def raced(v):
             names = lineage(v)
             for e in events:
-                if e["end"] <= v["cs"] or e["obs_start"] >= v["ce"] + RACE_S:
+                if e["end"] <= v["cs"] - RACE_S or e["obs_start"] >= v["ce"] + RACE_S:
                     continue
                 if e["kind"] in ("unlink", "overwrite") and e["path"] in names:
                     return True

@@ -508,6 +508,38 @@ TEST(ConcurrentDelete, AWriteTheDeleteDidNotSeeKeepsTheFile) {
   EXPECT_EQ(b.read("f"), "two");
 }
 
+// A remote op older than local moves makes this pod undo and redo them around it. A create
+// redone that way is the same live file: its FUSE number must stay, or every handle and
+// cached dentry the kernel holds names a number that no longer exists (getattr/ftruncate of
+// an open file failed with ENOENT, and the kernel's pages of the file were never
+// invalidated again: torn and stale reads in the multi-mount test).
+TEST(LocalInodeNumbers, AnUndoneAndRedoneCreateKeepsItsNumber) {
+  Replica a(1), b(2);
+  Attr x;
+  ASSERT_EQ(b.ns.make(1, "x", pb::DIRECTORY, 0755, 0, 0, "", &x), 0);  // older than a's ops below
+  a.now += 1'000'000'000;
+  const uint64_t f = a.create("f");
+  Attr d;
+  ASSERT_EQ(a.ns.make(1, "d", pb::DIRECTORY, 0755, 0, 0, "", &d), 0);
+  Attr same_d;
+  ASSERT_EQ(b.ns.make(1, "d", pb::DIRECTORY, 0755, 0, 0, "", &same_d), 0);  // one id per path: merged
+  a.receive_from(b);  // undoes f's and d's creates, applies b's ops, redoes them
+  Attr now;
+  ASSERT_EQ(a.ns.lookup(1, "f", &now), 0);
+  EXPECT_EQ(now.ino, f);
+  EXPECT_EQ(a.ns.getattr(f, &now), 0);
+  ASSERT_EQ(a.ns.lookup(1, "d", &now), 0);
+  EXPECT_EQ(now.ino, d.ino);
+  EXPECT_EQ(a.ns.getattr(d.ino, &now), 0);
+  // A directory made again where it was removed still gets a new number (the kernel holds
+  // the old one as deleted).
+  ASSERT_EQ(a.ns.rmdir(1, "d"), 0);
+  Attr again;
+  ASSERT_EQ(a.ns.make(1, "d", pb::DIRECTORY, 0755, 0, 0, "", &again), 0);
+  EXPECT_EQ(again.id, d.id);
+  EXPECT_NE(again.ino, d.ino);
+}
+
 TEST(ConcurrentDelete, ADeleteThatSawTheWriteRemovesTheFile) {
   Replica a(1), b(2);
   const uint64_t on_b = a.share_new_file("f", "one", b);
