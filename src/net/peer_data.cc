@@ -24,8 +24,9 @@ constexpr size_t kHeldPerTick = 8;
 constexpr int64_t kHeldRetryMs = 2000;
 // Async copies waiting for the push thread, at most (beyond, holders pull).
 constexpr size_t kMaxPushQueue = 10000;
-// Read-ahead requests waiting for a worker, at most.
-constexpr size_t kMaxPrefetchQueue = 64;
+// Read-ahead requests waiting for a worker, at most: this many bytes of chunks (64 with
+// 4 MiB chunks, 4096 with 64 KiB ones), never fewer than 64 chunks.
+constexpr uint64_t kMaxPrefetchQueueBytes = 256 << 20;
 // Sync mode: how long a close waits for the holders to acknowledge the version's op (a
 // holder that lacks many ops needs several batches). A holder that does not answer is
 // given up at once; past the deadline the version is listed as under-replicated.
@@ -715,7 +716,7 @@ void PeerNode::prefetch(const std::vector<std::string>& sha256s, const std::vect
   {
     std::lock_guard lock(fetch_mu_);
     for (const std::string& sha : sha256s) {
-      if (prefetch_queue_.size() >= kMaxPrefetchQueue) break;
+      if (prefetch_queue_.size() >= std::max<uint64_t>(64, kMaxPrefetchQueueBytes / config_.network.chunk_size)) break;
       if (!fetching_.count(sha)) prefetch_queue_.push_back(PrefetchJob{sha, holders});
     }
   }

@@ -20,8 +20,12 @@ constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
 constexpr auto kRpcDeadline = std::chrono::seconds(2);
 constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
 constexpr int kMaxReconnectBackoffMs = 2000;
-// Read-ahead workers: with the reading thread, up to three chunks in flight at once.
-constexpr int kPrefetchThreads = 2;
+// Read-ahead workers: enough fetches in flight to cover a round trip at LAN speed — two
+// with 4 MiB chunks (with the reading thread, three chunks in flight), up to 16 with small
+// chunks (a 64 KiB fetch is mostly round trip).
+int prefetch_threads(uint64_t chunk_size) {
+  return static_cast<int>(std::clamp<uint64_t>((8ull << 20) / std::max<uint64_t>(chunk_size, 1), 2, 16));
+}
 // Versions whose chunks wait to be fetched, at most.
 constexpr size_t kMaxHeldQueue = 100000;
 // A version learnt from another pod is pulled by its holders only after this long: its
@@ -247,7 +251,8 @@ bool PeerNode::start(std::string* error) {
   thread_ = std::thread([this] { loop(); });
   hold_thread_ = std::thread([this] { hold_loop(); });
   if (config_.network.replication_mode == "async") push_thread_ = std::thread([this] { push_loop(); });
-  for (int i = 0; i < kPrefetchThreads; ++i) prefetch_threads_.emplace_back([this] { prefetch_loop(); });
+  for (int i = 0; i < prefetch_threads(config_.network.chunk_size); ++i)
+    prefetch_threads_.emplace_back([this] { prefetch_loop(); });
   return true;
 }
 

@@ -16,6 +16,8 @@ OpenFile::OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint6
       store_(chunks),
       buffers_(buffers),
       chunk_size_(chunk_size),
+      readahead_chunks_(std::clamp<uint64_t>(kReadAheadBytes / std::max<uint64_t>(chunk_size, 1), kMinReadAheadChunks,
+                                             kMaxReadAheadChunks)),
       inode_(inode),
       replication_(replication) {
   assert(chunk_size_ > 0 && chunk_size_ <= (1u << 30));
@@ -372,10 +374,10 @@ ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t 
 }
 
 void OpenFile::read_ahead(uint64_t index) {
-  const uint64_t end = std::min<uint64_t>(index + 1 + kReadAheadChunks, chunk_count());
+  const uint64_t end = std::min<uint64_t>(index + 1 + readahead_chunks_, chunk_count());
   uint64_t from = std::max(readahead_end_.load(), index + 1);
   // Half the window is still ahead: nothing to ask yet (keeps stat calls off most reads).
-  if (from >= end || from > index + 1 + kReadAheadChunks / 2) return;
+  if (from >= end || from > index + 1 + readahead_chunks_ / 2) return;
   readahead_end_ = end;
   std::vector<std::string> wanted;
   for (auto it = chunks_.lower_bound(from); it != chunks_.end() && it->first < end; ++it) {

@@ -34,9 +34,12 @@ class OpenFile {
   // Chunks up to this size are kept inline in the version record rather than as chunk
   // files: a small file then costs one metadata write instead of a file create + rename.
   static constexpr size_t kInlineMaxBytes = 8 * 1024;
-  // Chunks fetched ahead of a reader of a file this pod does not hold (16 MiB with the
-  // default 4 MiB chunks: enough to keep two holders busy on a LAN).
-  static constexpr uint64_t kReadAheadChunks = 4;
+  // Bytes fetched ahead of a sequential reader of a file this pod does not hold (enough to
+  // keep two holders busy on a LAN), in whole chunks: at least kMinReadAheadChunks, at
+  // most kMaxReadAheadChunks (4 with 4 MiB chunks, 256 with 64 KiB ones).
+  static constexpr uint64_t kReadAheadBytes = 16 << 20;
+  static constexpr uint64_t kMinReadAheadChunks = 4;
+  static constexpr uint64_t kMaxReadAheadChunks = 256;
 
   // `replication` (may be null: a pod alone) places and copies each committed version.
   OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode,
@@ -118,6 +121,7 @@ class OpenFile {
   ChunkStore& store_;
   BufferPool& buffers_;
   const uint64_t chunk_size_;
+  const uint64_t readahead_chunks_;  // see kReadAheadBytes
   const Gid inode_;
   ContentReplication* const replication_;
   std::shared_mutex mu_;
