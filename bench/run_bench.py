@@ -30,6 +30,9 @@ from harness import Cluster, Pod, wait_for  # noqa: E402
 MIB = 1 << 20
 
 
+CHUNK_SIZE = "4MiB"  # network.chunk_size (--chunk-size)
+
+
 def drop_caches():
     """Cold caches for both sides (root only); returns whether it was possible."""
     os.sync()
@@ -118,8 +121,11 @@ def main():
     parser.add_argument("--random-reads", type=int, default=20000)
     parser.add_argument("--workdir", default=None, help="directory on the disk to test (default: build/bench)")
     parser.add_argument("--pods", type=int, default=3, choices=(1, 3))
+    parser.add_argument("--chunk-size", default="4MiB", help="network.chunk_size of every network made")
     parser.add_argument("--remote-mib", type=int, default=256, help="file size for the remote-read figures")
     args = parser.parse_args()
+    global CHUNK_SIZE
+    CHUNK_SIZE = args.chunk_size
     harness.BINARY = os.path.abspath(args.binary)
     base = os.path.abspath(args.workdir or os.path.join(os.path.dirname(harness.BINARY), "bench"))
     os.makedirs(base, exist_ok=True)
@@ -128,9 +134,9 @@ def main():
     os.makedirs(local)
     if args.pods == 1:
         network = None
-        pod = Pod(root=work, name="bench", storage=os.path.join(work, "storage"))
+        pod = Pod(root=work, name="bench", storage=os.path.join(work, "storage"), chunk_size=CHUNK_SIZE)
     else:
-        network = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=work)
+        network = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=work, chunk_size=CHUNK_SIZE)
         pod = network.pods["a"]
     cold = drop_caches()
     results = []  # (metric, unit, local, wormhole, higher_is_better)
@@ -243,7 +249,7 @@ def main():
 def sync_writes(work, size_mib, files):
     """Seconds for seq_write and make_files on pod a of a 3-pod network, redundancy 3, in
     replication.mode = "sync"."""
-    net = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=work, mode="sync")
+    net = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=work, mode="sync", chunk_size=CHUNK_SIZE)
     try:
         net.start()
         a = net.pods["a"]
@@ -293,10 +299,10 @@ def small_writes(work, pods, commits=500):
     figures.append(("sqlite_local_bytes_written_per_commit", (io_write_bytes(os.getpid()) - before) / commits))
     if pods == 1:
         net = None
-        writer = Pod(root=work, name="sw", storage=os.path.join(work, "sw-storage"))
+        writer = Pod(root=work, name="sw", storage=os.path.join(work, "sw-storage"), chunk_size=CHUNK_SIZE)
         all_pods = {"sw": writer}
     else:
-        net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work)
+        net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE)
         all_pods = net.pods
         writer = net.pods["a"]
     try:
@@ -342,7 +348,8 @@ def small_writes(work, pods, commits=500):
 
 def remote_randread_bytes(work, reads=200, size_mib=256):
     """Bytes fetched from peers per cold 4 KiB random read by a pod holding no copy."""
-    net = Cluster(names=("h0", "reader"), redundancy=1, roles={"reader": "client"}, root_dir=work)
+    net = Cluster(names=("h0", "reader"), redundancy=1, roles={"reader": "client"}, root_dir=work,
+                  chunk_size=CHUNK_SIZE)
     try:
         net.start()
         writer, reader = net.pods["h0"], net.pods["reader"]
@@ -367,7 +374,8 @@ def remote_read(work, holders, size_mib):
     """Throughput of a cold sequential read on a pod (role client) that holds no copy of a
     file whose `holders` copies live on other pods of the same machine."""
     names = [f"h{i}" for i in range(holders)] + ["reader"]
-    net = Cluster(names=names, redundancy=holders, roles={"reader": "client"}, root_dir=work)
+    net = Cluster(names=names, redundancy=holders, roles={"reader": "client"}, root_dir=work,
+                  chunk_size=CHUNK_SIZE)
     try:
         net.start()
         writer, reader = net.pods["h0"], net.pods["reader"]
