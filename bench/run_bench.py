@@ -51,13 +51,14 @@ def timed(fn, *args):
 
 
 def seq_write(path, size_mib):
-    # Every MiB differs (its first bytes are its number): content-addressed storage must not
-    # deduplicate the file into one chunk (until 2026-12-01 it did: the write and read
-    # figures measured one 4 MiB chunk stored once and read from cache).
+    # Every 4 KiB differs (it starts with its offset): content-addressed storage must not
+    # deduplicate the file into a few chunks, whatever the chunk size (until 2026-12-01 it
+    # did: the write and read figures measured one 4 MiB chunk stored once).
     block = bytearray(os.urandom(MIB))
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
     for i in range(size_mib):
-        block[0:8] = i.to_bytes(8, "little")
+        for at in range(0, MIB, 4096):
+            block[at:at + 8] = (i * MIB + at).to_bytes(8, "little")
         os.write(fd, block)
     os.fsync(fd)
     os.close(fd)

@@ -1317,6 +1317,11 @@ bool Meta::get_version(Gid g, pb::VersionRecord* rec) {
   return kv_.get(keys::version(g), &v) && parse_version(v, rec);
 }
 
+bool Meta::get_recent_version(Gid g, pb::VersionRecord* rec) {
+  std::string v;
+  return get_version(g, rec) || (kv_.get(keys::superseded(g), &v) && parse_version(v, rec));
+}
+
 bool Meta::get_entry(Gid g, pb::EntryRecord* rec) {
   std::string v;
   return kv_.get(keys::entry(g), &v) && rec->ParseFromString(v);

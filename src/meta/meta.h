@@ -142,6 +142,8 @@ class Meta {
   // as "absent" or "empty".
   bool get_inode(Gid g, pb::InodeRecord* rec);
   bool get_version(Gid g, pb::VersionRecord* rec);
+  // Also a version superseded lately (kept until the op that superseded it is stable).
+  bool get_recent_version(Gid g, pb::VersionRecord* rec);
   bool get_entry(Gid g, pb::EntryRecord* rec);
   bool gid_of_ino(uint64_t ino, Gid* g);
   // The visible entry `name` in directory `dir` (deterministic when several exist): 0 and

@@ -609,6 +609,11 @@ bool Namespace::get_version(Gid version, pb::VersionRecord* rec) {
   return meta_.get_version(version, rec);
 }
 
+bool Namespace::get_recent_version(Gid version, pb::VersionRecord* rec) {
+  std::shared_lock lock(mu_);
+  return meta_.get_recent_version(version, rec);
+}
+
 int Namespace::current_version(Gid inode, Gid* version, pb::VersionRecord* rec) {
   std::shared_lock lock(mu_);
   pb::InodeRecord ir;

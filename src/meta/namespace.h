@@ -91,6 +91,8 @@ class Namespace {
              int64_t mtime_ns, const std::vector<uint64_t>& holders, bool sync, Gid* new_version,
              uint64_t chunk_spans = UINT64_MAX);
   bool get_version(Gid version, pb::VersionRecord* rec);
+  // See Meta::get_recent_version.
+  bool get_recent_version(Gid version, pb::VersionRecord* rec);
   // The current version of a regular file (empty id and record for a never-written file).
   int current_version(Gid inode, Gid* version, pb::VersionRecord* rec);
   bool gid_of(uint64_t ino, Gid* g);
