@@ -534,6 +534,7 @@ std::vector<uint64_t> PeerNode::push_chain(const std::vector<uint64_t>& chain, c
   pb::PushHeader* h = head.mutable_header();
   h->set_protocol_version(kProtocolVersion);
   h->set_network(config_.network.name);
+  h->set_chunk_size(config_.network.chunk_size);
   h->set_from_pod_name(self_.name);
   h->set_from_pod_id(pod_id_);
   for (size_t i = 1; i < chain.size(); ++i) h->add_chain(chain[i]);
@@ -574,7 +575,8 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a push starts with its header");
   const pb::PushHeader header = piece.header();
   const std::string why =
-      check_sender(header.protocol_version(), header.network(), header.from_pod_name(), header.from_pod_id());
+      check_sender(header.protocol_version(), header.network(), header.chunk_size(), header.from_pod_name(),
+                   header.from_pod_id());
   if (!why.empty()) {
     spdlog::warn("refused a push from {}: {}", ctx->peer(), why);
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
@@ -754,6 +756,7 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
     pb::ChunkRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network(config_.network.name);
+    req.set_chunk_size(config_.network.chunk_size);
     req.set_from_pod_name(self_.name);
     req.set_from_pod_id(pod_id_);
     req.set_sha256(sha256);  // the whole chunk: its hash covers it all (see docs)

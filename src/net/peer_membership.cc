@@ -119,6 +119,7 @@ bool PeerNode::join_network(std::string* error) {
     pb::JoinRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network(config_.network.name);
+    req.set_chunk_size(config_.network.chunk_size);
     *req.mutable_pod() = self_member();
     req.set_token(config_.network.token);
     pb::JoinReply reply;
@@ -202,7 +203,7 @@ int PeerNode::act_on_snapshot_advice() {
 grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest& req,
                                       grpc::ServerWriter<pb::SnapshotPiece>* writer) {
   const std::string why =
-      check_sender(req.protocol_version(), req.network(), req.from_pod_name(), req.from_pod_id());
+      check_sender(req.protocol_version(), req.network(), req.chunk_size(), req.from_pod_name(), req.from_pod_id());
   if (!why.empty()) {
     spdlog::warn("refused a snapshot to {}: {}", ctx->peer(), why);
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
@@ -239,6 +240,7 @@ bool PeerNode::install_snapshot_from(Peer& peer) {
   pb::SnapshotRequest req;
   req.set_protocol_version(kProtocolVersion);
   req.set_network(config_.network.name);
+  req.set_chunk_size(config_.network.chunk_size);
   req.set_from_pod_name(self_.name);
   req.set_from_pod_id(pod_id_);
   grpc::ClientContext ctx;

@@ -64,7 +64,8 @@ class PeerNode::Service final : public pb::Peer::Service {
 
   grpc::Status Exchange(grpc::ServerContext* ctx, const pb::Envelope* req, pb::EnvelopeReply* reply) override {
     const std::string why =
-        node_.check_sender(req->protocol_version(), req->network(), req->from_pod_name(), req->from_pod_id());
+        node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(), req->from_pod_name(),
+                           req->from_pod_id());
     if (!why.empty()) {
       spdlog::warn("refused a request from {}: {}", ctx->peer(), why);
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
@@ -98,7 +99,8 @@ class PeerNode::Service final : public pb::Peer::Service {
     // Chunks are served to members only, as Exchange is (what a member may read is not
     // restricted further: every member may read every file).
     const std::string why =
-        node_.check_sender(req->protocol_version(), req->network(), req->from_pod_name(), req->from_pod_id());
+        node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(), req->from_pod_name(),
+                           req->from_pod_id());
     if (!why.empty()) {
       spdlog::warn("refused a chunk request from {}: {}", ctx->peer(), why);
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why);
@@ -137,6 +139,10 @@ class PeerNode::Service final : public pb::Peer::Service {
     if (req->protocol_version() != kProtocolVersion || req->network() != node_.config_.network.name) {
       spdlog::warn("refused a join from {}: wrong protocol version or network", ctx->peer());
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "wrong protocol version or network");
+    }
+    if (std::string why = node_.check_chunk_size(req->chunk_size()); !why.empty()) {
+      spdlog::warn("refused a join from {}: {}", ctx->peer(), why);
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
     }
     return node_.handle_join(*req, reply);
   }
@@ -256,14 +262,22 @@ bool PeerNode::start(std::string* error) {
   return true;
 }
 
-std::string PeerNode::check_sender(uint32_t version, const std::string& network, const std::string& name,
-                                   uint64_t id) {
+std::string PeerNode::check_chunk_size(uint64_t chunk_size) const {
+  if (chunk_size == config_.network.chunk_size) return "";
+  return "chunk size " + std::to_string(chunk_size) + " bytes, this pod uses " +
+         std::to_string(config_.network.chunk_size) +
+         ": every pod of a network must use the same network.chunk_size (one network file for all)";
+}
+
+std::string PeerNode::check_sender(uint32_t version, const std::string& network, uint64_t chunk_size,
+                                   const std::string& name, uint64_t id) {
   if (version != kProtocolVersion)
     return "protocol version " + std::to_string(version) + ", this pod speaks " + std::to_string(kProtocolVersion);
   // Names are checked before they are echoed in a reason (and logged).
   if (network.size() > kMaxPodNameBytes || !valid_pod_name(network)) return "invalid network name";
   if (network != config_.network.name)
     return "network \"" + network + "\", this pod is in \"" + config_.network.name + "\"";
+  if (std::string why = check_chunk_size(chunk_size); !why.empty()) return why;
   if (!valid_pod_name(name)) return "invalid pod name";
   if (id == 0 || id == pod_id_) return "invalid pod id";
   for (int attempt = 0; attempt < 2; ++attempt) {
@@ -320,6 +334,7 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
     pb::Envelope& req = call->req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network(config_.network.name);
+    req.set_chunk_size(config_.network.chunk_size);
     req.set_from_pod_name(self_.name);
     req.set_from_pod_id(pod_id_);
     *req.mutable_body() = o.message;
@@ -354,7 +369,7 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
     peer.free_bytes = c.reply.space().free_bytes();
     const std::string why =
         c.reply.pod_name() == peer.name
-            ? check_sender(kProtocolVersion, config_.network.name, c.reply.pod_name(), c.reply.pod_id())
+            ? check_sender(kProtocolVersion, config_.network.name, config_.network.chunk_size, c.reply.pod_name(), c.reply.pod_id())
             : "answered as pod \"" + c.reply.pod_name() + "\"";
     if (!why.empty()) {
       spdlog::warn("ignoring the answer of {}: {}", peer.address, why);

@@ -116,7 +116,10 @@ class PeerNode final : public ContentReplication {
   // kernel may wait for (a FUSE thread in close): the next round tells it.
   std::vector<bool> exchange_all(const std::vector<Outbound>& batch, bool forget = true);
   // Validates an incoming request's identity; returns "" or the reason to refuse.
-  std::string check_sender(uint32_t version, const std::string& network, const std::string& name, uint64_t id);
+  std::string check_sender(uint32_t version, const std::string& network, uint64_t chunk_size, const std::string& name,
+                           uint64_t id);
+  // Why a peer using chunks of `chunk_size` bytes cannot be in this network ("" if it can).
+  std::string check_chunk_size(uint64_t chunk_size) const;
   void forget_changed();
   Peer* peer_by_id(uint64_t id);
   // The other pods, for iteration without a lock (see peer_slots_).

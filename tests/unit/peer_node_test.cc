@@ -68,6 +68,7 @@ struct Node {
     pb::Envelope e;
     e.set_protocol_version(kProtocolVersion);
     e.set_network("net");
+    e.set_chunk_size(64 << 10);
     e.set_from_pod_name(from);
     e.set_from_pod_id(id);
     *e.mutable_body()->mutable_sync_request() = pb::Progress();
@@ -85,6 +86,7 @@ struct Node {
     pb::ChunkRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network("net");
+    req.set_chunk_size(64 << 10);
     req.set_from_pod_name(from);
     req.set_from_pod_id(id);
     req.set_sha256(sha);
@@ -134,6 +136,18 @@ TEST(PeerBoundary, OneIdentityHasOneName) {
   EXPECT_LT(bad.error_message().size(), 100u);
 }
 
+// Pods cutting files in chunks of another size would read each other's chunk lists at the
+// wrong offsets: refused, saying which setting to align.
+TEST(PeerBoundary, APodWithAnotherChunkSizeIsRefused) {
+  Node n;
+  pb::Envelope e = n.envelope("b", kBId);
+  e.set_chunk_size(4 << 20);
+  const grpc::Status st = n.exchange(e);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(st.error_message().find("network.chunk_size"), std::string::npos) << st.error_message();
+  EXPECT_TRUE(n.exchange(n.envelope("b", kBId)).ok());
+}
+
 TEST(PeerBoundary, AnInvalidBatchIsRejectedAndNothingOfItApplied) {
   Node n;
   pb::Envelope e = n.envelope("b", kBId);
@@ -164,6 +178,7 @@ TEST(PeerBoundary, JoinsAreValidated) {
     pb::JoinRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network("net");
+    req.set_chunk_size(64 << 10);
     req.mutable_pod()->set_pod_id(id);
     req.mutable_pod()->set_name(name);
     req.mutable_pod()->set_address("127.0.0.1:1");
@@ -192,6 +207,7 @@ TEST(PeerBoundary, APushStoresOnlyAnnouncedChunks) {
     pb::PushHeader* h = head.mutable_header();
     h->set_protocol_version(kProtocolVersion);
     h->set_network("net");
+    h->set_chunk_size(64 << 10);
     h->set_from_pod_name("b");
     h->set_from_pod_id(kBId);
     for (uint64_t c : chain) h->add_chain(c);
