@@ -1034,7 +1034,8 @@ TEST(Deltas, HolesAndTruncationResolveToTheWritersList) {
   commit_list(a, "f", 4, {chunk_ref(0, "a"), chunk_ref(1, "b"), chunk_ref(2, "c"), chunk_ref(3, "d")});
   b.receive_from(a);
   commit_list(a, "f", 3, {chunk_ref(0, "a"), chunk_ref(2, "C")});  // punch 1, change 2, cut 3
-  const pb::CommitVersion& c = last_op(a).actions(0).commit();
+  const pb::Op op = last_op(a);
+  const pb::CommitVersion& c = op.actions(0).commit();
   EXPECT_TRUE(c.delta());
   EXPECT_EQ(c.spans(), 3u);
   ASSERT_EQ(c.holes_size(), 1);
