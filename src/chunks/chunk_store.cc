@@ -332,7 +332,9 @@ int ChunkStore::sync_pending() {
   if (pending.empty() && !overflow) return 0;
   const int64_t started_s = static_cast<int64_t>(std::time(nullptr));
   int err = 0;
-  if (overflow) {
+  if (overflow || pending.size() > kSyncfsAbove) {
+    // Many small chunks (an untar): one syncfs, one journal commit, instead of an fdatasync
+    // (and a journal commit) each.
     err = sync();
   } else {
     err = sync_chunks(pending);

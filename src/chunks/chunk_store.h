@@ -108,6 +108,8 @@ class ChunkStore {
 
   // Chunks put since the last sync_pending(), bounded: beyond it, one syncfs instead.
   static constexpr size_t kMaxPending = 65536;
+  // Beyond this many pending chunks, sync_pending() makes them durable with one syncfs.
+  static constexpr size_t kSyncfsAbove = 16;
   // Chunks stored this long before the recorded group commit are verified too after a
   // crash (clock granularity: a chunk's mtime and the record are whole seconds).
   static constexpr int64_t kSyncedUntilSlackS = 2;
