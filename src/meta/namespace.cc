@@ -97,7 +97,11 @@ void Namespace::set_trash_retention_ms(uint64_t ms) {
   trash_retention_ms_ = ms;
 }
 
-int Namespace::make_durable() {
+int Namespace::make_durable() { return sync_log(true); }
+
+int Namespace::make_received_durable() { return sync_log(false); }
+
+int Namespace::sync_log(bool own_ops) {
   std::map<uint64_t, uint64_t> target;
   std::map<uint64_t, Hlc> target_hlc;
   {
@@ -105,11 +109,20 @@ int Namespace::make_durable() {
     target = meta_.applied();
     target_hlc = meta_.applied_stamps();
   }
+  if (!own_ops) {
+    target.erase(meta_.pod_id());
+    target_hlc.erase(meta_.pod_id());
+  }
   {
     std::lock_guard lock(durable_mu_);
-    if (target == durable_) return 0;
+    bool done = true;
+    for (auto& [origin, seq] : target) done &= durable_[origin] >= seq;
+    if (done) return 0;
   }
-  if (before_log_sync_) {
+  // This pod's ops name chunks this pod wrote: those are made durable first. Ops of other
+  // pods do not wait for that (their chunks arrive by push or pull, and a holder that lost
+  // one after a power loss fetches it again).
+  if (own_ops && before_log_sync_) {
     if (int err = before_log_sync_()) return err;
   }
   KvStatus st = kv_.sync();  // covers every write that returned before it, so all of `target`

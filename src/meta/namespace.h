@@ -160,6 +160,10 @@ class Namespace {
   // namespace lock: FUSE threads go on meanwhile), then advances durable_applied().
   // 0 or errno.
   int make_durable();
+  // The same for the ops applied from other pods only (an acknowledgement of a received
+  // batch): this pod's own ops and its chunks are left to the next make_durable(), so a
+  // receive never waits on this pod's chunk writes.
+  int make_received_durable();
   // Runs before each group commit's log sync (the chunk store's own group commit: a
   // durable op never names content a power loss can take). Set once, before any thread
   // uses the namespace. A failure fails the group commit.
@@ -188,6 +192,7 @@ class Namespace {
   std::shared_mutex mu_;
   KvStore& kv_;
   Meta meta_;
+  int sync_log(bool own_ops);  // make_durable / make_received_durable
   std::function<int()> before_log_sync_;  // see set_before_log_sync
   // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
   std::mutex durable_mu_;

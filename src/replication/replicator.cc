@@ -248,7 +248,8 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     if (message.ops().ops_size() > 0) {
       // Acknowledge with what this pod has now, durably (one log sync for the whole batch).
       // An acknowledgement carries no ops, so it is never answered itself.
-      if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
+      if (int err = ns_.make_received_durable())
+        spdlog::error("cannot make metadata durable: {}", std::strerror(err));
       pb::PeerMessage ack;
       *ack.mutable_ops()->mutable_sender_progress() = progress_message();
       out.push_back(Outgoing{from, std::move(ack)});
