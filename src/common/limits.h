@@ -9,4 +9,9 @@ namespace wormhole {
 // version it accepts, and offsets computed from sizes must never overflow.
 inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 50;
 
+// Most pieces (ChunkRef) one chunk span of a version may have. A writer consolidates a span
+// long before (OpenFile::kMaxSealPieces); the bound keeps a peer's version list, and the
+// work of reading one span, proportionate.
+inline constexpr uint64_t kMaxPiecesPerSpan = 64;
+
 }  // namespace wormhole

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "chunks/chunk_store.h"
@@ -98,13 +99,16 @@ nlohmann::json where(Namespace& ns, ChunkStore& chunks, PeerNode* node, const Po
   reply["version"] = attr.version.str();
   pb::VersionRecord rec;
   if (attr.version.empty() || !ns.get_version(attr.version, &rec)) return reply;
+  // Chunk files, each once: after small writes a file can back two pieces of a span.
   size_t stored = 0, inline_chunks = 0, present = 0;
+  std::set<std::string> seen;
   for (auto& c : rec.chunks()) {
     if (c.sha256().empty()) continue;
     if (!c.inline_data().empty()) {
       inline_chunks++;
       continue;
     }
+    if (!seen.insert(c.sha256()).second) continue;
     stored++;
     present += chunks.contains(c.sha256());
   }

@@ -1004,22 +1004,22 @@ bool Meta::resolve_delta(KvTxn& txn, const pb::CommitVersion& c, google::protobu
                         (txn.get(keys::superseded(base), &bytes) && parse_version(bytes, &b))) ||
       b.incomplete())
     return false;
-  // Merge two lists sorted by index: the delta's refs replace or add, its holes remove, and
-  // the new size drops what lies past its last span.
+  // Merge two lists sorted by (index, span_offset), span by span: the delta's pieces of a
+  // span replace all of the base's there (a delta lists a changed span whole), its holes
+  // remove a span, and the new size drops what lies past its last span.
   const uint64_t spans = c.spans();
   auto hole = c.holes().begin();
   auto changed = c.chunks().begin();
   out->Clear();
-  for (const pb::ChunkRef& ref : b.chunks()) {
-    while (changed != c.chunks().end() && changed->index() < ref.index()) *out->Add() = *changed++;
-    while (hole != c.holes().end() && *hole < ref.index()) ++hole;
-    if (changed != c.chunks().end() && changed->index() == ref.index()) {
-      *out->Add() = *changed++;
-      continue;
-    }
-    if (hole != c.holes().end() && *hole == ref.index()) continue;
-    if (ref.index() >= spans) continue;
-    *out->Add() = ref;
+  for (auto ref = b.chunks().begin(); ref != b.chunks().end();) {
+    const uint64_t index = ref->index();
+    while (changed != c.chunks().end() && changed->index() < index) *out->Add() = *changed++;
+    while (hole != c.holes().end() && *hole < index) ++hole;
+    const bool replaced = changed != c.chunks().end() && changed->index() == index;
+    while (changed != c.chunks().end() && changed->index() == index) *out->Add() = *changed++;
+    const bool dropped = replaced || (hole != c.holes().end() && *hole == index) || index >= spans;
+    for (; ref != b.chunks().end() && ref->index() == index; ++ref)
+      if (!dropped) *out->Add() = *ref;
   }
   while (changed != c.chunks().end()) *out->Add() = *changed++;
   return true;

@@ -578,17 +578,33 @@ int Namespace::commit(Gid inode, Gid base_version, uint64_t size, const std::vec
     // chunks that changed travel and stay in the op log.
     c->set_delta(true);
     c->set_spans(chunk_spans);
+    // The unit of change is the span: if any of its pieces differs from the base's, the
+    // delta lists all of the span's pieces (they replace all of the base's there).
+    auto same_piece = [](const pb::ChunkRef& a, const pb::ChunkRef& b) {
+      return a.sha256() == b.sha256() && a.length() == b.length() && a.span_offset() == b.span_offset() &&
+             a.file_offset() == b.file_offset() && a.inline_data() == b.inline_data();
+    };
     auto old = base.chunks().begin();
-    for (const pb::ChunkRef& ch : chunks) {
-      for (; old != base.chunks().end() && old->index() < ch.index(); ++old)
-        if (old->index() < chunk_spans) c->add_holes(old->index());
-      const bool same = old != base.chunks().end() && old->index() == ch.index() && old->sha256() == ch.sha256() &&
-                        old->length() == ch.length() && old->inline_data() == ch.inline_data();
-      if (old != base.chunks().end() && old->index() == ch.index()) ++old;
-      if (!same) *c->add_chunks() = ch;
+    const auto old_end = base.chunks().end();
+    for (auto ch = chunks.begin(); ch != chunks.end();) {
+      const uint64_t index = ch->index();
+      auto span_end = ch;
+      while (span_end != chunks.end() && span_end->index() == index) ++span_end;
+      for (; old != old_end && old->index() < index; ++old)
+        if (old->index() < chunk_spans && (c->holes().empty() || c->holes(c->holes_size() - 1) != old->index()))
+          c->add_holes(old->index());
+      auto old_span = old;
+      while (old != old_end && old->index() == index) ++old;
+      bool same = old - old_span == span_end - ch;
+      auto b = ch;
+      for (auto a = old_span; same && a != old; ++a, ++b) same = same_piece(*a, *b);
+      if (!same)
+        for (auto p = ch; p != span_end; ++p) *c->add_chunks() = *p;
+      ch = span_end;
     }
-    for (; old != base.chunks().end(); ++old)
-      if (old->index() < chunk_spans) c->add_holes(old->index());
+    for (; old != old_end; ++old)
+      if (old->index() < chunk_spans && (c->holes().empty() || c->holes(c->holes_size() - 1) != old->index()))
+        c->add_holes(old->index());
   } else {
     for (auto& ch : chunks) *c->add_chunks() = ch;
   }

@@ -114,15 +114,19 @@ bool check_conflict(const pb::Conflict& c, std::string* why) {
   return true;
 }
 
-// One stored chunk at `index` of a file of `size` bytes.
+// One stored piece of span `index` of a file of `size` bytes.
 bool check_chunk_ref(const pb::ChunkRef& r, uint64_t index, uint64_t size, uint64_t chunk, std::string* why) {
   const std::string where = "chunk " + std::to_string(index);
+  if (index >= kMaxFileSize / chunk + 1) return fail(why, where, "beyond the end of the file");
   const uint64_t start = index * chunk;
   if (start >= size) return fail(why, where, "beyond the end of the file");
   const uint64_t span = std::min(chunk, size - start);
   if (r.sha256().size() != kMaxHashBytes) return fail(why, where, "hash of " + std::to_string(r.sha256().size()) + " bytes");
   if (r.length() == 0) return fail(why, where, "stored chunk of no bytes");
-  if (r.length() > span) return fail(why, where, "longer than its span");
+  if (uint64_t{r.span_offset()} + r.length() > span) return fail(why, where, "piece beyond its span");
+  // A chunk file is never longer than a chunk: a piece past that could never be read.
+  if (uint64_t{r.file_offset()} + r.length() > chunk) return fail(why, where, "piece beyond a chunk file's size");
+  if (!r.inline_data().empty() && r.file_offset() != 0) return fail(why, where, "inline piece with a file offset");
   if (!r.inline_data().empty()) {
     if (r.inline_data().size() > kMaxInlineBytes) return fail(why, where, "inline bytes beyond 8 KiB");
     if (r.inline_data().size() != r.length()) return fail(why, where, "inline bytes differ from its length");
@@ -149,14 +153,23 @@ bool check_chunks(const pb::CommitVersion& c, const OpLimits& limits, std::strin
     }
     return true;
   }
-  // The stored chunks by strictly increasing index, each within the file (OpenFile::load
-  // relies on it); spans no chunk covers are holes. At most one per span.
-  if (static_cast<uint64_t>(c.chunks_size()) > spans)
+  // The stored pieces sorted by (index, span_offset), not overlapping, each within its
+  // span of the file (OpenFile::load relies on it), at most kMaxPiecesPerSpan per span;
+  // spans no piece covers are holes.
+  if (static_cast<uint64_t>(c.chunks_size()) / kMaxPiecesPerSpan > spans)
     return fail(why, "commit", std::to_string(c.chunks_size()) + " chunks for " + std::to_string(c.size()) + " bytes");
+  uint64_t in_span = 0;
   for (int i = 0; i < c.chunks_size(); ++i) {
     const pb::ChunkRef& r = c.chunks(i);
-    if (i > 0 && r.index() <= c.chunks(i - 1).index()) return fail(why, "commit", "chunk indices not increasing");
     if (!check_chunk_ref(r, r.index(), c.size(), chunk, why)) return false;
+    if (i > 0) {
+      const pb::ChunkRef& prev = c.chunks(i - 1);
+      if (r.index() < prev.index()) return fail(why, "commit", "chunk indices not increasing");
+      if (r.index() == prev.index() && r.span_offset() < uint64_t{prev.span_offset()} + prev.length())
+        return fail(why, "commit", "pieces of chunk " + std::to_string(r.index()) + " overlap or are not sorted");
+    }
+    in_span = i > 0 && r.index() == c.chunks(i - 1).index() ? in_span + 1 : 1;
+    if (in_span > kMaxPiecesPerSpan) return fail(why, "commit", "too many pieces in chunk " + std::to_string(r.index()));
   }
   // A delta names its base, the new size's spans exactly (the base's chunks past them are
   // dropped) and its holes by increasing index below them.

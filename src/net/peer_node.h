@@ -46,7 +46,7 @@ namespace wormhole {
 
 // 2: deletes decided against live_entries of versions, acknowledgements, chain pushes, joins.
 // 3: sparse chunk lists (CommitVersion.chunks lists stored chunks with their index).
-inline constexpr uint32_t kProtocolVersion = 4;  // 4: delta commits (CommitVersion.delta)
+inline constexpr uint32_t kProtocolVersion = 5;  // 4: delta commits; 5: pieces (ChunkRef.span_offset)
 
 class PeerNode final : public ContentReplication {
  public:

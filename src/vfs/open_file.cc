@@ -70,14 +70,22 @@ int OpenFile::load_locked(Gid version, const pb::VersionRecord& v) {
                   ns_.path_of(inode_), size_);
     return EIO;
   }
-  // Invariant: stored chunks by strictly increasing index, each within the file's spans and
-  // no longer than its span.
+  // Invariant (reads and seals rely on it): pieces sorted by (index, span_offset), not
+  // overlapping, each non-empty, within its span of the file and within a chunk file's
+  // size, a bounded number per span; inline pieces start their (inline) file.
   const uint64_t count = chunk_count();
   for (const pb::ChunkRef& c : v.chunks()) {
-    const bool ordered = chunks_.empty() || c.index() > chunks_.rbegin()->first;
-    if (!ordered || c.index() >= count || c.sha256().empty() || c.length() > chunk_size_) {
-      spdlog::error("version {} of {} has a malformed chunk list (chunk {} of {}); chunk size changed?",
-                    base_version_.str(), ns_.path_of(inode_), c.index(), count);
+    const bool same_span = !chunks_.empty() && c.index() == chunks_.rbegin()->first;
+    const bool ordered = chunks_.empty() || c.index() > chunks_.rbegin()->first ||
+                         (same_span && c.span_offset() >= chunks_.rbegin()->second.back().span_offset() +
+                                                                 uint64_t{chunks_.rbegin()->second.back().length()});
+    const uint64_t end = uint64_t{c.span_offset()} + c.length();
+    if (!ordered || c.index() >= count || c.sha256().empty() || c.length() == 0 || end > span(c.index()) ||
+        uint64_t{c.file_offset()} + c.length() > chunk_size_ ||
+        (same_span && chunks_.rbegin()->second.size() >= kMaxPiecesPerSpan) ||
+        (!c.inline_data().empty() && c.file_offset() != 0)) {
+      spdlog::error("version {} of {} has a malformed chunk list (piece at {}+{} of chunk {} of {}); chunk size changed?",
+                    base_version_.str(), ns_.path_of(inode_), c.index(), c.span_offset(), c.index(), count);
       return EIO;
     }
     const std::string& data = c.inline_data();
@@ -85,12 +93,12 @@ int OpenFile::load_locked(Gid version, const pb::VersionRecord& v) {
       spdlog::error("inline chunk of {} does not match its hash: corrupt metadata", ns_.path_of(inode_));
       return EIO;
     }
-    chunks_.emplace_hint(chunks_.end(), c.index(), c);
+    chunks_[c.index()].push_back(c);
   }
   return 0;
 }
 
-const pb::ChunkRef* OpenFile::stored_chunk(uint64_t index) const {
+const std::vector<pb::ChunkRef>* OpenFile::stored_pieces(uint64_t index) const {
   auto it = chunks_.find(index);
   return it == chunks_.end() ? nullptr : &it->second;
 }
@@ -98,9 +106,29 @@ const pb::ChunkRef* OpenFile::stored_chunk(uint64_t index) const {
 std::vector<pb::ChunkRef> OpenFile::chunk_list() const {
   std::vector<pb::ChunkRef> out;
   out.reserve(chunks_.size());
-  for (auto& [index, ref] : chunks_) out.push_back(ref);
+  for (auto& [index, pieces] : chunks_) out.insert(out.end(), pieces.begin(), pieces.end());
   return out;
 }
+
+namespace {
+
+// The part [from, to) (span offsets, within the piece) of piece `p`. An inline piece keeps
+// only those bytes (and their hash): inline data always starts at the piece.
+pb::ChunkRef sub_piece(const pb::ChunkRef& p, uint32_t from, uint32_t to) {
+  pb::ChunkRef out = p;
+  const uint32_t skip = from - p.span_offset();
+  out.set_span_offset(from);
+  out.set_length(to - from);
+  if (!p.inline_data().empty()) {
+    out.set_inline_data(p.inline_data().substr(skip, to - from));
+    out.set_sha256(ChunkStore::hash(out.inline_data().data(), out.inline_data().size()));
+  } else {
+    out.set_file_offset(p.file_offset() + skip);
+  }
+  return out;
+}
+
+}  // namespace
 
 uint64_t OpenFile::span(uint64_t index) const {
   const uint64_t start = index * chunk_size_;
@@ -140,11 +168,13 @@ OpenFile::DirtyChunk& OpenFile::make_dirty(uint64_t index) {
     buffers_.reserve_full(d.data);
     d.data.assign(s->second.data->begin(), s->second.data->end());
     d.base_loaded = true;
+    // The bytes being stored are the whole content, but which of them changed is unknown.
+    d.whole = true;
     return d;
   }
   // A chunk with no stored bytes (a hole, or beyond the old end) is all zeros: the zero
   // fill of `data` already is its base.
-  d.base_loaded = stored_chunk(index) == nullptr;
+  d.base_loaded = stored_pieces(index) == nullptr;
   return d;
 }
 
@@ -152,12 +182,12 @@ int OpenFile::load_base(uint64_t index, DirtyChunk& d) {
   if (d.base_loaded) return 0;
   const uint64_t limit = span(index);
   ByteBuffer merged;
-  if (const pb::ChunkRef* ref = stored_chunk(index)) {
-    const uint64_t stored = std::min<uint64_t>(ref->length(), limit);
+  if (const std::vector<pb::ChunkRef>* pieces = stored_pieces(index)) {
+    const pb::ChunkRef& last = pieces->back();
+    const uint64_t stored = std::min<uint64_t>(uint64_t{last.span_offset()} + last.length(), limit);
     merged.resize(stored);
-    ssize_t n = read_stored(index, *ref, 0, stored, merged.data());
+    ssize_t n = read_clean(index, 0, stored, merged.data());
     if (n < 0) return static_cast<int>(-n);
-    merged.resize(static_cast<size_t>(n));
   }
   size_t need = merged.size();
   for (auto& [s, e] : d.written) need = std::max<size_t>(need, e);
@@ -167,8 +197,8 @@ int OpenFile::load_base(uint64_t index, DirtyChunk& d) {
   for (auto& [s, e] : d.written) std::memcpy(merged.data() + s, d.data.data() + s, e - s);
   buffers_.give_back(std::move(d.data));
   d.data = std::move(merged);
-  d.written.clear();
   d.base_loaded = true;
+  // `written` stays: seal() stores only the blocks it touched.
   return 0;
 }
 
@@ -177,6 +207,13 @@ int OpenFile::seal(uint64_t index) {
   if (it == dirty_.end()) return 0;
   DirtyChunk& d = it->second;
   const uint64_t limit = span(index);
+  if (int r = seal_blocks(index, d); r >= 0) {
+    if (r) return r;
+    buffers_.give_back(std::move(d.data));
+    dirty_.erase(it);
+    sealing_.erase(index);  // an older store of this chunk still in flight must not win
+    return 0;
+  }
   if (!d.base_loaded && !covers(d, 0, static_cast<uint32_t>(limit)))
     if (int err = load_base(index, d)) return err;
   if (d.data.size() > limit) d.data.resize(limit);
@@ -201,10 +238,87 @@ int OpenFile::seal(uint64_t index) {
   if (ref.sha256().empty())
     chunks_.erase(index);
   else
-    chunks_[index] = ref;
+    chunks_[index] = {ref};
   buffers_.give_back(std::move(d.data));
   dirty_.erase(it);
   sealing_.erase(index);  // an older store of this chunk still in flight must not win
+  return 0;
+}
+
+int OpenFile::seal_blocks(uint64_t index, DirtyChunk& d) {
+  const std::vector<pb::ChunkRef>* base = stored_pieces(index);
+  // A hole or a fully rewritten span gains nothing: one new file holds what it stores.
+  if (!base || d.whole || chunk_size_ <= kBlockBytes) return -1;
+  const uint32_t limit = static_cast<uint32_t>(span(index));
+  if (covers(d, 0, limit)) return -1;
+  // The touched blocks as runs of adjacent blocks [start, end), clipped to the span.
+  std::vector<std::pair<uint32_t, uint32_t>> runs;
+  uint64_t blocks = 0;
+  for (auto [s, e] : d.written) {
+    e = std::min(e, limit);
+    if (s >= e) continue;
+    const uint32_t bs = s / kBlockBytes * kBlockBytes;
+    const uint32_t be = static_cast<uint32_t>(std::min<uint64_t>((uint64_t{e} + kBlockBytes - 1) / kBlockBytes * kBlockBytes, limit));
+    if (!runs.empty() && bs <= runs.back().second)
+      runs.back().second = std::max(runs.back().second, be);
+    else
+      runs.emplace_back(bs, be);
+  }
+  for (auto& [s, e] : runs) blocks += (e - s + kBlockBytes - 1) / kBlockBytes;
+  if (blocks > kMaxSealBlocks) return -1;
+  // The base's pieces cut around the runs, then one new piece per run.
+  std::vector<pb::ChunkRef> pieces;
+  for (const pb::ChunkRef& p : *base) {
+    uint32_t pos = p.span_offset();
+    const uint32_t end = p.span_offset() + p.length();
+    for (auto& [s, e] : runs) {
+      if (e <= pos || s >= end) continue;
+      if (s > pos) pieces.push_back(sub_piece(p, pos, s));
+      pos = std::max(pos, e);
+    }
+    if (pos < end) pieces.push_back(sub_piece(p, pos, end));
+  }
+  if (pieces.size() + runs.size() > kMaxSealPieces) return -1;  // consolidate: seal whole
+  ByteBuffer buf;
+  for (auto& [s, e] : runs) {
+    // The run's bytes: the base's (only these blocks are read), the written ones over them.
+    buf.resize(e - s);
+    if (d.base_loaded) {
+      const size_t have = d.data.size() > s ? std::min<size_t>(e - s, d.data.size() - s) : 0;
+      if (have) std::memcpy(buf.data(), d.data.data() + s, have);
+      std::memset(buf.data() + have, 0, buf.size() - have);
+    } else {
+      if (ssize_t r = read_clean(index, s, e - s, buf.data()); r < 0) return static_cast<int>(-r);
+      for (auto [ws, we] : d.written) {
+        ws = std::max(ws, s);
+        we = std::min(we, e);
+        if (ws < we) std::memcpy(buf.data() + (ws - s), d.data.data() + ws, we - ws);
+      }
+    }
+    pb::ChunkRef ref;
+    ref.set_index(index);
+    ref.set_span_offset(s);
+    ref.set_length(e - s);
+    if (buf.size() <= kInlineMaxBytes) {
+      ref.set_sha256(ChunkStore::hash(buf.data(), buf.size()));
+      ref.set_inline_data(buf.data(), buf.size());
+    } else {
+      std::string sha;
+      if (int err = store_.put(buf.data(), buf.size(), &sha)) {
+        spdlog::error("cannot store blocks of chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(err));
+        return err;
+      }
+      ref.set_sha256(sha);
+      unsynced_ = true;
+    }
+    pieces.push_back(std::move(ref));
+  }
+  std::sort(pieces.begin(), pieces.end(),
+            [](const pb::ChunkRef& a, const pb::ChunkRef& b) { return a.span_offset() < b.span_offset(); });
+  if (pieces.empty())
+    chunks_.erase(index);
+  else
+    chunks_[index] = std::move(pieces);
   return 0;
 }
 
@@ -235,11 +349,18 @@ int OpenFile::write(uint64_t offset, const char* data, size_t len, int64_t now_n
       if (in_chunk > old_size) std::memset(d.data.data() + old_size, 0, in_chunk - old_size);  // a gap is zeros
     }
     std::memcpy(d.data.data() + in_chunk, data + (pos - offset), n);
-    if (!d.base_loaded) add_range(d, static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(in_chunk + n));
+    if (!d.whole) {
+      add_range(d, static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(in_chunk + n));
+      if (d.base_loaded && d.written.size() > kMaxWrittenRanges) {
+        d.whole = true;  // too scattered for a block seal: stop tracking
+        d.written.clear();
+      }
+    }
     // A completely written chunk is sealed right away: sequential writers keep one chunk
-    // in memory, and the bytes reach disk while the writer continues.
+    // in memory, and the bytes reach disk while the writer continues. (A base merged in
+    // by a read does not make the chunk written: the block seal stores less.)
     const bool full = in_chunk + n == chunk_size_ &&
-                      (d.base_loaded ? d.data.size() == chunk_size_ : covers(d, 0, static_cast<uint32_t>(chunk_size_)));
+                      (d.whole ? d.data.size() == chunk_size_ : covers(d, 0, static_cast<uint32_t>(chunk_size_)));
     pos += n;
     modified_ = true;
     mtime_ns_ = now_ns;
@@ -284,13 +405,14 @@ int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
       DirtyChunk& d = dirty_[index];
       d.data = std::move(*buf);
       d.base_loaded = true;
+      d.whole = true;
       continue;
     }
     pb::ChunkRef ref;
     ref.set_index(index);
     ref.set_sha256(results[i].sha);
     ref.set_length(static_cast<uint32_t>(buf->size()));
-    if (index < chunk_count()) chunks_[index] = ref;
+    if (index < chunk_count()) chunks_[index] = {ref};
     unsynced_ = true;
     buffers_.give_back(std::move(*buf));
   }
@@ -325,30 +447,38 @@ int OpenFile::truncate(uint64_t size, int64_t now_ns) {
     const uint64_t limit = span(last);
     auto it = dirty_.find(last);
     if (it != dirty_.end()) {
+      // Bytes written beyond the new end never come back: cut them off.
       DirtyChunk& d = it->second;
-      if (!d.base_loaded) {
-        // Load the base now, clipped to the new end, so bytes beyond it never come back.
-        if (int err = load_base(last, d)) return err;
-      }
       if (d.data.size() > limit) d.data.resize(limit);
-    } else if (const pb::ChunkRef* ref = stored_chunk(last); ref && ref->length() > limit) {
-      DirtyChunk& d = make_dirty(last);
-      if (int err = load_base(last, d)) return err;
-      if (d.data.size() > limit) d.data.resize(limit);
+      auto& w = d.written;
+      while (!w.empty() && w.back().first >= limit) w.pop_back();
+      if (!w.empty()) w.back().second = std::min<uint32_t>(w.back().second, static_cast<uint32_t>(limit));
+    }
+    // Nor do stored ones: the last span's pieces are cut at the new end (no bytes are read
+    // or stored for that: a piece just names fewer of its file's bytes).
+    auto p = chunks_.find(last);
+    if (p != chunks_.end()) {
+      std::vector<pb::ChunkRef>& pieces = p->second;
+      while (!pieces.empty() && pieces.back().span_offset() >= limit) pieces.pop_back();
+      if (!pieces.empty() && pieces.back().span_offset() + uint64_t{pieces.back().length()} > limit)
+        pieces.back() = sub_piece(pieces.back(), pieces.back().span_offset(), static_cast<uint32_t>(limit));
+      if (pieces.empty()) chunks_.erase(p);
     }
   }
   chunks_.erase(chunks_.lower_bound(count), chunks_.end());
   return 0;
 }
 
-ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t in_chunk, size_t n, char* out) {
+ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t in_piece, size_t n, char* out) {
   if (!ref.inline_data().empty() || ref.length() == 0) {
+    // load_locked checked that inline data is exactly the piece.
     const std::string& data = ref.inline_data();
-    if (in_chunk >= data.size()) return 0;
-    const size_t count = std::min<size_t>(n, data.size() - in_chunk);
-    std::memcpy(out, data.data() + in_chunk, count);
+    if (in_piece >= data.size()) return 0;
+    const size_t count = std::min<size_t>(n, data.size() - in_piece);
+    std::memcpy(out, data.data() + in_piece, count);
     return static_cast<ssize_t>(count);
   }
+  const uint64_t in_chunk = ref.file_offset() + in_piece;
   ssize_t r = store_.read(ref.sha256(), in_chunk, n, out);
   if (replication_ && (r == -ENOENT || remote_)) {
     // Read-ahead only for a reader going forward: a random reader would pay for chunks it
@@ -370,6 +500,13 @@ ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t 
                   r == -ENOENT ? "chunk missing" : "chunk corrupt or unreadable");
     return -EIO;
   }
+  if (static_cast<size_t>(r) < n) {
+    // The version says the file holds these bytes: a shorter file is damaged (or the
+    // metadata is), and zeros would be made-up content.
+    spdlog::error("read of {} failed at chunk {}: chunk file {} has fewer bytes than its piece ({}+{})",
+                  ns_.path_of(inode_), index, store_.path_of(ref.sha256()), ref.file_offset(), ref.length());
+    return -EIO;
+  }
   return r;
 }
 
@@ -380,27 +517,37 @@ void OpenFile::read_ahead(uint64_t index) {
   if (from >= end || from > index + 1 + readahead_chunks_ / 2) return;
   readahead_end_ = end;
   std::vector<std::string> wanted;
-  for (auto it = chunks_.lower_bound(from); it != chunks_.end() && it->first < end; ++it) {
-    const pb::ChunkRef& ref = it->second;
-    if (!ref.inline_data().empty() || store_.contains(ref.sha256())) continue;
-    wanted.push_back(ref.sha256());
-  }
+  for (auto it = chunks_.lower_bound(from); it != chunks_.end() && it->first < end; ++it)
+    for (const pb::ChunkRef& ref : it->second) {
+      if (!ref.inline_data().empty() || store_.contains(ref.sha256())) continue;
+      if (std::find(wanted.begin(), wanted.end(), ref.sha256()) == wanted.end()) wanted.push_back(ref.sha256());
+    }
   if (!wanted.empty()) replication_->prefetch(wanted, holders_);
 }
 
 ssize_t OpenFile::read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out) {
-  const pb::ChunkRef* ref = stored_chunk(index);
-  size_t got = 0;
-  if (ref && in_chunk < ref->length()) {
-    ssize_t r = read_stored(index, *ref, in_chunk, n, out);
-    if (r < 0) return r;
-    got = static_cast<size_t>(r);
+  const std::vector<pb::ChunkRef>* pieces = stored_pieces(index);
+  const uint64_t end = in_chunk + n;
+  uint64_t pos = in_chunk;  // bytes before it are filled
+  if (pieces) {
+    // The first piece that ends past in_chunk (pieces are sorted and disjoint).
+    auto p = std::upper_bound(pieces->begin(), pieces->end(), in_chunk, [](uint64_t off, const pb::ChunkRef& r) {
+      return off < uint64_t{r.span_offset()} + r.length();
+    });
+    for (; p != pieces->end() && p->span_offset() < end; ++p) {
+      const uint64_t s = std::max<uint64_t>(p->span_offset(), in_chunk);
+      const uint64_t e = std::min<uint64_t>(uint64_t{p->span_offset()} + p->length(), end);
+      if (s > pos) std::memset(out + (pos - in_chunk), 0, s - pos);  // a hole between pieces
+      ssize_t r = read_stored(index, *p, s - p->span_offset(), e - s, out + (s - in_chunk));
+      if (r < 0) return r;
+      pos = e;
+    }
   }
-  if (got < n) std::memset(out + got, 0, n - got);  // hole or past the stored bytes
+  if (pos < end) std::memset(out + (pos - in_chunk), 0, end - pos);  // hole or past the stored bytes
   return static_cast<ssize_t>(n);
 }
 
-ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out, bool may_load) {
+ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out) {
   if (offset >= size_) return 0;
   const uint64_t end = std::min<uint64_t>(size_, offset + len);
   uint64_t pos = offset;
@@ -420,10 +567,18 @@ ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out, bool may_l
       ssize_t r = read_clean(index, in_chunk, n, dst);
       if (r < 0) return r;
     } else {
-      DirtyChunk& d = it->second;
+      const DirtyChunk& d = it->second;
       if (!d.base_loaded && !covers(d, static_cast<uint32_t>(in_chunk), static_cast<uint32_t>(in_chunk + n))) {
-        if (!may_load) return -EAGAIN;
-        if (int err = load_base(index, d)) return -err;
+        // The stored bytes with the written ones over them: only the range asked for is
+        // read (loading the whole base would cost a chunk per small read).
+        ssize_t r = read_clean(index, in_chunk, n, dst);
+        if (r < 0) return r;
+        for (auto [s, e] : d.written) {
+          const uint64_t from = std::max<uint64_t>(s, in_chunk), to = std::min<uint64_t>(e, in_chunk + n);
+          if (from < to) std::memcpy(dst + (from - in_chunk), d.data.data() + from, to - from);
+        }
+        pos += n;
+        continue;
       }
       size_t have = d.data.size() > in_chunk ? std::min<size_t>(n, d.data.size() - in_chunk) : 0;
       if (have) std::memcpy(dst, d.data.data() + in_chunk, have);
@@ -436,14 +591,8 @@ ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out, bool may_l
 
 ssize_t OpenFile::read(uint64_t offset, size_t len, char* out) {
   refresh();
-  {
-    std::shared_lock lock(mu_);
-    ssize_t r = read_locked(offset, len, out, false);
-    if (r != -EAGAIN) return r;
-  }
-  // A dirty chunk needs its base merged in: that changes state, so take the lock exclusively.
-  std::unique_lock lock(mu_);
-  return read_locked(offset, len, out, true);
+  std::shared_lock lock(mu_);
+  return read_locked(offset, len, out);
 }
 
 int OpenFile::flush(bool sync) {
@@ -503,8 +652,9 @@ void OpenFile::overlay(Attr* attr) {
 
 void OpenFile::pending_chunks(std::vector<std::string>* out) {
   std::shared_lock lock(mu_);
-  for (auto& [index, c] : chunks_)
-    if (c.inline_data().empty()) out->push_back(c.sha256());
+  for (auto& [index, pieces] : chunks_)
+    for (const pb::ChunkRef& c : pieces)
+      if (c.inline_data().empty()) out->push_back(c.sha256());
 }
 
 }  // namespace wormhole

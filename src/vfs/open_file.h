@@ -6,6 +6,12 @@
 // pending list as a new version. Only touched chunks are rewritten, and memory per file
 // is bounded by kMaxDirtyChunks dirty chunks plus the full chunks being sealed.
 //
+// A span's stored content is a short list of pieces (ranges of chunk files, see ChunkRef):
+// a dirty span whose writes touched few 64 KiB blocks is sealed by storing only those
+// blocks (merged with the base's bytes for the rest of each block) as new chunk files and
+// splitting the span's pieces around them; a span that would get too many pieces is sealed
+// whole into one file again (consolidation), which bounds the pieces per span.
+//
 // A completely written chunk is sealed outside the lock, so that while one thread hashes
 // and stores it, other threads keep copying the next writes in: on two cores this nearly
 // doubles sequential write speed. Such a chunk sits in `sealing_` (readable) until stored.
@@ -40,6 +46,15 @@ class OpenFile {
   static constexpr uint64_t kReadAheadBytes = 16 << 20;
   static constexpr uint64_t kMinReadAheadChunks = 4;
   static constexpr uint64_t kMaxReadAheadChunks = 256;
+  // Sealing a partly written span: the unit stored is an aligned block of this size, at most
+  // kMaxSealBlocks of them (more: the span is sealed whole), and a span keeps at most
+  // kMaxSealPieces pieces (more: sealed whole, which makes it one piece again).
+  static constexpr uint32_t kBlockBytes = 64 * 1024;
+  static constexpr size_t kMaxSealBlocks = 8;
+  static constexpr size_t kMaxSealPieces = 16;
+  // Written ranges tracked per dirty span once its base is loaded; beyond this the span is
+  // sealed whole anyway (kMaxSealBlocks could not hold them), so tracking stops.
+  static constexpr size_t kMaxWrittenRanges = 64;
 
   // `replication` (may be null: a pod alone) places and copies each committed version.
   OpenFile(Namespace& ns, ChunkStore& chunks, BufferPool& buffers, uint64_t chunk_size, Gid inode,
@@ -79,10 +94,14 @@ class OpenFile {
  private:
   struct DirtyChunk {
     ByteBuffer data;  // bytes [0, data.size()) of the chunk
-    // Ranges written since the chunk became dirty, [start, end), sorted and merged.
-    // Unneeded once base_loaded: then data holds the whole logical content.
+    // Ranges written since the chunk became dirty, [start, end), sorted and merged. Before
+    // base_loaded, only these bytes of `data` are valid; after it, `data` holds the whole
+    // logical content and `written` tells seal() which blocks changed (unless `whole`).
     std::vector<std::pair<uint32_t, uint32_t>> written;
     bool base_loaded = false;
+    // The changed ranges are not known (bytes taken over from a chunk being stored, too
+    // many ranges): seal the whole span. Only with base_loaded.
+    bool whole = false;
   };
   // Loads version `version` (`v`) as the base. Lock held. Returns 0 or errno.
   int load_locked(Gid version, const pb::VersionRecord& v);
@@ -91,19 +110,24 @@ class OpenFile {
   uint64_t span(uint64_t index) const;
   // Chunk spans of the file: ceil(size / chunk_size).
   uint64_t chunk_count() const { return (size_ + chunk_size_ - 1) / chunk_size_; }
-  // The stored chunk at `index`, or null for a hole.
-  const pb::ChunkRef* stored_chunk(uint64_t index) const;
+  // The stored pieces of span `index` (sorted by span_offset), or null for a hole.
+  const std::vector<pb::ChunkRef>* stored_pieces(uint64_t index) const;
   // The pending chunk list in the form a version carries it (by increasing index).
   std::vector<pb::ChunkRef> chunk_list() const;
   DirtyChunk& make_dirty(uint64_t index);
   int load_base(uint64_t index, DirtyChunk& d);
   int seal(uint64_t index);
+  // seal() of a span whose writes touched few blocks: stores just those blocks. Returns 0
+  // when done, -1 when the span must be sealed whole instead, or an errno.
+  int seal_blocks(uint64_t index, DirtyChunk& d);
   int seal_all();
-  ssize_t read_locked(uint64_t offset, size_t len, char* out, bool may_load);
+  ssize_t read_locked(uint64_t offset, size_t len, char* out);
+  // Reads n bytes of span `index` from its stored pieces (zeros where none is). n or -errno.
   ssize_t read_clean(uint64_t index, uint64_t in_chunk, size_t n, char* out);
-  // Reads stored bytes of chunk `index` (inline or from the chunk store); short at the
-  // chunk's stored end. -errno on failure, logged with the file's path.
-  ssize_t read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t in_chunk, size_t n, char* out);
+  // Reads `n` bytes of piece `ref` of span `index` at `in_piece` (inline or from the chunk
+  // store): exactly n, or -EIO logged with the file's path (a chunk file shorter than the
+  // piece says is corrupt metadata or a damaged file).
+  ssize_t read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t in_piece, size_t n, char* out);
   // Reader of a file whose chunks live elsewhere: asks for the next chunks after `index`.
   void read_ahead(uint64_t index);
   static bool covers(const DirtyChunk& d, uint32_t start, uint32_t end);
@@ -130,9 +154,10 @@ class OpenFile {
   int64_t mtime_ns_ = 0;
   bool modified_ = false;      // pending state differs from base_version_
   bool unsynced_ = false;      // chunks written since the last sync
-  // Pending chunk list: the stored chunks by index (each ref's `index` is its key); an
-  // index not present is a hole. Sparse, so a 1 TB file with little data costs little.
-  std::map<uint64_t, pb::ChunkRef> chunks_;
+  // Pending chunk list: the stored pieces by span index (each ref's `index` is its key),
+  // sorted by span_offset, never empty; an index not present is a hole. Sparse, so a 1 TB
+  // file with little data costs little.
+  std::map<uint64_t, std::vector<pb::ChunkRef>> chunks_;
   std::vector<uint64_t> holders_;              // of base_version_ (asked first for missing chunks)
   // Read-ahead state, changed under a shared lock: chunks below readahead_end_ were already
   // handed to prefetch; remote_ once a read found a chunk missing here.

@@ -160,7 +160,9 @@ def tree(root):
 class DifferentialTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.pod = Pod(chunk_size="64KiB").start()
+        # WORMHOLE_DIFF_CHUNK: chunks larger than a 64 KiB block exercise pieces (ctest
+        # mount_differential_pieces).
+        cls.pod = Pod(chunk_size=os.environ.get("WORMHOLE_DIFF_CHUNK", "64KiB")).start()
 
     @classmethod
     def tearDownClass(cls):

@@ -979,8 +979,17 @@ std::string chunk_list(Replica& r, const char* name) {
   if (!r.ns.get_version(a.version, &rec)) return "(no version)";
   if (rec.incomplete()) return "(incomplete)";
   std::string out;
-  for (auto& c : rec.chunks()) out += std::to_string(c.index()) + ":" + c.inline_data() + " ";
+  for (auto& c : rec.chunks())
+    out += std::to_string(c.index()) + (c.span_offset() ? "@" + std::to_string(c.span_offset()) : "") + ":" +
+           c.inline_data() + " ";
   return out;
+}
+
+// A piece of span `index` at `span_offset` holding `text` (inline).
+pb::ChunkRef piece(uint64_t index, uint32_t span_offset, const std::string& text) {
+  pb::ChunkRef c = chunk_ref(index, text);
+  c.set_span_offset(span_offset);
+  return c;
 }
 
 // Commits `chunks` (the whole list) over the current version of `name`, as OpenFile does.
@@ -1043,6 +1052,39 @@ TEST(Deltas, HolesAndTruncationResolveToTheWritersList) {
   b.receive_from(a);
   EXPECT_EQ(chunk_list(a, "f"), "0:a 2:C ");
   EXPECT_EQ(chunk_list(b, "f"), "0:a 2:C ");
+}
+
+// Pieces: the unit of change is the span. A delta lists every piece of a span that changed
+// (none of the others), and resolving it replaces all of the base's pieces of that span.
+TEST(Deltas, PiecesChangeSpanBySpan) {
+  Replica a(1), b(2);
+  a.create("f");
+  commit_list(a, "f", 4, {piece(0, 0, "a"), piece(1, 0, "b"), piece(2, 0, "c"), piece(2, 100, "d"), piece(3, 5, "e")});
+  b.receive_from(a);
+  EXPECT_EQ(chunk_list(b, "f"), "0:a 1:b 2:c 2@100:d 3@5:e ");
+  // Span 1 split around a small write; span 2 loses a piece; span 3 unchanged.
+  commit_list(a, "f", 4, {piece(0, 0, "a"), piece(1, 0, "b"), piece(1, 50, "X"), piece(1, 60, "b2"), piece(2, 100, "d"),
+                          piece(3, 5, "e")});
+  pb::Op op = last_op(a);
+  const pb::CommitVersion& c = op.actions(0).commit();
+  EXPECT_TRUE(c.delta());
+  EXPECT_EQ(c.holes_size(), 0);
+  ASSERT_EQ(c.chunks_size(), 4);  // span 1's three pieces and span 2's one
+  EXPECT_EQ(c.chunks(0).index(), 1u);
+  EXPECT_EQ(c.chunks(3).index(), 2u);
+  b.receive_from(a);
+  EXPECT_EQ(chunk_list(a, "f"), "0:a 1:b 1@50:X 1@60:b2 2@100:d 3@5:e ");
+  EXPECT_EQ(chunk_list(b, "f"), chunk_list(a, "f"));
+  // A span of several pieces becoming a hole is one hole, and the cut drops span 3.
+  commit_list(a, "f", 3, {piece(0, 0, "a"), piece(2, 100, "d")});
+  op = last_op(a);
+  const pb::CommitVersion& h = op.actions(0).commit();
+  EXPECT_EQ(h.chunks_size(), 0);
+  ASSERT_EQ(h.holes_size(), 1);
+  EXPECT_EQ(h.holes(0), 1u);
+  b.receive_from(a);
+  EXPECT_EQ(chunk_list(a, "f"), "0:a 2@100:d ");
+  EXPECT_EQ(chunk_list(b, "f"), chunk_list(a, "f"));
 }
 
 // Two pods write over the same base at once: each delta is resolved against that base

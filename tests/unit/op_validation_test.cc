@@ -2,6 +2,7 @@
 // each way a peer's op or message can be malformed or hostile is rejected with a reason.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 
 #include "chunks/chunk_store.h"
@@ -274,13 +275,53 @@ TEST(OpValidation, VersionsAreChecked) {
   expect_rejected(op, "beyond the largest file");
   op = commit();
   commit_of(op)->set_size(64 << 10);  // 1 span, 2 chunks
-  expect_rejected(op, "2 chunks for 65536 bytes");
+  expect_rejected(op, "beyond the end of the file");
   op = commit();
   commit_of(op)->mutable_chunks(1)->set_index(0);
-  expect_rejected(op, "chunk indices not increasing");
+  expect_rejected(op, "pieces of chunk 0 overlap or are not sorted");
+  op = commit();
+  {
+    // Pieces: chunk 0 as two pieces of one file is valid; overlapping or misplaced ones not.
+    pb::CommitVersion* c = commit_of(op);
+    pb::ChunkRef second = c->chunks(0);
+    c->mutable_chunks(0)->set_length(1000);
+    second.set_span_offset(1000);
+    second.set_file_offset(1000);
+    second.set_length((64 << 10) - 1000);
+    *c->mutable_chunks()->Add() = second;
+    std::rotate(c->mutable_chunks()->begin() + 1, c->mutable_chunks()->end() - 1, c->mutable_chunks()->end());
+    std::string why;
+    EXPECT_TRUE(validate_op(op, limits(), &why)) << why;
+    pb::Op overlap = op;
+    commit_of(overlap)->mutable_chunks(1)->set_span_offset(999);
+    expect_rejected(overlap, "pieces of chunk 0 overlap or are not sorted");
+    pb::Op past_span = op;
+    commit_of(past_span)->mutable_chunks(1)->set_span_offset(1001);
+    expect_rejected(past_span, "piece beyond its span");
+    pb::Op past_file = op;
+    commit_of(past_file)->mutable_chunks(1)->set_file_offset(1001);
+    expect_rejected(past_file, "piece beyond a chunk file's size");
+  }
+  op = commit();
+  commit_of(op)->mutable_chunks(1)->set_file_offset(5);
+  expect_rejected(op, "inline piece with a file offset");
+  op = commit();
+  {
+    pb::CommitVersion* c = commit_of(op);
+    pb::ChunkRef piece = c->chunks(0);
+    piece.set_length(100);
+    google::protobuf::RepeatedPtrField<pb::ChunkRef> list;
+    for (uint32_t i = 0; i <= kMaxPiecesPerSpan; ++i) {
+      piece.set_span_offset(i * 100);
+      *list.Add() = piece;
+    }
+    for (int i = 1; i < c->chunks_size(); ++i) *list.Add() = c->chunks(i);
+    *c->mutable_chunks() = list;
+  }
+  expect_rejected(op, "too many pieces in chunk 0");
   op = commit();
   commit_of(op)->set_size((128 << 10) + 50);  // the tail's span shrinks to 50 bytes
-  expect_rejected(op, "longer than its span");
+  expect_rejected(op, "piece beyond its span");
   op = commit();
   commit_of(op)->set_size(128 << 10);  // spans 0 and 1 only: the chunk at index 2 is beyond it
   expect_rejected(op, "beyond the end of the file");
@@ -289,10 +330,10 @@ TEST(OpValidation, VersionsAreChecked) {
   expect_rejected(op, "hash of 31 bytes");
   op = commit();
   commit_of(op)->mutable_chunks(0)->set_length((64 << 10) + 1);
-  expect_rejected(op, "longer than its span");
+  expect_rejected(op, "piece beyond its span");
   op = commit();
   commit_of(op)->mutable_chunks(1)->set_length(101);  // the tail's span is 100 bytes
-  expect_rejected(op, "longer than its span");
+  expect_rejected(op, "piece beyond its span");
   op = commit();
   commit_of(op)->mutable_chunks(0)->set_length(0);
   expect_rejected(op, "stored chunk of no bytes");

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <future>
+#include <map>
 #include <random>
 #include <unistd.h>
 
@@ -22,10 +23,11 @@ struct Fixture {
   wormhole::testing::TempDir tmp;
   std::string dir;
   ChunkStore chunks;
-  Vfs vfs{ns, chunks, kChunk};
+  uint64_t chunk_size;
+  Vfs vfs{ns, chunks, chunk_size};
   Gid inode;
-  explicit Fixture(const char* name)
-      : tmp(std::string("of-") + name), dir(tmp / "chunks"), chunks(dir) {
+  explicit Fixture(const char* name, uint64_t chunk = kChunk)
+      : tmp(std::string("of-") + name), dir(tmp / "chunks"), chunks(dir), chunk_size(chunk) {
     std::string err;
     EXPECT_TRUE(ns.init(&err));
     EXPECT_TRUE(chunks.init(&err));
@@ -145,23 +147,38 @@ TEST(OpenFile, TruncateToTheSameSizeChangesTheTimes) {
 }
 
 // Model-based: random writes, truncates, flushes and reopens against a std::string.
-TEST(OpenFile, RandomOperationsMatchAModel) {
-  for (uint32_t seed = 1; seed <= 20; ++seed) {
-    Fixture fx(("model" + std::to_string(seed)).c_str());
+namespace {
+
+// Random writes, truncates, flushes and reopens against an in-memory model of the content.
+// `chunk` is the chunk size, `max` the file sizes and offsets drawn; with `small`, writes
+// are mostly a few bytes to a few blocks into a file filled first (the block seal's case).
+void random_operations_match_a_model(const char* name, uint64_t chunk, uint64_t max, bool small, uint32_t seeds,
+                                     int steps) {
+  for (uint32_t seed = 1; seed <= seeds; ++seed) {
+    Fixture fx((name + std::to_string(seed)).c_str(), chunk);
     std::mt19937 rng(seed);
     std::string model;
+    size_t most_pieces = 0;  // in one span of a committed list
     std::shared_ptr<OpenFile> f;
     ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
-    for (int step = 0; step < 200; ++step) {
+    if (small) {
+      model = pattern(max - rng() % chunk, seed);
+      ASSERT_EQ(f->write(0, model.data(), model.size(), 0), 0);
+      ASSERT_EQ(f->flush(false), 0);
+    }
+    for (int step = 0; step < steps; ++step) {
       switch (rng() % 10) {
         case 0: {
-          uint64_t size = rng() % (12 * kChunk);
+          if (small && rng() % 3) break;  // fewer truncates: the file keeps its pieces
+          uint64_t size = rng() % max;
           ASSERT_EQ(f->truncate(size, step), 0);
           model.resize(size, '\0');
           break;
         }
         case 1: {
           ASSERT_EQ(f->flush(rng() % 2), 0);
+          std::map<uint64_t, size_t> per_span;
+          for (auto& r : fx.committed()) most_pieces = std::max(most_pieces, ++per_span[r.index()]);
           break;
         }
         case 2:
@@ -169,8 +186,9 @@ TEST(OpenFile, RandomOperationsMatchAModel) {
           ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
           break;
         default: {
-          uint64_t off = rng() % (12 * kChunk);
-          size_t len = rng() % 3 == 0 ? kChunk * (1 + rng() % 3) : 1 + rng() % 5000;
+          uint64_t off = rng() % max;
+          size_t len = rng() % 3 == 0 ? (small ? 1 + rng() % (3 * OpenFile::kBlockBytes) : chunk * (1 + rng() % 3))
+                                      : 1 + rng() % 5000;
           std::string d = pattern(len, rng());
           ASSERT_EQ(f->write(off, d.data(), d.size(), step), 0);
           if (model.size() < off + len) model.resize(off + len, '\0');
@@ -187,7 +205,120 @@ TEST(OpenFile, RandomOperationsMatchAModel) {
     ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
     ASSERT_EQ(fx.read_all(*f, model.size()), model) << "after gc, seed " << seed;
     ASSERT_EQ(fx.vfs.release(f), 0);
+    EXPECT_LE(most_pieces, OpenFile::kMaxSealPieces);
+    if (small) {
+      EXPECT_GT(most_pieces, 2u) << "seed " << seed << ": the block seal never ran";
+    }
   }
+}
+
+}  // namespace
+
+TEST(OpenFile, RandomOperationsMatchAModel) {
+  random_operations_match_a_model("model", kChunk, 12 * kChunk, false, 20, 200);
+}
+
+// Large chunks, small writes into a large file: spans made of pieces, split and consolidated.
+TEST(OpenFile, RandomSmallWritesIntoLargeChunksMatchAModel) {
+  random_operations_match_a_model("pieces", 1 << 20, 5 << 20, true, 8, 300);
+  random_operations_match_a_model("pieces-grow", 1 << 20, 5 << 20, false, 4, 200);
+}
+
+// Issue "Pay for what you touch": a 4 KiB write into the middle of an 8 MiB file (4 MiB
+// chunks) stores the one 64 KiB block it touched, not its 4 MiB chunk again.
+TEST(OpenFile, ASmallWriteStoresOnlyTheBlocksItTouched) {
+  constexpr uint64_t kBig = 4 << 20;
+  Fixture fx("blocks", kBig);
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(2 * kBig, 7);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  const uint64_t before = fx.chunks.stats().bytes;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  const uint64_t off = kBig + kBig / 2 + 4096;  // inside one block
+  const std::string w = pattern(4096, 8);
+  ASSERT_EQ(f->write(off, w.data(), w.size(), 2), 0);
+  data.replace(off, w.size(), w);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);  // dirty, over the stored pieces
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  EXPECT_LE(fx.chunks.stats().bytes - before, OpenFile::kBlockBytes);
+  auto refs = fx.committed();
+  ASSERT_EQ(refs.size(), 4u);  // span 0 whole; span 1: before, the block, after
+  EXPECT_EQ(refs[2].span_offset(), kBig / 2);
+  EXPECT_EQ(refs[2].length(), OpenFile::kBlockBytes);
+  EXPECT_EQ(refs[3].span_offset(), kBig / 2 + OpenFile::kBlockBytes);
+  EXPECT_EQ(refs[3].file_offset(), kBig / 2 + OpenFile::kBlockBytes);
+  EXPECT_EQ(refs[1].sha256(), refs[3].sha256());  // the same file, either side
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  // A write across two pieces and a block boundary, then a truncate into a piece.
+  const std::string w2 = pattern(100000, 9);
+  ASSERT_EQ(f->write(kBig + kBig / 2 - 50000, w2.data(), w2.size(), 3), 0);
+  data.replace(kBig + kBig / 2 - 50000, w2.size(), w2);
+  ASSERT_EQ(f->flush(false), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(f->truncate(kBig + kBig / 2 + 10, 4), 0);
+  data.resize(kBig + kBig / 2 + 10);
+  ASSERT_EQ(f->truncate(2 * kBig, 5), 0);  // bytes past the cut must not come back
+  data.resize(2 * kBig, '\0');
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
+// Many small writes, each committed, never leave a span of unbounded pieces: past
+// kMaxSealPieces the span is sealed whole again (one piece).
+TEST(OpenFile, ManySmallWritesKeepPiecesPerSpanBounded) {
+  constexpr uint64_t kBig = 4 << 20;
+  Fixture fx("consolidate", kBig);
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(kBig + 1000, 10);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  std::mt19937 rng(11);
+  size_t most = 0;
+  bool consolidated = false;
+  for (int i = 0; i < 100; ++i) {
+    const uint64_t off = rng() % (kBig - 10);
+    const std::string w = pattern(1 + rng() % 10, rng());
+    ASSERT_EQ(f->write(off, w.data(), w.size(), 2 + i), 0);
+    data.replace(off, w.size(), w);
+    ASSERT_EQ(f->flush(false), 0);
+    size_t in_span0 = 0;
+    for (auto& r : fx.committed()) in_span0 += r.index() == 0;
+    most = std::max(most, in_span0);
+    if (i > 0 && in_span0 == 1) consolidated = true;
+  }
+  EXPECT_LE(most, OpenFile::kMaxSealPieces);
+  EXPECT_TRUE(consolidated);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
+// A chunk file shorter than a piece says is EIO, never zeros.
+TEST(OpenFile, APieceBeyondItsFileIsEio) {
+  constexpr uint64_t kBig = 1 << 20;
+  Fixture fx("short", kBig);
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  const std::string data = pattern(kBig, 12);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  auto refs = fx.committed();
+  ASSERT_EQ(refs.size(), 1u);
+  std::filesystem::resize_file(fx.chunks.path_of(refs[0].sha256()), kBig / 2);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string buf(4096, '\0');
+  EXPECT_EQ(f->read(0, buf.size(), buf.data()), 4096);
+  EXPECT_EQ(f->read(kBig - 4096, buf.size(), buf.data()), -EIO);
+  ASSERT_EQ(fx.vfs.release(f), 0);
 }
 
 // A huge sparse file costs what it stores: `truncate -s 1T` stores no chunk and commits an
