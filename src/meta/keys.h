@@ -54,12 +54,16 @@ inline std::string xattr(Gid inode, std::string_view name) {
   k.append(name);
   return k;
 }
-// L<wall><counter><pod><index> -> MoveLogRecord, in timestamp order
-inline std::string movelog(const Hlc& h, uint32_t index) {
-  std::string k("L");
+// A stamp in a key: 20 bytes that sort as the stamps do.
+inline void put_hlc(std::string& k, const Hlc& h) {
   put_u64(k, h.wall_ms);
   put_u32(k, h.counter);
   put_u64(k, h.pod);
+}
+// L<wall><counter><pod><index> -> MoveLogRecord, in timestamp order
+inline std::string movelog(const Hlc& h, uint32_t index) {
+  std::string k("L");
+  put_hlc(k, h);
   put_u32(k, index);
   return k;
 }
@@ -75,9 +79,11 @@ inline uint32_t get_u32(std::string_view s, size_t at) {
   for (size_t i = 0; i < 4; ++i) v = (v << 8) | static_cast<unsigned char>(s[at + i]);
   return v;
 }
+// The stamp put_hlc wrote at `at`.
+inline Hlc get_hlc(std::string_view s, size_t at) { return Hlc{get_u64(s, at), get_u32(s, at + 8), get_u64(s, at + 12)}; }
 inline bool parse_movelog(std::string_view k, Hlc* h, uint32_t* index) {
   if (k.size() != 25 || k[0] != 'L') return false;
-  *h = Hlc{get_u64(k, 1), get_u32(k, 9), get_u64(k, 13)};
+  *h = get_hlc(k, 1);
   *index = get_u32(k, 21);
   return true;
 }
@@ -127,16 +133,14 @@ inline std::string superseded(Gid version) { std::string k("W"); put_gid(k, vers
 inline constexpr std::string_view kSupersededPrefix = "W";
 inline std::string superseded_at(const Hlc& h, Gid version) {
   std::string k("U");
-  put_u64(k, h.wall_ms);
-  put_u32(k, h.counter);
-  put_u64(k, h.pod);
+  put_hlc(k, h);
   put_gid(k, version);
   return k;
 }
 inline constexpr std::string_view kSupersededAtPrefix = "U";
 inline bool parse_superseded_at(std::string_view k, Hlc* h, Gid* version) {
   if (k.size() != 37 || k[0] != 'U') return false;
-  *h = Hlc{get_u64(k, 1), get_u32(k, 9), get_u64(k, 13)};
+  *h = get_hlc(k, 1);
   *version = get_gid(k, 21);
   return true;
 }
