@@ -11,7 +11,7 @@ import tempfile
 import unittest
 
 import harness
-from harness import Pod
+from harness import Pod, tree
 
 NAMES = ["a", "b", "c", "dir1", "dir2", "x.txt"]
 STEPS = int(os.environ.get("WORMHOLE_DIFF_STEPS", "2000"))
@@ -134,27 +134,6 @@ def random_op(rng):
     return kind, (a, "user." + rng.choice(["k1", "k2"]))
 
 
-def tree(root):
-    """Everything observable about a tree, as a sorted list."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        for n in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            entry = [os.path.join(rel, n), stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode)]
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as fh:
-                    entry += [st.st_size, st.st_nlink, hashlib.sha256(fh.read()).hexdigest()]
-            elif stat.S_ISLNK(st.st_mode):
-                entry.append(os.readlink(p))
-            try:
-                entry.append(sorted((k, os.getxattr(p, k, follow_symlinks=False))
-                                    for k in os.listxattr(p, follow_symlinks=False)))
-            except OSError as e:
-                entry.append(errno.errorcode[e.errno])
-            out.append(entry)
-    return sorted(out, key=lambda e: e[0])
 
 
 class DifferentialTest(unittest.TestCase):

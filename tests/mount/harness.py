@@ -4,10 +4,13 @@ Every pod started here is stopped by PID and unmounted with `fusermount3 -u` by 
 that started it, also when the test fails.
 """
 import argparse
+import errno
+import hashlib
 import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -34,6 +37,30 @@ def main():
     # Daemons under test abort on a broken invariant instead of logging and repairing it.
     os.environ.setdefault("WORMHOLE_INVARIANTS", "fatal")
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+def tree(root):
+    """Everything observable about a tree under `root`, as a sorted list: per entry its path,
+    type, mode, and size, link count and SHA-256 (files), target (symlinks), xattrs."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        for n in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            entry = [os.path.normpath(os.path.join(rel, n)), stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode)]
+            if stat.S_ISREG(st.st_mode):
+                with open(p, "rb") as fh:
+                    entry += [st.st_size, st.st_nlink, hashlib.sha256(fh.read()).hexdigest()]
+            elif stat.S_ISLNK(st.st_mode):
+                entry.append(os.readlink(p))
+            try:
+                entry.append(sorted((k, os.getxattr(p, k, follow_symlinks=False))
+                                    for k in os.listxattr(p, follow_symlinks=False)))
+            except OSError as e:
+                entry.append(errno.errorcode.get(e.errno, e.errno))
+            out.append(entry)
+    return sorted(out, key=lambda e: e[0])
 
 
 def unmount(path):

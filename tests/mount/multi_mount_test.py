@@ -107,7 +107,7 @@ import unittest
 import zlib
 
 import harness
-from harness import Cluster, wait_for
+from harness import Cluster, tree, wait_for
 
 SECONDS = float(os.environ.get("WORMHOLE_MULTI_MOUNT_SECONDS", "20"))
 RACE_S = float(os.environ.get("WORMHOLE_MULTI_MOUNT_RACE_S", "5"))
@@ -310,27 +310,6 @@ def observe(path):
         os.close(fd)
 
 
-def tree(root):
-    """Everything observable about a tree, as a sorted list (as differential_test.tree)."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        for n in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, n)
-            st = os.lstat(p)
-            entry = [os.path.normpath(os.path.join(rel, n)), stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode)]
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as fh:
-                    entry += [st.st_size, st.st_nlink, sha(fh.read())]
-            elif stat.S_ISLNK(st.st_mode):
-                entry.append(os.readlink(p))
-            try:
-                entry.append(sorted((k, os.getxattr(p, k, follow_symlinks=False))
-                                    for k in os.listxattr(p, follow_symlinks=False)))
-            except OSError as e:
-                entry.append(errno.errorcode.get(e.errno, e.errno))
-            out.append(entry)
-    return sorted(out, key=lambda e: e[0])
 
 
 class Worker(threading.Thread):
