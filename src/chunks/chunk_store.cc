@@ -322,6 +322,9 @@ int ChunkStore::sync() {
 }
 
 int ChunkStore::sync_pending() {
+  // Taken before the swap: every chunk put before this moment is in `pending` (or synced
+  // by an earlier call), so `synced_until` never claims one this call does not cover.
+  const int64_t started_s = static_cast<int64_t>(std::time(nullptr));
   std::vector<std::string> pending;
   bool overflow = false;
   {
@@ -330,15 +333,14 @@ int ChunkStore::sync_pending() {
     std::swap(overflow, pending_overflow_);
   }
   if (pending.empty() && !overflow) return 0;
-  const int64_t started_s = static_cast<int64_t>(std::time(nullptr));
   int err = 0;
   if (overflow || pending.size() > kSyncfsAbove) {
     // Many small chunks (an untar): one syncfs, one journal commit, instead of an fdatasync
     // (and a journal commit) each.
     err = sync();
   } else {
-    err = sync_chunks(pending);
-    if (err == ENOENT) err = 0;  // deleted by GC meanwhile: nothing names it any more
+    // A chunk deleted by GC meanwhile is no error: nothing names it any more.
+    err = sync_chunks(pending, /*skip_missing=*/true);
   }
   if (err != 0) {
     // Put them back: the next group commit tries again (the log is not synced meanwhile).
@@ -371,11 +373,12 @@ void ChunkStore::mark_clean_shutdown() {
   if (sync_pending() == 0) fs::remove(dir_ + "/running", ec);
 }
 
-int ChunkStore::sync_chunks(const std::vector<std::string>& sha256s) {
+int ChunkStore::sync_chunks(const std::vector<std::string>& sha256s, bool skip_missing) {
   std::unordered_set<std::string> dirs;
   for (const std::string& sha : sha256s) {
     const std::string path = path_of(sha);
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT && skip_missing) continue;
     if (fd < 0) return errno;
     const int rc = ::fdatasync(fd);
     const int err = errno;

@@ -76,7 +76,8 @@ class ChunkStore {
   void mark_clean_shutdown();
   // Makes the named chunks durable: their files and directory entries. 0 or first errno
   // (ENOENT for a chunk not stored here).
-  int sync_chunks(const std::vector<std::string>& sha256s);
+  // With `skip_missing`, a chunk not stored here is passed over instead.
+  int sync_chunks(const std::vector<std::string>& sha256s, bool skip_missing = false);
 
   // Deletes chunk files not in `live` whose age exceeds `grace_s` (a chunk can be written
   // before the version that references it is committed). Files that are not chunks (a
