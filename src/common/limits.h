@@ -10,7 +10,7 @@ namespace wormhole {
 inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 50;
 
 // Most pieces (ChunkRef) one chunk span of a version may have. A writer consolidates a span
-// long before (OpenFile::kMaxSealPieces); the bound keeps a peer's version list, and the
+// long before (OpenFile::kMaxSealPieces, 48); the bound keeps a peer's version list, and the
 // work of reading one span, proportionate.
 inline constexpr uint64_t kMaxPiecesPerSpan = 64;
 

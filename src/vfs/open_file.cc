@@ -250,41 +250,81 @@ int OpenFile::seal(uint64_t index) {
 
 int OpenFile::seal_blocks(uint64_t index, DirtyChunk& d) {
   const std::vector<pb::ChunkRef>* base = stored_pieces(index);
-  // A hole or a fully rewritten span gains nothing: one new file holds what it stores.
+  // A hole or a fully rewritten span gains nothing: one new file holds what it stores. A
+  // span of one block is as cheap to rewrite whole, and stays one piece.
   if (!base || d.whole || chunk_size_ <= kBlockBytes) return -1;
   const uint32_t limit = static_cast<uint32_t>(span(index));
-  if (covers(d, 0, limit)) return -1;
-  // The touched blocks as runs of adjacent blocks [start, end), clipped to the span.
+  if (limit <= kBlockBytes || covers(d, 0, limit)) return -1;
+  // The touched pages as runs of adjacent pages [start, end), clipped to the span.
   std::vector<std::pair<uint32_t, uint32_t>> runs;
-  uint64_t blocks = 0;
+  auto add_run = [&](uint32_t s, uint32_t e) {
+    if (!runs.empty() && s <= runs.back().second)
+      runs.back().second = std::max(runs.back().second, e);
+    else
+      runs.emplace_back(s, e);
+  };
+  uint64_t run_bytes = 0;
   for (auto [s, e] : d.written) {
     e = std::min(e, limit);
     if (s >= e) continue;
-    const uint32_t bs = s / kBlockBytes * kBlockBytes;
-    const uint32_t be = static_cast<uint32_t>(std::min<uint64_t>((uint64_t{e} + kBlockBytes - 1) / kBlockBytes * kBlockBytes, limit));
-    if (!runs.empty() && bs <= runs.back().second)
-      runs.back().second = std::max(runs.back().second, be);
-    else
-      runs.emplace_back(bs, be);
+    add_run(s / kPageBytes * kPageBytes,
+            static_cast<uint32_t>(std::min<uint64_t>((uint64_t{e} + kPageBytes - 1) / kPageBytes * kPageBytes, limit)));
   }
-  for (auto& [s, e] : runs) blocks += (e - s + kBlockBytes - 1) / kBlockBytes;
-  if (blocks > kMaxSealBlocks) return -1;
-  // The base's pieces cut around the runs, then one new piece per run.
-  std::vector<pb::ChunkRef> pieces;
-  for (const pb::ChunkRef& p : *base) {
-    uint32_t pos = p.span_offset();
-    const uint32_t end = p.span_offset() + p.length();
-    for (auto& [s, e] : runs) {
-      if (e <= pos || s >= end) continue;
-      if (s > pos) pieces.push_back(sub_piece(p, pos, s));
-      pos = std::max(pos, e);
+  for (auto& [s, e] : runs) run_bytes += e - s;
+  if (run_bytes > kMaxSealBytes) return -1;
+  // The base's pieces cut around the runs (each run becomes one new piece).
+  auto cut_base = [&] {
+    std::vector<pb::ChunkRef> pieces;
+    for (const pb::ChunkRef& p : *base) {
+      uint32_t pos = p.span_offset();
+      const uint32_t end = p.span_offset() + p.length();
+      for (auto& [s, e] : runs) {
+        if (e <= pos || s >= end) continue;
+        if (s > pos) pieces.push_back(sub_piece(p, pos, s));
+        pos = std::max(pos, e);
+      }
+      if (pos < end) pieces.push_back(sub_piece(p, pos, end));
     }
-    if (pos < end) pieces.push_back(sub_piece(p, pos, end));
+    return pieces;
+  };
+  std::vector<pb::ChunkRef> pieces = cut_base();
+  // Small pieces pile up under small writes (a log or a database's WAL appended a page per
+  // commit): beyond kMaxSmallPieces, the range from the first small piece to the last is
+  // rewritten as one piece (if it is at most kMaxMergeBytes: a few commits' worth), which
+  // costs about a block every kMaxSmallPieces commits instead of the span's rewrite.
+  uint32_t small_start = UINT32_MAX, small_end = 0;
+  size_t small = 0;
+  auto note_small = [&](uint32_t s, uint32_t e) {
+    if (e - s >= kBlockBytes) return;
+    ++small;
+    small_start = std::min(small_start, s);
+    small_end = std::max(small_end, e);
+  };
+  for (const pb::ChunkRef& p : pieces) note_small(p.span_offset(), p.span_offset() + p.length());
+  for (auto& [s, e] : runs) note_small(s, e);
+  if (small > kMaxSmallPieces && small_end - small_start <= kMaxMergeBytes) {
+    std::vector<std::pair<uint32_t, uint32_t>> widened;
+    bool merged = false;
+    for (auto& [s, e] : runs) {
+      if (e < small_start || s > small_end) {
+        if (!merged && s > small_end) {
+          widened.emplace_back(small_start, small_end);
+          merged = true;
+        }
+        widened.emplace_back(s, e);
+      } else {  // overlaps or touches the merged range: part of it
+        small_start = std::min(small_start, s);
+        small_end = std::max(small_end, e);
+      }
+    }
+    if (!merged) widened.emplace_back(small_start, small_end);
+    runs = std::move(widened);
+    pieces = cut_base();
   }
   if (pieces.size() + runs.size() > kMaxSealPieces) return -1;  // consolidate: seal whole
   ByteBuffer buf;
   for (auto& [s, e] : runs) {
-    // The run's bytes: the base's (only these blocks are read), the written ones over them.
+    // The run's bytes: the base's (only these are read), the written ones over them.
     buf.resize(e - s);
     if (d.base_loaded) {
       const size_t have = d.data.size() > s ? std::min<size_t>(e - s, d.data.size() - s) : 0;
@@ -298,22 +338,19 @@ int OpenFile::seal_blocks(uint64_t index, DirtyChunk& d) {
         if (ws < we) std::memcpy(buf.data() + (ws - s), d.data.data() + ws, we - ws);
       }
     }
+    // Stored as a chunk file even when small: inline bytes would sit in the version record,
+    // which is rewritten whole at each commit with every piece of the file.
+    std::string sha;
+    if (int err = store_.put(buf.data(), buf.size(), &sha)) {
+      spdlog::error("cannot store blocks of chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(err));
+      return err;
+    }
+    unsynced_ = true;
     pb::ChunkRef ref;
     ref.set_index(index);
     ref.set_span_offset(s);
     ref.set_length(e - s);
-    if (buf.size() <= kInlineMaxBytes) {
-      ref.set_sha256(ChunkStore::hash(buf.data(), buf.size()));
-      ref.set_inline_data(buf.data(), buf.size());
-    } else {
-      std::string sha;
-      if (int err = store_.put(buf.data(), buf.size(), &sha)) {
-        spdlog::error("cannot store blocks of chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(err));
-        return err;
-      }
-      ref.set_sha256(sha);
-      unsynced_ = true;
-    }
+    ref.set_sha256(sha);
     pieces.push_back(std::move(ref));
   }
   std::sort(pieces.begin(), pieces.end(),

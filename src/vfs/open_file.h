@@ -46,12 +46,17 @@ class OpenFile {
   static constexpr uint64_t kReadAheadBytes = 16 << 20;
   static constexpr uint64_t kMinReadAheadChunks = 4;
   static constexpr uint64_t kMaxReadAheadChunks = 256;
-  // Sealing a partly written span: the unit stored is an aligned block of this size, at most
-  // kMaxSealBlocks of them (more: the span is sealed whole), and a span keeps at most
-  // kMaxSealPieces pieces (more: sealed whole, which makes it one piece again).
+  // Sealing a partly written span (seal_blocks): the unit stored is an aligned page, at most
+  // kMaxSealBytes of them (more: the span is sealed whole). Small pieces (under a block)
+  // beyond kMaxSmallPieces are merged into one (the range they span, if at most
+  // kMaxMergeBytes), and a span keeps at most kMaxSealPieces pieces (more: sealed whole,
+  // which makes it one piece again). A span of at most a block is always sealed whole.
+  static constexpr uint32_t kPageBytes = 4096;
   static constexpr uint32_t kBlockBytes = 64 * 1024;
-  static constexpr size_t kMaxSealBlocks = 8;
-  static constexpr size_t kMaxSealPieces = 16;
+  static constexpr uint64_t kMaxSealBytes = 512 * 1024;
+  static constexpr size_t kMaxSmallPieces = 16;
+  static constexpr uint32_t kMaxMergeBytes = 1 << 20;
+  static constexpr size_t kMaxSealPieces = 48;
   // Written ranges tracked per dirty span once its base is loaded; beyond this the span is
   // sealed whole anyway (kMaxSealBlocks could not hold them), so tracking stops.
   static constexpr size_t kMaxWrittenRanges = 64;

@@ -243,13 +243,14 @@ TEST(OpenFile, ASmallWriteStoresOnlyTheBlocksItTouched) {
   data.replace(off, w.size(), w);
   EXPECT_EQ(fx.read_all(*f, data.size()), data);  // dirty, over the stored pieces
   ASSERT_EQ(fx.vfs.release(f), 0);
-  EXPECT_LE(fx.chunks.stats().bytes - before, OpenFile::kBlockBytes);
+  EXPECT_LE(fx.chunks.stats().bytes - before, OpenFile::kPageBytes);
   auto refs = fx.committed();
-  ASSERT_EQ(refs.size(), 4u);  // span 0 whole; span 1: before, the block, after
-  EXPECT_EQ(refs[2].span_offset(), kBig / 2);
-  EXPECT_EQ(refs[2].length(), OpenFile::kBlockBytes);
-  EXPECT_EQ(refs[3].span_offset(), kBig / 2 + OpenFile::kBlockBytes);
-  EXPECT_EQ(refs[3].file_offset(), kBig / 2 + OpenFile::kBlockBytes);
+  ASSERT_EQ(refs.size(), 4u);  // span 0 whole; span 1: before, the page, after
+  EXPECT_EQ(refs[2].span_offset(), kBig / 2 + 4096);
+  EXPECT_EQ(refs[2].length(), OpenFile::kPageBytes);
+  EXPECT_TRUE(refs[2].inline_data().empty());  // a file: never inline in a large span
+  EXPECT_EQ(refs[3].span_offset(), kBig / 2 + 4096 + OpenFile::kPageBytes);
+  EXPECT_EQ(refs[3].file_offset(), kBig / 2 + 4096 + OpenFile::kPageBytes);
   EXPECT_EQ(refs[1].sha256(), refs[3].sha256());  // the same file, either side
   ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
   EXPECT_EQ(fx.read_all(*f, data.size()), data);
@@ -263,6 +264,43 @@ TEST(OpenFile, ASmallWriteStoresOnlyTheBlocksItTouched) {
   data.resize(kBig + kBig / 2 + 10);
   ASSERT_EQ(f->truncate(2 * kBig, 5), 0);  // bytes past the cut must not come back
   data.resize(2 * kBig, '\0');
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
+// A log appended with a commit per record (SQLite's WAL: 4,120-byte frames) stores a page
+// or two per commit; the small pieces that piles up are merged into one every
+// kMaxSmallPieces commits (a few pages rewritten), not the span.
+TEST(OpenFile, AppendsWithACommitEachStoreAFewPagesAndMergeTheirPieces) {
+  constexpr uint64_t kBig = 4 << 20;
+  Fixture fx("appends", kBig);
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(kBig, 12);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  const uint64_t before = fx.chunks.stats().bytes;
+  constexpr int kCommits = 200;
+  constexpr size_t kFrame = 4120;
+  size_t most = 0;
+  bool merged = false;
+  for (int i = 0; i < kCommits; ++i) {
+    const uint64_t off = 32 + uint64_t(i) * kFrame;
+    const std::string w = pattern(kFrame, 100 + i);
+    ASSERT_EQ(f->write(off, w.data(), w.size(), 2 + i), 0);
+    data.replace(off, w.size(), w);
+    ASSERT_EQ(f->flush(false), 0);
+    auto refs = fx.committed();
+    most = std::max(most, refs.size());
+    for (auto& r : refs) merged |= r.length() >= OpenFile::kBlockBytes && r.length() < kBig / 2;
+  }
+  EXPECT_LE(most, OpenFile::kMaxSealPieces);
+  EXPECT_TRUE(merged) << "small pieces were never merged";
+  // Each commit stored its two or three pages, plus a merge of ~16 commits' pages every 16.
+  EXPECT_LE((fx.chunks.stats().bytes - before) / kCommits, 4 * OpenFile::kPageBytes);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
   ASSERT_EQ(fx.vfs.release(f), 0);
   ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
   EXPECT_EQ(fx.read_all(*f, data.size()), data);
