@@ -1,7 +1,8 @@
 """Crash test: a writer works on the mount while the daemon is killed with -9 in a loop and
 restarted; after each restart every file the writer saw fsynced or closed must read back
 exactly, and every file in the tree must be readable (no chunk referenced by metadata is
-missing). The writer keeps its journal on local disk. Reproduce with --seed N."""
+missing). The writer creates, renames and removes files and patches large ones with small
+writes (stored as pieces). It keeps its journal on local disk. Reproduce with --seed N."""
 import hashlib
 import os
 import random
@@ -24,6 +25,19 @@ def content(name, size):
     return (seed + block * reps)[:size]
 
 
+def patch_bytes(tag, length):
+    """Deterministic bytes of a small write."""
+    block = hashlib.sha256(tag.encode()).digest() * 256  # 8 KiB
+    return block[:length]
+
+
+def expected_content(base, size, patches):
+    data = bytearray(content(base, size))
+    for off, length, tag in patches:
+        data[off:off + length] = patch_bytes(tag, length)
+    return bytes(data)
+
+
 def writer(root, journal_path, seed):
     """Runs until the mount fails. Journal lines: 'B op args' before, 'A' after success."""
     rng = random.Random(seed)
@@ -35,6 +49,7 @@ def writer(root, journal_path, seed):
         os.fsync(journal.fileno())
 
     acked = []
+    sizes = {}
     i = 0
     try:
         os.makedirs(root, exist_ok=True)
@@ -48,12 +63,27 @@ def writer(root, journal_path, seed):
                 os.rename(os.path.join(root, old), os.path.join(root, new))
                 log("A")
                 acked[acked.index(old)] = new
-            elif r < 0.22 and acked:
+                sizes[new] = sizes.pop(old)
+            elif r < 0.40 and any(sizes[n] > 65536 for n in acked):
+                # A small write into a large file: a piece, with or without fsync.
+                name = rng.choice([n for n in acked if sizes[n] > 65536])
+                off = rng.randrange(sizes[name])
+                length = min(rng.randint(1, 8192), sizes[name] - off)
+                tag = f"p{seed}-{i}"
+                log(f"B patch {name} {off} {length} {tag}")
+                fd = os.open(os.path.join(root, name), os.O_WRONLY)
+                os.pwrite(fd, patch_bytes(tag, length), off)
+                if rng.random() < 0.6:
+                    os.fsync(fd)
+                os.close(fd)
+                log("A")
+            elif r < 0.47 and acked:
                 old = rng.choice(acked)
                 log(f"B rm {old}")
                 os.unlink(os.path.join(root, old))
                 log("A")
                 acked.remove(old)
+                sizes.pop(old)
             else:
                 name = f"f{seed}-{i}"
                 size = rng.choice([0, 1, 4096, 100000, 700000, rng.randint(1, 2_500_000)])
@@ -68,12 +98,14 @@ def writer(root, journal_path, seed):
                 os.close(fd)
                 log("A")
                 acked.append(name)
+                sizes[name] = size
     except OSError:
         return  # the daemon died under us: expected
 
 
 def expected_state(journal_path):
-    """Replays the journal: name -> size for acked files, plus names the last op touched."""
+    """Replays the journal: name -> (size, patches) for acked files, plus names the last op
+    touched."""
     files, uncertain = {}, set()
     pending = None
     with open(journal_path) as f:
@@ -89,7 +121,9 @@ def expected_state(journal_path):
             if parts[0] == "A" and pending:
                 op = pending
                 if op[0] == "write":
-                    files[op[1]] = int(op[2])
+                    files[op[1]] = (int(op[2]), [])
+                elif op[0] == "patch":
+                    files[op[1]][1].append((int(op[2]), int(op[3]), op[4]))
                 elif op[0] == "mv":
                     files[op[2]] = files.pop(op[1])
                 elif op[0] == "rm":
@@ -142,7 +176,7 @@ class CrashTest(unittest.TestCase):
         if not os.path.exists(journal):
             return
         files, uncertain = expected_state(journal)
-        for name, size in files.items():
+        for name, (size, patches) in files.items():
             if name in uncertain:
                 continue
             path = os.path.join(root, name)
@@ -150,7 +184,7 @@ class CrashTest(unittest.TestCase):
             with open(path, "rb") as fh:
                 data = fh.read()
             self.assertEqual(len(data), size, f"cycle {cycle}: {name}")
-            self.assertEqual(data, content(base, size), f"cycle {cycle}: {name} content")
+            self.assertEqual(data, expected_content(base, size, patches), f"cycle {cycle}: {name} content")
         present = set(os.listdir(root)) if os.path.isdir(root) else set()
         for name in present - set(files) - uncertain:
             # Only a write in flight may leave an unacknowledged file; it must be readable.
