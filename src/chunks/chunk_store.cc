@@ -400,6 +400,12 @@ ssize_t ChunkStore::read(const std::string& sha256, uint64_t offset, size_t len,
   return n < 0 ? -EIO : n;
 }
 
+int64_t ChunkStore::size_of(const std::string& sha256) const {
+  struct stat st;
+  if (::stat(path_of(sha256).c_str(), &st) != 0) return errno == ENOENT ? -ENOENT : -EIO;
+  return static_cast<int64_t>(st.st_size);
+}
+
 bool ChunkStore::contains(const std::string& sha256) {
   struct stat st;
   return ::stat(path_of(sha256).c_str(), &st) == 0;

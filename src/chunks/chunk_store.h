@@ -76,6 +76,8 @@ class ChunkStore {
   ssize_t read(const std::string& sha256, uint64_t offset, size_t len, char* out);
 
   bool contains(const std::string& sha256);
+  // The size of chunk `sha256` on disk, or -ENOENT (not here) / -EIO.
+  int64_t size_of(const std::string& sha256) const;
 
   // The block table of chunk `sha256` (its blocks' hashes, kHashBytes each): 0, or ENOENT
   // (not here), EIO (corrupt), ENOTSUP (a legacy chunk: no table, verified whole only).

@@ -1,6 +1,7 @@
 #include "vfs/open_file.h"
 
 #include <algorithm>
+#include <map>
 #include <cassert>
 #include <cerrno>
 #include <cstring>
@@ -319,6 +320,28 @@ int OpenFile::seal_blocks(uint64_t index, DirtyChunk& d) {
     }
     if (!merged) widened.emplace_back(small_start, small_end);
     runs = std::move(widened);
+    pieces = cut_base();
+  }
+  // Compaction: a chunk file of which the span's pieces now use less than a quarter (the
+  // rest overwritten by later writes) would stay whole on disk for those few bytes. Its
+  // pieces are rewritten with the runs (at most a quarter of a chunk per file), and GC frees
+  // the file once no version names it.
+  std::map<std::string, uint64_t> live;  // chunk file -> bytes the span's pieces use
+  for (const pb::ChunkRef& p : pieces)
+    if (p.inline_data().empty()) live[p.sha256()] += p.length();
+  bool compacted = false;
+  for (auto& [sha, bytes] : live) {
+    const int64_t size = store_.size_of(sha);
+    if (size < static_cast<int64_t>(kCompactFilesFrom) || bytes * 4 >= static_cast<uint64_t>(size)) continue;
+    for (const pb::ChunkRef& p : pieces)
+      if (p.sha256() == sha) runs.emplace_back(p.span_offset(), p.span_offset() + p.length());
+    compacted = true;
+  }
+  if (compacted) {
+    std::sort(runs.begin(), runs.end());
+    std::vector<std::pair<uint32_t, uint32_t>> sorted;
+    sorted.swap(runs);
+    for (auto& [s, e] : sorted) add_run(s, e);
     pieces = cut_base();
   }
   if (pieces.size() + runs.size() > kMaxSealPieces) return -1;  // consolidate: seal whole

@@ -57,6 +57,9 @@ class OpenFile {
   static constexpr size_t kMaxSmallPieces = 16;
   static constexpr uint32_t kMaxMergeBytes = 1 << 20;
   static constexpr size_t kMaxSealPieces = 48;
+  // Chunk files from this size on are compacted once a span uses less than a quarter of
+  // them (seal_blocks).
+  static constexpr uint64_t kCompactFilesFrom = 256 * 1024;
   // Written ranges tracked per dirty span once its base is loaded; beyond this the span is
   // sealed whole anyway (kMaxSealBlocks could not hold them), so tracking stops.
   static constexpr size_t kMaxWrittenRanges = 64;

@@ -307,6 +307,40 @@ TEST(OpenFile, AppendsWithACommitEachStoreAFewPagesAndMergeTheirPieces) {
   ASSERT_EQ(fx.vfs.release(f), 0);
 }
 
+// A chunk file of which the span's pieces use less than a quarter (the rest overwritten
+// piecewise) is compacted: its live pieces are rewritten, and no version names it any more
+// (GC frees it), instead of 4 MiB kept for a few live bytes.
+TEST(OpenFile, ChunkFilesMostlyOverwrittenAreCompacted) {
+  constexpr uint64_t kBig = 4 << 20;
+  Fixture fx("compact", kBig);
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::string data = pattern(kBig, 13);
+  ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  const std::string original = fx.committed().at(0).sha256();
+  // Overwrite 7/8 of the span, 512 KiB per commit (each sealed as pages, not whole).
+  constexpr uint64_t kStep = 512 * 1024;
+  bool compacted = false;
+  for (uint64_t off = 0; off < kBig - kStep; off += kStep) {
+    const std::string w = pattern(kStep, 14 + off);
+    ASSERT_EQ(f->write(off, w.data(), w.size(), 2), 0);
+    data.replace(off, w.size(), w);
+    ASSERT_EQ(f->flush(false), 0);
+    auto refs = fx.committed();
+    ASSERT_GT(refs.size(), 1u) << "sealed whole: the test no longer exercises compaction";
+    bool named = false;
+    for (auto& r : refs) named |= r.sha256() == original;
+    if (!named) compacted = true;
+    EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  }
+  EXPECT_TRUE(compacted) << "the mostly overwritten chunk file is still named";
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, data.size()), data);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
 // Many small writes, each committed, never leave a span of unbounded pieces: past
 // kMaxSealPieces the span is sealed whole again (one piece).
 TEST(OpenFile, ManySmallWritesKeepPiecesPerSpanBounded) {
