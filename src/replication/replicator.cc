@@ -14,9 +14,8 @@ Replicator::Replicator(Namespace& ns, std::vector<uint64_t> members) : ns_(ns), 
     if (m != self_) peers_.push_back(m);
   }
   std::sort(peers_.begin(), peers_.end());
-  // Ops committed before a restart are pushed again: harmless duplicates, and anti-entropy
-  // would bring them anyway.
-  published_seq_ = 0;
+  // Push cursors start at 0 (pushed_ empty): after a restart each peer's first
+  // acknowledgement (or sync request) tells how far it is, and ops before it are skipped.
 }
 
 void Replicator::add_member(uint64_t pod) {
@@ -30,8 +29,9 @@ void Replicator::remove_member(uint64_t pod) {
   if (it == peers_.end()) return;
   peers_.erase(it);
   peer_applied_.erase(pod);
-  peer_stamps_.erase(pod);
-  peer_made_.erase(pod);
+  peer_reports_.erase(pod);
+  pushed_.erase(pod);
+  pull_again_.erase(std::remove(pull_again_.begin(), pull_again_.end(), pod), pull_again_.end());
 }
 
 void Replicator::set_limits(uint64_t max_skew_ms, uint64_t chunk_size_bytes) {
@@ -45,11 +45,12 @@ void Replicator::reset() {
   waiting_bytes_ = 0;
   refused_seq_.clear();
   peer_applied_.clear();
-  peer_stamps_.clear();
-  peer_made_.clear();
+  peer_reports_.clear();
   stable_.clear();
   changed_ = {};
   snapshot_source_ = 0;
+  pushed_.clear();
+  pull_again_.clear();
   for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
 }
 
@@ -72,11 +73,23 @@ void Replicator::note_peer_progress(uint64_t peer, const pb::Progress& p) {
     k = std::max(k, std::min(seq, it->second));
   }
   // What the peer says it made itself, unclamped: stability waits until this pod has those
-  // ops (a peer overstating it only delays stability).
+  // ops (a peer overstating it only delays stability). Without it the report says nothing
+  // stability can use.
   auto own = p.applied().find(peer);
-  if (own != p.applied().end()) peer_made_[peer] = std::max(peer_made_[peer], own->second);
-  auto& stamps = peer_stamps_[peer];
-  for (auto& [origin, hlc] : p.applied_hlc()) stamps[origin] = std::max(stamps[origin], from_pb(hlc));
+  if (own == p.applied().end()) return;
+  auto& reports = peer_reports_[peer];
+  if (!reports.empty() && own->second < reports.back().made) return;  // older than one kept (reordered)
+  Report r;
+  r.made = own->second;
+  if (!reports.empty()) r.stamps = reports.back().stamps;  // what it applied then, it still has
+  for (auto& [origin, hlc] : p.applied_hlc()) {
+    auto [it, added] = r.stamps.emplace(origin, from_pb(hlc));
+    if (!added) it->second = std::max(it->second, from_pb(hlc));
+  }
+  if (!reports.empty() && (reports.back().made == r.made || reports.size() >= kMaxReportsPerPeer))
+    reports.back() = std::move(r);  // the older ones stay: this pod reaches them first
+  else
+    reports.push_back(std::move(r));
 }
 
 std::map<uint64_t, Hlc> Replicator::stable_stamps() {
@@ -84,20 +97,25 @@ std::map<uint64_t, Hlc> Replicator::stable_stamps() {
   // applied here (so any op still to come here was made after its maker applied the op:
   // it saw it). Monotonic: once stable, an op stays stable, so the last result is kept
   // while some member's report is missing or ahead of what this pod has.
+  // Each peer's newest report whose ops this pod has all applied counts: a pod that
+  // trails a busy writer by a few batches still sees stability advance (the writer's
+  // latest report is always a little ahead of it), so its logs stay bounded under load.
   const std::map<uint64_t, Hlc> mine = ns_.applied_stamps();
   const std::map<uint64_t, uint64_t> mine_seq = ns_.applied();
+  std::vector<const Report*> usable;
   for (uint64_t peer : peers_) {
-    auto made = peer_made_.find(peer);
-    if (made == peer_made_.end() || !peer_stamps_.count(peer)) return stable_;
-    auto have = mine_seq.find(peer);
-    if ((have == mine_seq.end() ? 0 : have->second) < made->second) return stable_;
+    auto have_it = mine_seq.find(peer);
+    const uint64_t have = have_it == mine_seq.end() ? 0 : have_it->second;
+    auto& reports = peer_reports_[peer];
+    while (reports.size() >= 2 && reports[1].made <= have) reports.pop_front();  // superseded
+    if (reports.empty() || reports.front().made > have) return stable_;
+    usable.push_back(&reports.front());
   }
   for (auto& [origin, hlc] : mine) {
     Hlc h = hlc;
-    for (uint64_t peer : peers_) {
-      const auto& stamps = peer_stamps_[peer];
-      auto it = stamps.find(origin);
-      h = std::min(h, it == stamps.end() ? Hlc{} : it->second);
+    for (const Report* r : usable) {
+      auto it = r->stamps.find(origin);
+      h = std::min(h, it == r->stamps.end() ? Hlc{} : it->second);
     }
     Hlc& kept = stable_[origin];
     kept = std::max(kept, h);
@@ -115,22 +133,43 @@ void Replicator::hold_back(std::vector<pb::Op>& ops) const {
   }
 }
 
-std::vector<Replicator::Outgoing> Replicator::publish_local() {
+std::vector<Replicator::Outgoing> Replicator::publish_local(const std::vector<uint64_t>& unreachable) {
   std::vector<Outgoing> out;
-  // Only durable ops of this pod leave it (ops_after): the caller makes them durable first
-  // (Namespace::make_durable, one log sync for the batch), outside its locks.
-  std::vector<pb::Op> ops = ns_.ops_after(self_, published_seq_, kMaxBatchOps);
-  hold_back(ops);
-  if (ops.empty() || peers_.empty()) {
-    if (!ops.empty()) published_seq_ = ops.back().seq();
-    return out;
+  // Peers usually stand at the same cursor: the op log is read once per distinct cursor
+  // (at most one per peer).
+  std::map<uint64_t, std::vector<uint64_t>> by_cursor;
+  for (uint64_t peer : peers_) {
+    uint64_t& cursor = pushed_[peer];
+    if (std::find(unreachable.begin(), unreachable.end(), peer) != unreachable.end()) {
+      cursor = peer_has(peer, self_);  // what it has not acknowledged is sent again later
+      continue;
+    }
+    cursor = std::max(cursor, peer_has(peer, self_));
+    by_cursor[cursor].push_back(peer);
   }
-  published_seq_ = ops.back().seq();
-  pb::PeerMessage msg;
-  for (auto& op : ops) *msg.mutable_ops()->add_ops() = std::move(op);
-  for (uint64_t peer : peers_) out.push_back(Outgoing{peer, msg});
+  for (auto& [cursor, peers] : by_cursor) {
+    // Only durable ops of this pod leave it (ops_after): the caller makes them durable
+    // first (Namespace::make_durable, one log sync for the batch), outside its locks.
+    std::vector<pb::Op> ops = ns_.ops_after(self_, cursor, kMaxBatchOps);
+    hold_back(ops);
+    if (ops.empty()) continue;
+    const uint64_t last = ops.back().seq();
+    pb::PeerMessage msg;
+    for (auto& op : ops) *msg.mutable_ops()->add_ops() = std::move(op);
+    for (size_t i = 0; i < peers.size(); ++i) {
+      pushed_[peers[i]] = last;
+      out.push_back(Outgoing{peers[i], i + 1 == peers.size() ? std::move(msg) : msg});
+    }
+  }
   return out;
 }
+
+void Replicator::push_settled(uint64_t peer) {
+  auto it = pushed_.find(peer);
+  if (it != pushed_.end()) it->second = peer_has(peer, self_);
+}
+
+std::vector<uint64_t> Replicator::take_pull_again() { return std::exchange(pull_again_, {}); }
 
 Replicator::Outgoing Replicator::sync_request(uint64_t peer) {
   pb::PeerMessage msg;
@@ -214,6 +253,10 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     // Answer with what the peer lacks, origin by origin, up to one batch.
     pb::PeerMessage reply;
     add_missing_ops(message.sync_request().applied(), true, reply.mutable_ops());
+    // This pod's ops in the answer need not be pushed again.
+    uint64_t& cursor = pushed_[from];
+    for (const pb::Op& op : reply.ops().ops())
+      if (op.origin() == self_) cursor = std::max(cursor, op.seq());
     *reply.mutable_ops()->mutable_sender_progress() = progress_message();
     out.push_back(Outgoing{from, std::move(reply)});
     return out;
@@ -224,6 +267,9 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       snapshot_source_ = from;
       return out;  // nothing to apply: a snapshot replaces what this pod has
     }
+    if (static_cast<size_t>(message.ops().ops_size()) >= kMaxBatchOps &&
+        std::find(pull_again_.begin(), pull_again_.end(), from) == pull_again_.end())
+      pull_again_.insert(std::upper_bound(pull_again_.begin(), pull_again_.end(), from), from);
     auto applied = ns_.applied();
     for (const pb::Op& op : message.ops().ops()) {
       auto have = applied.find(op.origin());

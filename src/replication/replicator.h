@@ -2,9 +2,15 @@
 // clock; it returns the messages to send and the caller (the network layer, or the
 // simulation) carries them, in any order, possibly twice, possibly never.
 //
-//  * push: ops committed locally go to every peer (publish_local);
+//  * push: ops committed locally stream to every peer (publish_local), from a cursor per
+//    peer that the caller rewinds to what the peer acknowledged once a push is answered or
+//    lost (push_settled), so a lost push is sent again at once rather than left to
+//    anti-entropy; a full batch means more is due, and the caller pushes again without
+//    waiting for its timer (back-to-back, one batch in flight per peer: flow control);
 //  * pull (anti-entropy): a pod sends its per-origin progress (sync_request); the peer
-//    answers with the ops it lacks, from its op log, a bounded batch at a time;
+//    answers with the ops it lacks, from its op log, a bounded batch at a time; an answer
+//    that was a full batch makes the asker ask again at once (take_pull_again), so a pod
+//    back from a restart or a partition catches up back-to-back;
 //  * incoming ops wait in a bounded buffer until they are deliverable: the previous op of
 //    their origin and every op they depend on (Op.deps) applied. Delivery is causal, so an
 //    op never names an object this pod has not heard of; the order among concurrent ops
@@ -15,6 +21,7 @@
 // Not thread-safe: the owner serializes calls.
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <utility>
 #include <vector>
@@ -50,10 +57,18 @@ class Replicator {
   void remove_member(uint64_t pod);
   const std::vector<uint64_t>& peers() const { return peers_; }
 
-  // Messages carrying the ops committed on this pod since the last call, as far as they are
-  // durable: call Namespace::make_durable() first (a group commit, best outside the
-  // caller's locks).
-  std::vector<Outgoing> publish_local();
+  // Messages carrying this pod's ops each peer has not been sent yet (at most one batch
+  // per peer), as far as they are durable: call Namespace::make_durable() first (a group
+  // commit, best outside the caller's locks). Peers in `unreachable` get nothing; their
+  // cursor goes back to what they acknowledged.
+  std::vector<Outgoing> publish_local(const std::vector<uint64_t>& unreachable = {});
+  // Every push to `peer` so far was answered (its acknowledgement received) or lost: the
+  // next one starts after what the peer acknowledged, so nothing lost is skipped.
+  void push_settled(uint64_t peer);
+  // Peers whose last message carrying ops was a full batch (they may have more for this
+  // pod): the caller asks them again (sync_request) without waiting for its timer.
+  // Cleared by the call.
+  std::vector<uint64_t> take_pull_again();
   // How incoming ops are validated (validate_peer_message): how far ahead of this pod's
   // clock a peer's stamps may be, and the network's chunk size.
   void set_limits(uint64_t max_skew_ms, uint64_t chunk_size_bytes);
@@ -112,7 +127,9 @@ class Replicator {
   Namespace& ns_;
   const uint64_t self_;
   std::vector<uint64_t> peers_;
-  uint64_t published_seq_ = 0;  // local ops already pushed
+  // Per peer: this pod's ops up to here were sent to it and are not known lost (publish_local).
+  std::map<uint64_t, uint64_t> pushed_;
+  std::vector<uint64_t> pull_again_;  // see take_pull_again (sorted, no duplicates)
   uint64_t cutoff_wall_ms_ = UINT64_MAX;
   // Drops from `ops` this pod's own ops newer than the cutoff (and all after them).
   void hold_back(std::vector<pb::Op>& ops) const;
@@ -125,8 +142,17 @@ class Replicator {
   std::map<uint64_t, uint64_t> refused_seq_;
   // What each peer has told us it applied: peer -> origin -> seq.
   std::map<uint64_t, std::map<uint64_t, uint64_t>> peer_applied_;
-  std::map<uint64_t, std::map<uint64_t, Hlc>> peer_stamps_;  // the same reports' stamps
-  std::map<uint64_t, uint64_t> peer_made_;                   // a peer's own ops, as it reports them
+  // A peer's progress report as stability uses it: how many ops it had made, and the stamp
+  // of the newest op of each origin it had applied, then.
+  struct Report {
+    uint64_t made = 0;
+    std::map<uint64_t, Hlc> stamps;
+  };
+  // Reports kept per peer, at most: the newest one is replaced beyond that.
+  static constexpr size_t kMaxReportsPerPeer = 8;
+  // Per peer, by increasing `made`: the newest report whose ops this pod has all applied
+  // first (see stable_stamps), then newer ones it is still applying.
+  std::map<uint64_t, std::deque<Report>> peer_reports_;
   std::map<uint64_t, Hlc> stable_;                           // see stable_stamps()
   Namespace::Changed changed_;
   uint64_t snapshot_source_ = 0;
