@@ -410,20 +410,45 @@ def create_small(root, first, n):
     return ops
 
 
-def lists_all(root, first, n):
-    """Whether `root` lists files first..first+n-1. Ops of one origin apply in order, so the
-    last directory is looked at first (cheap while behind); then every one."""
+def lists_last(root, first, n):
+    """Whether `root` lists the last of files first..first+n-1 (one directory listed: cheap
+    enough to poll)."""
     last = first + n - 1
-    d = os.path.join(root, f"d{last // REPL_PER_DIR:04d}")
     try:
-        if f"f{last:07d}" not in os.listdir(d):
-            return False
-        want = {}
-        for i in range(first, first + n):
-            want.setdefault(i // REPL_PER_DIR, set()).add(f"f{i:07d}")
+        return f"f{last:07d}" in os.listdir(os.path.join(root, f"d{last // REPL_PER_DIR:04d}"))
+    except OSError:
+        return False
+
+
+def lists_all(root, first, n):
+    """Whether `root` lists every one of files first..first+n-1 (lists every directory)."""
+    want = {}
+    for i in range(first, first + n):
+        want.setdefault(i // REPL_PER_DIR, set()).add(f"f{i:07d}")
+    try:
         return all(names <= set(os.listdir(os.path.join(root, f"d{k:04d}"))) for k, names in want.items())
     except OSError:
         return False
+
+
+def wait_listed(pods, first, n, since, timeout_s):
+    """Seconds after `since` (time.monotonic) until each pod of `pods` lists all of files
+    first..first+n-1. A pod applies the ops of one origin in order, so the moment the last
+    file shows is when all of them do; that is polled (every 50 ms), and the whole listing
+    checked once after."""
+    seen = {}
+    while len(seen) < len(pods):  # bounded by timeout_s
+        for p in pods:
+            if p.name not in seen and lists_last(p.mnt, first, n):
+                seen[p.name] = time.monotonic() - since
+        if time.monotonic() - since > timeout_s:
+            raise AssertionError(f"files not listed within {timeout_s} s (listed: {sorted(seen)})")
+        if len(seen) < len(pods):
+            time.sleep(0.05)
+    for p in pods:
+        if not lists_all(p.mnt, first, n):
+            raise AssertionError(f"pod {p.name} lists the last file but not all of them")
+    return seen
 
 
 def replication_figures(work, n):
@@ -443,16 +468,8 @@ def replication_figures(work, n):
         t_created = time.monotonic()
         print(f"# replication: {n} files created on a in {t_created - t0:.1f} s ({n / (t_created - t0):.0f}/s), "
               f"{ops} ops", flush=True)
-        pending = set(receivers)
-        while pending:  # bounded by the wait below
-            for p in list(pending):
-                if lists_all(p.mnt, 0, n):
-                    pending.discard(p)
-            if time.monotonic() - t_created > 600:
-                raise AssertionError("b and c did not list the files within 600 s")
-            if pending:
-                time.sleep(0.1)
-        lag = time.monotonic() - t_created
+        seen = wait_listed(receivers, 0, n, t_created, 600)
+        lag = max(seen.values())
         cpu = {p.name: cpu_s(p.proc.pid) - cpu0[p.name] for p in receivers}
         figures.append(("replication_lag_100k_s", lag))
         figures.append(("apply_us_per_op", sum(cpu.values()) / len(cpu) / ops * 1e6))
@@ -466,14 +483,10 @@ def replication_figures(work, n):
         # Catch-up: c misses another n files, then comes back.
         c.stop()
         ops2 = create_small(a.mnt, n, n)
-        wait_for(lambda: lists_all(b.mnt, n, n), timeout_s=600, what="b lists the second batch")
+        wait_listed((b,), n, n, time.monotonic(), 600)
         t_start = time.monotonic()
         c.start()
-        while not lists_all(c.mnt, n, n):
-            if time.monotonic() - t_start > 1200:
-                raise AssertionError("c did not catch up within 1200 s")
-            time.sleep(0.1)
-        took = time.monotonic() - t_start
+        took = wait_listed((c,), n, n, t_start, 1200)["c"]
         figures.append(("catchup_ops_per_s", ops2 / took))
         print(f"# replication: c applied {ops2} ops in {took:.2f} s after its start", flush=True)
     finally:

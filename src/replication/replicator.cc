@@ -267,13 +267,29 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       snapshot_source_ = from;
       return out;  // nothing to apply: a snapshot replaces what this pod has
     }
-    if (static_cast<size_t>(message.ops().ops_size()) >= kMaxBatchOps &&
-        std::find(pull_again_.begin(), pull_again_.end(), from) == pull_again_.end())
-      pull_again_.insert(std::upper_bound(pull_again_.begin(), pull_again_.end(), from), from);
+    if (static_cast<size_t>(message.ops().ops_size()) >= kMaxBatchOps) {
+      // One peer is asked again, not all: they would all send the same ops. The origin of
+      // the ops is preferred, since its pushes skip what it gave in answers.
+      const bool own = message.ops().ops(0).origin() == from;
+      if (pull_again_.empty() || (own && pull_again_[0] != from)) pull_again_.assign(1, from);
+    }
     auto applied = ns_.applied();
     for (const pb::Op& op : message.ops().ops()) {
       auto have = applied.find(op.origin());
       if (have != applied.end() && op.seq() <= have->second) continue;  // already have it
+      // The usual case, in order with nothing waiting before it: applied at once, without
+      // a copy into the waiting buffer.
+      if (!waiting_.count(op.origin()) && origin_has_room(op.origin(), applied) && deliverable(op, applied)) {
+        std::string why;
+        if (!ns_.in_order(op, &why)) {
+          if (std::exchange(refused_seq_[op.origin()], op.seq()) != op.seq())
+            spdlog::warn("replication: op {} of pod {:016x} refused: {}", op.seq(), op.origin(), why);
+          continue;
+        }
+        if (ns_.apply_remote(op, &changed_) != 0) break;  // storage failure: sent again later
+        applied[op.origin()] = op.seq();
+        continue;
+      }
       const size_t bytes = op.ByteSizeLong();
       // Beyond the bounds, anti-entropy brings the op again once there is room.
       if (waiting_count_ >= kMaxWaitingOps || waiting_bytes_ + bytes > kMaxWaitingBytes) break;
@@ -290,7 +306,7 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
         at->second = op;
       }
     }
-    deliver_waiting();
+    if (waiting_count_ > 0) deliver_waiting();
     if (message.ops().ops_size() > 0) {
       // Acknowledge with what this pod has now, durably (one log sync for the whole batch).
       // An acknowledgement carries no ops, so it is never answered itself.

@@ -65,9 +65,9 @@ class Replicator {
   // Every push to `peer` so far was answered (its acknowledgement received) or lost: the
   // next one starts after what the peer acknowledged, so nothing lost is skipped.
   void push_settled(uint64_t peer);
-  // Peers whose last message carrying ops was a full batch (they may have more for this
-  // pod): the caller asks them again (sync_request) without waiting for its timer.
-  // Cleared by the call.
+  // A peer whose message carried a full batch of ops (it may have more for this pod), at
+  // most one (they would all send the same ops; the ops' origin preferred): the caller asks
+  // it again (sync_request) without waiting for its timer. Cleared by the call.
   std::vector<uint64_t> take_pull_again();
   // How incoming ops are validated (validate_peer_message): how far ahead of this pod's
   // clock a peer's stamps may be, and the network's chunk size.
@@ -129,7 +129,7 @@ class Replicator {
   std::vector<uint64_t> peers_;
   // Per peer: this pod's ops up to here were sent to it and are not known lost (publish_local).
   std::map<uint64_t, uint64_t> pushed_;
-  std::vector<uint64_t> pull_again_;  // see take_pull_again (sorted, no duplicates)
+  std::vector<uint64_t> pull_again_;  // see take_pull_again (one peer at most)
   uint64_t cutoff_wall_ms_ = UINT64_MAX;
   // Drops from `ops` this pod's own ops newer than the cutoff (and all after them).
   void hold_back(std::vector<pb::Op>& ops) const;
