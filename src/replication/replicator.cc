@@ -29,7 +29,8 @@ void Replicator::remove_member(uint64_t pod) {
   if (it == peers_.end()) return;
   peers_.erase(it);
   peer_applied_.erase(pod);
-  peer_reports_.erase(pod);
+  peer_stamps_.erase(pod);
+  peer_made_.erase(pod);
   pushed_.erase(pod);
   pull_again_.erase(std::remove(pull_again_.begin(), pull_again_.end(), pod), pull_again_.end());
 }
@@ -45,7 +46,8 @@ void Replicator::reset() {
   waiting_bytes_ = 0;
   refused_seq_.clear();
   peer_applied_.clear();
-  peer_reports_.clear();
+  peer_stamps_.clear();
+  peer_made_.clear();
   stable_.clear();
   changed_ = {};
   snapshot_source_ = 0;
@@ -73,23 +75,11 @@ void Replicator::note_peer_progress(uint64_t peer, const pb::Progress& p) {
     k = std::max(k, std::min(seq, it->second));
   }
   // What the peer says it made itself, unclamped: stability waits until this pod has those
-  // ops (a peer overstating it only delays stability). Without it the report says nothing
-  // stability can use.
+  // ops (a peer overstating it only delays stability).
   auto own = p.applied().find(peer);
-  if (own == p.applied().end()) return;
-  auto& reports = peer_reports_[peer];
-  if (!reports.empty() && own->second < reports.back().made) return;  // older than one kept (reordered)
-  Report r;
-  r.made = own->second;
-  if (!reports.empty()) r.stamps = reports.back().stamps;  // what it applied then, it still has
-  for (auto& [origin, hlc] : p.applied_hlc()) {
-    auto [it, added] = r.stamps.emplace(origin, from_pb(hlc));
-    if (!added) it->second = std::max(it->second, from_pb(hlc));
-  }
-  if (!reports.empty() && (reports.back().made == r.made || reports.size() >= kMaxReportsPerPeer))
-    reports.back() = std::move(r);  // the older ones stay: this pod reaches them first
-  else
-    reports.push_back(std::move(r));
+  if (own != p.applied().end()) peer_made_[peer] = std::max(peer_made_[peer], own->second);
+  auto& stamps = peer_stamps_[peer];
+  for (auto& [origin, hlc] : p.applied_hlc()) stamps[origin] = std::max(stamps[origin], from_pb(hlc));
 }
 
 std::map<uint64_t, Hlc> Replicator::stable_stamps() {
@@ -97,25 +87,20 @@ std::map<uint64_t, Hlc> Replicator::stable_stamps() {
   // applied here (so any op still to come here was made after its maker applied the op:
   // it saw it). Monotonic: once stable, an op stays stable, so the last result is kept
   // while some member's report is missing or ahead of what this pod has.
-  // Each peer's newest report whose ops this pod has all applied counts: a pod that
-  // trails a busy writer by a few batches still sees stability advance (the writer's
-  // latest report is always a little ahead of it), so its logs stay bounded under load.
   const std::map<uint64_t, Hlc> mine = ns_.applied_stamps();
   const std::map<uint64_t, uint64_t> mine_seq = ns_.applied();
-  std::vector<const Report*> usable;
   for (uint64_t peer : peers_) {
-    auto have_it = mine_seq.find(peer);
-    const uint64_t have = have_it == mine_seq.end() ? 0 : have_it->second;
-    auto& reports = peer_reports_[peer];
-    while (reports.size() >= 2 && reports[1].made <= have) reports.pop_front();  // superseded
-    if (reports.empty() || reports.front().made > have) return stable_;
-    usable.push_back(&reports.front());
+    auto made = peer_made_.find(peer);
+    if (made == peer_made_.end() || !peer_stamps_.count(peer)) return stable_;
+    auto have = mine_seq.find(peer);
+    if ((have == mine_seq.end() ? 0 : have->second) < made->second) return stable_;
   }
   for (auto& [origin, hlc] : mine) {
     Hlc h = hlc;
-    for (const Report* r : usable) {
-      auto it = r->stamps.find(origin);
-      h = std::min(h, it == r->stamps.end() ? Hlc{} : it->second);
+    for (uint64_t peer : peers_) {
+      const auto& stamps = peer_stamps_[peer];
+      auto it = stamps.find(origin);
+      h = std::min(h, it == stamps.end() ? Hlc{} : it->second);
     }
     Hlc& kept = stable_[origin];
     kept = std::max(kept, h);

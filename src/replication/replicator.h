@@ -21,7 +21,6 @@
 // Not thread-safe: the owner serializes calls.
 #pragma once
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <utility>
 #include <vector>
@@ -142,17 +141,8 @@ class Replicator {
   std::map<uint64_t, uint64_t> refused_seq_;
   // What each peer has told us it applied: peer -> origin -> seq.
   std::map<uint64_t, std::map<uint64_t, uint64_t>> peer_applied_;
-  // A peer's progress report as stability uses it: how many ops it had made, and the stamp
-  // of the newest op of each origin it had applied, then.
-  struct Report {
-    uint64_t made = 0;
-    std::map<uint64_t, Hlc> stamps;
-  };
-  // Reports kept per peer, at most: the newest one is replaced beyond that.
-  static constexpr size_t kMaxReportsPerPeer = 8;
-  // Per peer, by increasing `made`: the newest report whose ops this pod has all applied
-  // first (see stable_stamps), then newer ones it is still applying.
-  std::map<uint64_t, std::deque<Report>> peer_reports_;
+  std::map<uint64_t, std::map<uint64_t, Hlc>> peer_stamps_;  // the same reports' stamps
+  std::map<uint64_t, uint64_t> peer_made_;                   // a peer's own ops, as it reports them
   std::map<uint64_t, Hlc> stable_;                           // see stable_stamps()
   Namespace::Changed changed_;
   uint64_t snapshot_source_ = 0;

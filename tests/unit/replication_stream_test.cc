@@ -214,29 +214,6 @@ TEST(ReplicationStream, LogsStayBoundedDuringALongCreateStormWithIdlePeers) {
   EXPECT_LT(most_op_log, 10000u);
 }
 
-// A pod that trails a busy writer: the writer's latest progress report is always ahead of
-// it, yet what an older report it has caught up with says is stable is used.
-TEST(ReplicationStream, StabilityUsesTheNewestReportThisPodHasCaughtUpWith) {
-  Network net(3);
-  TestPod &a = net.pod(0), &b = net.pod(1);
-  // Stability is not computed before the check (trim off): only the reports count.
-  net.round(true, false);
-  create_files(a, 0, 100);
-  net.round(true, false);  // everyone has a's first 100 ops and reported so
-  net.round(true, false);
-  ASSERT_TRUE(net.all_have_everything());
-  const Hlc first = b.ns->applied_stamps()[a.id];
-  create_files(a, 100, 100);
-  ASSERT_EQ(a.ns->make_durable(), 0);
-  // a reports ops b does not have yet (its push has not arrived).
-  std::string rejected;
-  b.rep->receive(a.id, a.rep->sync_request(b.id).message, b.now_ms(), &rejected);
-  ASSERT_EQ(rejected, "");
-  const std::map<uint64_t, Hlc> stable = b.rep->stable_stamps();
-  ASSERT_TRUE(stable.count(a.id));
-  EXPECT_FALSE(stable.at(a.id) < first) << "stable " << stable.at(a.id).str() << ", wanted " << first.str();
-}
-
 // The ops of a pod that is down come from the others: asked again at once while an answer is
 // a full batch, not one batch per sync round.
 TEST(ReplicationStream, OpsRelayedForAPodThatIsDownComeBackToBack) {
