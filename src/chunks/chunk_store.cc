@@ -44,11 +44,129 @@ ChunkStore::~ChunkStore() {
   if (dir_fd_ >= 0) ::close(dir_fd_);
 }
 
-std::string ChunkStore::hash(const char* data, size_t len) {
+namespace {
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;  // upper case too: chunk names are written in lower case only
+}
+
+// The 32-byte hash named by `hex` (64 lower-case hex digits); false for any other name.
+bool parse_hex_hash(const std::string& hex, std::string* raw) {
+  if (hex.size() != 2 * ChunkStore::kHashBytes) return false;
+  raw->assign(ChunkStore::kHashBytes, '\0');
+  for (size_t i = 0; i < ChunkStore::kHashBytes; ++i) {
+    const int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    (*raw)[i] = static_cast<char>(hi << 4 | lo);
+  }
+  return true;
+}
+
+// Separates the names of multi-block chunks from SHA-256 names of plain bytes.
+constexpr char kTableTag[] = "wormhole block table v1";
+
+std::string sha256_of(const char* data, size_t len) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int md_len = 0;
   EVP_Digest(data, len, md, &md_len, EVP_sha256(), nullptr);
   return std::string(reinterpret_cast<char*>(md), md_len);
+}
+
+// Reads up to `len` bytes at `offset`, retrying short reads: the count (short only at the
+// end of the file) or -1 on an error.
+ssize_t pread_full(int fd, char* out, size_t len, uint64_t offset) {
+  size_t done = 0;
+  while (done < len) {
+    const ssize_t n = ::pread(fd, out + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<ssize_t>(done);
+}
+}  // namespace
+
+std::string ChunkStore::block_table(const char* data, size_t len) {
+  if (len <= kBlockBytes) return sha256_of(data, len);
+  std::string table;
+  table.reserve((len + kBlockBytes - 1) / kBlockBytes * kHashBytes);
+  for (size_t off = 0; off < len; off += kBlockBytes) table += sha256_of(data + off, std::min(kBlockBytes, len - off));
+  return table;
+}
+
+std::string ChunkStore::name_of_table(const std::string& table) {
+  if (table.size() == kHashBytes) return table;
+  std::string tagged(kTableTag, sizeof kTableTag);  // the tag's terminating zero included
+  tagged += table;
+  return sha256_of(tagged.data(), tagged.size());
+}
+
+std::string ChunkStore::hash(const char* data, size_t len) { return name_of_table(block_table(data, len)); }
+
+bool ChunkStore::verify_blocks(const std::string& sha256, const std::string& table, uint64_t first_block,
+                               const char* data, size_t len) {
+  if (table.empty() || table.size() % kHashBytes != 0 || name_of_table(table) != sha256) return false;
+  const uint64_t blocks = table.size() / kHashBytes;
+  for (uint64_t b = first_block; len > 0; ++b) {  // bounded: each step consumes a block
+    if (b >= blocks) return false;  // more bytes than the chunk has
+    const size_t n = std::min(kBlockBytes, len);
+    if (n < kBlockBytes && b + 1 != blocks) return false;  // only the last block is short
+    if (sha256_of(data, n) != table.substr(b * kHashBytes, kHashBytes)) return false;
+    data += n;
+    len -= n;
+  }
+  return true;
+}
+
+bool ChunkStore::table_of_file(int fd, std::string* table, uint64_t* size) {
+  // Block by block, never the whole chunk in memory at once.
+  std::vector<char> buf(kBlockBytes);
+  table->clear();
+  *size = 0;
+  for (;;) {  // bounded by the file's size
+    const ssize_t n = pread_full(fd, buf.data(), buf.size(), *size);
+    if (n < 0) return false;
+    if (n == 0 && *size > 0) break;
+    *table += sha256_of(buf.data(), static_cast<size_t>(n));
+    *size += static_cast<uint64_t>(n);
+    if (static_cast<size_t>(n) < buf.size()) break;
+  }
+  return true;
+}
+
+std::string ChunkStore::content_hash_of_file(int fd) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::vector<char> buf(1 << 20);
+  bool ok = true;
+  for (uint64_t off = 0;;) {
+    const ssize_t n = pread_full(fd, buf.data(), buf.size(), off);
+    if (n < 0) {
+      ok = false;
+      break;
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
+    off += static_cast<uint64_t>(n);
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int md_len = 0;
+  EVP_DigestFinal_ex(ctx, md, &md_len);
+  EVP_MD_CTX_free(ctx);
+  return ok ? std::string(reinterpret_cast<char*>(md), md_len) : std::string();
+}
+
+bool ChunkStore::check_file(int fd, const std::string& sha256, std::string* table, uint64_t* size) {
+  if (!table_of_file(fd, table, size)) return false;
+  if (name_of_table(*table) == sha256) return true;
+  // A legacy chunk (named by its bytes' hash) costs a second pass, once per open: only
+  // chunks of more than one block can be legacy (for one block both names agree).
+  table->clear();
+  return *size > kBlockBytes && content_hash_of_file(fd) == sha256;
 }
 
 std::string ChunkStore::hex(const std::string& sha256) {
@@ -141,42 +259,32 @@ bool ChunkStore::init(std::string* error) {
 }
 
 bool ChunkStore::verify_file(const std::string& path, const std::string& name) {
-  if (name.size() != 2 * kHashBytes) return true;  // not a chunk: GC reports it
+  std::string raw;
+  if (!parse_hex_hash(name, &raw)) return true;  // not a chunk: GC reports it
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 20);
-  bool ok = true;
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data(), buf.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ok = false;
-      break;
-    }
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
-  }
+  std::string table;
+  uint64_t size = 0;
+  const bool ok = check_file(fd, raw, &table, &size);
   ::close(fd);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  EVP_DigestFinal_ex(ctx, md, &md_len);
-  EVP_MD_CTX_free(ctx);
-  return ok && hex(std::string(reinterpret_cast<char*>(md), md_len)) == name;
+  return ok;
 }
 
 int ChunkStore::put(const char* data, size_t len, std::string* sha256) {
-  *sha256 = hash(data, len);
-  return store(data, len, *sha256);
+  std::string table = block_table(data, len);
+  *sha256 = name_of_table(table);
+  return store(data, len, *sha256, std::move(table));
 }
 
 int ChunkStore::put_expected(const char* data, size_t len, const std::string& sha256) {
-  if (hash(data, len) != sha256) return EBADMSG;
-  return store(data, len, sha256);
+  std::string table = block_table(data, len);
+  if (name_of_table(table) == sha256) return store(data, len, sha256, std::move(table));
+  // A legacy chunk (an old version's, copied by repair or read by a pod without it).
+  if (len > kBlockBytes && sha256_of(data, len) == sha256) return store(data, len, sha256, std::string());
+  return EBADMSG;
 }
 
-int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
+int ChunkStore::store(const char* data, size_t len, const std::string& sha256, std::string table) {
   const std::string final_path = path_of(sha256);
   {
     // Deduplicated if present. Refreshing its age is also the existence check, one step
@@ -201,6 +309,7 @@ int ChunkStore::store(const char* data, size_t len, const std::string& sha256) {
   auto chunk = std::make_shared<OpenChunk>();
   chunk->fd = fd;
   chunk->size = len;
+  chunk->table = std::move(table);
   if (int err = write_all(fd, data, len)) {
     ::unlink(tmp.c_str());
     return err;
@@ -262,35 +371,23 @@ std::shared_ptr<ChunkStore::OpenChunk> ChunkStore::open_verified(const std::stri
   }
   auto chunk = std::make_shared<OpenChunk>();
   chunk->fd = fd;
-  // Verify the whole chunk once, streaming (never the whole chunk in memory at once).
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 20);
-  uint64_t off = 0;
-  for (;;) {
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), static_cast<off_t>(off));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      EVP_MD_CTX_free(ctx);
-      *err = EIO;
-      return nullptr;
-    }
-    if (n == 0) break;
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n));
-    off += static_cast<uint64_t>(n);
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int md_len = 0;
-  EVP_DigestFinal_ex(ctx, md, &md_len);
-  EVP_MD_CTX_free(ctx);
-  if (std::string(reinterpret_cast<char*>(md), md_len) != sha256) {
+  // Verify the whole chunk once, streaming; its block table comes out of the same pass.
+  if (!check_file(fd, sha256, &chunk->table, &chunk->size)) {
     spdlog::error("chunk {} is corrupt: its bytes do not match its hash", path);
     *err = EIO;
     return nullptr;
   }
-  chunk->size = off;
   cache_insert(sha256, chunk);
   return chunk;
+}
+
+int ChunkStore::table_of(const std::string& sha256, std::string* table) {
+  int err = 0;
+  auto chunk = open_verified(sha256, &err);
+  if (!chunk) return err;
+  if (chunk->table.empty()) return ENOTSUP;
+  *table = chunk->table;
+  return 0;
 }
 
 ssize_t ChunkStore::read(const std::string& sha256, uint64_t offset, size_t len, char* out) {
@@ -299,17 +396,8 @@ ssize_t ChunkStore::read(const std::string& sha256, uint64_t offset, size_t len,
   if (!chunk) return -err;
   if (offset >= chunk->size) return 0;
   len = static_cast<size_t>(std::min<uint64_t>(len, chunk->size - offset));
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = ::pread(chunk->fd, out + done, len - done, static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return -EIO;
-    }
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  return static_cast<ssize_t>(done);
+  const ssize_t n = pread_full(chunk->fd, out, len, offset);
+  return n < 0 ? -EIO : n;
 }
 
 bool ChunkStore::contains(const std::string& sha256) {
@@ -399,24 +487,6 @@ int ChunkStore::sync_chunks(const std::vector<std::string>& sha256s, bool skip_m
 }
 
 namespace {
-
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;  // upper case too: chunk names are written in lower case only
-}
-
-// The 32-byte hash named by `hex` (64 lower-case hex digits); false for any other name.
-bool parse_hex_hash(const std::string& hex, std::string* raw) {
-  if (hex.size() != 2 * ChunkStore::kHashBytes) return false;
-  raw->assign(ChunkStore::kHashBytes, '\0');
-  for (size_t i = 0; i < ChunkStore::kHashBytes; ++i) {
-    const int hi = hex_digit(hex[2 * i]), lo = hex_digit(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return false;
-    (*raw)[i] = static_cast<char>(hi << 4 | lo);
-  }
-  return true;
-}
 
 // Logs a file in the chunk directory that is not a chunk; at most kMaxStrayLogs per run.
 constexpr int kMaxStrayLogs = 10;

@@ -1,5 +1,15 @@
 // ChunkStore: immutable, content-addressed chunk files on local disk.
-// A chunk lives at <dir>/<first 2 hex of its SHA-256>/<64 hex>; it is written to
+//
+// A chunk's name (its "sha256" everywhere in the code) is the SHA-256 of its block table:
+// the chunk is cut in blocks of kBlockBytes, each block hashed with SHA-256, and the name is
+// SHA-256(kTableTag || the block hashes). A chunk of one block is named by the SHA-256 of
+// its bytes (its table is its name). So a reader that has the table (n x 32 bytes, checked
+// against the name) can verify any block alone: a remote read fetches and verifies the
+// blocks it needs, not the chunk (docs/architecture.md, "Blocks inside chunks"). Chunks of
+// more than one block stored by protocol 5 and earlier are named by the SHA-256 of their
+// bytes ("legacy"): still read, verified whole and served whole, never given a table.
+//
+// A chunk lives at <dir>/<first 2 hex of its name>/<64 hex>; it is written to
 // <dir>/tmp first and renamed into place, so a crash never leaves a half chunk under its
 // name. Every chunk is verified against its hash the first time it is opened for reading;
 // open verified chunks stay in a bounded descriptor cache. Thread-safe.
@@ -46,6 +56,8 @@ struct ChunkStoreStats {
 class ChunkStore {
  public:
   static constexpr size_t kHashBytes = 32;
+  // The unit of verification and of partial remote reads.
+  static constexpr size_t kBlockBytes = 64 * 1024;
   explicit ChunkStore(std::string dir, size_t max_open_files = 256);
   ~ChunkStore();
 
@@ -64,6 +76,10 @@ class ChunkStore {
   ssize_t read(const std::string& sha256, uint64_t offset, size_t len, char* out);
 
   bool contains(const std::string& sha256);
+
+  // The block table of chunk `sha256` (its blocks' hashes, kHashBytes each): 0, or ENOENT
+  // (not here), EIO (corrupt), ENOTSUP (a legacy chunk: no table, verified whole only).
+  int table_of(const std::string& sha256, std::string* table);
 
   // Makes every stored chunk durable (syncfs of the storage file system).
   int sync();
@@ -92,18 +108,38 @@ class ChunkStore {
   ChunkStoreStats stats() const { return {chunks_.load(), bytes_.load()}; }
   std::string path_of(const std::string& sha256) const;
 
+  // The name of a chunk holding these bytes (see the class comment).
   static std::string hash(const char* data, size_t len);
+  // The block table of these bytes: the SHA-256 of each kBlockBytes block (the last may be
+  // shorter); one entry for len <= kBlockBytes (also for len 0).
+  static std::string block_table(const char* data, size_t len);
+  // The chunk name a block table gives: its only entry, or SHA-256(kTableTag || table).
+  static std::string name_of_table(const std::string& table);
+  // True when `table` is a well-formed block table whose name is `sha256`, and `data` holds
+  // blocks first_block, first_block + 1, ... of that chunk, each matching its entry (every
+  // block but the chunk's last is whole; `data` may end with the chunk's last block).
+  static bool verify_blocks(const std::string& sha256, const std::string& table, uint64_t first_block,
+                            const char* data, size_t len);
   static std::string hex(const std::string& sha256);
 
  private:
   struct OpenChunk {
     int fd = -1;
     uint64_t size = 0;
+    std::string table;  // the block table; empty for a legacy chunk
     ~OpenChunk();
   };
+  // Hashes the file at `fd` as a chunk: its block table and size. False on a read error.
+  static bool table_of_file(int fd, std::string* table, uint64_t* size);
+  // The SHA-256 of the file's bytes (a legacy chunk's name), or "" on a read error.
+  static std::string content_hash_of_file(int fd);
+  // What a chunk file `fd` named `sha256` is: true and its table (empty if legacy) when its
+  // bytes match the name, false when they do not or cannot be read.
+  static bool check_file(int fd, const std::string& sha256, std::string* table, uint64_t* size);
   std::shared_ptr<OpenChunk> open_verified(const std::string& sha256, int* err);
   void cache_insert(const std::string& sha256, std::shared_ptr<OpenChunk> chunk);
-  int store(const char* data, size_t len, const std::string& sha256);
+  // `table`: the chunk's block table, empty for a legacy chunk.
+  int store(const char* data, size_t len, const std::string& sha256, std::string table);
   // True when the file at `path` hashes to `name` (64 hex digits; other names pass).
   static bool verify_file(const std::string& path, const std::string& name);
 

@@ -112,16 +112,19 @@ class ChunkStream final : public grpc::ClientReadReactor<pb::ChunkPiece> {
   }
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream ended: OnDone follows
-    if (piece_.offset() != data_.size() || data_.size() + piece_.data().size() > max_bytes_) {
-      ctx_.TryCancel();  // out of order or too long: not a chunk of ours
+    if (piece_.offset() != req_.offset() + data_.size() || data_.size() + piece_.data().size() > max_bytes_ ||
+        (!piece_.table().empty() && (!data_.empty() || !table_.empty() || piece_.table().size() > max_table_bytes_))) {
+      ctx_.TryCancel();  // out of order, too long, a second or huge table: not a chunk of ours
       return;
     }
+    if (!piece_.table().empty()) table_ = piece_.table();
     data_ += piece_.data();
     last_ = piece_.last();
     StartRead(&piece_);
   }
   void OnDone(const grpc::Status& status) override {
     ok_ = status.ok() && last_;
+    code_ = status.error_code();
     std::shared_ptr<ChunkStream> me = std::move(self_);
     {
       std::lock_guard lock(race_->mu);
@@ -134,22 +137,30 @@ class ChunkStream final : public grpc::ClientReadReactor<pb::ChunkPiece> {
   }
   // Read after the stream is in the race (OnDone ran): no more writes to these.
   bool complete() const { return ok_; }
+  grpc::StatusCode code() const { return code_; }
   const std::string& data() const { return data_; }
+  const std::string& table() const { return table_; }
   const std::string& peer_name() const { return peer_name_; }
   void cancel() { ctx_.TryCancel(); }
 
  private:
   ChunkStream(std::string peer_name, pb::ChunkRequest req, uint64_t max_bytes, std::shared_ptr<ChunkRace> race)
-      : peer_name_(std::move(peer_name)), req_(std::move(req)), max_bytes_(max_bytes), race_(std::move(race)) {}
+      : peer_name_(std::move(peer_name)),
+        req_(std::move(req)),
+        max_bytes_(max_bytes),
+        max_table_bytes_((req_.chunk_size() / ChunkStore::kBlockBytes + 1) * ChunkStore::kHashBytes),
+        race_(std::move(race)) {}
   const std::string peer_name_;
   grpc::ClientContext ctx_;
   const pb::ChunkRequest req_;
   const uint64_t max_bytes_;
+  const uint64_t max_table_bytes_;
   const std::shared_ptr<ChunkRace> race_;
   std::shared_ptr<ChunkStream> self_;  // until OnDone
   pb::ChunkPiece piece_;
-  std::string data_;
+  std::string data_, table_;
   bool last_ = false, ok_ = false;
+  grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
 };
 
 // A worker's wait: takes the next job of `queue` into *job; false once `stop` is set.
@@ -734,6 +745,85 @@ void PeerNode::prefetch_loop() {
 }
 
 int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint64_t>& holders) {
+  pb::ChunkRequest req;
+  req.set_sha256(sha256);  // the whole chunk: stored whole, verified whole
+  return ask_peers(std::move(req), holders, config_.network.chunk_size,
+                   [&](const std::string& peer, const std::string&, const std::string& data) {
+                     const int err = chunks_.put_expected(data.data(), data.size(), sha256);
+                     if (err == 0) {
+                       fetched_bytes_ += data.size();
+                       return 0;
+                     }
+                     if (err != EBADMSG) return err;  // this pod's storage failed (ENOSPC...)
+                     spdlog::error("pod {} sent chunk {} with wrong content; ignored", peer, ChunkStore::hex(sha256));
+                     return EAGAIN;
+                   });
+}
+
+int PeerNode::fetch_blocks(const std::string& sha256, const std::vector<uint64_t>& holders, uint64_t first_block,
+                           uint64_t count, std::string* data) {
+  const uint64_t block = ChunkStore::kBlockBytes;
+  pb::ChunkRequest req;
+  req.set_sha256(sha256);
+  req.set_offset(first_block * block);
+  req.set_length(count * block);
+  req.set_with_table(true);
+  return ask_peers(std::move(req), holders, count * block,
+                   [&](const std::string& peer, const std::string& table, const std::string& got) {
+                     // The table must name the chunk and each block match its entry; an
+                     // answer short of what was asked must end at the chunk's last block
+                     // (else a pod could cut a chunk short undetected).
+                     const uint64_t blocks = table.size() / ChunkStore::kHashBytes;
+                     const uint64_t got_blocks = (got.size() + block - 1) / block;
+                     const bool whole = got.size() == count * block || first_block + got_blocks == blocks;
+                     if (!whole || !ChunkStore::verify_blocks(sha256, table, first_block, got.data(), got.size())) {
+                       spdlog::error("pod {} sent blocks {}+{} of chunk {} that do not match its block table; ignored",
+                                     peer, first_block, count, ChunkStore::hex(sha256));
+                       return EAGAIN;
+                     }
+                     fetched_bytes_ += got.size() + table.size();
+                     *data = got;
+                     return 0;
+                   });
+}
+
+ssize_t PeerNode::read_range(const std::string& sha256, const std::vector<uint64_t>& holders, uint64_t offset,
+                             size_t len, char* out) {
+  const uint64_t block = ChunkStore::kBlockBytes;
+  if (len == 0) return 0;
+  if (offset + len > config_.network.chunk_size) return -EINVAL;  // within one chunk: bounded
+  // Blocks fetched earlier first, as far as they go.
+  size_t done = 0;
+  while (done < len) {  // bounded: each step copies a block's part or stops
+    const uint64_t pos = offset + done;
+    const ssize_t n = block_cache_.read(sha256, pos / block, pos % block, len - done, out + done);
+    if (n < 0) break;
+    done += static_cast<size_t>(n);
+    if (pos % block + static_cast<uint64_t>(n) < block) return static_cast<ssize_t>(done);  // the chunk's end
+  }
+  if (done == len) return static_cast<ssize_t>(done);
+  const uint64_t first = (offset + done) / block, last = (offset + len - 1) / block;
+  std::string data;
+  if (const int err = fetch_blocks(sha256, holders, first, last - first + 1, &data)) return -err;
+  const uint64_t skip = offset + done - first * block;
+  if (skip < data.size()) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(len - done, data.size() - skip));
+    std::memcpy(out + done, data.data() + skip, n);
+    done += n;
+  }
+  for (uint64_t b = first, at = 0; at < data.size(); ++b, at += block)
+    block_cache_.insert(sha256, b, data.substr(at, block));
+  return static_cast<ssize_t>(done);
+}
+
+int PeerNode::ask_peers(pb::ChunkRequest req, const std::vector<uint64_t>& holders, uint64_t max_bytes,
+                        const std::function<int(const std::string&, const std::string&, const std::string&)>& accept) {
+  const std::string sha256 = req.sha256();
+  req.set_protocol_version(kProtocolVersion);
+  req.set_network(config_.network.name);
+  req.set_chunk_size(config_.network.chunk_size);
+  req.set_from_pod_name(self_.name);
+  req.set_from_pod_id(pod_id_);
   // Who to ask, in order: the version's holders that answer (rotated by the chunk's hash, so
   // the chunks of one file come from all of them), then any other pod that answers (it may
   // have a copy the holder list does not know of), then the silent ones.
@@ -753,20 +843,13 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
   size_t next = 0, in_flight = 0;
   auto launch = [&] {
     Peer* peer = order[next++];
-    pb::ChunkRequest req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_network(config_.network.name);
-    req.set_chunk_size(config_.network.chunk_size);
-    req.set_from_pod_name(self_.name);
-    req.set_from_pod_id(pod_id_);
-    req.set_sha256(sha256);  // the whole chunk: its hash covers it all (see docs)
-    calls.push_back(ChunkStream::start(*peer->stub, peer->name, std::move(req), config_.network.chunk_size,
+    calls.push_back(ChunkStream::start(*peer->stub, peer->name, req, max_bytes,
                                        std::chrono::system_clock::now() + kChunkDeadline, race));
     ++in_flight;
   };
   // A holder that has not answered after this long is raced by the next one: time for the
-  // chunk at 100 MB/s plus a margin.
-  const auto hedge = std::chrono::milliseconds(200 + config_.network.chunk_size / 100000);
+  // answer at 100 MB/s plus a margin.
+  const auto hedge = std::chrono::milliseconds(200 + max_bytes / 100000);
   int result = EIO;
   if (!order.empty()) launch();
   while (in_flight > 0) {  // bounded: every call ends by its deadline
@@ -785,18 +868,14 @@ int PeerNode::fetch_from_peers(const std::string& sha256, const std::vector<uint
     }
     --in_flight;
     if (done->complete()) {
-      const std::string& data = done->data();
-      const int err = chunks_.put_expected(data.data(), data.size(), sha256);
-      if (err == 0) {
-        fetched_bytes_ += data.size();
-        result = 0;
+      const int err = accept(done->peer_name(), done->table(), done->data());
+      if (err != EAGAIN) {
+        result = err;
         break;
       }
-      if (err != EBADMSG) {
-        result = err;  // this pod's storage failed (ENOSPC...): asking others will not help
-        break;
-      }
-      spdlog::error("pod {} sent chunk {} with wrong content; ignored", done->peer_name(), ChunkStore::hex(sha256));
+    } else if (done->code() == grpc::StatusCode::FAILED_PRECONDITION && req.with_table()) {
+      result = ENOTSUP;  // a legacy chunk: every pod would say so
+      break;
     }
     if (next < order.size()) launch();
   }

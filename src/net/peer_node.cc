@@ -124,6 +124,13 @@ class PeerNode::Service final : public pb::Peer::Service {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "malformed chunk request");
     }
     if (!node_.chunks_.contains(req->sha256())) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no such chunk here");
+    std::string table;
+    if (req->with_table()) {
+      const int err = node_.chunks_.table_of(req->sha256(), &table);
+      if (err == ENOTSUP)
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "a legacy chunk: no block table, fetch it whole");
+      if (err != 0) return grpc::Status(grpc::StatusCode::NOT_FOUND, "chunk unreadable here");
+    }
     const uint64_t end = req->length() == 0 ? UINT64_MAX : req->offset() + req->length();  // both bounded: no overflow
     std::string buf(kPieceBytes, '\0');
     for (uint64_t offset = req->offset();;) {  // bounded: the chunk is finite, reads advance
@@ -135,6 +142,10 @@ class PeerNode::Service final : public pb::Peer::Service {
       piece.set_sha256(req->sha256());
       piece.set_offset(offset);
       piece.set_data(buf.data(), static_cast<size_t>(n));
+      if (!table.empty()) {  // in the first piece only
+        piece.set_table(std::move(table));
+        table.clear();
+      }
       offset += static_cast<uint64_t>(n);
       piece.set_last(static_cast<size_t>(n) < want || offset >= end);
       if (!writer->Write(piece)) return grpc::Status(grpc::StatusCode::CANCELLED, "the reader went away");

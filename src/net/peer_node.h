@@ -28,6 +28,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "chunks/block_cache.h"
 #include "chunks/chunk_store.h"
 #include "config/config.h"
 #include "fs/kernel_cache.h"
@@ -49,7 +50,8 @@ namespace wormhole {
 
 // 2: deletes decided against live_entries of versions, acknowledgements, chain pushes, joins.
 // 3: sparse chunk lists (CommitVersion.chunks lists stored chunks with their index).
-inline constexpr uint32_t kProtocolVersion = 5;  // 4: delta commits; 5: pieces (ChunkRef.span_offset)
+// 4: delta commits; 5: pieces (ChunkRef.span_offset); 6: chunks named by their block table.
+inline constexpr uint32_t kProtocolVersion = 6;
 
 class PeerNode final : public ContentReplication {
  public:
@@ -99,6 +101,8 @@ class PeerNode final : public ContentReplication {
   // Asks the holders (alive ones first, rotated per chunk so that chunks of one file come
   // from several holders at once); a holder that is slow to answer is raced by the next.
   int fetch(const std::string& sha256, const std::vector<uint64_t>& holders) override;
+  ssize_t read_range(const std::string& sha256, const std::vector<uint64_t>& holders, uint64_t offset, size_t len,
+                     char* out) override;
   void prefetch(const std::vector<std::string>& sha256s, const std::vector<uint64_t>& holders) override;
   void committed(Gid version, Gid base_version, const std::vector<pb::ChunkRef>& chunks,
                  const std::vector<uint64_t>& holders) override;
@@ -190,6 +194,16 @@ class PeerNode final : public ContentReplication {
                       std::vector<std::string>* expected);
   void push_loop();  // async mode: copies committed versions to their holders
   int fetch_from_peers(const std::string& sha256, const std::vector<uint64_t>& holders);
+  // Blocks [first_block, first_block + count) of chunk `sha256` from another pod, verified
+  // (the chunk's end may cut them short): 0 and *data, or ENOTSUP (a legacy chunk), EIO.
+  int fetch_blocks(const std::string& sha256, const std::vector<uint64_t>& holders, uint64_t first_block,
+                   uint64_t count, std::string* data);
+  // Asks pods for the chunk of `req` (holders first, see fetch) until `accept` takes an
+  // answer: accept(peer name, table, data) returns 0 (done), EAGAIN (bad answer: ask the
+  // next pod) or another errno (give up with it). Returns 0 or the errno: ENOTSUP when a pod
+  // says the chunk has no block table, EIO when no pod answered acceptably.
+  int ask_peers(pb::ChunkRequest req, const std::vector<uint64_t>& holders, uint64_t max_bytes,
+                const std::function<int(const std::string&, const std::string&, const std::string&)>& accept);
   void prefetch_loop();  // read-ahead worker
   pb::PodSpace my_space();
   // Fetches the missing chunks of a few versions this pod must hold (bounded per call);
@@ -259,6 +273,9 @@ class PeerNode final : public ContentReplication {
   std::atomic<uint64_t> pushed_bytes_{0}, received_bytes_{0}, fetched_bytes_{0}, served_bytes_{0};
   std::atomic<uint64_t> op_bytes_sent_{0};  // op batches sent to peers (serialized bytes)
   std::atomic<int> op_batches_queued_{0};   // received op batches not yet applied (flow control)
+  // Verified blocks of chunks not stored here, for random remote reads (read_range).
+  static constexpr size_t kBlockCacheBytes = 64 << 20;
+  BlockCache block_cache_{kBlockCacheBytes};
   std::thread thread_;
 };
 

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+
+#include <sys/types.h>
 #include <vector>
 
 #include "common/ids.h"
@@ -28,6 +30,14 @@ class ContentReplication {
   // holders of the version being read), verifies and stores it. Returns 0 or an errno
   // (EIO when no reachable pod has it). Waits for a fetch of the same chunk already running.
   virtual int fetch(const std::string& sha256, const std::vector<uint64_t>& holders) = 0;
+  // Reads `len` bytes at `offset` of chunk `sha256`, which this pod lacks, without fetching
+  // the whole chunk: only the blocks covering the range come from another pod, each
+  // verified against the chunk's block table, and are kept in a bounded memory cache (not
+  // stored). For a random reader: 64 KiB moved for a 4 KiB read instead of the chunk.
+  // Returns the byte count (short only at the chunk's end) or -errno: -ENOTSUP for a legacy
+  // chunk (no block table: fetch() it whole), -EIO when no reachable pod has it.
+  virtual ssize_t read_range(const std::string& sha256, const std::vector<uint64_t>& holders, uint64_t offset,
+                             size_t len, char* out) = 0;
   // Starts fetching these chunks in the background (read-ahead); returns at once. Requests
   // beyond a bounded queue are dropped (the read then fetches the chunk itself).
   virtual void prefetch(const std::vector<std::string>& sha256s, const std::vector<uint64_t>& holders) = 0;

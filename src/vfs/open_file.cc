@@ -50,7 +50,8 @@ bool OpenFile::refresh_locked() {
     return false;
   }
   readahead_end_ = 0;
-  last_index_ = UINT64_MAX;
+  read_end_ = 0;
+  sequential_reads_ = 0;
   return true;
 }
 
@@ -481,18 +482,33 @@ ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t 
   const uint64_t in_chunk = ref.file_offset() + in_piece;
   ssize_t r = store_.read(ref.sha256(), in_chunk, n, out);
   if (replication_ && (r == -ENOENT || remote_)) {
-    // Read-ahead only for a reader going forward: a random reader would pay for chunks it
-    // never reads.
-    const uint64_t previous = last_index_.exchange(index);
-    const bool sequential = index == 0 || previous == index || previous + 1 == index;
+    // A reader streaming through the file (each read starting where the last ended, within
+    // a window: kernel read-ahead and parallel FUSE threads reorder its requests) gets whole
+    // chunks, and the next ones fetched ahead. Any other read fetches only the blocks it
+    // needs: a random reader would pay for chunks it never reads. Two reads in a row must
+    // look sequential, so that a random reader landing near its last read by chance does
+    // not start a read-ahead.
+    const uint64_t at = index * chunk_size_ + ref.span_offset() + in_piece;
+    const uint64_t last_end = read_end_.exchange(at + n);
+    const bool follows = at + kStreamingSlackBytes >= last_end && at <= last_end + kStreamingSlackBytes;
+    bool streaming = false;
+    if (!follows)
+      sequential_reads_ = 0;
+    else  // saturates: no wrap-around after 2^32 reads
+      streaming = sequential_reads_.load() >= kStreamingAfterReads ||
+                  sequential_reads_.fetch_add(1) + 1 >= kStreamingAfterReads;
     if (r == -ENOENT) {
-      // Not here: this pod does not hold the version (or lost the chunk). Fetch it from a
-      // holder, and keep the next chunks coming ahead of a sequential reader.
       remote_ = true;
-      if (sequential) read_ahead(index);
+      if (!streaming) {
+        r = replication_->read_range(ref.sha256(), holders_, in_chunk, n, out);
+        if (r == -ENOTSUP) r = -ENOENT;  // a legacy chunk (no block table): fetched whole below
+      }
+    }
+    if (streaming) read_ahead(index);
+    if (r == -ENOENT) {
+      // Not here: this pod does not hold the version (or lost the chunk). Fetch it whole
+      // from a holder.
       if (replication_->fetch(ref.sha256(), holders_) == 0) r = store_.read(ref.sha256(), in_chunk, n, out);
-    } else if (sequential) {
-      read_ahead(index);
     }
   }
   if (r < 0) {

@@ -164,7 +164,12 @@ class OpenFile {
   std::atomic<uint64_t> readahead_end_{0};
   std::atomic<bool> remote_{false};
   std::atomic<bool> maybe_stale_{false};       // see note_new_version()
-  std::atomic<uint64_t> last_index_{UINT64_MAX};  // chunk of the last stored read
+  std::atomic<uint64_t> read_end_{0};          // file offset where the last stored read ended
+  std::atomic<uint32_t> sequential_reads_{0};  // stored reads in a row that followed the last
+  // A read starting within this of where the last ended follows it; after this many such
+  // reads in a row the reader is streaming (whole chunks, read-ahead).
+  static constexpr uint64_t kStreamingSlackBytes = 1 << 20;
+  static constexpr uint32_t kStreamingAfterReads = 2;
   std::map<uint64_t, DirtyChunk> dirty_;       // chunk index -> dirty bytes
   std::map<uint64_t, Sealing> sealing_;        // chunk index -> full chunk being stored
   std::condition_variable_any sealed_;         // signalled when sealing_ shrinks

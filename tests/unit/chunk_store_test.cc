@@ -210,3 +210,107 @@ TEST(ChunkStore, ADeduplicatingPutInGcsWindowKeepsTheChunk) {
   EXPECT_EQ(store.collect_garbage({}, 3600), 1u);
   EXPECT_FALSE(store.contains(sha));
 }
+
+namespace {
+std::string pattern(size_t len, uint32_t seed) {
+  std::string s(len, '\0');
+  for (size_t i = 0; i < len; ++i) s[i] = static_cast<char>((i * 2654435761u + seed) >> 13);
+  return s;
+}
+}  // namespace
+
+TEST(ChunkNames, OneBlockIsTheBytesHashManyBlocksTheTablesHash) {
+  const std::string small = pattern(1000, 1);
+  EXPECT_EQ(ChunkStore::block_table(small.data(), small.size()), ChunkStore::hash(small.data(), small.size()));
+  const std::string big = pattern(3 * ChunkStore::kBlockBytes + 17, 2);
+  const std::string table = ChunkStore::block_table(big.data(), big.size());
+  ASSERT_EQ(table.size(), 4 * ChunkStore::kHashBytes);
+  EXPECT_EQ(table.substr(3 * ChunkStore::kHashBytes),
+            ChunkStore::hash(big.data() + 3 * ChunkStore::kBlockBytes, 17));  // the short last block
+  const std::string name = ChunkStore::hash(big.data(), big.size());
+  EXPECT_EQ(name, ChunkStore::name_of_table(table));
+  // Blocks verify alone, in any run, against the table that names the chunk.
+  EXPECT_TRUE(ChunkStore::verify_blocks(name, table, 1, big.data() + ChunkStore::kBlockBytes, ChunkStore::kBlockBytes));
+  EXPECT_TRUE(ChunkStore::verify_blocks(name, table, 2, big.data() + 2 * ChunkStore::kBlockBytes,
+                                        ChunkStore::kBlockBytes + 17));
+  EXPECT_TRUE(ChunkStore::verify_blocks(name, table, 0, big.data(), big.size()));
+}
+
+TEST(ChunkNames, TamperedBlocksTablesAndCutsAreRejected) {
+  const std::string big = pattern(3 * ChunkStore::kBlockBytes, 3);
+  const std::string table = ChunkStore::block_table(big.data(), big.size());
+  const std::string name = ChunkStore::hash(big.data(), big.size());
+  std::string bad = big.substr(ChunkStore::kBlockBytes, ChunkStore::kBlockBytes);
+  bad[100] ^= 1;
+  EXPECT_FALSE(ChunkStore::verify_blocks(name, table, 1, bad.data(), bad.size()));  // a changed byte
+  // A table made up for the changed block does not name the chunk.
+  std::string forged = table;
+  forged.replace(ChunkStore::kHashBytes, ChunkStore::kHashBytes, ChunkStore::hash(bad.data(), bad.size()));
+  EXPECT_FALSE(ChunkStore::verify_blocks(name, forged, 1, bad.data(), bad.size()));
+  // A block cut short that is not the chunk's last; a block beyond the table; the wrong index.
+  EXPECT_FALSE(ChunkStore::verify_blocks(name, table, 1, big.data() + ChunkStore::kBlockBytes, 1000));
+  EXPECT_FALSE(ChunkStore::verify_blocks(name, table, 3, big.data(), ChunkStore::kBlockBytes));
+  EXPECT_FALSE(ChunkStore::verify_blocks(name, table, 0, big.data() + ChunkStore::kBlockBytes, ChunkStore::kBlockBytes));
+  EXPECT_FALSE(ChunkStore::verify_blocks(name, table.substr(1), 0, big.data(), ChunkStore::kBlockBytes));
+  EXPECT_FALSE(ChunkStore::verify_blocks(name, "", 0, big.data(), 0));
+}
+
+// Chunks written by protocol 5 and earlier are named by their bytes' hash: they are still
+// read and accepted from peers, and have no block table (served whole only).
+TEST(ChunkNames, LegacyChunksAreReadAndAcceptedButHaveNoTable) {
+  TempDir tmp("chunks-legacy");
+  ChunkStore store(tmp / "store");
+  std::string err;
+  ASSERT_TRUE(store.init(&err)) << err;
+  const std::string big = pattern(2 * ChunkStore::kBlockBytes + 5, 4);
+  // The plain SHA-256, as protocol 5 named it (computed here independently of the store).
+  std::string legacy;
+  {
+    TempDir t2("chunks-legacy-name");
+    std::ofstream(t2 / "f", std::ios::binary) << big;
+    FILE* p = ::popen(("sha256sum " + (t2 / "f")).c_str(), "r");
+    char hex[65] = {};
+    ASSERT_EQ(std::fread(hex, 1, 64, p), 64u);
+    ::pclose(p);
+    for (int i = 0; i < 32; ++i) legacy.push_back(static_cast<char>(std::stoi(std::string(hex + 2 * i, 2), nullptr, 16)));
+  }
+  ASSERT_NE(legacy, ChunkStore::hash(big.data(), big.size()));
+  ASSERT_EQ(store.put_expected(big.data(), big.size(), legacy), 0);
+  std::string table;
+  EXPECT_EQ(store.table_of(legacy, &table), ENOTSUP);
+  std::string buf(big.size(), '\0');
+  ASSERT_EQ(store.read(legacy, 0, buf.size(), buf.data()), static_cast<ssize_t>(big.size()));
+  EXPECT_EQ(buf, big);
+  // A fresh store (no cached descriptor) verifies the legacy file by its bytes' hash.
+  store.mark_clean_shutdown();
+  ChunkStore fresh(tmp / "store");
+  ASSERT_TRUE(fresh.init(&err)) << err;
+  EXPECT_EQ(fresh.read(legacy, 0, 10, buf.data()), 10);
+  EXPECT_EQ(fresh.table_of(legacy, &table), ENOTSUP);
+  // The same bytes under the new name have a table; wrong bytes under either name do not pass.
+  std::string name;
+  ASSERT_EQ(fresh.put(big.data(), big.size(), &name), 0);
+  ASSERT_EQ(fresh.table_of(name, &table), 0);
+  EXPECT_EQ(table, ChunkStore::block_table(big.data(), big.size()));
+  std::string other = big;
+  other[7] ^= 1;
+  EXPECT_EQ(fresh.put_expected(other.data(), other.size(), legacy), EBADMSG);
+  EXPECT_EQ(fresh.put_expected(other.data(), other.size(), name), EBADMSG);
+}
+
+TEST(ChunkNames, TheTableOfAStoredChunkComesFromDiskAfterARestart) {
+  TempDir tmp("chunks-table");
+  const std::string big = pattern(5 * ChunkStore::kBlockBytes - 1, 5);
+  std::string name, err, table;
+  {
+    ChunkStore store(tmp / "store");
+    ASSERT_TRUE(store.init(&err)) << err;
+    ASSERT_EQ(store.put(big.data(), big.size(), &name), 0);
+    store.mark_clean_shutdown();
+  }
+  ChunkStore store(tmp / "store");
+  ASSERT_TRUE(store.init(&err)) << err;
+  ASSERT_EQ(store.table_of(name, &table), 0);
+  EXPECT_EQ(table, ChunkStore::block_table(big.data(), big.size()));
+  EXPECT_EQ(store.table_of(std::string(32, 'x'), &table), ENOENT);
+}

@@ -381,6 +381,9 @@ class BlockingReplication final : public ContentReplication {
     return {};
   }
   int fetch(const std::string&, const std::vector<uint64_t>&) override { return EIO; }
+  ssize_t read_range(const std::string&, const std::vector<uint64_t>&, uint64_t, size_t, char*) override {
+    return -EIO;
+  }
   void prefetch(const std::vector<std::string>&, const std::vector<uint64_t>&) override {}
   void committed(Gid, Gid, const std::vector<pb::ChunkRef>&, const std::vector<uint64_t>&) override {}
 };

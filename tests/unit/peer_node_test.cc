@@ -3,6 +3,9 @@
 // One real PeerNode on 127.0.0.1, called through a plain gRPC stub as any peer could.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <thread>
+
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <netinet/in.h>
@@ -53,9 +56,9 @@ struct Node {
   KernelCache kernel;
   std::unique_ptr<PeerNode> node;
   std::unique_ptr<pb::Peer::Stub> stub;
-  Node() {
+  explicit Node(uint64_t chunk_size = 64 << 10) {
     config.network.name = "net";
-    config.network.chunk_size = 64 << 10;
+    config.network.chunk_size = chunk_size;
     config.pods = {pod("a", dir.path()), pod("b", dir.path()), pod("c", dir.path())};
     std::string err;
     EXPECT_TRUE(ns.init(&err)) << err;
@@ -82,11 +85,12 @@ struct Node {
   }
   // Reads a whole chunk as `from`; the status, and the bytes in *data.
   grpc::Status read_chunk(const std::string& sha, const std::string& from, uint64_t id, std::string* data,
-                          uint64_t offset = 0, uint64_t length = 0) {
+                          uint64_t offset = 0, uint64_t length = 0, std::string* table = nullptr) {
     pb::ChunkRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network("net");
-    req.set_chunk_size(64 << 10);
+    req.set_chunk_size(config.network.chunk_size);
+    req.set_with_table(table != nullptr);
     req.set_from_pod_name(from);
     req.set_from_pod_id(id);
     req.set_sha256(sha);
@@ -96,7 +100,10 @@ struct Node {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     auto reader = stub->ReadChunk(&ctx, req);
     pb::ChunkPiece piece;
-    while (reader->Read(&piece)) *data += piece.data();
+    while (reader->Read(&piece)) {
+      *data += piece.data();
+      if (table) *table += piece.table();
+    }
     return reader->Finish();
   }
 };
@@ -233,4 +240,127 @@ TEST(PeerBoundary, APushStoresOnlyAnnouncedChunks) {
   ASSERT_TRUE(push({}, ChunkStore::hash(good.data(), good.size()), good, &reply).ok());
   EXPECT_EQ(reply.error(), "");
   EXPECT_TRUE(n.chunks.contains(ChunkStore::hash(good.data(), good.size())));
+}
+
+namespace {
+std::string blocks_pattern(size_t len, uint32_t seed) {
+  std::string s(len, '\0');
+  for (size_t i = 0; i < len; ++i) s[i] = static_cast<char>((i * 2654435761u + seed) >> 11);
+  return s;
+}
+std::string plain_sha256(const std::string& data) {
+  // The legacy name of a chunk (protocol 5): its bytes' SHA-256, computed by sha256sum.
+  wormhole::testing::TempDir t("legacy-name");
+  { std::ofstream(t / "f", std::ios::binary) << data; }
+  FILE* p = ::popen(("sha256sum " + (t / "f")).c_str(), "r");
+  char hex[65] = {};
+  const size_t n = std::fread(hex, 1, 64, p);
+  ::pclose(p);
+  std::string raw;
+  for (size_t i = 0; n == 64 && i < 32; ++i)
+    raw.push_back(static_cast<char>(std::stoi(std::string(hex + 2 * i, 2), nullptr, 16)));
+  return raw;
+}
+}  // namespace
+
+TEST(PeerBoundary, RangedReadsCarryTheBlockTableAndLegacyChunksHaveNone) {
+  Node n(256 << 10);
+  const std::string bytes = blocks_pattern(200 << 10, 1);
+  std::string sha;
+  ASSERT_EQ(n.chunks.put(bytes.data(), bytes.size(), &sha), 0);
+  std::string data, table;
+  ASSERT_TRUE(n.read_chunk(sha, "b", kBId, &data, 64 << 10, 64 << 10, &table).ok());
+  EXPECT_EQ(data, bytes.substr(64 << 10, 64 << 10));
+  EXPECT_EQ(table, ChunkStore::block_table(bytes.data(), bytes.size()));
+  EXPECT_TRUE(ChunkStore::verify_blocks(sha, table, 1, data.data(), data.size()));
+  // A chunk named by its bytes' hash (stored by protocol 5) is served whole only.
+  const std::string old = blocks_pattern(150 << 10, 2);
+  const std::string legacy = plain_sha256(old);
+  ASSERT_EQ(legacy.size(), 32u);
+  ASSERT_EQ(n.chunks.put_expected(old.data(), old.size(), legacy), 0);
+  data.clear();
+  table.clear();
+  EXPECT_EQ(n.read_chunk(legacy, "b", kBId, &data, 0, 64 << 10, &table).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
+  data.clear();
+  ASSERT_TRUE(n.read_chunk(legacy, "b", kBId, &data).ok());
+  EXPECT_EQ(data, old);
+}
+
+namespace {
+// Pod "b" as a peer that answers chunk reads with what the test says: the true blocks, or
+// blocks with one byte changed, or a table forged to match the changed bytes.
+class FakeHolder final : public pb::Peer::Service {
+ public:
+  enum Mode { kTrue, kFlippedByte, kForgedTable, kCutShort, kLegacy };
+  std::atomic<Mode> mode{kTrue};
+  std::atomic<int> asked{0};
+  std::string bytes;  // the chunk
+  grpc::Status ReadChunk(grpc::ServerContext*, const pb::ChunkRequest* req,
+                         grpc::ServerWriter<pb::ChunkPiece>* writer) override {
+    ++asked;
+    if (mode == kLegacy && req->with_table()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "legacy");
+    std::string data = bytes.substr(req->offset(), req->length() ? req->length() : std::string::npos);
+    std::string table = ChunkStore::block_table(bytes.data(), bytes.size());
+    if (mode == kFlippedByte || mode == kForgedTable) data[10] ^= 1;
+    if (mode == kForgedTable) {
+      std::string changed = bytes;
+      changed.replace(req->offset(), data.size(), data);
+      table = ChunkStore::block_table(changed.data(), changed.size());
+    }
+    if (mode == kCutShort) data.resize(data.size() / 2 / ChunkStore::kBlockBytes * ChunkStore::kBlockBytes);
+    pb::ChunkPiece piece;
+    piece.set_sha256(req->sha256());
+    piece.set_offset(req->offset());
+    piece.set_data(data);
+    if (req->with_table()) piece.set_table(table);
+    piece.set_last(true);
+    writer->Write(piece);
+    return grpc::Status::OK;
+  }
+};
+}  // namespace
+
+// A ranged read verifies each block against the table that names the chunk: a peer sending
+// changed bytes, a forged table or fewer blocks than exist is ignored (EIO when no other
+// pod has the chunk); the true blocks are returned and kept for the next read.
+TEST(PeerData, ARangedReadVerifiesEveryBlock) {
+  Node n(1 << 20);
+  FakeHolder b;
+  b.bytes = blocks_pattern((1 << 20) - 1000, 3);
+  const std::string sha = ChunkStore::hash(b.bytes.data(), b.bytes.size());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(n.config.pods[1].listen, grpc::InsecureServerCredentials());
+  builder.RegisterService(&b);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_TRUE(server);
+  std::string out(100 << 10, '\0');
+  // Until a's channel to b connects (it failed while b was not listening yet): block 0.
+  for (int i = 0; i < 100 && n.node->read_range(sha, {kBId}, 0, 100, out.data()) != 100; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_EQ(out.substr(0, 100), b.bytes.substr(0, 100));
+  const uint64_t at = (3 << 16) + 5000;  // across blocks 3 and 4
+  for (auto mode : {FakeHolder::kFlippedByte, FakeHolder::kForgedTable, FakeHolder::kCutShort}) {
+    b.mode = mode;
+    const int asked = b.asked;
+    EXPECT_EQ(n.node->read_range(sha, {kBId}, at, out.size(), out.data()), -EIO) << mode;
+    EXPECT_GT(b.asked, asked);
+  }
+  EXPECT_EQ(n.chunks.contains(sha), false);  // nothing stored from a ranged read
+  b.mode = FakeHolder::kTrue;
+  ASSERT_EQ(n.node->read_range(sha, {kBId}, at, out.size(), out.data()), static_cast<ssize_t>(out.size()));
+  EXPECT_EQ(out, b.bytes.substr(at, out.size()));
+  // The chunk's last, short block, and a read past the chunk's end.
+  const uint64_t tail = b.bytes.size() - 300;
+  ASSERT_EQ(n.node->read_range(sha, {kBId}, tail, 1000, out.data()), 300);
+  EXPECT_EQ(out.substr(0, 300), b.bytes.substr(tail));
+  // Blocks read before come from memory: the holder is not asked again.
+  const int asked = b.asked;
+  ASSERT_EQ(n.node->read_range(sha, {kBId}, at + 100, 4096, out.data()), 4096);
+  EXPECT_EQ(out.substr(0, 4096), b.bytes.substr(at + 100, 4096));
+  EXPECT_EQ(b.asked, asked);
+  // A legacy chunk: the caller is told to fetch it whole.
+  b.mode = FakeHolder::kLegacy;
+  EXPECT_EQ(n.node->read_range(std::string(32, 'L'), {kBId}, 0, 4096, out.data()), -ENOTSUP);
+  server->Shutdown();
 }

@@ -168,3 +168,30 @@ TEST(ReplicatorBoundary, OpsNotYetDurableAreWithheldNotReportedTrimmed) {
   EXPECT_FALSE(answer[0].message.ops().snapshot_needed());
   EXPECT_EQ(answer[0].message.ops().ops_size(), 1);
 }
+
+// An op a pod made before it applied another (a delta over the version that other op
+// supersedes) may still wait for its group commit when the pod reports the other op
+// applied: that op is not stable until the delta is here, or the base it names is trimmed
+// before it arrives (the multi-mount test saw such a delta find no base: EIO).
+TEST(ReplicatorBoundary, AnOpIsNotStableWhileAnOpMadeBeforeItsApplyIsOnItsWay) {
+  PodUnderTest a(kA, {kA, kB}), b(kB, {kA, kB});
+  std::string rejected;
+  b.mkdir("x");
+  a.rep.receive(kB, b.push(), a.now_ms(), &rejected);
+  ASSERT_EQ(rejected, "");
+  a.mkdir("a-durable");
+  b.rep.receive(kA, a.push(), b.now_ms(), &rejected);
+  a.mkdir("made-before");  // a's op, waiting for a's group commit
+  b.mkdir("y");            // b's op that a applies after making its own
+  const Hlc y = b.ns.applied_stamps()[kB];
+  a.rep.receive(kB, b.push(), a.now_ms(), &rejected);
+  ASSERT_EQ(a.ns.make_received_durable(), 0);  // a acknowledges y durably; its own op waits
+  b.rep.receive(kA, a.rep.sync_request(kB).message, b.now_ms(), &rejected);
+  auto stable = b.rep.stable_stamps();
+  EXPECT_TRUE(stable[kB] < y) << "y counted stable while a's earlier op is not here";
+  // a's op arrives: now y is stable.
+  b.rep.receive(kA, a.push(), b.now_ms(), &rejected);
+  b.rep.receive(kA, a.rep.sync_request(kB).message, b.now_ms(), &rejected);
+  stable = b.rep.stable_stamps();
+  EXPECT_FALSE(stable[kB] < y);
+}

@@ -466,6 +466,8 @@ void run_seed(uint32_t seed, int pods, int steps, Coverage* coverage) {
                          from_pb(inode.version()) == keys::get_gid(k, 1);
       EXPECT_TRUE(named) << "seed " << seed << ": pod " << p.id << " keeps version " << keys::get_gid(k, 1).str()
                          << " that no file names";
+      EXPECT_FALSE(rec.incomplete()) << "seed " << seed << ": pod " << p.id << " has version "
+                                     << keys::get_gid(k, 1).str() << " as a delta over a base it lacked";
       return true;
     });
   }
