@@ -144,6 +144,10 @@ inline bool parse_superseded_at(std::string_view k, Hlc* h, Gid* version) {
   *version = get_gid(k, 21);
   return true;
 }
+// Q<version>          -> "": versions recorded incomplete (a delta over a base this pod
+// lacked); each is fetched whole from a peer (Meta::complete_version)
+inline std::string incomplete(Gid version) { std::string k("Q"); put_gid(k, version); return k; }
+inline constexpr std::string_view kIncompletePrefix = "Q";
 // S<name>             -> counters of this pod (next gid, next ino, HLC)
 inline std::string state(std::string_view name) { return "S" + std::string(name); }
 

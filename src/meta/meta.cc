@@ -960,6 +960,7 @@ void Meta::apply_commit(KvTxn& txn, const Hlc& ts, const pb::CommitVersion& c, c
       // Never expected (the base is kept until the delta is stable): reads of it fail with
       // EIO and a log line naming the file (OpenFile::load), never garbage.
       v.set_incomplete(true);
+      txn.put(keys::incomplete(incoming), "");  // fetched whole from a peer
     }
   } else if (c.dense_chunks_size() > 0 && c.chunks_size() == 0) {
     sparse_from_dense(c.dense_chunks(), v.mutable_chunks());  // an op from an old op log
@@ -1041,6 +1042,50 @@ bool Meta::resolve_delta(KvTxn& txn, const pb::CommitVersion& c, google::protobu
       if (!dropped) *out->Add() = *ref;
   }
   while (changed != c.chunks().end()) *out->Add() = *changed++;
+  return true;
+}
+
+std::vector<std::pair<Gid, pb::VersionRecord>> Meta::incomplete_versions(size_t max) {
+  std::vector<std::pair<Gid, pb::VersionRecord>> out;
+  std::vector<std::string> stale;
+  (void)kv_.scan(keys::kIncompletePrefix, "R", false, [&](std::string_view k, std::string_view) {
+    if (k.size() != 17) {
+      stale.emplace_back(k);
+      return true;
+    }
+    const Gid g = keys::get_gid(k, 1);
+    pb::VersionRecord rec;
+    if (get_recent_version(g, &rec) && rec.incomplete())
+      out.emplace_back(g, std::move(rec));
+    else
+      stale.emplace_back(k);  // purged, trimmed, or made whole
+    return out.size() < max && stale.size() < max;
+  });
+  if (!stale.empty()) {
+    KvTxn txn(kv_);
+    for (const std::string& k : stale) txn.del(k);
+    (void)txn.commit(false);  // a failed cleanup is redone by the next call
+  }
+  return out;
+}
+
+bool Meta::complete_version(Gid g, uint64_t size, const google::protobuf::RepeatedPtrField<pb::ChunkRef>& whole) {
+  changes_ = Changes{};
+  KvTxn txn(kv_);
+  std::string bytes;
+  std::string key = keys::version(g);
+  if (!txn.get(key, &bytes)) {
+    key = keys::superseded(g);
+    if (!txn.get(key, &bytes)) return false;
+  }
+  pb::VersionRecord rec;
+  if (!parse_version(bytes, &rec) || !rec.incomplete() || rec.size() != size) return false;
+  *rec.mutable_chunks() = whole;
+  rec.clear_incomplete();
+  txn.put(key, rec.SerializeAsString());
+  txn.del(keys::incomplete(g));
+  if (!txn.commit(false).ok) return false;
+  changes_.contents.push_back(from_pb(rec.inode()));
   return true;
 }
 

@@ -145,6 +145,14 @@ class Meta {
   // Also a version superseded lately (kept until the op that superseded it is stable).
   bool get_recent_version(Gid g, pb::VersionRecord* rec);
   bool get_entry(Gid g, pb::EntryRecord* rec);
+  // Versions recorded incomplete (a delta over a base this pod lacked: reads of them are
+  // EIO), at most `max`, with their records. Entries whose version is gone or whole
+  // since are dropped from the index on the way.
+  std::vector<std::pair<Gid, pb::VersionRecord>> incomplete_versions(size_t max);
+  // Replaces the chunk list of incomplete version `g` with `whole` (its full list, from a
+  // peer, already validated) if `g` is still incomplete and `size` matches its size. True
+  // if it did; the file's content changed then (last_changes().contents).
+  bool complete_version(Gid g, uint64_t size, const google::protobuf::RepeatedPtrField<pb::ChunkRef>& whole);
   bool gid_of_ino(uint64_t ino, Gid* g);
   // The visible entry `name` in directory `dir` (deterministic when several exist): 0 and
   // *item, ENOENT, or EIO when the store failed.

@@ -109,6 +109,8 @@ int Namespace::sync_log(bool own_ops) {
     target = meta_.applied();
     target_hlc = meta_.applied_stamps();
   }
+  // The newest op this pod made when the ops of `target` were applied.
+  const uint64_t own_made = target.count(meta_.pod_id()) ? target[meta_.pod_id()] : 0;
   if (!own_ops) {
     target.erase(meta_.pod_id());
     target_hlc.erase(meta_.pod_id());
@@ -117,7 +119,10 @@ int Namespace::sync_log(bool own_ops) {
     std::lock_guard lock(durable_mu_);
     bool done = true;
     for (auto& [origin, seq] : target) done &= durable_[origin] >= seq;
-    if (done) return 0;
+    if (done) {
+      claim_stamps_locked(own_made, target_hlc);
+      return 0;
+    }
   }
   // This pod's ops name chunks this pod wrote: those are made durable first. Ops of other
   // pods do not wait for that (their chunks arrive by push or pull, and a holder that lost
@@ -129,8 +134,20 @@ int Namespace::sync_log(bool own_ops) {
   if (!st.ok) return st.no_space ? ENOSPC : EIO;
   std::lock_guard lock(durable_mu_);
   for (auto& [origin, seq] : target) durable_[origin] = std::max(durable_[origin], seq);
-  for (auto& [origin, hlc] : target_hlc) durable_hlc_[origin] = std::max(durable_hlc_[origin], hlc);
+  claim_stamps_locked(own_made, target_hlc);
   return 0;
+}
+
+void Namespace::claim_stamps_locked(uint64_t own_made, const std::map<uint64_t, Hlc>& durable_hlc) {
+  // Peers count an op stable once every member claims it and they have every op each
+  // member made before its claim (the member's durable own ops, as reported). So an op may
+  // be claimed only once the ops this pod made before applying it are durable, and so
+  // reported: else a delta this pod made over the version that op superseded could still
+  // be waiting for this pod's group commit when a peer, counting the op stable, trims the
+  // delta's base (the multi-mount test saw such a delta arrive without its base: EIO).
+  // Received ops made durable while own ops wait are claimed at the next full group commit.
+  if (durable_[meta_.pod_id()] < own_made) return;
+  for (auto& [origin, hlc] : durable_hlc) durable_hlc_[origin] = std::max(durable_hlc_[origin], hlc);
 }
 
 std::map<uint64_t, Hlc> Namespace::durable_stamps() {
@@ -780,6 +797,23 @@ int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
     if (uint64_t ino = ino_of(g)) changed->inodes.push_back(ino);
   changed->contents.insert(changed->contents.end(), c.contents.begin(), c.contents.end());
   return 0;
+}
+
+std::vector<std::pair<Gid, pb::VersionRecord>> Namespace::incomplete_versions(size_t max) {
+  std::unique_lock lock(mu_);  // drops stale index entries
+  return meta_.incomplete_versions(max);
+}
+
+bool Namespace::complete_version(Gid version, uint64_t size,
+                                 const google::protobuf::RepeatedPtrField<pb::ChunkRef>& whole, Changed* changed) {
+  std::unique_lock lock(mu_);
+  if (!meta_.complete_version(version, size, whole)) return false;
+  for (Gid g : meta_.last_changes().contents) {
+    changed->contents.push_back(g);
+    pb::InodeRecord rec;
+    if (meta_.get_inode(g, &rec) && rec.local_ino()) changed->inodes.push_back(rec.local_ino());
+  }
+  return true;
 }
 
 std::map<uint64_t, uint64_t> Namespace::applied() {

@@ -125,6 +125,12 @@ class Namespace {
   // Applies an op from another pod (its dependencies already applied). 0 or errno.
   // Appends to *changed (if given) what the kernel must forget.
   int apply_remote(const pb::Op& op, Changed* changed = nullptr);
+  // See Meta::incomplete_versions.
+  std::vector<std::pair<Gid, pb::VersionRecord>> incomplete_versions(size_t max);
+  // See Meta::complete_version; appends to *changed the file (and its FUSE number) whose
+  // content it changed.
+  bool complete_version(Gid version, uint64_t size, const google::protobuf::RepeatedPtrField<pb::ChunkRef>& whole,
+                        Changed* changed);
   // See Meta::in_order: whether `op` may be applied next (or is a duplicate).
   bool in_order(const pb::Op& op, std::string* why);
   void set_expected_members(size_t count);
@@ -147,7 +153,8 @@ class Namespace {
   // out: after a power loss the pod reuses the sequence numbers and ids of ops it lost, so
   // no peer may have seen them.
   std::map<uint64_t, uint64_t> durable_applied();
-  // The stamps of the ops durable_applied() names.
+  // The stamps of the ops durable_applied() names that may be claimed for stability: those
+  // applied when every op this pod had made was durable too (claim_stamps_locked).
   std::map<uint64_t, Hlc> durable_stamps();
   // The stamp of the newest op applied, per origin.
   std::map<uint64_t, Hlc> applied_stamps();
@@ -193,11 +200,15 @@ class Namespace {
   KvStore& kv_;
   Meta meta_;
   int sync_log(bool own_ops);  // make_durable / make_received_durable
+  // Adds `durable_hlc` (stamps of ops made durable, applied when this pod's newest own op
+  // was `own_made`) to the stamps claimed for stability, if this pod's own ops up to
+  // `own_made` are durable. Caller holds durable_mu_.
+  void claim_stamps_locked(uint64_t own_made, const std::map<uint64_t, Hlc>& durable_hlc);
   std::function<int()> before_log_sync_;  // see set_before_log_sync
   // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
   std::mutex durable_mu_;
   std::map<uint64_t, uint64_t> durable_;  // see durable_applied()
-  std::map<uint64_t, Hlc> durable_hlc_;   // see durable_stamps()
+  std::map<uint64_t, Hlc> durable_hlc_;   // see durable_stamps() and claim_stamps_locked()
   std::map<uint64_t, Hlc> stable_;        // see set_stable(); guarded by mu_
   uint64_t trash_retention_ms_ = 0;       // guarded by mu_
   bool keep_both_ = true;

@@ -186,6 +186,19 @@ bool check_chunks(const pb::CommitVersion& c, const OpLimits& limits, std::strin
   return true;
 }
 
+}  // namespace
+
+bool validate_chunk_list(uint64_t size, const google::protobuf::RepeatedPtrField<pb::ChunkRef>& chunks,
+                         const OpLimits& limits, std::string* why) {
+  if (size > kMaxFileSize) return fail(why, "version", "size beyond the largest file");
+  pb::CommitVersion c;
+  c.set_size(size);
+  *c.mutable_chunks() = chunks;
+  return check_chunks(c, limits, why);
+}
+
+namespace {
+
 bool check_commit(const pb::CommitVersion& c, uint64_t origin, const OpLimits& limits, std::string* why) {
   if (!check_object(c.inode(), "commit inode", why)) return false;
   // A version id is minted by its writer: one of another pod's ids would overwrite that

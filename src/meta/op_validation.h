@@ -58,6 +58,11 @@ bool valid_pod_name(std::string_view name);
 // actions and deps. True if valid; else false and *why says what is wrong.
 bool validate_op(const pb::Op& op, const OpLimits& limits, std::string* why);
 
+// The whole chunk list of a version of `size` bytes (a peer's answer to a request for an
+// incomplete version): as a commit's, sorted, within the file, bounded.
+bool validate_chunk_list(uint64_t size, const google::protobuf::RepeatedPtrField<pb::ChunkRef>& chunks,
+                         const OpLimits& limits, std::string* why);
+
 // A member description (in a Member action, a join request or reply).
 bool validate_member(const pb::Member& member, std::string* why);
 

@@ -10,9 +10,11 @@
 #include <cstring>
 #include <cerrno>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "common/pb_ids.h"
+#include "meta/op_validation.h"
 #include "net/peer.h"
 
 namespace wormhole {
@@ -42,6 +44,8 @@ constexpr uint64_t kPushSlowestBytesPerS = 8 << 20;
 constexpr int64_t kForwardMarginMs = 2000;
 // How often the held-version worker looks for versions due for a pull.
 constexpr auto kHoldTick = std::chrono::milliseconds(200);
+// How often incomplete versions are looked for (PeerNode::complete_versions).
+constexpr auto kCompleteEvery = std::chrono::seconds(2);
 
 // Bounds on what one push may announce.
 constexpr int kMaxExpectedChunks = 1 << 20;
@@ -676,12 +680,67 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
 
 void PeerNode::hold_loop() {
   std::unique_lock lock(hold_mu_);
+  auto next_complete = std::chrono::steady_clock::now();
   while (!stop_) {
     lock.unlock();
     const bool more = fetch_held_versions();
+    if (std::chrono::steady_clock::now() >= next_complete) {
+      next_complete = std::chrono::steady_clock::now() + kCompleteEvery;
+      complete_versions();
+    }
     lock.lock();
     if (!more) hold_cv_.wait_for(lock, kHoldTick, [this] { return stop_.load(); });
   }
+}
+
+void PeerNode::complete_versions() {
+  const auto incomplete = ns_.incomplete_versions(kMaxVersionsPerRequest);
+  if (incomplete.empty()) return;
+  std::map<Gid, uint64_t> wanted;  // version -> its size here
+  pb::VersionsRequest req;
+  req.set_protocol_version(kProtocolVersion);
+  req.set_network(config_.network.name);
+  req.set_chunk_size(config_.network.chunk_size);
+  req.set_from_pod_name(self_.name);
+  req.set_from_pod_id(pod_id_);
+  for (auto& [g, rec] : incomplete) {
+    wanted[g] = rec.size();
+    to_pb(g, req.add_versions());
+  }
+  // The writer of a version (its id names it) knows it whole for sure; then the others.
+  std::vector<Peer*> order;
+  for (auto& p : peers())
+    if (!p->forgotten && !p->reported_down && p->id != 0) order.push_back(p.get());
+  std::stable_partition(order.begin(), order.end(), [&](Peer* p) {
+    return std::any_of(wanted.begin(), wanted.end(), [&](auto& w) { return w.first.pod == p->id; });
+  });
+  OpLimits limits;
+  limits.chunk_size_bytes = config_.network.chunk_size;
+  Namespace::Changed changed;
+  for (Peer* peer : order) {  // bounded: peers, each call by its deadline
+    if (wanted.empty() || stop_) break;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    pb::VersionsReply reply;
+    if (!peer->stub->GetVersions(&ctx, req, &reply).ok()) continue;
+    for (const pb::VersionsReply::Whole& w : reply.versions()) {
+      const Gid g = from_pb(w.version());
+      auto it = wanted.find(g);
+      std::string why;
+      if (it == wanted.end()) continue;  // not asked for
+      if (w.size() != it->second || !validate_chunk_list(w.size(), w.chunks(), limits, &why)) {
+        spdlog::warn("pod {} sent an invalid chunk list for version {}: {}", peer->name, g.str(),
+                     why.empty() ? "another size" : why);
+        continue;
+      }
+      if (ns_.complete_version(g, w.size(), w.chunks(), &changed))
+        spdlog::info("version {} (a delta over a version this pod lacked) was completed from pod {}", g.str(),
+                     peer->name);
+      wanted.erase(it);
+    }
+  }
+  if (content_listener_ && !changed.contents.empty()) content_listener_(changed.contents);
+  for (uint64_t ino : changed.inodes) kernel_.forget_inode(ino);
 }
 
 bool PeerNode::fetch_held_versions() {

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <sys/statvfs.h>
 
+#include "common/pb_ids.h"
 #include "meta/op_validation.h"
 #include "net/peer.h"
 
@@ -174,6 +175,31 @@ class PeerNode::Service final : public pb::Peer::Service {
   grpc::Status Snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest* req,
                         grpc::ServerWriter<pb::SnapshotPiece>* writer) override {
     return node_.serve_snapshot(ctx, *req, writer);
+  }
+
+  grpc::Status GetVersions(grpc::ServerContext* ctx, const pb::VersionsRequest* req,
+                           pb::VersionsReply* reply) override {
+    const std::string why = node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(),
+                                               req->from_pod_name(), req->from_pod_id());
+    if (!why.empty()) {
+      spdlog::warn("refused a version request from {}: {}", ctx->peer(), why);
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why);
+    }
+    if (static_cast<size_t>(req->versions_size()) > kMaxVersionsPerRequest)
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "too many versions asked for");
+    size_t bytes = 0;
+    for (const pb::Gid& id : req->versions()) {
+      pb::VersionRecord rec;
+      if (!node_.ns_.get_recent_version(from_pb(id), &rec) || rec.incomplete()) continue;
+      // Bounded by the message size: what does not fit is asked for again.
+      bytes += rec.chunks().size() * 64;
+      if (bytes > kMaxMessageBytes / 2 && reply->versions_size() > 0) break;
+      pb::VersionsReply::Whole* w = reply->add_versions();
+      *w->mutable_version() = id;
+      w->set_size(rec.size());
+      *w->mutable_chunks() = rec.chunks();
+    }
+    return grpc::Status::OK;
   }
 
  private:

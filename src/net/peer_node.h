@@ -210,8 +210,14 @@ class PeerNode final : public ContentReplication {
   // whether more may be due at once.
   bool fetch_held_versions();
   // The held-version worker: pulls off the replication thread, so that a large version
-  // being fetched never delays op pushes and anti-entropy.
+  // being fetched never delays op pushes and anti-entropy. Also completes incomplete
+  // versions (complete_versions).
   void hold_loop();
+  // Versions recorded incomplete here (a delta over a base this pod lacked; never
+  // expected, see docs/architecture.md "Versions as deltas") get their whole chunk list
+  // from a peer (the writer first): at most kMaxVersionsPerRequest per call, validated.
+  void complete_versions();
+  static constexpr size_t kMaxVersionsPerRequest = 16;
   struct HeldVersion {
     Gid version;
     int64_t next_try_ms = 0;

@@ -62,13 +62,6 @@ pb::Progress Replicator::progress_message() {
   pb::Progress p;
   for (auto& [origin, seq] : ns_.durable_applied()) (*p.mutable_applied())[origin] = seq;
   for (auto& [origin, hlc] : ns_.durable_stamps()) to_pb(hlc, &(*p.mutable_applied_hlc())[origin]);
-  // Read after the claims above: every op made before those were applied has a sequence
-  // at most this. (Reporting only durable own ops here let a peer count an op stable while
-  // a delta made over the version it superseded was still waiting for this pod's group
-  // commit: the peer trimmed the base, and the delta arrived without it.)
-  const std::map<uint64_t, uint64_t> applied = ns_.applied();
-  auto own = applied.find(self_);
-  p.set_made(own == applied.end() ? 0 : own->second);
   return p;
 }
 
@@ -84,8 +77,7 @@ void Replicator::note_peer_progress(uint64_t peer, const pb::Progress& p) {
   // What the peer says it made itself, unclamped: stability waits until this pod has those
   // ops (a peer overstating it only delays stability).
   auto own = p.applied().find(peer);
-  const uint64_t made = std::max(p.made(), own == p.applied().end() ? 0 : own->second);
-  peer_made_[peer] = std::max(peer_made_[peer], made);
+  if (own != p.applied().end()) peer_made_[peer] = std::max(peer_made_[peer], own->second);
   auto& stamps = peer_stamps_[peer];
   for (auto& [origin, hlc] : p.applied_hlc()) stamps[origin] = std::max(stamps[origin], from_pb(hlc));
 }

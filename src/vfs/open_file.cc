@@ -44,7 +44,8 @@ bool OpenFile::refresh_locked() {
   if (modified_ || !dirty_.empty() || !sealing_.empty()) return false;
   Gid version;
   pb::VersionRecord v;
-  if (ns_.current_version(inode_, &version, &v) != 0 || version == base_version_) return false;
+  // The same version again only if it was incomplete when loaded (it may be whole now).
+  if (ns_.current_version(inode_, &version, &v) != 0 || (version == base_version_ && !base_incomplete_)) return false;
   if (load_locked(version, v) != 0) {
     maybe_stale_.store(true, std::memory_order_release);  // reads fail with EIO; try again next time
     return false;
@@ -61,6 +62,7 @@ int OpenFile::load_locked(Gid version, const pb::VersionRecord& v) {
   mtime_ns_ = v.mtime_ns();
   holders_.assign(v.holders().begin(), v.holders().end());
   chunks_.clear();
+  base_incomplete_ = v.incomplete();
   if (v.incomplete()) {
     spdlog::error("version {} of {} is not known whole on this pod (a delta over a version it lacks): EIO",
                   base_version_.str(), ns_.path_of(inode_));

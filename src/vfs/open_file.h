@@ -164,6 +164,7 @@ class OpenFile {
   std::atomic<uint64_t> readahead_end_{0};
   std::atomic<bool> remote_{false};
   std::atomic<bool> maybe_stale_{false};       // see note_new_version()
+  bool base_incomplete_ = false;               // base_version_ was incomplete when loaded (guarded by mu_)
   std::atomic<uint64_t> read_end_{0};          // file offset where the last stored read ended
   std::atomic<uint32_t> sequential_reads_{0};  // stored reads in a row that followed the last
   // A read starting within this of where the last ended follows it; after this many such

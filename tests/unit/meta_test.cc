@@ -1152,6 +1152,21 @@ TEST(Deltas, ADeltaOverAMissingBaseIsIncompleteNeverGarbage) {
   to_pb(Gid{1, 999999}, op.mutable_actions(0)->mutable_commit()->mutable_base_version());
   ASSERT_EQ(b.ns.apply_remote(op), 0);
   EXPECT_EQ(chunk_list(b, "f"), "(incomplete)");
+  // Listed for a fetch of its whole chunk list (PeerNode::complete_versions), which a's
+  // record provides; a list for another size is not taken.
+  const Gid v = from_pb(op.actions(0).commit().version());
+  auto incomplete = b.ns.incomplete_versions(16);
+  ASSERT_EQ(incomplete.size(), 1u);
+  EXPECT_EQ(incomplete[0].first, v);
+  pb::VersionRecord whole;
+  ASSERT_TRUE(a.ns.get_version(v, &whole));
+  Namespace::Changed changed;
+  EXPECT_FALSE(b.ns.complete_version(v, whole.size() + 1, whole.chunks(), &changed));
+  ASSERT_TRUE(b.ns.complete_version(v, whole.size(), whole.chunks(), &changed));
+  EXPECT_EQ(chunk_list(b, "f"), "0:two ");
+  EXPECT_EQ(changed.contents.size(), 1u);
+  EXPECT_TRUE(b.ns.incomplete_versions(16).empty());
+  EXPECT_FALSE(b.ns.complete_version(v, whole.size(), whole.chunks(), &changed));  // whole already
 }
 
 // A removed directory is purged once its rmdir is stable and it is empty — but not while a

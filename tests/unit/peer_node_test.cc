@@ -364,3 +364,38 @@ TEST(PeerData, ARangedReadVerifiesEveryBlock) {
   EXPECT_EQ(n.node->read_range(std::string(32, 'L'), {kBId}, 0, 4096, out.data()), -ENOTSUP);
   server->Shutdown();
 }
+
+TEST(PeerBoundary, WholeVersionsAreServedToMembersOnlyAndBounded) {
+  Node n;
+  Attr f;
+  ASSERT_EQ(n.ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &f), 0);
+  const std::string text = "whole content";
+  pb::ChunkRef ref;
+  ref.set_sha256(ChunkStore::hash(text.data(), text.size()));
+  ref.set_length(static_cast<uint32_t>(text.size()));
+  ref.set_inline_data(text);
+  Gid v;
+  ASSERT_EQ(n.ns.commit(f.id, Gid{}, text.size(), {ref}, 1, {kSelfId}, false, &v), 0);
+  auto ask = [&](const std::string& from, uint64_t id, std::vector<Gid> versions, pb::VersionsReply* reply) {
+    pb::VersionsRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network("net");
+    req.set_chunk_size(64 << 10);
+    req.set_from_pod_name(from);
+    req.set_from_pod_id(id);
+    for (Gid g : versions) to_pb(g, req.add_versions());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return n.stub->GetVersions(&ctx, req, reply);
+  };
+  pb::VersionsReply reply;
+  EXPECT_EQ(ask("mallory", 0xe1, {v}, &reply).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(reply.versions_size(), 0);
+  EXPECT_EQ(ask("b", kBId, std::vector<Gid>(17, v), &reply).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  ASSERT_TRUE(ask("b", kBId, {v, Gid{kSelfId, 999999}}, &reply).ok());
+  ASSERT_EQ(reply.versions_size(), 1);  // an unknown version is left out
+  EXPECT_EQ(from_pb(reply.versions(0).version()), v);
+  EXPECT_EQ(reply.versions(0).size(), text.size());
+  ASSERT_EQ(reply.versions(0).chunks_size(), 1);
+  EXPECT_EQ(reply.versions(0).chunks(0).inline_data(), text);
+}
