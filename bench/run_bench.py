@@ -12,7 +12,21 @@ that holds no copy (`figure remote_read_1_holder <MB/s>`, `figure remote_read_2_
 Also with --pods 3: seq_write and create again on a network in replication.mode = "sync"
 (`seq_write_sync`, `create_sync`: close waits for the three durable copies).
 
+Also with --pods 3: op replication on a network of three pods, redundancy 2
+(`replication_figures`): `--repl-files` small files (100 bytes, 1000 per directory; 100,000
+by default, the issue's figure) created on pod a, with
+  figure replication_lag_100k_s  seconds after the last create until b and c list them all;
+  figure apply_us_per_op         daemon CPU (user + system, /proc/<pid>/stat) of b and c per
+                                 op applied there, averaged;
+  figure meta_bytes_per_file     metadata bytes on disk (the RocksDB directory) per file, per pod;
+  figure catchup_ops_per_s       pod c stopped while another --repl-files files are created,
+                                 then started: ops it applied per second, from its start until
+                                 it lists them all.
+(The names keep "100k" whatever --repl-files is; the run prints the count.)
+`--only-replication` runs just these.
+
 Usage: bench/run_bench.py [--binary build/wormhole] [--pods 3] [--size-mib 1024] [--files 10000]
+                          [--repl-files 100000] [--only-replication]
 """
 import argparse
 import os
@@ -124,6 +138,8 @@ def main():
     parser.add_argument("--pods", type=int, default=3, choices=(1, 3))
     parser.add_argument("--chunk-size", default="4MiB", help="network.chunk_size of every network made")
     parser.add_argument("--remote-mib", type=int, default=256, help="file size for the remote-read figures")
+    parser.add_argument("--repl-files", type=int, default=100000, help="files created for the replication figures")
+    parser.add_argument("--only-replication", action="store_true", help="run only the replication figures")
     args = parser.parse_args()
     global CHUNK_SIZE
     CHUNK_SIZE = args.chunk_size
@@ -133,6 +149,11 @@ def main():
     work = tempfile.mkdtemp(prefix="run-", dir=base)
     local = os.path.join(work, "local")
     os.makedirs(local)
+    if args.only_replication:
+        for name, value in replication_figures(work, args.repl_files):
+            print(f"figure {name} {value:.1f}")
+        shutil.rmtree(work, ignore_errors=True)
+        return
     if args.pods == 1:
         network = None
         pod = Pod(root=work, name="bench", storage=os.path.join(work, "storage"), chunk_size=CHUNK_SIZE)
@@ -239,6 +260,8 @@ def main():
     if args.pods > 1:
         figures.append(("remote_randread_4k_bytes_per_read", remote_randread_bytes(work)))
         print(f"{figures[-1][0]:<48} {figures[-1][1]:12.0f} bytes (reader holds no copy)", flush=True)
+    if args.pods > 1:
+        figures += replication_figures(work, args.repl_files)
     shutil.rmtree(work, ignore_errors=True)
 
     for metric, unit, l, w, hib in results:
@@ -345,6 +368,131 @@ def small_writes(work, pods, commits=500):
             net.cleanup()
         else:
             writer.cleanup()
+    return figures
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of process `pid` so far (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def meta_bytes(pod):
+    """Bytes of the pod's metadata store on disk (RocksDB: tables, log, manifest)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(os.path.join(pod.storage, "meta")):
+        for n in filenames:
+            try:
+                total += os.stat(os.path.join(dirpath, n)).st_blocks * 512
+            except OSError:
+                pass  # a file RocksDB just deleted
+    return total
+
+
+REPL_PER_DIR = 1000
+REPL_DATA = b"x" * 100
+
+
+def create_small(root, first, n):
+    """Files first..first+n-1 of 100 bytes, 1000 per directory d<k>; returns the ops they
+    make (mkdir: one; a file: create + commit)."""
+    ops = 0
+    for i in range(first, first + n):
+        d = os.path.join(root, f"d{i // REPL_PER_DIR:04d}")
+        if i % REPL_PER_DIR == 0 or i == first:
+            if not os.path.isdir(d):
+                os.mkdir(d)
+                ops += 1
+        with open(os.path.join(d, f"f{i:07d}"), "wb") as f:
+            f.write(REPL_DATA)
+        ops += 2
+    return ops
+
+
+def lists_last(root, first, n):
+    """Whether `root` lists the last of files first..first+n-1 (one directory listed: cheap
+    enough to poll)."""
+    last = first + n - 1
+    try:
+        return f"f{last:07d}" in os.listdir(os.path.join(root, f"d{last // REPL_PER_DIR:04d}"))
+    except OSError:
+        return False
+
+
+def lists_all(root, first, n):
+    """Whether `root` lists every one of files first..first+n-1 (lists every directory)."""
+    want = {}
+    for i in range(first, first + n):
+        want.setdefault(i // REPL_PER_DIR, set()).add(f"f{i:07d}")
+    try:
+        return all(names <= set(os.listdir(os.path.join(root, f"d{k:04d}"))) for k, names in want.items())
+    except OSError:
+        return False
+
+
+def wait_listed(pods, first, n, since, timeout_s):
+    """Seconds after `since` (time.monotonic) until each pod of `pods` lists all of files
+    first..first+n-1. A pod applies the ops of one origin in order, so the moment the last
+    file shows is when all of them do; that is polled (every 50 ms), and the whole listing
+    checked once after."""
+    seen = {}
+    while len(seen) < len(pods):  # bounded by timeout_s
+        for p in pods:
+            if p.name not in seen and lists_last(p.mnt, first, n):
+                seen[p.name] = time.monotonic() - since
+        if time.monotonic() - since > timeout_s:
+            raise AssertionError(f"files not listed within {timeout_s} s (listed: {sorted(seen)})")
+        if len(seen) < len(pods):
+            time.sleep(0.05)
+    for p in pods:
+        if not lists_all(p.mnt, first, n):
+            raise AssertionError(f"pod {p.name} lists the last file but not all of them")
+    return seen
+
+
+def replication_figures(work, n):
+    """Figures of issue 11 (replication that keeps up, lighter ops) on a fresh network of
+    three pods, redundancy 2. See the module's docstring."""
+    figures = []
+    net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE)
+    try:
+        net.start()
+        for p in net.pods.values():
+            wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
+        a, b, c = net.pods["a"], net.pods["b"], net.pods["c"]
+        receivers = (b, c)
+        cpu0 = {p.name: cpu_s(p.proc.pid) for p in receivers}
+        t0 = time.monotonic()
+        ops = create_small(a.mnt, 0, n)
+        t_created = time.monotonic()
+        print(f"# replication: {n} files created on a in {t_created - t0:.1f} s ({n / (t_created - t0):.0f}/s), "
+              f"{ops} ops", flush=True)
+        seen = wait_listed(receivers, 0, n, t_created, 600)
+        lag = max(seen.values())
+        cpu = {p.name: cpu_s(p.proc.pid) - cpu0[p.name] for p in receivers}
+        figures.append(("replication_lag_100k_s", lag))
+        figures.append(("apply_us_per_op", sum(cpu.values()) / len(cpu) / ops * 1e6))
+        print(f"# replication: b and c list them {lag:.2f} s after the last create; CPU b {cpu['b']:.1f} s, "
+              f"c {cpu['c']:.1f} s", flush=True)
+        time.sleep(2)  # the op logs trimmed as everyone acknowledged
+        sizes = {p.name: meta_bytes(p) for p in net.pods.values()}
+        figures.append(("meta_bytes_per_file", sum(sizes.values()) / len(sizes) / n))
+        print(f"# replication: metadata on disk {sizes}", flush=True)
+
+        # Catch-up: c misses another n files, then comes back.
+        c.stop()
+        ops2 = create_small(a.mnt, n, n)
+        wait_listed((b,), n, n, time.monotonic(), 600)
+        t_start = time.monotonic()
+        c.start()
+        took = wait_listed((c,), n, n, t_start, 1200)["c"]
+        figures.append(("catchup_ops_per_s", ops2 / took))
+        print(f"# replication: c applied {ops2} ops in {took:.2f} s after its start", flush=True)
+    finally:
+        net.cleanup()
+    for name, value in figures:
+        print(f"{name:<48} {value:12.1f}", flush=True)
     return figures
 
 

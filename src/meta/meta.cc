@@ -234,6 +234,8 @@ bool Meta::load_state() {
         return false;
       });
   trim_cursor_.clear();
+  movelog_floor_.clear();
+  op_log_trimmed_.clear();
   return progress_ok && log_ok;
 }
 
@@ -396,17 +398,24 @@ std::vector<pb::Op> Meta::ops_after(uint64_t origin, uint64_t after, size_t limi
 void Meta::trim_op_log(const std::map<uint64_t, uint64_t>& everyone_has, size_t max_entries) {
   KvTxn txn(kv_);
   size_t removed = 0;
+  std::map<uint64_t, uint64_t> trimmed = op_log_trimmed_;
   for (auto& [origin, seq] : everyone_has) {
-    if (seq == 0) continue;
-    const std::string prefix = keys::oplog(origin, 0).substr(0, 9);
+    // Ops up to op_log_trimmed_[origin] are gone already: the scan starts after them, not
+    // over their tombstones (which stay until compaction).
+    uint64_t& done = trimmed[origin];
+    if (seq <= done) continue;
     // Every key visited is one to drop, so a scan that fails part-way drops less: harmless.
-    (void)kv_.scan(prefix, keys::oplog(origin, seq + 1), false, [&](std::string_view k, std::string_view) {
-      txn.del(std::string(k));
-      return ++removed < max_entries;
-    });
+    const bool ok = kv_.scan(keys::oplog(origin, done + 1), keys::oplog(origin, seq + 1), false,
+                             [&](std::string_view k, std::string_view) {
+                               txn.del(std::string(k));
+                               done = keys::get_u64(k, 9);
+                               return ++removed < max_entries;
+                             });
     if (removed >= max_entries) break;
+    if (ok) done = seq;  // scanned to the end: nothing of this origin up to seq is left
   }
-  txn.commit(false);
+  // An origin is at most a member: this map stays as small as the progress map.
+  if (txn.commit(false).ok) op_log_trimmed_ = std::move(trimmed);
 }
 
 void Meta::apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m) {
@@ -443,6 +452,10 @@ std::vector<pb::Member> Meta::members() {
 }
 
 void Meta::save_counters(KvTxn& txn) {
+  // Counted as saved now: a failed commit leaves them unsaved but no lower than on disk, so
+  // the next op that changes them writes them (higher) again.
+  saved_gid_seq_ = gid_seq_;
+  saved_next_ino_ = next_ino_;
   std::string v;
   keys::put_u64(v, gid_seq_);
   txn.put(keys::state("gid_seq"), v);
@@ -615,9 +628,14 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   txn.put(keys::progress(origin), encode_progress(prog.seq, prog.hlc));
   txn.put(keys::oplog(origin, op.seq()), op.SerializeAsString());
   if (origin == pod_id_) local_seq_ = op.seq();
-  save_counters(txn);
+  // Most remote ops mint no id and make no inode: their counters are not written again.
+  const bool counters_changed = gid_seq_ != saved_gid_seq_ || next_ino_ != saved_next_ino_;
+  if (counters_changed) save_counters(txn);
   KvStatus st = txn.commit(sync);
-  if (!st.ok) restore();
+  if (!st.ok) {
+    restore();
+    saved_gid_seq_ = saved_next_ino_ = UINT64_MAX;  // not on disk: the next op writes them
+  }
   return st;
 }
 
@@ -772,6 +790,7 @@ void Meta::do_move(KvTxn& txn, const Hlc& ts, uint32_t index, const pb::Move& m,
   const bool well_formed = target_known && (target.type() == pb::DIRECTORY) == is_dir_entry &&
                            entry.pod != 0 && from_pb(m.inode()).pod != 0 && entry != parent;
   const std::string log_key = keys::movelog(ts, index);
+  if (log_key < movelog_floor_) movelog_floor_ = log_key;  // a late op's entry: trim must see it
   // A delete (a file's entry into the trash) made without having seen the file's current
   // content is void: a modification concurrent with a delete keeps the file (DESIGN §4).
   // Decided again whenever the content changes (see apply), so every pod agrees.
@@ -1115,7 +1134,7 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
   std::map<uint64_t, Hlc> stable = stable_in;
   if (alone) stable[pod_id_] = progress_[pod_id_].hlc;  // every op here is this pod's own
   if (stable != last_stable_) {
-    trim_cursor_.clear();  // kept records may have become stable: look at them again
+    trim_cursor_ = movelog_floor_;  // kept records may have become stable: look at them again
     last_stable_ = stable;
   }
   // No pod can still send an op older than the newest op applied from every known pod.
@@ -1156,6 +1175,11 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
   const std::string end = keys::movelog(scan_end, 0xffffffff);
   const std::string start = std::max(std::string(keys::kMoveLogPrefix), trim_cursor_);
   const std::string saved_cursor = trim_cursor_;
+  // A scan from the floor that drops a run of entries moves the floor past them: deleted
+  // keys stay in the store as tombstones until compaction, and every later scan would step
+  // over all of them again (a long create storm made that most of a receiving pod's CPU).
+  bool floor_run = start <= std::max(std::string(keys::kMoveLogPrefix), movelog_floor_);
+  std::string new_floor;
   const bool scanned = kv_.scan(start, end, false, [&](std::string_view k, std::string_view v) {
     pb::MoveLogRecord rec;
     if (!rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) rec.Clear();  // unreadable: dropped
@@ -1174,8 +1198,11 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
     }
     if (!drop) {
       if (removed == 0 && visited == 0) trim_cursor_ = std::string(k);  // nothing before it is kept
+      if (floor_run) new_floor = std::string(k);
+      floor_run = false;
       return ++visited < max_entries;
     }
+    if (floor_run) new_floor = std::string(k) + '\0';  // the key right after k
     if (is_delete && file_entry) {
       txn.del(keys::trash_move(inode, k));
       dropped_deletes.insert(keys::trash_move(inode, k));
@@ -1207,6 +1234,10 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
                });
   (void)superseded_scanned;  // a failed scan (logged) drops less; the next trim goes on
   if (removed > 0 && !txn.commit(false).ok) return 0;
+  if (!new_floor.empty()) {
+    movelog_floor_ = new_floor;  // nothing is below it any more
+    trim_cursor_ = std::max(trim_cursor_, new_floor);
+  }
   // The purge reads the log's delete index as just trimmed: a second batch.
   KvTxn purge_txn(kv_);
   const size_t purged = purge_trash(purge_txn, max_entries, is_stable, now_ms, retention_ms);

@@ -263,6 +263,13 @@ class Meta {
   std::map<uint64_t, Progress> progress_;  // per origin pod
   // Move-log key before which every entry is kept for good (see trim): where trim starts.
   std::string trim_cursor_;
+  // Move-log key below which no entry exists (trim removed them all; an entry written below
+  // lowers it): where a trim starts again when what is stable changes.
+  std::string movelog_floor_;
+  // Per origin: ops up to this sequence were removed from the op log (trim_op_log).
+  std::map<uint64_t, uint64_t> op_log_trimmed_;
+  // The counters as last written by save_counters (an op that changes neither skips it).
+  uint64_t saved_gid_seq_ = UINT64_MAX, saved_next_ino_ = UINT64_MAX;
   std::map<uint64_t, Hlc> last_stable_;  // the stable stamps trim last saw
   std::string purge_cursor_;             // where the next look at the trash starts
   uint64_t purge_due_ms_ = 0;            // no trash entry can be purged before (wall ms)

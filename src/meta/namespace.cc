@@ -781,9 +781,14 @@ int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
   }
   // Everything the op changed, not only its own actions: moves undone and redone around a
   // late op, conflict siblings, deletes a new version voided (Meta::last_changes).
+  // The names of an op are mostly in one directory, named several times (an entry, its
+  // duplicate name): each inode is read once.
+  std::map<Gid, uint64_t> inos;
   auto ino_of = [&](Gid g) -> uint64_t {
+    auto [it, added] = inos.emplace(g, 0);
     pb::InodeRecord rec;
-    return meta_.get_inode(g, &rec) ? rec.local_ino() : 0;
+    if (added && meta_.get_inode(g, &rec)) it->second = rec.local_ino();
+    return it->second;
   };
   const Meta::Changes& c = meta_.last_changes();
   for (auto& [parent, name] : c.names)

@@ -21,6 +21,9 @@ constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
 constexpr auto kRpcDeadline = std::chrono::seconds(2);
 constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
 constexpr int kMaxReconnectBackoffMs = 2000;
+// Received op batches waiting to be applied or being applied, at most (each is at most
+// kMaxOpsPerBatch ops and one message): beyond, a sender is told to send again later.
+constexpr int kMaxQueuedOpBatches = 4;
 // Read-ahead workers: enough fetches in flight to cover a round trip at LAN speed — two
 // with 4 MiB chunks (with the reading thread, three chunks in flight), up to 16 with small
 // chunks (a 64 KiB fetch is mostly round trip).
@@ -79,12 +82,22 @@ class PeerNode::Service final : public pb::Peer::Service {
         p->used_bytes = req->space().used_bytes();
         p->free_bytes = req->space().free_bytes();
       }
+    // Flow control: messages with ops wait for the node's lock to be applied, each holding
+    // its batch in memory. A pod that sends faster than this one applies finds the queue
+    // full and is told to come back (its push cursor rewinds, nothing is lost): memory stays
+    // bounded whatever a peer sends.
+    const bool carries_ops = req->body().has_ops() && req->body().ops().ops_size() > 0;
+    if (carries_ops && node_.op_batches_queued_.fetch_add(1) >= kMaxQueuedOpBatches) {
+      node_.op_batches_queued_.fetch_sub(1);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "busy applying ops: send again later");
+    }
     std::vector<Replicator::Outgoing> out;
     std::string rejected;
     {
       std::lock_guard lock(node_.mu_);
       out = node_.replicator_.receive(req->from_pod_id(), req->body(), wall_now_ms(), &rejected);
     }
+    if (carries_ops) node_.op_batches_queued_.fetch_sub(1);
     if (!rejected.empty()) {
       spdlog::warn("rejected a message from pod {} ({}): {}", req->from_pod_name(), ctx->peer(), rejected);
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "rejected: " + rejected);
@@ -395,6 +408,10 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
   for (size_t i = 0; i < batch.size(); ++i) {
     Peer& peer = *batch[i].peer;
     Call& c = *calls[i];
+    if (c.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+      peer.last_ok_ms = now_ms();  // reachable, only busy: what was sent goes again later
+      continue;
+    }
     if (!c.status.ok()) {
       if (!peer.reported_down.exchange(true))
         spdlog::warn("pod {} ({}) unreachable: {}", peer.name, peer.address, c.status.error_message());
@@ -488,11 +505,19 @@ std::vector<bool> PeerNode::sync_round() {
 void PeerNode::loop() {
   auto next_sync = std::chrono::steady_clock::now();
   while (!stop_) {
+    // More is due at once when a push or an answer was a full batch: the next round starts
+    // without the timer's pause (back-to-back batches while a peer is behind). Each round
+    // waits for its answers, so one batch per peer is in flight: that is the flow control.
+    bool more_due = false;
     std::vector<Replicator::Outgoing> out;
+    std::vector<uint64_t> pull_again;
     // The group commit before publish_local (which gives out only durable ops), outside the
     // node's lock, which a sync-mode close takes.
     if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
     {
+      std::vector<uint64_t> unreachable;  // not pushed to until a sync round reaches them
+      for (auto& peer : peers())
+        if (peer->id != 0 && (peer->reported_down || peer->forgotten)) unreachable.push_back(peer->id);
       std::lock_guard lock(mu_);
       if (config_.network.replication_delay_ms > 0) {
         // network.replication.delay: ops wait this long before leaving the pod.
@@ -501,12 +526,33 @@ void PeerNode::loop() {
                                                            .count());
         replicator_.set_publish_cutoff(wall_ms - config_.network.replication_delay_ms);
       }
-      out = replicator_.publish_local();
+      out = replicator_.publish_local(unreachable);
+      pull_again = replicator_.take_pull_again();
     }
     std::vector<Outbound> batch;
-    for (auto& o : out)
+    for (auto& o : out) {
+      more_due |= static_cast<size_t>(o.message.ops().ops_size()) >= Replicator::kMaxBatchOps;
       if (Peer* peer = peer_by_id(o.to)) batch.push_back(Outbound{peer, std::move(o.message)});
-    if (!batch.empty()) exchange_all(batch);
+    }
+    if (!batch.empty()) {
+      exchange_all(batch);
+      // Answered (acknowledged) or lost: either way the next push starts after what the
+      // peer acknowledged, so a lost batch goes again now, not by anti-entropy.
+      std::lock_guard lock(mu_);
+      for (const Outbound& o : batch) replicator_.push_settled(o.peer->id);
+    }
+    if (!pull_again.empty()) {
+      // A peer had more for this pod than one batch (a restart, a partition): ask again now.
+      std::vector<Outbound> requests;
+      {
+        std::lock_guard lock(mu_);
+        for (uint64_t id : pull_again)
+          if (Peer* peer = peer_by_id(id); peer && !peer->forgotten)
+            requests.push_back(Outbound{peer, replicator_.sync_request(id).message});
+      }
+      exchange_all(requests);
+      more_due = true;
+    }
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
       adopt_members();
@@ -528,7 +574,7 @@ void PeerNode::loop() {
       if (!stable.empty()) ns_.set_stable(std::move(stable));
       review_under_replicated();
     }
-    std::this_thread::sleep_for(kPushEvery);
+    if (!more_due) std::this_thread::sleep_for(kPushEvery);
   }
 }
 

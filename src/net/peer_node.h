@@ -1,7 +1,10 @@
 // PeerNode: this pod's part of the network. Serves the Peer gRPC service (proto/wormhole.proto),
 // keeps a channel to every other pod, and runs metadata replication (Replicator) over them:
-// pushes new local ops every 50 ms, sends each peer a sync request (anti-entropy, doubling as
-// heartbeat) every second, applies what arrives and tells the kernel to forget what changed.
+// pushes new local ops every 50 ms (back-to-back while a peer is a full batch or more
+// behind), sends each peer a sync request (anti-entropy, doubling as heartbeat) every second
+// and again at once when its answer was a full batch, applies what arrives (at most a few
+// batches queued: a faster sender is told to come back) and tells the kernel to forget what
+// changed.
 // Places new versions and copies their chunks to the holders along a chain (writer ->
 // holder -> holder); holders that missed a copy pull it. Fetches chunks this pod lacks.
 // Membership: the [[pod]] list of the configuration plus the replicated member list, to
@@ -274,10 +277,11 @@ class PeerNode final : public ContentReplication {
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> stop_{false};
   std::atomic<uint64_t> pushed_bytes_{0}, received_bytes_{0}, fetched_bytes_{0}, served_bytes_{0};
-  std::atomic<uint64_t> op_bytes_sent_{0};
+  std::atomic<uint64_t> op_bytes_sent_{0};  // op batches sent to peers (serialized bytes)
+  std::atomic<int> op_batches_queued_{0};   // received op batches not yet applied (flow control)
   // Verified blocks of chunks not stored here, for random remote reads (read_range).
   static constexpr size_t kBlockCacheBytes = 64 << 20;
-  BlockCache block_cache_{kBlockCacheBytes};  // op batches sent to peers (serialized bytes)
+  BlockCache block_cache_{kBlockCacheBytes};
   std::thread thread_;
 };
 

@@ -14,9 +14,8 @@ Replicator::Replicator(Namespace& ns, std::vector<uint64_t> members) : ns_(ns), 
     if (m != self_) peers_.push_back(m);
   }
   std::sort(peers_.begin(), peers_.end());
-  // Ops committed before a restart are pushed again: harmless duplicates, and anti-entropy
-  // would bring them anyway.
-  published_seq_ = 0;
+  // Push cursors start at 0 (pushed_ empty): after a restart each peer's first
+  // acknowledgement (or sync request) tells how far it is, and ops before it are skipped.
 }
 
 void Replicator::add_member(uint64_t pod) {
@@ -32,6 +31,8 @@ void Replicator::remove_member(uint64_t pod) {
   peer_applied_.erase(pod);
   peer_stamps_.erase(pod);
   peer_made_.erase(pod);
+  pushed_.erase(pod);
+  pull_again_.erase(std::remove(pull_again_.begin(), pull_again_.end(), pod), pull_again_.end());
 }
 
 void Replicator::set_limits(uint64_t max_skew_ms, uint64_t chunk_size_bytes) {
@@ -50,6 +51,8 @@ void Replicator::reset() {
   stable_.clear();
   changed_ = {};
   snapshot_source_ = 0;
+  pushed_.clear();
+  pull_again_.clear();
   for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
 }
 
@@ -115,22 +118,43 @@ void Replicator::hold_back(std::vector<pb::Op>& ops) const {
   }
 }
 
-std::vector<Replicator::Outgoing> Replicator::publish_local() {
+std::vector<Replicator::Outgoing> Replicator::publish_local(const std::vector<uint64_t>& unreachable) {
   std::vector<Outgoing> out;
-  // Only durable ops of this pod leave it (ops_after): the caller makes them durable first
-  // (Namespace::make_durable, one log sync for the batch), outside its locks.
-  std::vector<pb::Op> ops = ns_.ops_after(self_, published_seq_, kMaxBatchOps);
-  hold_back(ops);
-  if (ops.empty() || peers_.empty()) {
-    if (!ops.empty()) published_seq_ = ops.back().seq();
-    return out;
+  // Peers usually stand at the same cursor: the op log is read once per distinct cursor
+  // (at most one per peer).
+  std::map<uint64_t, std::vector<uint64_t>> by_cursor;
+  for (uint64_t peer : peers_) {
+    uint64_t& cursor = pushed_[peer];
+    if (std::find(unreachable.begin(), unreachable.end(), peer) != unreachable.end()) {
+      cursor = peer_has(peer, self_);  // what it has not acknowledged is sent again later
+      continue;
+    }
+    cursor = std::max(cursor, peer_has(peer, self_));
+    by_cursor[cursor].push_back(peer);
   }
-  published_seq_ = ops.back().seq();
-  pb::PeerMessage msg;
-  for (auto& op : ops) *msg.mutable_ops()->add_ops() = std::move(op);
-  for (uint64_t peer : peers_) out.push_back(Outgoing{peer, msg});
+  for (auto& [cursor, peers] : by_cursor) {
+    // Only durable ops of this pod leave it (ops_after): the caller makes them durable
+    // first (Namespace::make_durable, one log sync for the batch), outside its locks.
+    std::vector<pb::Op> ops = ns_.ops_after(self_, cursor, kMaxBatchOps);
+    hold_back(ops);
+    if (ops.empty()) continue;
+    const uint64_t last = ops.back().seq();
+    pb::PeerMessage msg;
+    for (auto& op : ops) *msg.mutable_ops()->add_ops() = std::move(op);
+    for (size_t i = 0; i < peers.size(); ++i) {
+      pushed_[peers[i]] = last;
+      out.push_back(Outgoing{peers[i], i + 1 == peers.size() ? std::move(msg) : msg});
+    }
+  }
   return out;
 }
+
+void Replicator::push_settled(uint64_t peer) {
+  auto it = pushed_.find(peer);
+  if (it != pushed_.end()) it->second = peer_has(peer, self_);
+}
+
+std::vector<uint64_t> Replicator::take_pull_again() { return std::exchange(pull_again_, {}); }
 
 Replicator::Outgoing Replicator::sync_request(uint64_t peer) {
   pb::PeerMessage msg;
@@ -214,6 +238,10 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     // Answer with what the peer lacks, origin by origin, up to one batch.
     pb::PeerMessage reply;
     add_missing_ops(message.sync_request().applied(), true, reply.mutable_ops());
+    // This pod's ops in the answer need not be pushed again.
+    uint64_t& cursor = pushed_[from];
+    for (const pb::Op& op : reply.ops().ops())
+      if (op.origin() == self_) cursor = std::max(cursor, op.seq());
     *reply.mutable_ops()->mutable_sender_progress() = progress_message();
     out.push_back(Outgoing{from, std::move(reply)});
     return out;
@@ -224,10 +252,29 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       snapshot_source_ = from;
       return out;  // nothing to apply: a snapshot replaces what this pod has
     }
+    if (static_cast<size_t>(message.ops().ops_size()) >= kMaxBatchOps) {
+      // One peer is asked again, not all: they would all send the same ops. The origin of
+      // the ops is preferred, since its pushes skip what it gave in answers.
+      const bool own = message.ops().ops(0).origin() == from;
+      if (pull_again_.empty() || (own && pull_again_[0] != from)) pull_again_.assign(1, from);
+    }
     auto applied = ns_.applied();
     for (const pb::Op& op : message.ops().ops()) {
       auto have = applied.find(op.origin());
       if (have != applied.end() && op.seq() <= have->second) continue;  // already have it
+      // The usual case, in order with nothing waiting before it: applied at once, without
+      // a copy into the waiting buffer.
+      if (!waiting_.count(op.origin()) && origin_has_room(op.origin(), applied) && deliverable(op, applied)) {
+        std::string why;
+        if (!ns_.in_order(op, &why)) {
+          if (std::exchange(refused_seq_[op.origin()], op.seq()) != op.seq())
+            spdlog::warn("replication: op {} of pod {:016x} refused: {}", op.seq(), op.origin(), why);
+          continue;
+        }
+        if (ns_.apply_remote(op, &changed_) != 0) break;  // storage failure: sent again later
+        applied[op.origin()] = op.seq();
+        continue;
+      }
       const size_t bytes = op.ByteSizeLong();
       // Beyond the bounds, anti-entropy brings the op again once there is room.
       if (waiting_count_ >= kMaxWaitingOps || waiting_bytes_ + bytes > kMaxWaitingBytes) break;
@@ -244,7 +291,7 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
         at->second = op;
       }
     }
-    deliver_waiting();
+    if (waiting_count_ > 0) deliver_waiting();
     if (message.ops().ops_size() > 0) {
       // Acknowledge with what this pod has now, durably (one log sync for the whole batch).
       // An acknowledgement carries no ops, so it is never answered itself.

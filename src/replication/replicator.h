@@ -2,9 +2,15 @@
 // clock; it returns the messages to send and the caller (the network layer, or the
 // simulation) carries them, in any order, possibly twice, possibly never.
 //
-//  * push: ops committed locally go to every peer (publish_local);
+//  * push: ops committed locally stream to every peer (publish_local), from a cursor per
+//    peer that the caller rewinds to what the peer acknowledged once a push is answered or
+//    lost (push_settled), so a lost push is sent again at once rather than left to
+//    anti-entropy; a full batch means more is due, and the caller pushes again without
+//    waiting for its timer (back-to-back, one batch in flight per peer: flow control);
 //  * pull (anti-entropy): a pod sends its per-origin progress (sync_request); the peer
-//    answers with the ops it lacks, from its op log, a bounded batch at a time;
+//    answers with the ops it lacks, from its op log, a bounded batch at a time; an answer
+//    that was a full batch makes the asker ask again at once (take_pull_again), so a pod
+//    back from a restart or a partition catches up back-to-back;
 //  * incoming ops wait in a bounded buffer until they are deliverable: the previous op of
 //    their origin and every op they depend on (Op.deps) applied. Delivery is causal, so an
 //    op never names an object this pod has not heard of; the order among concurrent ops
@@ -50,10 +56,18 @@ class Replicator {
   void remove_member(uint64_t pod);
   const std::vector<uint64_t>& peers() const { return peers_; }
 
-  // Messages carrying the ops committed on this pod since the last call, as far as they are
-  // durable: call Namespace::make_durable() first (a group commit, best outside the
-  // caller's locks).
-  std::vector<Outgoing> publish_local();
+  // Messages carrying this pod's ops each peer has not been sent yet (at most one batch
+  // per peer), as far as they are durable: call Namespace::make_durable() first (a group
+  // commit, best outside the caller's locks). Peers in `unreachable` get nothing; their
+  // cursor goes back to what they acknowledged.
+  std::vector<Outgoing> publish_local(const std::vector<uint64_t>& unreachable = {});
+  // Every push to `peer` so far was answered (its acknowledgement received) or lost: the
+  // next one starts after what the peer acknowledged, so nothing lost is skipped.
+  void push_settled(uint64_t peer);
+  // A peer whose message carried a full batch of ops (it may have more for this pod), at
+  // most one (they would all send the same ops; the ops' origin preferred): the caller asks
+  // it again (sync_request) without waiting for its timer. Cleared by the call.
+  std::vector<uint64_t> take_pull_again();
   // How incoming ops are validated (validate_peer_message): how far ahead of this pod's
   // clock a peer's stamps may be, and the network's chunk size.
   void set_limits(uint64_t max_skew_ms, uint64_t chunk_size_bytes);
@@ -112,7 +126,9 @@ class Replicator {
   Namespace& ns_;
   const uint64_t self_;
   std::vector<uint64_t> peers_;
-  uint64_t published_seq_ = 0;  // local ops already pushed
+  // Per peer: this pod's ops up to here were sent to it and are not known lost (publish_local).
+  std::map<uint64_t, uint64_t> pushed_;
+  std::vector<uint64_t> pull_again_;  // see take_pull_again (one peer at most)
   uint64_t cutoff_wall_ms_ = UINT64_MAX;
   // Drops from `ops` this pod's own ops newer than the cutoff (and all after them).
   void hold_back(std::vector<pb::Op>& ops) const;
