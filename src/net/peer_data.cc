@@ -547,11 +547,7 @@ std::vector<uint64_t> PeerNode::push_chain(const std::vector<uint64_t>& chain, c
   if (!first) return {};
   pb::ChunkPiece head;
   pb::PushHeader* h = head.mutable_header();
-  h->set_protocol_version(kProtocolVersion);
-  h->set_network(config_.network.name);
-  h->set_chunk_size(config_.network.chunk_size);
-  h->set_from_pod_name(self_.name);
-  h->set_from_pod_id(pod_id_);
+  identify(h);
   for (size_t i = 1; i < chain.size(); ++i) h->add_chain(chain[i]);
   h->set_durable(durable);
   for (const std::string& sha : expected) h->add_expected(sha);
@@ -698,11 +694,7 @@ void PeerNode::complete_versions() {
   if (incomplete.empty()) return;
   std::map<Gid, uint64_t> wanted;  // version -> its size here
   pb::VersionsRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_network(config_.network.name);
-  req.set_chunk_size(config_.network.chunk_size);
-  req.set_from_pod_name(self_.name);
-  req.set_from_pod_id(pod_id_);
+  identify(&req);
   for (auto& [g, rec] : incomplete) {
     wanted[g] = rec.size();
     to_pb(g, req.add_versions());
@@ -878,11 +870,7 @@ ssize_t PeerNode::read_range(const std::string& sha256, const std::vector<uint64
 int PeerNode::ask_peers(pb::ChunkRequest req, const std::vector<uint64_t>& holders, uint64_t max_bytes,
                         const std::function<int(const std::string&, const std::string&, const std::string&)>& accept) {
   const std::string sha256 = req.sha256();
-  req.set_protocol_version(kProtocolVersion);
-  req.set_network(config_.network.name);
-  req.set_chunk_size(config_.network.chunk_size);
-  req.set_from_pod_name(self_.name);
-  req.set_from_pod_id(pod_id_);
+  identify(&req);
   // Who to ask, in order: the version's holders that answer (rotated by the chunk's hash, so
   // the chunks of one file come from all of them), then any other pod that answers (it may
   // have a copy the holder list does not know of), then the silent ones.

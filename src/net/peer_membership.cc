@@ -238,11 +238,7 @@ grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::Snapsh
 
 bool PeerNode::install_snapshot_from(Peer& peer) {
   pb::SnapshotRequest req;
-  req.set_protocol_version(kProtocolVersion);
-  req.set_network(config_.network.name);
-  req.set_chunk_size(config_.network.chunk_size);
-  req.set_from_pod_name(self_.name);
-  req.set_from_pod_id(pod_id_);
+  identify(&req);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + kSnapshotDeadline);
   std::unique_ptr<grpc::ClientReader<pb::SnapshotPiece>> reader = peer.stub->Snapshot(&ctx, req);

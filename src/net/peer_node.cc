@@ -382,11 +382,7 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
   for (const Outbound& o : batch) {
     auto call = std::make_unique<Call>();
     pb::Envelope& req = call->req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_network(config_.network.name);
-    req.set_chunk_size(config_.network.chunk_size);
-    req.set_from_pod_name(self_.name);
-    req.set_from_pod_id(pod_id_);
+    identify(&req);
     *req.mutable_body() = o.message;
     if (o.message.has_ops()) op_bytes_sent_ += o.message.ops().ByteSizeLong();
     *req.mutable_space() = space;

@@ -122,6 +122,16 @@ class PeerNode final : public ContentReplication {
   // `forget`: tell the kernel what changed now. False when the caller holds a lock the
   // kernel may wait for (a FUSE thread in close): the next round tells it.
   std::vector<bool> exchange_all(const std::vector<Outbound>& batch, bool forget = true);
+  // Fills the sender fields every request carries (protocol version, network, chunk size,
+  // this pod's name and id), which check_sender validates on the other side.
+  template <class Request>
+  void identify(Request* req) const {
+    req->set_protocol_version(kProtocolVersion);
+    req->set_network(config_.network.name);
+    req->set_chunk_size(config_.network.chunk_size);
+    req->set_from_pod_name(self_.name);
+    req->set_from_pod_id(pod_id_);
+  }
   // Validates an incoming request's identity; returns "" or the reason to refuse.
   std::string check_sender(uint32_t version, const std::string& network, uint64_t chunk_size, const std::string& name,
                            uint64_t id);
