@@ -12,6 +12,12 @@ that holds no copy (`figure remote_read_1_holder <MB/s>`, `figure remote_read_2_
 Also with --pods 3: seq_write and create again on a network in replication.mode = "sync"
 (`seq_write_sync`, `create_sync`: close waits for the three durable copies).
 
+Against the FUSE limit (issue 11): the small-file workloads (create, stat, small read, delete,
+untar) also run on a bindfs mount of a local directory (a passthrough FUSE file system: what
+FUSE alone costs on this machine), printing `ratio_fuse <metric> <value>` (Wormhole / bindfs,
+above 1 = Wormhole better, as the `ratio` lines). With --pods 3 the same workloads also run
+on a single pod: `ratio_fuse <metric>_one_pod`.
+
 Usage: bench/run_bench.py [--binary build/wormhole] [--pods 3] [--size-mib 1024] [--files 10000]
 """
 import argparse
@@ -164,7 +170,9 @@ def main():
         else:
             pod.start()
         mnt = pod.mnt
-        tarball = os.path.join(work, "include.tar")
+        # Beside `work`, not in it: a one-pod run's cleanup removes `work`, and the fuse-limit
+        # runs after it untar this again.
+        tarball = work + "-include.tar"
         subprocess.run(["tar", "cf", tarball, "-C", "/usr", "include"], check=True)
         print(f"# workdir {work}; caches {'dropped' if cold else 'NOT dropped (not root)'}; "
               f"{args.size_mib} MiB file, {args.files} small files; "
@@ -207,6 +215,7 @@ def main():
 
         tl = timed(untar, tarball, os.path.join(local, "tree"))
         tw = timed(untar, tarball, os.path.join(mnt, "tree"))
+        times["untar"] = (tl, tw)
         record("untar", "s", tl, tw, False)
         drop_caches()
         tl = timed(grep, os.path.join(local, "tree"))
@@ -227,6 +236,10 @@ def main():
                args.size_mib * MIB / tw_write / 1e6, True)
         record("create_sync", "op/s", n / times["create"][0], n / tw_create, True)
 
+    fuse_ratios = fuse_limit_ratios(work, n, tarball, {m: tw for m, (_, tw) in times.items()}, "")
+    if args.pods > 1:
+        fuse_ratios += fuse_limit_ratios(work, n, tarball, one_pod_small_files(work, n, tarball), "_one_pod")
+
     figures = []
     if args.pods > 1:
         for holders in (1, 2):
@@ -240,11 +253,92 @@ def main():
         figures.append(("remote_randread_4k_bytes_per_read", remote_randread_bytes(work)))
         print(f"{figures[-1][0]:<48} {figures[-1][1]:12.0f} bytes (reader holds no copy)", flush=True)
     shutil.rmtree(work, ignore_errors=True)
+    os.unlink(tarball)
 
     for metric, unit, l, w, hib in results:
         print(f"ratio {metric} {(w / l) if hib else (l / w):.3f}")
+    for metric, value in fuse_ratios:
+        print(f"ratio_fuse {metric} {value:.3f}")
     for name, value in figures:
         print(f"figure {name} {value:.1f}")
+
+
+# --- Against the FUSE limit (issue 11): bindfs and the one-pod run -------------------------
+
+# The small-file workloads compared with bindfs: (metric, function); untar is separate (it
+# takes the tarball and is a time, not a rate).
+SMALL_FILE_WORKLOADS = (("create", make_files), ("stat", stat_files), ("small_read", read_files),
+                        ("delete", delete_files))
+
+
+def small_file_times(root, n, tarball, before_cold_read):
+    """Seconds of each small-file workload and of untar in `root` (a mount). The small read
+    is cold: `before_cold_read()` empties the caches of the file system under test."""
+    times = {}
+    os.makedirs(os.path.join(root, "small"))
+    for name, fn in SMALL_FILE_WORKLOADS:
+        if name == "small_read":
+            before_cold_read()
+        times[name] = timed(fn, os.path.join(root, "small"), n)
+    times["untar"] = timed(untar, tarball, os.path.join(root, "tree"))
+    return times
+
+
+def bindfs_small_files(work, n, tarball):
+    """The small-file workloads on a bindfs mount of a directory of the same disk, with
+    bindfs's defaults (multithreaded, its own attribute timeouts)."""
+    src, mnt = os.path.join(work, "bindfs-src"), os.path.join(work, "bindfs-mnt")
+    os.makedirs(src)
+    os.makedirs(mnt)
+    # -f: stay a child of ours, so that it is waited for and never left behind.
+    proc = subprocess.Popen(["bindfs", "-f", src, mnt], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None, what="bindfs mount")
+        if proc.poll() is not None:
+            raise RuntimeError(f"bindfs exited with {proc.returncode} (is the bindfs package installed?)")
+        return small_file_times(mnt, n, tarball, drop_caches)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", mnt], check=False)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(src, ignore_errors=True)
+
+
+def one_pod_small_files(work, n, tarball):
+    """The small-file workloads on a network of one pod (`make bench` measures three)."""
+    root = os.path.join(work, "one-pod")  # its cleanup removes its root
+    os.makedirs(root)
+    pod = Pod(root=root, name="one", chunk_size=CHUNK_SIZE)
+    try:
+        pod.start()
+
+        def cold():
+            pod.stop()
+            pod.start()
+            drop_caches()
+        return small_file_times(pod.mnt, n, tarball, cold)
+    finally:
+        pod.cleanup()
+
+
+def fuse_limit_ratios(work, n, tarball, wormhole_times, suffix):
+    """[(metric + suffix, Wormhole / bindfs)] for the small-file workloads, from Wormhole's
+    seconds per workload; bindfs is measured now, in the same run. Rates: Wormhole / bindfs;
+    untar (a time): bindfs time / Wormhole time, so above 1 is always Wormhole better."""
+    bindfs_times = bindfs_small_files(work, n, tarball)
+    ratios = []
+    for metric in [m for m, _ in SMALL_FILE_WORKLOADS] + ["untar"]:
+        tb, tw = bindfs_times[metric], wormhole_times[metric]
+        ratios.append((metric + suffix, tb / tw))
+        unit = "s" if metric == "untar" else "op/s"
+        b, w = (tb, tw) if metric == "untar" else (n / tb, n / tw)
+        print(f"{metric + suffix:<16} bindfs {b:>10.3f} {unit:<6} wormhole {w:>10.3f} {unit:<6} "
+              f"ratio_fuse {tb / tw:6.2f}", flush=True)
+    return ratios
 
 
 def sync_writes(work, size_mib, files):
