@@ -236,9 +236,10 @@ def main():
                args.size_mib * MIB / tw_write / 1e6, True)
         record("create_sync", "op/s", n / times["create"][0], n / tw_create, True)
 
-    fuse_ratios = fuse_limit_ratios(work, n, tarball, {m: tw for m, (_, tw) in times.items()}, "")
+    bindfs_times = bindfs_small_files(work, n, tarball)
+    fuse_ratios = fuse_limit_ratios(n, bindfs_times, {m: tw for m, (_, tw) in times.items()}, "")
     if args.pods > 1:
-        fuse_ratios += fuse_limit_ratios(work, n, tarball, one_pod_small_files(work, n, tarball), "_one_pod")
+        fuse_ratios += fuse_limit_ratios(n, bindfs_times, one_pod_small_files(work, n, tarball), "_one_pod")
 
     figures = []
     if args.pods > 1:
@@ -287,7 +288,9 @@ def small_file_times(root, n, tarball, before_cold_read):
 def bindfs_small_files(work, n, tarball):
     """The small-file workloads on a bindfs mount of a directory of the same disk, with
     bindfs's defaults (multithreaded, its own attribute timeouts)."""
-    src, mnt = os.path.join(work, "bindfs-src"), os.path.join(work, "bindfs-mnt")
+    os.makedirs(work, exist_ok=True)  # a one-pod run's cleanup removed it
+    root = tempfile.mkdtemp(prefix="bindfs-", dir=work)
+    src, mnt = os.path.join(root, "src"), os.path.join(root, "mnt")
     os.makedirs(src)
     os.makedirs(mnt)
     # -f: stay a child of ours, so that it is waited for and never left behind.
@@ -305,7 +308,7 @@ def bindfs_small_files(work, n, tarball):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        shutil.rmtree(src, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def one_pod_small_files(work, n, tarball):
@@ -325,11 +328,10 @@ def one_pod_small_files(work, n, tarball):
         pod.cleanup()
 
 
-def fuse_limit_ratios(work, n, tarball, wormhole_times, suffix):
-    """[(metric + suffix, Wormhole / bindfs)] for the small-file workloads, from Wormhole's
-    seconds per workload; bindfs is measured now, in the same run. Rates: Wormhole / bindfs;
-    untar (a time): bindfs time / Wormhole time, so above 1 is always Wormhole better."""
-    bindfs_times = bindfs_small_files(work, n, tarball)
+def fuse_limit_ratios(n, bindfs_times, wormhole_times, suffix):
+    """[(metric + suffix, Wormhole / bindfs)] for the small-file workloads, from the seconds
+    per workload of both, measured in this run. Rates: Wormhole / bindfs; untar (a time):
+    bindfs time / Wormhole time, so above 1 is always Wormhole better."""
     ratios = []
     for metric in [m for m, _ in SMALL_FILE_WORKLOADS] + ["untar"]:
         tb, tw = bindfs_times[metric], wormhole_times[metric]

@@ -231,7 +231,7 @@ void wh_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     fuse_reply_err(req, err);
     return;
   }
-  if (a.type == pb::REGULAR) vfs(req).getattr(a.ino, &a);
+  vfs(req).overlay(&a);
   reply_entry(req, a);
 }
 
@@ -271,7 +271,7 @@ void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
   const int64_t mtime_ns = to_ns(st->st_mtim);
   if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & ~kTimesOnly) &&
       ((fi && fi->fh && handle(fi)->file->set_pending_mtime(mtime_ns)) || mtime_ns == a.mtime_ns)) {
-    if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+    vfs(req).overlay(&a);  // nothing changed in the namespace since `a` was read
     return reply_attr(req, a);
   }
   // Under v2 the kernel flags the truncations that drop privileges; under v1 (libfuse's
@@ -377,7 +377,7 @@ void wh_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 void wh_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   Attr a;
   if (int err = ns(req).link(ino, newparent, newname, &a)) return (void)fuse_reply_err(req, err);
-  vfs(req).getattr(a.ino, &a);
+  vfs(req).overlay(&a);
   reply_entry(req, a);
 }
 
@@ -455,7 +455,7 @@ void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     // The kernel believed the name free (a negative entry cached before another pod made
     // the file): open(O_CREAT) without O_EXCL opens the existing file, as POSIX says.
     if (int err = ns(req).lookup(parent, name, &a)) return (void)fuse_reply_err(req, err);
-    if (a.type == pb::REGULAR) vfs(req).getattr(a.ino, &a);
+    vfs(req).overlay(&a);
     if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
     if (!may_open(c, a, fi->flags)) return (void)fuse_reply_err(req, EACCES);
     made = 0;
