@@ -5,7 +5,8 @@
 Each operation runs on --files files (or 4 KiB writes) in turn; the requests logged during
 that phase, divided by the count, are its cost. Prints one table per configuration: a pod
 alone (the kernel's write-back cache on) and pod a of a two-pod network (write-back off,
-as with any peer). The figures go into docs/benchmarks.md ("FUSE requests per operation").
+as with any peer), and for comparison a bindfs mount of a local directory (libfuse's debug
+log too: a passthrough FUSE file system, which sends what FUSE alone needs). The figures go into docs/benchmarks.md ("FUSE requests per operation").
 
 Usage: bench/fuse_requests.py [--binary build/wormhole] [--files 200]
 """
@@ -113,6 +114,25 @@ def phases(mnt, n, tarball):
     ]
 
 
+class Bindfs:
+    """bindfs -f -d: a passthrough mount logging every request it receives."""
+
+    def __init__(self, root):
+        self.src, self.mnt = os.path.join(root, "src"), os.path.join(root, "mnt")
+        os.makedirs(self.src)
+        os.makedirs(self.mnt)
+        self.log_path = os.path.join(root, "bindfs.log")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(["bindfs", "-f", "-d", self.src, self.mnt], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        wait_for(lambda: os.path.ismount(self.mnt) or self.proc.poll() is not None, what="bindfs mount")
+
+    def cleanup(self):
+        if os.path.ismount(self.mnt):
+            subprocess.run(["fusermount3", "-u", self.mnt], check=False)
+        self.proc.wait(timeout=30)
+
+
 def measure(pod, n, tarball):
     rows = []
     log = RequestLog(pod.log_path)
@@ -151,6 +171,12 @@ def main():
         print_rows("One pod (write-back cache on)", measure(pod, args.files, tarball))
     finally:
         pod.cleanup()
+    os.makedirs(os.path.join(work, "bindfs"))
+    bindfs = Bindfs(os.path.join(work, "bindfs"))
+    try:
+        print_rows("bindfs (for comparison)", measure(bindfs, args.files, tarball))
+    finally:
+        bindfs.cleanup()
     net = Cluster(names=("a", "b"), redundancy=2, root_dir=work)
     try:
         net.start()
