@@ -236,7 +236,7 @@ def main():
                args.size_mib * MIB / tw_write / 1e6, True)
         record("create_sync", "op/s", n / times["create"][0], n / tw_create, True)
 
-    bindfs_times = bindfs_small_files(work, n, tarball)
+    bindfs_times = bindfs_best_times(work, n, tarball)
     fuse_ratios = fuse_limit_ratios(n, bindfs_times, {m: tw for m, (_, tw) in times.items()}, "")
     if args.pods > 1:
         fuse_ratios += fuse_limit_ratios(n, bindfs_times, one_pod_small_files(work, n, tarball), "_one_pod")
@@ -309,6 +309,14 @@ def bindfs_small_files(work, n, tarball):
             proc.kill()
             proc.wait()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def bindfs_best_times(work, n, tarball, runs=2):
+    """The best of `runs` bindfs runs per workload: a machine shared with other work has
+    moments several times slower (one run saw bindfs delete 975/s, the next 5k/s), and a
+    slow baseline would flatter Wormhole. The best of two keeps the ratios on the safe side."""
+    all_runs = [bindfs_small_files(work, n, tarball) for _ in range(runs)]
+    return {m: min(r[m] for r in all_runs) for m in all_runs[0]}
 
 
 def one_pod_small_files(work, n, tarball):
