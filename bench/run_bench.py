@@ -25,6 +25,12 @@ by default, the issue's figure) created on pod a, with
 (The names keep "100k" whatever --repl-files is; the run prints the count.)
 `--only-replication` runs just these.
 
+Against the FUSE limit (issue 11): the small-file workloads (create, stat, small read, delete,
+untar) also run on a bindfs mount of a local directory (a passthrough FUSE file system: what
+FUSE alone costs on this machine), printing `ratio_fuse <metric> <value>` (Wormhole / bindfs,
+above 1 = Wormhole better, as the `ratio` lines). With --pods 3 the same workloads also run
+on a single pod: `ratio_fuse <metric>_one_pod`.
+
 Usage: bench/run_bench.py [--binary build/wormhole] [--pods 3] [--size-mib 1024] [--files 10000]
                           [--repl-files 100000] [--only-replication]
 """
@@ -185,7 +191,9 @@ def main():
         else:
             pod.start()
         mnt = pod.mnt
-        tarball = os.path.join(work, "include.tar")
+        # Beside `work`, not in it: a one-pod run's cleanup removes `work`, and the fuse-limit
+        # runs after it untar this again.
+        tarball = work + "-include.tar"
         subprocess.run(["tar", "cf", tarball, "-C", "/usr", "include"], check=True)
         print(f"# workdir {work}; caches {'dropped' if cold else 'NOT dropped (not root)'}; "
               f"{args.size_mib} MiB file, {args.files} small files; "
@@ -228,6 +236,7 @@ def main():
 
         tl = timed(untar, tarball, os.path.join(local, "tree"))
         tw = timed(untar, tarball, os.path.join(mnt, "tree"))
+        times["untar"] = (tl, tw)
         record("untar", "s", tl, tw, False)
         drop_caches()
         tl = timed(grep, os.path.join(local, "tree"))
@@ -248,6 +257,11 @@ def main():
                args.size_mib * MIB / tw_write / 1e6, True)
         record("create_sync", "op/s", n / times["create"][0], n / tw_create, True)
 
+    bindfs_times = bindfs_best_times(work, n, tarball)
+    fuse_ratios = fuse_limit_ratios(n, bindfs_times, {m: tw for m, (_, tw) in times.items()}, "")
+    if args.pods > 1:
+        fuse_ratios += fuse_limit_ratios(n, bindfs_times, one_pod_small_files(work, n, tarball), "_one_pod")
+
     figures = []
     if args.pods > 1:
         for holders in (1, 2):
@@ -263,11 +277,101 @@ def main():
     if args.pods > 1:
         figures += replication_figures(work, args.repl_files)
     shutil.rmtree(work, ignore_errors=True)
+    os.unlink(tarball)
 
     for metric, unit, l, w, hib in results:
         print(f"ratio {metric} {(w / l) if hib else (l / w):.3f}")
+    for metric, value in fuse_ratios:
+        print(f"ratio_fuse {metric} {value:.3f}")
     for name, value in figures:
         print(f"figure {name} {value:.1f}")
+
+
+# --- Against the FUSE limit (issue 11): bindfs and the one-pod run -------------------------
+
+# The small-file workloads compared with bindfs: (metric, function); untar is separate (it
+# takes the tarball and is a time, not a rate).
+SMALL_FILE_WORKLOADS = (("create", make_files), ("stat", stat_files), ("small_read", read_files),
+                        ("delete", delete_files))
+
+
+def small_file_times(root, n, tarball, before_cold_read):
+    """Seconds of each small-file workload and of untar in `root` (a mount). The small read
+    is cold: `before_cold_read()` empties the caches of the file system under test."""
+    times = {}
+    os.makedirs(os.path.join(root, "small"))
+    for name, fn in SMALL_FILE_WORKLOADS:
+        if name == "small_read":
+            before_cold_read()
+        times[name] = timed(fn, os.path.join(root, "small"), n)
+    times["untar"] = timed(untar, tarball, os.path.join(root, "tree"))
+    return times
+
+
+def bindfs_small_files(work, n, tarball):
+    """The small-file workloads on a bindfs mount of a directory of the same disk, with
+    bindfs's defaults (multithreaded, its own attribute timeouts)."""
+    os.makedirs(work, exist_ok=True)  # a one-pod run's cleanup removed it
+    root = tempfile.mkdtemp(prefix="bindfs-", dir=work)
+    src, mnt = os.path.join(root, "src"), os.path.join(root, "mnt")
+    os.makedirs(src)
+    os.makedirs(mnt)
+    # -f: stay a child of ours, so that it is waited for and never left behind.
+    proc = subprocess.Popen(["bindfs", "-f", src, mnt], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: os.path.ismount(mnt) or proc.poll() is not None, what="bindfs mount")
+        if proc.poll() is not None:
+            raise RuntimeError(f"bindfs exited with {proc.returncode} (is the bindfs package installed?)")
+        return small_file_times(mnt, n, tarball, drop_caches)
+    finally:
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", mnt], check=False)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bindfs_best_times(work, n, tarball, runs=2):
+    """The best of `runs` bindfs runs per workload: a machine shared with other work has
+    moments several times slower (one run saw bindfs delete 975/s, the next 5k/s), and a
+    slow baseline would flatter Wormhole. The best of two keeps the ratios on the safe side."""
+    all_runs = [bindfs_small_files(work, n, tarball) for _ in range(runs)]
+    return {m: min(r[m] for r in all_runs) for m in all_runs[0]}
+
+
+def one_pod_small_files(work, n, tarball):
+    """The small-file workloads on a network of one pod (`make bench` measures three)."""
+    root = os.path.join(work, "one-pod")  # its cleanup removes its root
+    os.makedirs(root)
+    pod = Pod(root=root, name="one", chunk_size=CHUNK_SIZE)
+    try:
+        pod.start()
+
+        def cold():
+            pod.stop()
+            pod.start()
+            drop_caches()
+        return small_file_times(pod.mnt, n, tarball, cold)
+    finally:
+        pod.cleanup()
+
+
+def fuse_limit_ratios(n, bindfs_times, wormhole_times, suffix):
+    """[(metric + suffix, Wormhole / bindfs)] for the small-file workloads, from the seconds
+    per workload of both, measured in this run. Rates: Wormhole / bindfs; untar (a time):
+    bindfs time / Wormhole time, so above 1 is always Wormhole better."""
+    ratios = []
+    for metric in [m for m, _ in SMALL_FILE_WORKLOADS] + ["untar"]:
+        tb, tw = bindfs_times[metric], wormhole_times[metric]
+        ratios.append((metric + suffix, tb / tw))
+        unit = "s" if metric == "untar" else "op/s"
+        b, w = (tb, tw) if metric == "untar" else (n / tb, n / tw)
+        print(f"{metric + suffix:<16} bindfs {b:>10.3f} {unit:<6} wormhole {w:>10.3f} {unit:<6} "
+              f"ratio_fuse {tb / tw:6.2f}", flush=True)
+    return ratios
 
 
 def sync_writes(work, size_mib, files):

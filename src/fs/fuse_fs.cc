@@ -2,6 +2,7 @@
 #include "fs/fuse_fs.h"
 
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -11,10 +12,12 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -50,6 +53,11 @@ struct Context {
   std::mutex handles_mu;
   std::unordered_set<FileHandle*> files;
   std::unordered_set<DirHandle*> dirs;
+  // FUSE_HANDLE_KILLPRIV_V2 (see KillPrivV2 below): the INIT request's unique while it is
+  // answered (0: none seen yet), and whether our reply turned it on.
+  std::atomic<uint64_t> init_unique{0};
+  std::atomic<bool> init_offers_killpriv_v2{false};
+  std::atomic<bool> killpriv_v2{false};
 };
 
 Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(req)); }
@@ -96,6 +104,98 @@ void reply_attr(fuse_req_t req, const Attr& a) {
 
 FileHandle* handle(fuse_file_info* fi) { return reinterpret_cast<FileHandle*>(fi->fh); }
 
+// FUSE_HANDLE_KILLPRIV_V2. Without it the kernel asks for security.capability (a GETXATTR
+// round trip) before writes, to know whether a write must drop privileges; with it the file
+// system drops set-user/group-ID bits itself, told by the kernel when (a flag on WRITE,
+// SETATTR of the size, OPEN and CREATE with O_TRUNC: the caller lacks CAP_FSETID), and the
+// kernel marks the mount SB_NOSEC so that a write to a file already found clean asks
+// nothing. The kernel offers it since 5.11; libfuse 3.14 (Debian 12) has no capability bit
+// for it and does not pass those flags on. So /dev/fuse is read and written through
+// libfuse's custom-io hooks: the INIT reply gets the flag when the kernel offered it, and
+// each request's kill flag is kept for the thread that read it (libfuse's loop handles a
+// request on the thread that read it, before reading the next).
+namespace killpriv {
+
+thread_local bool t_kill_suidgid = false;  // the request this thread is handling asks for it
+
+ssize_t read_request(int fd, void* buf, size_t len, void* userdata) {
+  const ssize_t n = ::read(fd, buf, len);
+  t_kill_suidgid = false;
+  if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
+  auto* context = static_cast<Context*>(userdata);
+  fuse_in_header in;
+  std::memcpy(&in, buf, sizeof in);
+  const char* body = static_cast<const char*>(buf) + sizeof in;
+  const size_t body_len = static_cast<size_t>(n) - sizeof in;
+  // Reads a u32 at `offset` of the body, 0 when the body is shorter (an older kernel).
+  auto u32_at = [&](size_t offset) {
+    uint32_t v = 0;
+    if (body_len >= offset + sizeof v) std::memcpy(&v, body + offset, sizeof v);
+    return v;
+  };
+  switch (in.opcode) {
+    case FUSE_INIT:
+      context->init_offers_killpriv_v2 = (u32_at(offsetof(fuse_init_in, flags)) & FUSE_HANDLE_KILLPRIV_V2) != 0;
+      context->init_unique = in.unique;
+      break;
+    case FUSE_WRITE:
+      t_kill_suidgid = u32_at(offsetof(fuse_write_in, write_flags)) & FUSE_WRITE_KILL_SUIDGID;
+      break;
+    case FUSE_SETATTR:
+      t_kill_suidgid = u32_at(offsetof(fuse_setattr_in, valid)) & FATTR_KILL_SUIDGID;
+      break;
+    case FUSE_OPEN:
+      t_kill_suidgid = u32_at(offsetof(fuse_open_in, open_flags)) & FUSE_OPEN_KILL_SUIDGID;
+      break;
+    case FUSE_CREATE:
+      t_kill_suidgid = u32_at(offsetof(fuse_create_in, open_flags)) & FUSE_OPEN_KILL_SUIDGID;
+      break;
+    default:
+      break;
+  }
+  return n;
+}
+
+ssize_t write_reply(int fd, iovec* iov, int count, void* userdata) {
+  auto* context = static_cast<Context*>(userdata);
+  const uint64_t init_unique = context->init_unique.load();
+  if (init_unique != 0 && count >= 2 && iov[0].iov_len >= sizeof(fuse_out_header) &&
+      iov[1].iov_len >= offsetof(fuse_init_out, flags) + sizeof(uint32_t)) {
+    fuse_out_header out;
+    std::memcpy(&out, iov[0].iov_base, sizeof out);
+    if (out.unique == init_unique && out.error == 0) {
+      context->init_unique = 0;  // answered once; a later request may reuse the number
+      if (context->init_offers_killpriv_v2) {
+        // A copy of libfuse's INIT reply with v2 in place of v1 (the kernel would keep
+        // asking for security.capability under v1).
+        std::vector<char> reply(static_cast<const char*>(iov[1].iov_base),
+                                static_cast<const char*>(iov[1].iov_base) + iov[1].iov_len);
+        uint32_t flags;
+        std::memcpy(&flags, reply.data() + offsetof(fuse_init_out, flags), sizeof flags);
+        flags = (flags & ~static_cast<uint32_t>(FUSE_HANDLE_KILLPRIV)) | FUSE_HANDLE_KILLPRIV_V2;
+        std::memcpy(reply.data() + offsetof(fuse_init_out, flags), &flags, sizeof flags);
+        std::vector<iovec> copy(iov, iov + count);
+        copy[1].iov_base = reply.data();
+        const ssize_t n = ::writev(fd, copy.data(), count);
+        const int saved_errno = errno;  // libfuse reads it after we return
+        if (n >= 0) context->killpriv_v2 = true;
+        errno = saved_errno;
+        return n;
+      }
+    }
+  }
+  return ::writev(fd, iov, count);
+}
+
+// Whether the request being handled must drop set-user/group-ID bits. Under v2 the kernel
+// says so; otherwise (an older kernel, libfuse's v1) an unprivileged caller stands in for
+// "lacks CAP_FSETID".
+bool kill_requested(fuse_req_t req, const Context& context) {
+  return context.killpriv_v2 ? t_kill_suidgid : fuse_req_ctx(req)->uid != 0;
+}
+
+}  // namespace killpriv
+
 void wh_init(void* userdata, fuse_conn_info* conn) {
   const Context& context = *static_cast<Context*>(userdata);
   // The kernel caches written pages and sends them in large writes; safe only when every
@@ -131,7 +231,7 @@ void wh_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
     fuse_reply_err(req, err);
     return;
   }
-  if (a.type == pb::REGULAR) vfs(req).getattr(a.ino, &a);
+  vfs(req).overlay(&a);
   reply_entry(req, a);
 }
 
@@ -171,10 +271,13 @@ void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
   const int64_t mtime_ns = to_ns(st->st_mtim);
   if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & ~kTimesOnly) &&
       ((fi && fi->fh && handle(fi)->file->set_pending_mtime(mtime_ns)) || mtime_ns == a.mtime_ns)) {
-    if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
+    vfs(req).overlay(&a);  // nothing changed in the namespace since `a` was read
     return reply_attr(req, a);
   }
-  const bool unprivileged = fuse_req_ctx(req)->uid != 0;
+  // Under v2 the kernel flags the truncations that drop privileges; under v1 (libfuse's
+  // default) an unprivileged caller's truncation does.
+  const bool kill_for_truncate = ctx(req).killpriv_v2 ? killpriv::t_kill_suidgid
+                                                      : (to_set & FUSE_SET_ATTR_SIZE) && fuse_req_ctx(req)->uid != 0;
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
     if (a.type != pb::REGULAR) return (void)fuse_reply_err(req, EINVAL);
@@ -211,7 +314,7 @@ void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fus
     if (int err = ns(req).setattr(ino, change, &a)) return (void)fuse_reply_err(req, err);
   }
   const bool owner_changed = to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID);
-  if ((owner_changed && !(to_set & FUSE_SET_ATTR_MODE)) || ((to_set & FUSE_SET_ATTR_SIZE) && unprivileged))
+  if ((owner_changed && !(to_set & FUSE_SET_ATTR_MODE)) || kill_for_truncate)
     if (int err = kill_privileges(req, ino)) return (void)fuse_reply_err(req, err);
   if (int err = vfs(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   reply_attr(req, a);
@@ -274,7 +377,7 @@ void wh_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 void wh_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   Attr a;
   if (int err = ns(req).link(ino, newparent, newname, &a)) return (void)fuse_reply_err(req, err);
-  vfs(req).getattr(a.ino, &a);
+  vfs(req).overlay(&a);
   reply_entry(req, a);
 }
 
@@ -295,7 +398,10 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi, bool created 
   // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
   if (!created && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     h->wrote = true;
-    if (int err = h->file->truncate(0, Vfs::now_ns())) {
+    int err = h->file->truncate(0, Vfs::now_ns());
+    // A truncating open drops privileges as a truncate does (the kernel leaves it to us).
+    if (!err && killpriv::kill_requested(req, ctx(req))) err = kill_privileges(req, a.ino);
+    if (err) {
       vfs(req).release(h->file);
       return err;
     }
@@ -310,6 +416,10 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi, bool created 
   // so they stay valid from one open to the next — unless this open is what found the
   // open file behind (the invalidation may still be on its way).
   fi->keep_cache = reloaded ? 0 : 1;
+  // A reader's close has nothing to commit (wh_flush) unless the kernel's write-back cache
+  // may send any file's pages through it; spare the kernel the FLUSH round trip. (The kernel
+  // ignores this flag under the write-back cache anyway.)
+  fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY && !ctx(req).opts.writeback_cache;
   return 0;
 }
 
@@ -345,7 +455,7 @@ void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     // The kernel believed the name free (a negative entry cached before another pod made
     // the file): open(O_CREAT) without O_EXCL opens the existing file, as POSIX says.
     if (int err = ns(req).lookup(parent, name, &a)) return (void)fuse_reply_err(req, err);
-    if (a.type == pb::REGULAR) vfs(req).getattr(a.ino, &a);
+    vfs(req).overlay(&a);
     if (a.type == pb::DIRECTORY) return (void)fuse_reply_err(req, EISDIR);
     if (!may_open(c, a, fi->flags)) return (void)fuse_reply_err(req, EACCES);
     made = 0;
@@ -375,8 +485,12 @@ void wh_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
 }
 
-void wh_write(fuse_req_t req, fuse_ino_t, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+void wh_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
   handle(fi)->wrote = true;
+  // Under v2 a write by a caller without CAP_FSETID drops set-user/group-ID bits, as on a
+  // local file system (under v1 the kernel does it with a SETATTR of the mode).
+  if (ctx(req).killpriv_v2 && killpriv::t_kill_suidgid)
+    if (int err = kill_privileges(req, ino)) return (void)fuse_reply_err(req, err);
   if (int err = handle(fi)->file->write(static_cast<uint64_t>(off), data, size, Vfs::now_ns()))
     return (void)fuse_reply_err(req, err);
   fuse_reply_write(req, size);
@@ -680,6 +794,13 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
     fuse_session_destroy(se);
     return 1;
   }
+  fuse_custom_io io;
+  std::memset(&io, 0, sizeof io);
+  io.read = killpriv::read_request;
+  io.writev = killpriv::write_reply;
+  // Without the hooks everything works as before, with v1 (a GETXATTR per write).
+  if (int err = fuse_session_custom_io(se, &io, fuse_session_fd(se)); err != 0)
+    spdlog::warn("cannot hook the FUSE device ({}): no FUSE_HANDLE_KILLPRIV_V2", std::strerror(-err));
   spdlog::info("mounted at {}", options.mountpoint);
   if (options.kernel_cache) options.kernel_cache->attach(se);
   if (options.on_mounted) options.on_mounted();

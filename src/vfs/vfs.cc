@@ -80,16 +80,20 @@ bool Vfs::in_use(Gid inode) {
 
 int Vfs::getattr(uint64_t ino, Attr* attr) {
   if (int err = ns_.getattr(ino, attr)) return err;
-  if (attr->type != pb::REGULAR) return 0;
+  overlay(attr);
+  return 0;
+}
+
+void Vfs::overlay(Attr* attr) {
+  if (attr->type != pb::REGULAR) return;
   std::shared_ptr<OpenFile> f;
   {
     std::lock_guard lock(mu_);
     auto it = open_.find(attr->id);
-    if (it == open_.end()) return 0;
+    if (it == open_.end()) return;
     f = it->second.file;
   }
   f->overlay(attr);
-  return 0;
 }
 
 int Vfs::truncate(Gid inode, uint64_t size) {

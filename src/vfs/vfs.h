@@ -40,6 +40,9 @@ class Vfs {
 
   // Namespace attributes with the size/mtime of unflushed writes.
   int getattr(uint64_t ino, Attr* attr);
+  // Puts the size/mtime of unflushed writes on attributes just read from the namespace
+  // (what getattr adds; spares reading them twice).
+  void overlay(Attr* attr);
   // Changes the size of a file, open or not. Returns 0 or errno.
   int truncate(Gid inode, uint64_t size);
 

@@ -372,6 +372,31 @@ class MountTest(unittest.TestCase):
             fh.write("root\n")
         self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o4755)
 
+    @unittest.skipUnless(os.geteuid() == 0, "needs root to switch to an unprivileged uid")
+    def test_setuid_bits_on_truncate_and_truncating_open(self):
+        # With FUSE_HANDLE_KILLPRIV_V2 the kernel leaves these to the file system, flagging
+        # the SETATTR and the OPEN; the results must stay those of a local disk.
+        f = self.p("suid-trunc")
+        with open(f, "w") as fh:
+            fh.write("#!/bin/sh\n")
+        os.chmod(f, 0o6777)
+        r = as_nobody("python3", "-c", f"import os; os.truncate({f!r}, 3)")  # unprivileged truncate
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o777)
+        os.chmod(f, 0o6777)
+        r = as_nobody("sh", "-c", f": > {f}")  # unprivileged open with O_TRUNC
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o777)
+        os.chmod(f, 0o2766)  # set-group-ID without group-exec is not a privilege: kept
+        r = as_nobody("sh", "-c", f"echo more >> {f}")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o766 | 0o2000)
+        os.chmod(f, 0o6777)
+        os.truncate(f, 1)  # root keeps them (CAP_FSETID)
+        with open(f, "w"):
+            pass
+        self.assertEqual(stat.S_IMODE(os.stat(f).st_mode), 0o6777)
+
     # ---- locks and statfs ---------------------------------------------------------------
     def test_local_locks(self):
         f = self.p("lock")
