@@ -1,5 +1,5 @@
 # Daily shortcuts; the scripts are the source of truth.
-.PHONY: build test demo bench bench-one clean
+.PHONY: build test demo bench bench-one bench-long clean
 build:
 	scripts/build
 test:
@@ -10,5 +10,7 @@ bench: build
 	python3 bench/run_bench.py --pods 3
 bench-one: build
 	python3 bench/run_bench.py --pods 1
+bench-long: build
+	python3 bench/run_bench.py --long
 clean:
 	rm -rf build

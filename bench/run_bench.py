@@ -25,6 +25,10 @@ by default, the issue's figure) created on pod a, with
 (The names keep "100k" whatever --repl-files is; the run prints the count.)
 `--only-replication` runs just these.
 
+`--long` (`make bench-long`) runs only the long figure: `--long-files` small files
+(1,000,000 by default) on pod a of three pods, then `figure rss_mb_1m_files`, the largest
+daemon's resident memory in MiB once all three list them (target < 512).
+
 Against the FUSE limit (issue 11): the small-file workloads (create, stat, small read, delete,
 untar) also run on a bindfs mount of a local directory (a passthrough FUSE file system: what
 FUSE alone costs on this machine), printing `ratio_fuse <metric> <value>` (Wormhole / bindfs,
@@ -146,6 +150,9 @@ def main():
     parser.add_argument("--remote-mib", type=int, default=256, help="file size for the remote-read figures")
     parser.add_argument("--repl-files", type=int, default=100000, help="files created for the replication figures")
     parser.add_argument("--only-replication", action="store_true", help="run only the replication figures")
+    parser.add_argument("--long", action="store_true",
+                        help="run only the long figures (rss_mb_1m_files: a pod's memory with --long-files files)")
+    parser.add_argument("--long-files", type=int, default=1_000_000, help="files created for the long figures")
     args = parser.parse_args()
     global CHUNK_SIZE
     CHUNK_SIZE = args.chunk_size
@@ -155,6 +162,11 @@ def main():
     work = tempfile.mkdtemp(prefix="run-", dir=base)
     local = os.path.join(work, "local")
     os.makedirs(local)
+    if args.long:
+        for name, value in memory_figures(work, args.long_files):
+            print(f"figure {name} {value:.1f}")
+        shutil.rmtree(work, ignore_errors=True)
+        return
     if args.only_replication:
         for name, value in replication_figures(work, args.repl_files):
             print(f"figure {name} {value:.1f}")
@@ -598,6 +610,38 @@ def replication_figures(work, n):
     for name, value in figures:
         print(f"{name:<48} {value:12.1f}", flush=True)
     return figures
+
+
+def rss_mb(pid):
+    """Resident memory of process `pid` in MiB (/proc/<pid>/status, VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory_figures(work, n):
+    """The long figure of issue 11: `n` small files (1,000,000 by default) created on pod a of
+    three pods, redundancy 2; once b and c list them all, the largest daemon's resident
+    memory (`figure rss_mb_1m_files`, target < 512 MiB), each pod's printed."""
+    net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE)
+    try:
+        net.start()
+        for p in net.pods.values():
+            wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
+        a, b, c = net.pods["a"], net.pods["b"], net.pods["c"]
+        t0 = time.monotonic()
+        create_small(a.mnt, 0, n)
+        print(f"# long: {n} files created on a in {time.monotonic() - t0:.0f} s", flush=True)
+        wait_listed((b, c), 0, n, time.monotonic(), 3600)
+        time.sleep(5)  # trims and compactions after the storm
+        rss = {p.name: rss_mb(p.proc.pid) for p in net.pods.values()}
+        print(f"# long: resident memory (MiB) {rss}; metadata on disk (MiB) "
+              f"{ {p.name: round(meta_bytes(p) / MIB) for p in net.pods.values()} }", flush=True)
+        return [("rss_mb_1m_files", max(rss.values()))]
+    finally:
+        net.cleanup()
 
 
 def remote_randread_bytes(work, reads=200, size_mib=256):
