@@ -567,15 +567,21 @@ def wait_listed(pods, first, n, since, timeout_s):
     return seen
 
 
+def start_network(net):
+    """Starts the pods of `net` and waits until each sees every other alive (placement and
+    replication need the peers known)."""
+    net.start()
+    for p in net.pods.values():
+        wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
+
+
 def replication_figures(work, n):
     """Figures of issue 11 (replication that keeps up, lighter ops) on a fresh network of
     three pods, redundancy 2. See the module's docstring."""
     figures = []
     net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE)
     try:
-        net.start()
-        for p in net.pods.values():
-            wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
+        start_network(net)
         a, b, c = net.pods["a"], net.pods["b"], net.pods["c"]
         receivers = (b, c)
         cpu0 = {p.name: cpu_s(p.proc.pid) for p in receivers}
@@ -627,9 +633,7 @@ def memory_figures(work, n):
     memory (`figure rss_mb_1m_files`, target < 512 MiB), each pod's printed."""
     net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE)
     try:
-        net.start()
-        for p in net.pods.values():
-            wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
+        start_network(net)
         a, b, c = net.pods["a"], net.pods["b"], net.pods["c"]
         t0 = time.monotonic()
         create_small(a.mnt, 0, n)
