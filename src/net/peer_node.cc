@@ -191,8 +191,9 @@ class PeerNode::Service final : public pb::Peer::Service {
     for (const pb::Gid& id : req->versions()) {
       pb::VersionRecord rec;
       if (!node_.ns_.get_recent_version(from_pb(id), &rec) || rec.incomplete()) continue;
-      // Bounded by the message size: what does not fit is asked for again.
-      bytes += rec.chunks().size() * 64;
+      // Bounded by the message size: what does not fit is asked for again (a version too
+      // large for one message fails the call; the asker's read stays EIO, logged).
+      bytes += rec.ByteSizeLong();
       if (bytes > kMaxMessageBytes / 2 && reply->versions_size() > 0) break;
       pb::VersionsReply::Whole* w = reply->add_versions();
       *w->mutable_version() = id;
