@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/fs.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -18,6 +19,11 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <csignal>
+#include <thread>
+#include <utility>
 #include <filesystem>
 #include <memory>
 #include <mutex>
@@ -750,6 +756,55 @@ bool clean_stale_mount(const std::string& mountpoint) {
   return ::statvfs(mountpoint.c_str(), &sv) == 0;
 }
 
+// Makes a stop request end the FUSE loop in bounded time. libfuse 3.14's signal handler only
+// sets the session's exit flag: the loop's main thread notices when a signal interrupts its
+// wait, and a SIGTERM delivered to another thread (gRPC's, RocksDB's), or one that lands just
+// before the wait starts, leaves it waiting for a FUSE request that may never come
+// (libfuse issue 997; a CI run saw a daemon ignore SIGTERM for 30 s). This watcher polls the
+// flag and, once it is set, interrupts the loop thread's wait with a signal whose handler
+// does nothing, again every poll until the loop has returned.
+class StopWatcher {
+ public:
+  StopWatcher(fuse_session* se) : se_(se), loop_thread_(::pthread_self()) {
+    struct sigaction sa;
+    std::memset(&sa, 0, sizeof sa);
+    sa.sa_handler = [](int) {};  // only interrupts; no SA_RESTART, so the wait returns EINTR
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(kWakeSignal, &sa, nullptr);
+    thread_ = std::thread([this] { watch(); });
+  }
+  // Call once the loop has returned.
+  ~StopWatcher() {
+    {
+      std::lock_guard lock(mu_);
+      loop_returned_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  static constexpr int kWakeSignal = SIGUSR2;
+  static constexpr int kPollMs = 100;
+
+  void watch() {
+    std::unique_lock lock(mu_);
+    bool told = false;
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(kPollMs), [this] { return loop_returned_; })) {
+      if (!fuse_session_exited(se_)) continue;
+      if (!std::exchange(told, true)) spdlog::info("stop requested: ending the FUSE loop");
+      ::pthread_kill(loop_thread_, kWakeSignal);  // the loop returns before the watcher ends
+    }
+  }
+
+  fuse_session* se_;
+  const pthread_t loop_thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool loop_returned_ = false;
+  std::thread thread_;
+};
+
 int run_fuse(Vfs& vfs, const FuseOptions& options) {
   Context context;
   context.vfs = &vfs;
@@ -808,8 +863,13 @@ int run_fuse(Vfs& vfs, const FuseOptions& options) {
   fuse_loop_cfg_set_clone_fd(cfg, 1);
   fuse_loop_cfg_set_max_threads(cfg, options.max_threads);
   fuse_loop_cfg_set_idle_threads(cfg, 4);
-  int rc = fuse_session_loop_mt(se, cfg);
+  int rc = 0;
+  {
+    StopWatcher watcher(se);
+    rc = fuse_session_loop_mt(se, cfg);
+  }
   fuse_loop_cfg_destroy(cfg);
+  spdlog::info("FUSE loop ended; unmounting {}", options.mountpoint);
   if (options.kernel_cache) options.kernel_cache->detach();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

@@ -280,6 +280,7 @@ bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint
     }
   constexpr size_t kBatchKeys = 4096;  // bounds the memory of one write
   auto wipe = [&] {
+    ino_cache_.clear();  // inode numbers become those of the snapshot
     KvBatch batch;
     const bool listed = kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view) {
       if (!pod_local_key(k)) batch.emplace_back(std::string(k), std::nullopt);
@@ -340,6 +341,7 @@ bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint
     (void)load_state();  // an empty pod again; a failed read here shows at the next start
     return false;
   }
+  ino_cache_.clear();  // nothing read during the install stays
   KvTxn txn(kv_);
   save_counters(txn);
   txn.del(marker);
@@ -671,7 +673,10 @@ void Meta::renumber_reborn(KvTxn& txn) {
 
 // Gives `rec` (inode `g`) a new FUSE inode number, forgetting its previous one.
 void Meta::assign_local_ino(KvTxn& txn, Gid g, pb::InodeRecord* rec) {
-  if (rec->local_ino() != 0) txn.del(keys::ino(rec->local_ino()));
+  if (rec->local_ino() != 0) {
+    ino_cache_.forget(rec->local_ino());
+    txn.del(keys::ino(rec->local_ino()));
+  }
   rec->set_local_ino(next_ino_);
   std::string gid;
   keys::put_gid(gid, g);
@@ -1369,6 +1374,7 @@ void Meta::purge_inode(KvTxn& txn, Gid g) {
   // A failed read leaves some xattr records behind: unreachable, they only take space.
   (void)list_xattrs(g, &xattrs);
   for (auto& name : xattrs) txn.del(keys::xattr(g, name));
+  ino_cache_.forget(rec.local_ino());
   txn.del(keys::ino(rec.local_ino()));
   txn.del(keys::inode(g));
   txn.del(keys::orphan(g));
@@ -1404,9 +1410,11 @@ bool Meta::get_entry(Gid g, pb::EntryRecord* rec) {
 }
 
 bool Meta::gid_of_ino(uint64_t ino, Gid* g) {
+  if (ino_cache_.get(ino, g)) return true;
   std::string v;
   if (!kv_.get(keys::ino(ino), &v) || v.size() != 16) return false;
   *g = keys::get_gid(v, 0);
+  ino_cache_.put(ino, *g);
   return true;
 }
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/ids.h"
+#include "meta/ino_cache.h"
 #include "store/kv.h"
 #include "proto/wormhole.pb.h"
 
@@ -250,6 +251,7 @@ class Meta {
   bool create_roots(uint64_t wall_ms, std::string* error);
 
   KvStore& kv_;
+  InoCache ino_cache_;  // in front of the `ino` records
   uint64_t pod_id_;
   std::function<bool(Gid)> in_use_;
   HlcClock clock_;

@@ -129,6 +129,7 @@ class Pod:
             try:
                 rc = self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                self.hung_stacks = thread_stacks(self.proc.pid)
                 self.proc.kill()
                 self.proc.wait()
                 rc = "hung"
@@ -137,7 +138,8 @@ class Pod:
         unmount(self.mnt)
         self.proc = None
         if rc != 0:
-            raise RuntimeError(f"daemon did not stop cleanly (exit {rc}): {self.read_log()[-3000:]}")
+            stacks = getattr(self, "hung_stacks", "")
+            raise RuntimeError(f"daemon did not stop cleanly (exit {rc}): {self.read_log()[-3000:]}{stacks}")
 
     def kill9(self):
         """kill -9: leaves the dead mount behind, as a crash would."""
@@ -175,6 +177,19 @@ class Pod:
 
     def path(self, *parts):
         return os.path.join(self.mnt, *parts)
+
+
+def thread_stacks(pid):
+    """The stacks of every thread of a hung daemon (gdb, when installed), so that a hang in
+    CI says where it waits instead of only that it did."""
+    if not shutil.which("gdb"):
+        return ""
+    try:
+        out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 30"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except subprocess.TimeoutExpired:
+        return ""
+    return "\nthreads of the hung daemon:\n" + out[-20000:]
 
 
 def free_port():

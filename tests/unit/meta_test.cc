@@ -9,6 +9,7 @@
 #include "common/invariant.h"
 #include "common/pb_ids.h"
 #include "meta/keys.h"
+#include "meta/ino_cache.h"
 #include "meta/namespace.h"
 #include "store/mem_kv.h"
 
@@ -333,6 +334,7 @@ TEST(Namespace, TrimPurgesDeletedInodes) {
   f.ns.trim();
   Attr a;
   EXPECT_EQ(f.ns.getattr(file, &a), ENOENT);
+  EXPECT_FALSE(f.ns.gid_of(file, &g)) << "the purged inode's number still resolves (cached)";
   n = 0;
   f.ns.for_each_chunk([&](const std::string&) { n++; });
   EXPECT_EQ(n, 0);
@@ -538,6 +540,32 @@ TEST(LocalInodeNumbers, AnUndoneAndRedoneCreateKeepsItsNumber) {
   ASSERT_EQ(a.ns.make(1, "d", pb::DIRECTORY, 0755, 0, 0, "", &again), 0);
   EXPECT_EQ(again.id, d.id);
   EXPECT_NE(again.ino, d.ino);
+  Gid g;
+  EXPECT_FALSE(a.ns.gid_of(d.ino, &g)) << "the old number still resolves (cached)";
+  ASSERT_TRUE(a.ns.gid_of(again.ino, &g));
+  EXPECT_EQ(g, again.id);
+}
+
+TEST(InoCache, KeepsTheLatestMappingPerSlotAndForgets) {
+  InoCache cache;
+  Gid g;
+  EXPECT_FALSE(cache.get(7, &g));
+  cache.put(7, Gid{1, 7});
+  ASSERT_TRUE(cache.get(7, &g));
+  EXPECT_EQ(g, (Gid{1, 7}));
+  // Another number of the same slot replaces it: never answers for the wrong number.
+  cache.put(7 + InoCache::kSlots, Gid{1, 8});
+  EXPECT_FALSE(cache.get(7, &g));
+  ASSERT_TRUE(cache.get(7 + InoCache::kSlots, &g));
+  EXPECT_EQ(g, (Gid{1, 8}));
+  cache.forget(7);  // not the cached number: nothing changes
+  EXPECT_TRUE(cache.get(7 + InoCache::kSlots, &g));
+  cache.forget(7 + InoCache::kSlots);
+  EXPECT_FALSE(cache.get(7 + InoCache::kSlots, &g));
+  cache.put(9, Gid{1, 9});
+  cache.clear();
+  EXPECT_FALSE(cache.get(9, &g));
+  EXPECT_FALSE(cache.get(0, &g));  // 0 marks an empty slot; no inode has it
 }
 
 TEST(ConcurrentDelete, ADeleteThatSawTheWriteRemovesTheFile) {
