@@ -862,10 +862,10 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
   };
   in_view_before_.try_emplace(entry, old_edge && old_edge->parent != kTrashId);
   // The name, and the name it shows under when it is a duplicate (see duplicate_name).
-  if (old_edge) changes_.names.emplace_back(old_edge->parent, old_edge->name);
-  if (old_edge) changes_.names.emplace_back(old_edge->parent, duplicate_name(old_edge->name, entry));
-  if (new_edge) changes_.names.emplace_back(new_edge->parent, new_edge->name);
-  if (new_edge) changes_.names.emplace_back(new_edge->parent, duplicate_name(new_edge->name, entry));
+  if (old_edge) changes_.names.push_back({old_edge->parent, old_edge->name, Gid{}});
+  if (old_edge) changes_.names.push_back({old_edge->parent, old_edge->name, entry});
+  if (new_edge) changes_.names.push_back({new_edge->parent, new_edge->name, Gid{}});
+  if (new_edge) changes_.names.push_back({new_edge->parent, new_edge->name, entry});
   // A directory is its own entry: keep the index of removed directories (lost+found).
   const bool dir_entry = (old_edge && old_edge->inode == entry) || (new_edge && new_edge->inode == entry);
   if (dir_entry && new_edge && new_edge->parent == kTrashId) txn.put(keys::trashed_dir(entry), "");
@@ -877,13 +877,13 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
     Edge parent_edge;
     if (e && e->parent != kTrashId && e->parent != kRootId && read_edge(txn, e->parent, &parent_edge) &&
         parent_edge.parent == kTrashId) {
-      changes_.names.emplace_back(kRootId, kLostFoundName);
-      changes_.names.emplace_back(kLostFoundId, lost_name(parent_edge.name, e->parent));
+      changes_.names.push_back({kRootId, std::string(kLostFoundName), Gid{}});
+      changes_.names.push_back({kLostFoundId, lost_name(parent_edge.name, e->parent), Gid{}});
     }
   }
   if (dir_entry && old_edge && old_edge->parent == kTrashId) {
-    changes_.names.emplace_back(kRootId, kLostFoundName);
-    changes_.names.emplace_back(kLostFoundId, lost_name(old_edge->name, entry));
+    changes_.names.push_back({kRootId, std::string(kLostFoundName), Gid{}});
+    changes_.names.push_back({kLostFoundId, lost_name(old_edge->name, entry), Gid{}});
   }
   if (old_edge) {
     txn.del(keys::dirent(old_edge->parent, old_edge->name, entry));

@@ -85,8 +85,16 @@ class Meta {
   // op's own moves, moves undone and redone around it, conflict siblings, voided deletes —,
   // every inode whose record changed, and every file whose current version changed.
   // Duplicates possible. Valid until the next apply().
+  struct NameChange {
+    Gid parent;
+    std::string name;
+    // Not empty: the name shown is duplicate_name(name, duplicate_of), computed by whoever
+    // needs it (a hash per name; only remote ops' changes are read).
+    Gid duplicate_of;
+    std::string shown() const { return duplicate_of.empty() ? name : duplicate_name(name, duplicate_of); }
+  };
   struct Changes {
-    std::vector<std::pair<Gid, std::string>> names;
+    std::vector<NameChange> names;
     std::vector<Gid> inodes;
     std::vector<Gid> contents;
   };

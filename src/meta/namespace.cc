@@ -791,8 +791,8 @@ int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
     return it->second;
   };
   const Meta::Changes& c = meta_.last_changes();
-  for (auto& [parent, name] : c.names)
-    if (uint64_t ino = parent == kTrashId ? 0 : ino_of(parent)) changed->entries.emplace_back(ino, name);
+  for (const Meta::NameChange& n : c.names)
+    if (uint64_t ino = n.parent == kTrashId ? 0 : ino_of(n.parent)) changed->entries.emplace_back(ino, n.shown());
   for (Gid g : c.inodes)
     if (uint64_t ino = ino_of(g)) changed->inodes.push_back(ino);
   changed->contents.insert(changed->contents.end(), c.contents.begin(), c.contents.end());
