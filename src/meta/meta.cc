@@ -1409,6 +1409,27 @@ bool Meta::get_entry(Gid g, pb::EntryRecord* rec) {
   return kv_.get(keys::entry(g), &v) && rec->ParseFromString(v);
 }
 
+Meta::MemoryState Meta::memory_state() const {
+  return MemoryState{clock_,          gid_seq_,        next_ino_,       local_seq_,    newest_logged_, progress_,
+                     trim_cursor_,    movelog_floor_,  op_log_trimmed_, saved_gid_seq_, saved_next_ino_};
+}
+
+void Meta::restore_memory_state(const MemoryState& s) {
+  clock_ = s.clock;
+  gid_seq_ = s.gid_seq;
+  next_ino_ = s.next_ino;
+  local_seq_ = s.local_seq;
+  newest_logged_ = s.newest_logged;
+  progress_ = s.progress;
+  trim_cursor_ = s.trim_cursor;
+  movelog_floor_ = s.movelog_floor;
+  op_log_trimmed_ = s.op_log_trimmed;
+  saved_gid_seq_ = s.saved_gid_seq;
+  saved_next_ino_ = s.saved_next_ino;
+  // Numbers read while the writes were held may name inodes the store never got.
+  ino_cache_.clear();
+}
+
 bool Meta::gid_of_ino(uint64_t ino, Gid* g) {
   if (ino_cache_.get(ino, g)) return true;
   std::string v;

@@ -130,6 +130,13 @@ class Meta {
   // The replicated member list: pods recorded when they joined.
   std::vector<pb::Member> members();
 
+  // What apply() keeps in memory beside the store (progress, clocks, counters, cursors).
+  // Saved before writes that may still fail as a whole (a held batch, see BufferedKv) and
+  // put back if they do, so memory and store agree again.
+  struct MemoryState;
+  MemoryState memory_state() const;
+  void restore_memory_state(const MemoryState& state);
+
   // ---- snapshots (a new pod that lacks ops the others no longer keep) -------------------
   // Visits a consistent copy of the replicated state (everything but this pod's counters
   // and local bookkeeping), in key order, until `visit` returns false. False when the store
@@ -213,6 +220,19 @@ class Meta {
     uint64_t seq = 0;
     Hlc hlc;
   };
+
+ public:
+  struct MemoryState {
+    HlcClock clock;
+    uint64_t gid_seq = 0, next_ino = 0, local_seq = 0;
+    Hlc newest_logged;
+    std::map<uint64_t, Progress> progress;
+    std::string trim_cursor, movelog_floor;
+    std::map<uint64_t, uint64_t> op_log_trimmed;
+    uint64_t saved_gid_seq = 0, saved_next_ino = 0;
+  };
+
+ private:
   bool read_inode(KvTxn& txn, Gid g, pb::InodeRecord* rec);
   void write_inode(KvTxn& txn, Gid g, const pb::InodeRecord& rec);
   bool read_edge(KvTxn& txn, Gid entry, Edge* edge);

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include "common/invariant.h"
 #include "common/pb_ids.h"
 #include "meta/keys.h"
 
@@ -67,7 +68,7 @@ uint32_t make_mode(pb::FileType type, uint32_t perm) {
 }
 
 Namespace::Namespace(KvStore& kv, uint64_t pod_id, WallClock wall_ns, std::function<bool(Gid)> in_use)
-    : kv_(kv), meta_(kv, pod_id, std::move(in_use)), wall_ns_(std::move(wall_ns)) {}
+    : buffered_(kv), kv_(buffered_), meta_(buffered_, pod_id, std::move(in_use)), wall_ns_(std::move(wall_ns)) {}
 
 bool Namespace::init(std::string* error) {
   {
@@ -770,6 +771,39 @@ bool Namespace::in_order(const pb::Op& op, std::string* why) {
 
 int Namespace::apply_remote(const pb::Op& op, Changed* changed) {
   std::unique_lock lock(mu_);
+  return apply_remote_locked(op, changed);
+}
+
+Namespace::RemoteBatch::RemoteBatch(Namespace& ns) : ns_(ns), lock_(ns.mu_), start_(ns.meta_.memory_state()) {
+  ns_.buffered_.hold();
+}
+
+Namespace::RemoteBatch::~RemoteBatch() {
+  if (lock_.owns_lock()) (void)commit();
+}
+
+std::map<uint64_t, uint64_t> Namespace::RemoteBatch::applied() { return ns_.meta_.applied(); }
+
+bool Namespace::RemoteBatch::in_order(const pb::Op& op, std::string* why) { return ns_.meta_.in_order(op, why); }
+
+int Namespace::RemoteBatch::apply(const pb::Op& op, Changed* changed) {
+  WH_INVARIANT(lock_.owns_lock(), "an op applied to a committed batch");
+  return ns_.apply_remote_locked(op, changed);
+}
+
+int Namespace::RemoteBatch::commit() {
+  if (!lock_.owns_lock()) return 0;
+  KvStatus st = ns_.buffered_.release();
+  if (!st.ok) {
+    ns_.meta_.restore_memory_state(start_);
+    spdlog::error("metadata store: a batch of received ops could not be written ({}); they come again",
+                  st.message);
+  }
+  lock_.unlock();
+  return st.ok ? 0 : st.no_space ? ENOSPC : EIO;
+}
+
+int Namespace::apply_remote_locked(const pb::Op& op, Changed* changed) {
   KvStatus st = meta_.apply(op, false);
   if (!st.ok) return st.no_space ? ENOSPC : EIO;
   if (!changed) return 0;

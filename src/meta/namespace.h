@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "meta/meta.h"
+#include "store/buffered_kv.h"
 
 namespace wormhole {
 
@@ -133,6 +134,31 @@ class Namespace {
                         Changed* changed);
   // See Meta::in_order: whether `op` may be applied next (or is a duplicate).
   bool in_order(const pb::Op& op, std::string* why);
+
+  // Remote ops applied as one store write (see BufferedKv): a received batch costs one
+  // write, each key once. Holds the namespace's exclusive lock from construction to
+  // commit(), so nothing sees a state that a failed commit takes back. Use it on one
+  // thread, and call nothing else of the namespace meanwhile (its lock is held).
+  class RemoteBatch {
+   public:
+    explicit RemoteBatch(Namespace& ns);
+    ~RemoteBatch();  // commits if commit() was not called
+    RemoteBatch(const RemoteBatch&) = delete;
+    RemoteBatch& operator=(const RemoteBatch&) = delete;
+    std::map<uint64_t, uint64_t> applied();
+    bool in_order(const pb::Op& op, std::string* why);
+    // As apply_remote. The op's writes are held until commit().
+    int apply(const pb::Op& op, Changed* changed);
+    // Writes what the batch applied as one batch and releases the lock: 0, or ENOSPC/EIO
+    // when the write failed, and then none of the batch's ops is applied (memory is put
+    // back as it was at the start; the ops come again by anti-entropy).
+    int commit();
+
+   private:
+    Namespace& ns_;
+    std::unique_lock<std::shared_mutex> lock_;
+    Meta::MemoryState start_;
+  };
   void set_expected_members(size_t count);
   // Records `member` in the replicated member list (a local op). 0 or errno.
   int record_member(const pb::Member& member);
@@ -196,8 +222,11 @@ class Namespace {
   int submit(pb::Op& op, bool sync);
   size_t trim_locked();
 
+  int apply_remote_locked(const pb::Op& op, Changed* changed);
+
   std::shared_mutex mu_;
-  KvStore& kv_;
+  BufferedKv buffered_;  // over the store given; holds a RemoteBatch's writes
+  KvStore& kv_;          // = buffered_
   Meta meta_;
   int sync_log(bool own_ops);  // make_durable / make_received_durable
   // Adds `durable_hlc` (stamps of ops made durable, applied when this pod's newest own op

@@ -173,12 +173,12 @@ bool Replicator::deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t
   return true;
 }
 
-void Replicator::deliver_waiting() {
+void Replicator::deliver_waiting(Namespace::RemoteBatch& batch) {
   // Keep applying while some waiting op became deliverable. Each pass applies at least one
   // op or stops, so the loop is bounded by the number of waiting ops.
   for (bool progressed = true; progressed && waiting_count_ > 0;) {
     progressed = false;
-    auto applied = ns_.applied();
+    auto applied = batch.applied();
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       auto& queue = it->second;
       // Drop what was applied meanwhile (duplicates).
@@ -191,7 +191,7 @@ void Replicator::deliver_waiting() {
         const pb::Op& op = queue.begin()->second;
         const size_t bytes = op.ByteSizeLong();
         std::string why;
-        if (!ns_.in_order(op, &why)) {
+        if (!batch.in_order(op, &why)) {
           // Its stamp does not follow its origin's previous op: a forged or broken history.
           // Dropped; the origin stalls here, whoever sends it again.
           if (std::exchange(refused_seq_[op.origin()], op.seq()) != op.seq())
@@ -201,7 +201,7 @@ void Replicator::deliver_waiting() {
           waiting_bytes_ -= bytes;
           continue;
         }
-        if (ns_.apply_remote(op, &changed_) != 0) return;  // storage failure: retry on the next message
+        if (batch.apply(op, &changed_) != 0) return;  // storage failure: retry on the next message
         applied[op.origin()] = op.seq();
         queue.erase(queue.begin());
         waiting_count_--;
@@ -258,7 +258,9 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       const bool own = message.ops().ops(0).origin() == from;
       if (pull_again_.empty() || (own && pull_again_[0] != from)) pull_again_.assign(1, from);
     }
-    auto applied = ns_.applied();
+    // One store write for the whole message (see Namespace::RemoteBatch).
+    Namespace::RemoteBatch batch(ns_);
+    auto applied = batch.applied();
     for (const pb::Op& op : message.ops().ops()) {
       auto have = applied.find(op.origin());
       if (have != applied.end() && op.seq() <= have->second) continue;  // already have it
@@ -266,12 +268,12 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       // a copy into the waiting buffer.
       if (!waiting_.count(op.origin()) && origin_has_room(op.origin(), applied) && deliverable(op, applied)) {
         std::string why;
-        if (!ns_.in_order(op, &why)) {
+        if (!batch.in_order(op, &why)) {
           if (std::exchange(refused_seq_[op.origin()], op.seq()) != op.seq())
             spdlog::warn("replication: op {} of pod {:016x} refused: {}", op.seq(), op.origin(), why);
           continue;
         }
-        if (ns_.apply_remote(op, &changed_) != 0) break;  // storage failure: sent again later
+        if (batch.apply(op, &changed_) != 0) break;  // storage failure: sent again later
         applied[op.origin()] = op.seq();
         continue;
       }
@@ -291,7 +293,8 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
         at->second = op;
       }
     }
-    if (waiting_count_ > 0) deliver_waiting();
+    if (waiting_count_ > 0) deliver_waiting(batch);
+    batch.commit();  // a failure is logged; the ops come again (anti-entropy)
     if (message.ops().ops_size() > 0) {
       // Acknowledge with what this pod has now, durably (one log sync for the whole batch).
       // An acknowledgement carries no ops, so it is never answered itself.

@@ -119,7 +119,7 @@ class Replicator {
   void add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, bool told, pb::OpBatch* batch);
   void note_peer_progress(uint64_t peer, const pb::Progress& p);
   bool deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const;
-  void deliver_waiting();
+  void deliver_waiting(Namespace::RemoteBatch& batch);
   // Whether an op of `origin` may be kept: a known origin, or room for one more.
   bool origin_has_room(uint64_t origin, const std::map<uint64_t, uint64_t>& applied) const;
 

@@ -497,6 +497,44 @@ struct Replica {
 
 }  // namespace
 
+// A received batch is one store write: when it fails, none of its ops is applied, in the
+// store or in memory (progress, inode numbers), and the same ops apply cleanly later.
+TEST(RemoteBatch, AFailedWriteAppliesNoneOfTheBatch) {
+  Replica source(1);
+  source.create("x");
+  source.create("y");
+  Attr d;
+  ASSERT_EQ(source.ns.make(1, "d", pb::DIRECTORY, 0755, 0, 0, "", &d), 0);
+  ASSERT_EQ(source.ns.make_durable(), 0);
+  const std::vector<pb::Op> ops = source.ns.ops_after(1, 0, 100);
+  ASSERT_EQ(ops.size(), 3u);
+  Fixture f;
+  Attr a;
+  {
+    Namespace::RemoteBatch batch(f.ns);
+    for (const pb::Op& op : ops) ASSERT_EQ(batch.apply(op, nullptr), 0);
+    EXPECT_EQ(batch.applied()[1], 3u);  // seen inside the batch
+    f.kv.fail = true;
+    EXPECT_EQ(batch.commit(), ENOSPC);
+  }
+  f.kv.fail = false;
+  EXPECT_EQ(f.ns.applied()[1], 0u);
+  EXPECT_EQ(f.ns.lookup(1, "x", &a), ENOENT);
+  const uint64_t local = f.mk(1, "local");  // memory went back: the next number is the first
+  {
+    Namespace::RemoteBatch batch(f.ns);
+    for (const pb::Op& op : ops) ASSERT_EQ(batch.apply(op, nullptr), 0);
+    EXPECT_EQ(batch.commit(), 0);
+  }
+  EXPECT_EQ(f.ns.applied()[1], 3u);
+  for (const char* name : {"x", "y", "d", "local"}) EXPECT_EQ(f.ns.lookup(1, name, &a), 0) << name;
+  Attr l;
+  ASSERT_EQ(f.ns.lookup(1, "local", &l), 0);
+  EXPECT_EQ(l.ino, local);
+  Fixture fresh;
+  EXPECT_EQ(local, fresh.mk(1, "local")) << "inode numbers handed out in the failed batch were not taken back";
+}
+
 TEST(ConcurrentDelete, AWriteTheDeleteDidNotSeeKeepsTheFile) {
   Replica a(1), b(2);
   const uint64_t on_b = a.share_new_file("f", "one", b);
