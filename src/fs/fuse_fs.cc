@@ -765,7 +765,7 @@ bool clean_stale_mount(const std::string& mountpoint) {
 // does nothing, again every poll until the loop has returned.
 class StopWatcher {
  public:
-  StopWatcher(fuse_session* se) : se_(se), loop_thread_(::pthread_self()) {
+  explicit StopWatcher(fuse_session* se) : se_(se), loop_thread_(::pthread_self()) {
     struct sigaction sa;
     std::memset(&sa, 0, sizeof sa);
     sa.sa_handler = [](int) {};  // only interrupts; no SA_RESTART, so the wait returns EINTR

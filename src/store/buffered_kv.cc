@@ -33,21 +33,8 @@ KvStatus BufferedKv::release() {
   return store_.write(batch, sync);
 }
 
-void BufferedKv::discard() {
-  std::lock_guard lock(mu_);
-  held_.clear();
-  held_bytes_ = 0;
-  holding_ = false;
-  sync_on_release_ = false;
-}
-
-bool BufferedKv::holding() {
-  std::lock_guard lock(mu_);
-  return holding_;
-}
-
 bool BufferedKv::get(std::string_view key, std::string* value) {
-  {
+  if (holding()) {
     std::lock_guard lock(mu_);
     if (auto it = held_.find(key); it != held_.end()) {
       if (!it->second) return false;
@@ -63,7 +50,7 @@ bool BufferedKv::scan(std::string_view start, std::string_view end, bool reverse
   // The held writes of the range, copied so that `visit` runs without the mutex (it may
   // read again). A hold is one batch of ops: a range holds few of them.
   std::vector<std::pair<std::string, std::optional<std::string>>> held;
-  {
+  if (holding()) {
     std::lock_guard lock(mu_);
     for (auto it = held_.lower_bound(start); it != held_.end() && it->first < end; ++it) held.emplace_back(*it);
   }

@@ -5,7 +5,7 @@
 // the store's per-write path before this.
 //
 // While holding, reads (get, scan) see the held writes merged over the store; release()
-// writes them all as one atomic batch, discard() drops them. Outside a hold it passes
+// writes them all as one atomic batch. Outside a hold it passes
 // everything through. sync() covers what reached the store only: held writes become
 // durable after their release (the namespace holds only inside its exclusive lock, so what
 // it reports applied is never held when it syncs).
@@ -15,6 +15,7 @@
 //
 // Thread-safe: an internal mutex guards the held writes; the store's own guarantees hold.
 #pragma once
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -35,9 +36,7 @@ class BufferedKv : public KvStore {
   // Writes every held write as one batch (durable on return if any held write asked for
   // sync) and stops holding. On failure nothing held reached the store and it is dropped.
   KvStatus release();
-  // Drops the held writes and stops holding.
-  void discard();
-  bool holding();
+  bool holding() const { return holding_.load(std::memory_order_acquire); }
 
   bool get(std::string_view key, std::string* value) override;
   [[nodiscard]] bool scan(std::string_view start, std::string_view end, bool reverse,
@@ -48,7 +47,9 @@ class BufferedKv : public KvStore {
  private:
   KvStore& store_;
   std::mutex mu_;
-  bool holding_ = false;
+  // Set only under mu_; read without it so that reads outside a hold (every FUSE request's)
+  // take no mutex. Held writes exist only while it is set.
+  std::atomic<bool> holding_{false};
   bool sync_on_release_ = false;
   size_t held_bytes_ = 0;
   std::map<std::string, std::optional<std::string>, std::less<>> held_;  // nullopt: deleted
