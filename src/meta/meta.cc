@@ -611,6 +611,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
       case pb::Action::kSetXattr: apply_set_xattr(txn, ts, a.set_xattr()); break;
       case pb::Action::kCommit: apply_commit(txn, ts, a.commit(), op); break;
       case pb::Action::kMember: apply_member(txn, ts, a.member()); break;
+      case pb::Action::kHold: apply_hold(txn, a.hold()); break;
       case pb::Action::KIND_NOT_SET: break;
     }
   }
@@ -1619,6 +1620,36 @@ size_t Meta::count_keys(std::string_view prefix) {
   // For status only: a failed read (logged by the store) shows a smaller count.
   (void)kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) { return ++n, true; });
   return n;
+}
+
+void Meta::apply_hold(KvTxn& txn, const pb::HoldVersion& h) {
+  const Gid g = from_pb(h.version());
+  std::string bytes;
+  pb::VersionRecord v;
+  // A version superseded meanwhile: the claim has nothing to add to (its holders matter
+  // only while it is a file's content).
+  if (!txn.get(keys::version(g), &bytes) || !parse_version(bytes, &v)) return;
+  if (std::find(v.holders().begin(), v.holders().end(), h.pod()) != v.holders().end()) return;
+  v.add_holders(h.pod());
+  txn.put(keys::version(g), v.SerializeAsString());
+}
+
+bool Meta::scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
+                         Gid* next) {
+  std::string start = after.empty() ? std::string(keys::kVersionPrefix) : keys::version(after) + '\0';
+  size_t seen = 0;
+  Gid last;
+  const bool ok = kv_.scan(start, prefix_end(keys::kVersionPrefix), false, [&](std::string_view k, std::string_view v) {
+    if (seen >= max) return false;
+    pb::VersionRecord rec;
+    if (k.size() != 17 || !parse_version(v, &rec)) return true;
+    last = keys::get_gid(k, 1);
+    ++seen;
+    visit(last, rec);
+    return true;
+  });
+  *next = seen >= max ? last : Gid{};
+  return ok;
 }
 
 std::vector<Gid> Meta::versions_held_by(uint64_t pod) {

@@ -201,6 +201,11 @@ class Meta {
   const Hlc& last_hlc() const { return clock_.last(); }
 
   std::vector<Gid> versions_held_by(uint64_t pod);
+  // Visits current versions (each file's, conflict siblings' included) in id order, from
+  // the first after `after` (empty: from the start), at most `max`; *next is the id to go
+  // on after, or empty once the end was reached. False if the store failed part-way.
+  bool scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
+                     Gid* next);
   // Visits every inode record; false when the store failed part-way.
   bool for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
   // Every chunk hash referenced by a stored version (for chunk garbage collection). False
@@ -272,6 +277,8 @@ class Meta {
                      uint64_t now_ms, uint64_t retention_ms);
   void save_counters(KvTxn& txn);
   void apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m);
+  // Adds the claiming pod to the version's holders (a set that only grows: claims commute).
+  void apply_hold(KvTxn& txn, const pb::HoldVersion& h);
   // Loads the in-memory state (progress, newest logged move) from the store; false when
   // the store could not be read.
   bool load_state();

@@ -695,6 +695,21 @@ int Namespace::record_member(const pb::Member& member) {
   return submit(op, true);
 }
 
+int Namespace::claim_holder(Gid version) {
+  std::unique_lock lock(mu_);
+  pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
+  pb::HoldVersion* h = op.add_actions()->mutable_hold();
+  to_pb(version, h->mutable_version());
+  h->set_pod(meta_.pod_id());
+  return submit(op, false);
+}
+
+bool Namespace::scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
+                              Gid* next) {
+  std::shared_lock lock(mu_);
+  return meta_.scan_versions(after, max, visit, next);
+}
+
 std::vector<pb::Member> Namespace::members() {
   std::shared_lock lock(mu_);
   return meta_.members();

@@ -162,6 +162,12 @@ class Namespace {
   void set_expected_members(size_t count);
   // Records `member` in the replicated member list (a local op). 0 or errno.
   int record_member(const pb::Member& member);
+  // Records that this pod holds every chunk of `version` (a repair copy): a local op. 0 or
+  // errno.
+  int claim_holder(Gid version);
+  // See Meta::scan_versions.
+  bool scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
+                     Gid* next);
   std::vector<pb::Member> members();
   // See Meta::snapshot / Meta::install_snapshot. The copy is durable here before the first
   // visit; false if it could not be made durable or read whole (then it is incomplete).

@@ -274,6 +274,12 @@ bool validate_op(const pb::Op& op, const OpLimits& limits, std::string* why) {
       case pb::Action::kSetXattr: ok = check_set_xattr(a.set_xattr(), why); break;
       case pb::Action::kCommit: ok = check_commit(a.commit(), origin, limits, why); break;
       case pb::Action::kMember: ok = validate_member(a.member(), why); break;
+      case pb::Action::kHold:
+        // A pod claims only its own copies: another's claim would make readers and repair
+        // count a copy that may not exist.
+        ok = check_object(a.hold().version(), "hold version", why) &&
+             (a.hold().pod() == origin || fail(why, "hold", "a claim for another pod than the op's origin"));
+        break;
       case pb::Action::KIND_NOT_SET: ok = fail(why, "", "empty action"); break;
     }
     if (!ok) return fail(why, where + " action " + std::to_string(i), *why);
