@@ -30,6 +30,33 @@ std::string human_bytes(uint64_t b) {
   return buf;
 }
 
+// The "repair" lines of `wormhole status` (see PeerNode::repair_status).
+void print_repair(const nlohmann::json& rp) {
+  if (!rp.value("surveyed", false)) {
+    std::cout << "repair      no survey yet (the first comes a few seconds after start)\n";
+    return;
+  }
+  std::cout << "repair      " << rp.value("under_replicated", uint64_t{0}) << " of " << rp.value("versions", uint64_t{0})
+            << " versions under-replicated, " << rp.value("unavailable", uint64_t{0}) << " unavailable; "
+            << rp.value("copies_missing", uint64_t{0}) << " copies to re-create ("
+            << human_bytes(rp.value("bytes_missing", uint64_t{0})) << ")";
+  if (const uint64_t u = rp.value("unplaceable", uint64_t{0}); u > 0)
+    std::cout << ", " << u << " with no pod to take them";
+  std::cout << "\n";
+  auto lost = rp.value("lost", nlohmann::json::array());
+  if (!lost.empty()) {
+    std::cout << "lost pods  ";
+    for (auto& name : lost) std::cout << " " << name.get<std::string>();
+    std::cout << "\n";
+  }
+  if (const uint64_t left = rp.value("my_versions_left", uint64_t{0}); left > 0) {
+    const int64_t eta = rp.value("eta_s", int64_t{-1});
+    std::cout << "repairing   " << left << " versions (" << human_bytes(rp.value("my_bytes_left", uint64_t{0}))
+              << ") to copy here at " << human_bytes(rp.value("rate_bytes_per_s", uint64_t{0})) << "/s, ETA "
+              << (eta < 0 ? std::string("unknown") : std::to_string(eta) + " s") << "\n";
+  }
+}
+
 // Loads the config and picks the pod, printing the error. nullptr on failure.
 const PodConfig* pick(const std::string& file, const std::string& pod_name, std::optional<Config>* cfg) {
   std::string error;
@@ -155,6 +182,7 @@ int main(int argc, char** argv) {
       std::cout << "copies      " << u.value("under_replicated", uint64_t{0}) << " versions under-replicated (of "
                 << u.value("redundancy", uint64_t{0}) << " copies wanted), "
                 << u.value("placements_short", uint64_t{0}) << " placements short of storage pods\n";
+    if (auto rp = r.value("repair", nlohmann::json::object()); !rp.empty()) print_repair(rp);
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
                 << p["role"].get<std::string>() << " " << p["state"].get<std::string>() << ", "

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "common/invariant.h"
+
 namespace wormhole {
 
 uint64_t rendezvous_hash(Gid key, uint64_t pod) {
@@ -15,26 +17,28 @@ uint64_t rendezvous_hash(Gid key, uint64_t pod) {
 }
 
 RepairPlan plan_repair(Gid key, const std::vector<uint64_t>& holders, const std::vector<PodView>& pods,
-                       size_t wanted) {
+                       size_t wanted, uint64_t bytes) {
   RepairPlan plan;
   auto view_of = [&](uint64_t id) -> const PodView* {
     for (const PodView& p : pods)
       if (p.id == id) return &p;
     return nullptr;
   };
-  std::vector<uint64_t> distinct;
+  std::vector<uint64_t> distinct;  // a holder named twice is one copy
   for (uint64_t h : holders)
     if (std::find(distinct.begin(), distinct.end(), h) == distinct.end()) distinct.push_back(h);
   for (uint64_t h : distinct) {
     const PodView* v = view_of(h);
-    // A holder this pod does not know (not a member any more) does not count.
-    if (v && counts_as_copy(v->state)) ++plan.copies;
+    // A holder this pod does not know (not a member) or a client does not count.
+    if (!v || !v->storage || !counts_as_copy(v->state)) continue;
+    ++plan.copies;
+    plan.live_copies += v->state == PodState::kAlive || v->state == PodState::kSuspect;
   }
   if (plan.copies >= wanted) return plan;
   plan.missing = wanted - plan.copies;
   std::vector<std::pair<uint64_t, uint64_t>> ranked;  // (hash, pod)
   for (const PodView& p : pods) {
-    if (!p.storage || p.state != PodState::kAlive || !p.has_room || p.id == 0) continue;
+    if (!p.storage || p.state != PodState::kAlive || p.free_bytes < bytes || p.id == 0) continue;
     if (std::find(distinct.begin(), distinct.end(), p.id) != distinct.end()) continue;
     ranked.emplace_back(rendezvous_hash(key, p.id), p.id);
   }
@@ -42,6 +46,52 @@ RepairPlan plan_repair(Gid key, const std::vector<uint64_t>& holders, const std:
   for (size_t i = 0; i < ranked.size() && plan.new_holders.size() < plan.missing; ++i)
     plan.new_holders.push_back(ranked[i].second);
   return plan;
+}
+
+RepairSurvey::RepairSurvey(uint64_t self, std::vector<PodView> pods, size_t wanted, size_t max_tasks)
+    : self_(self), pods_(std::move(pods)), wanted_(wanted), max_tasks_(max_tasks) {}
+
+namespace {
+// Heap order: the least endangered task on top, so that it is the one dropped at the bound.
+bool less_endangered_first(size_t copies_a, size_t live_a, size_t copies_b, size_t live_b) {
+  return copies_a != copies_b ? copies_a < copies_b : live_a < live_b;
+}
+}  // namespace
+
+void RepairSurvey::add(Gid version, Gid key, const std::vector<uint64_t>& holders, uint64_t bytes) {
+  ++versions_;
+  if (bytes == 0) return;  // inline content travels with the op: every pod has it
+  const RepairPlan plan = plan_repair(key, holders, pods_, wanted_, bytes);
+  under_replicated_ += plan.live_copies < wanted_;
+  unavailable_ += plan.live_copies == 0;
+  if (plan.missing == 0) return;
+  copies_missing_ += plan.missing;
+  bytes_missing_ += plan.missing * bytes;
+  copies_unplaceable_ += plan.missing - plan.new_holders.size();
+  if (std::find(plan.new_holders.begin(), plan.new_holders.end(), self_) == plan.new_holders.end()) return;
+  auto cmp = [](const Ranked& a, const Ranked& b) { return less_endangered_first(a.copies, a.live, b.copies, b.live); };
+  Ranked r{plan.copies, plan.live_copies, RepairTask{version, plan.copies, bytes}};
+  if (tasks_.size() < max_tasks_) {
+    tasks_.push_back(r);
+    std::push_heap(tasks_.begin(), tasks_.end(), cmp);
+    return;
+  }
+  ++tasks_dropped_;
+  if (tasks_.empty() || !cmp(r, tasks_.front())) return;  // no more endangered than the kept ones
+  std::pop_heap(tasks_.begin(), tasks_.end(), cmp);
+  tasks_.back() = r;
+  std::push_heap(tasks_.begin(), tasks_.end(), cmp);
+}
+
+std::vector<RepairTask> RepairSurvey::take_tasks() {
+  std::sort(tasks_.begin(), tasks_.end(),
+            [](const Ranked& a, const Ranked& b) { return less_endangered_first(a.copies, a.live, b.copies, b.live); });
+  std::vector<RepairTask> out;
+  out.reserve(tasks_.size());
+  for (const Ranked& r : tasks_) out.push_back(r.task);
+  tasks_.clear();
+  WH_INVARIANT(out.size() <= max_tasks_, "repair tasks beyond their bound");
+  return out;
 }
 
 }  // namespace wormhole

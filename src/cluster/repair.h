@@ -1,10 +1,11 @@
-// Repair planning: which pods must take a new copy of a version whose holders include lost
-// pods, so that it has `wanted` copies on pods that count again (DESIGN.md §6, issue 8).
+// Repair planning: which pods must take a new copy of a version whose holders are fewer
+// than the redundancy on pods that count (DESIGN.md §6, issue 8): holders on lost pods, or
+// a version written while too few storage pods were reachable.
 // Pure logic: every pod runs it on the same replicated holder lists with its own
 // membership view, and acts only on its own part of the answer (it fetches the copy it
 // must hold, then claims it with an op): no coordinator, no message to agree on.
 // Two pods whose views differ for a moment may both take a copy (a surplus, harmless)
-// or neither (the next pass, once views agree).
+// or neither (the next survey, once views agree).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -19,27 +20,74 @@ struct PodView {
   uint64_t id = 0;
   bool storage = true;  // client pods never hold copies
   PodState state = PodState::kAlive;
-  bool has_room = true;  // room for the version's bytes
+  uint64_t free_bytes = UINT64_MAX;  // room for new copies
 };
 
 struct RepairPlan {
-  size_t copies = 0;   // holders that count (not lost, not forgotten)
-  size_t missing = 0;  // wanted - copies, if positive
-  // New holders, best first: alive storage pods that do not hold it, in the placement
-  // order of the version's file (rendezvous hashing), as many as are missing (fewer when
-  // too few pods are alive).
+  size_t copies = 0;       // holders that count (not lost, not forgotten, still members)
+  size_t live_copies = 0;  // holders alive or suspect: what readers can reach now
+  size_t missing = 0;      // wanted - copies, if positive
+  // New holders, best first: alive storage pods with room that do not hold it, in the
+  // rendezvous order of `key`, as many as are missing (fewer when too few pods are alive).
   std::vector<uint64_t> new_holders;
 };
 
 // `holders`: the version's holders (its writer's placement and the copies claimed since);
-// `pods`: every member but this pod, and this pod itself, as seen here; `key`: what the
-// placement hashes (the file's inode id, so a file's versions stay together).
+// `pods`: every member as seen here, this pod included; `key`: what placement hashes (the
+// file's inode id, so a file's versions stay together); `bytes`: the version's size (a pod
+// needs that much room to take it).
 RepairPlan plan_repair(Gid key, const std::vector<uint64_t>& holders, const std::vector<PodView>& pods,
-                       size_t wanted);
+                       size_t wanted, uint64_t bytes);
 
 // The placement hash of rendezvous hashing: the pods with the highest hash for a key hold
 // it. The same on every pod.
 uint64_t rendezvous_hash(Gid key, uint64_t pod);
 
+// A version this pod must copy: it is one of the version's new holders.
+struct RepairTask {
+  Gid version;
+  size_t copies = 0;  // counted copies before this one (priority: fewest first)
+  uint64_t bytes = 0;
+};
+
+// One pass over every current version: counts what is endangered (for `wormhole status`)
+// and keeps the versions this pod must copy, the most endangered first (fewest counted
+// copies, then fewest live ones), at most `max_tasks` of them (the next survey finds the
+// rest). Pure; not thread-safe (one survey per thread).
+class RepairSurvey {
+ public:
+  RepairSurvey(uint64_t self, std::vector<PodView> pods, size_t wanted, size_t max_tasks);
+
+  // Counts version `version` of file `key` (`bytes` of stored content; 0: inline only,
+  // nothing to copy) held by `holders`, and keeps it as a task when this pod must copy it.
+  void add(Gid version, Gid key, const std::vector<uint64_t>& holders, uint64_t bytes);
+
+  // The tasks, most endangered first. Leaves the survey without tasks.
+  std::vector<RepairTask> take_tasks();
+
+  uint64_t versions() const { return versions_; }
+  // Fewer live copies than wanted (a down holder's versions count here before they are
+  // repaired: readers reach fewer copies).
+  uint64_t under_replicated() const { return under_replicated_; }
+  uint64_t unavailable() const { return unavailable_; }  // no live copy at all
+  // Copies missing on pods that count (what repair re-creates) and their bytes.
+  uint64_t copies_missing() const { return copies_missing_; }
+  uint64_t bytes_missing() const { return bytes_missing_; }
+  // Missing copies no pod can take now (too few alive storage pods with room).
+  uint64_t copies_unplaceable() const { return copies_unplaceable_; }
+  uint64_t tasks_dropped() const { return tasks_dropped_; }  // beyond max_tasks
+
+ private:
+  struct Ranked {
+    size_t copies, live;
+    RepairTask task;
+  };
+  const uint64_t self_;
+  const std::vector<PodView> pods_;
+  const size_t wanted_, max_tasks_;
+  std::vector<Ranked> tasks_;  // a heap on (copies, live) while adding: the worst dropped first
+  uint64_t versions_ = 0, under_replicated_ = 0, unavailable_ = 0, copies_missing_ = 0, bytes_missing_ = 0,
+           copies_unplaceable_ = 0, tasks_dropped_ = 0;
+};
 
 }  // namespace wormhole

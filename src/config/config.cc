@@ -197,7 +197,15 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
   }
   if (const toml::table* fail = r.table("failure")) {
     TableReader fr(file, *fail, "network.failure");
+    fr.duration("suspect_after", &net->suspect_after_ms, 1);
+    fr.duration("down_after", &net->down_after_ms, 1);
     fr.duration("repair_delay", &net->repair_delay_s, 1000);
+    // Heartbeats go every second: a shorter silence is not a sign of anything.
+    if (net->suspect_after_ms < 2000) fr.fail(fail->get("suspect_after"), "suspect_after", "must be at least 2s");
+    if (net->down_after_ms <= net->suspect_after_ms)
+      fr.fail(fail->get("down_after"), "down_after", "must be longer than suspect_after");
+    if (net->repair_delay_s * 1000 < net->down_after_ms)
+      fr.fail(fail->get("repair_delay"), "repair_delay", "must be at least down_after");
     fr.size("repair_rate", &net->repair_rate_bytes, 1, UINT64_MAX);
     fr.reject_unknown();
   }

@@ -31,6 +31,10 @@ struct NetworkConfig {
   // Deleted entries stay in the trash (`wormhole trash`) at least this long, then are
   // purged once every member has seen the delete (causal stability).
   uint64_t trash_retention_ms = 24ull * 3600 * 1000;
+  // [network.failure]: a pod silent this long is suspect, then down (DESIGN.md §6); down
+  // for repair_delay, it is lost and its copies are re-created on other pods.
+  uint64_t suspect_after_ms = 3000;
+  uint64_t down_after_ms = 10000;
   uint64_t repair_delay_s = 600;
   uint64_t repair_rate_bytes = 64ull << 20;  // per second
   Reactions reactions;

@@ -207,6 +207,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"peers", node ? node->status() : nlohmann::json::array()},
           {"transfer", node ? node->transfer() : nlohmann::json::object()},
           {"replication", node ? node->under_replication(kStatusListedVersions) : nlohmann::json::object()},
+          {"repair", node ? node->repair_status() : nlohmann::json::object()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
     }

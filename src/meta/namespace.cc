@@ -11,13 +11,12 @@
 
 #include "common/invariant.h"
 #include "common/pb_ids.h"
+#include "meta/op_validation.h"
 #include "meta/keys.h"
 
 namespace wormhole {
 namespace {
 
-constexpr size_t kMaxNameBytes = 255;
-constexpr size_t kMaxXattrValueBytes = 64 * 1024;  // Linux's XATTR_SIZE_MAX
 // Trim the move log after this many local ops (and on the daemon's timer).
 constexpr uint64_t kTrimEveryOps = 4096;
 
@@ -695,12 +694,16 @@ int Namespace::record_member(const pb::Member& member) {
   return submit(op, true);
 }
 
-int Namespace::claim_holder(Gid version) {
+int Namespace::claim_holder(const std::vector<Gid>& versions) {
+  if (versions.empty()) return 0;
+  if (versions.size() > kMaxActionsPerOp) return EINVAL;
   std::unique_lock lock(mu_);
   pb::Op op = meta_.new_local_op(static_cast<uint64_t>(wall_ns_() / 1000000));
-  pb::HoldVersion* h = op.add_actions()->mutable_hold();
-  to_pb(version, h->mutable_version());
-  h->set_pod(meta_.pod_id());
+  for (Gid version : versions) {
+    pb::HoldVersion* h = op.add_actions()->mutable_hold();
+    to_pb(version, h->mutable_version());
+    h->set_pod(meta_.pod_id());
+  }
   return submit(op, false);
 }
 

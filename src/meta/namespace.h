@@ -162,9 +162,9 @@ class Namespace {
   void set_expected_members(size_t count);
   // Records `member` in the replicated member list (a local op). 0 or errno.
   int record_member(const pb::Member& member);
-  // Records that this pod holds every chunk of `version` (a repair copy): a local op. 0 or
-  // errno.
-  int claim_holder(Gid version);
+  // Records that this pod holds every chunk of each of `versions` (repair copies, durable
+  // here): one local op, at most kMaxActionsPerOp versions. 0 or errno.
+  int claim_holder(const std::vector<Gid>& versions);
   // See Meta::scan_versions.
   bool scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
                      Gid* next);

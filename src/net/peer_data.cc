@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 
+#include "cluster/repair.h"
 #include "common/pb_ids.h"
 #include "meta/op_validation.h"
 #include "net/peer.h"
@@ -177,16 +178,6 @@ bool next_job(std::mutex& mu, std::condition_variable& cv, std::deque<Job>& queu
   *job = std::move(queue.front());
   queue.pop_front();
   return true;
-}
-
-uint64_t rendezvous_hash(Gid key, uint64_t pod) {
-  uint64_t x = key.pod * 0x9e3779b97f4a7c15ULL ^ key.seq ^ (pod * 0xc2b2ae3d27d4eb4fULL);
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
 }
 
 }  // namespace
@@ -461,9 +452,17 @@ void PeerNode::review_under_replicated() {
   if (entries.empty()) return;
   std::set<Gid> drop;
   std::map<Gid, std::vector<uint64_t>> still_without;
+  std::map<Gid, std::vector<uint64_t>> holders_now;  // repair copies claimed since (HoldVersion)
   pb::VersionRecord rec;
-  for (const UnderReplicated& u : entries)
-    if (!ns_.get_version(u.version, &rec)) drop.insert(u.version);  // replaced: the newer version counts
+  for (const UnderReplicated& u : entries) {
+    if (!ns_.get_version(u.version, &rec)) {
+      drop.insert(u.version);  // replaced: the newer version counts
+      continue;
+    }
+    std::vector<uint64_t>& h = holders_now[u.version];
+    for (uint64_t id : rec.holders())
+      if (std::find(h.begin(), h.end(), id) == h.end()) h.push_back(id);
+  }
   {
     std::lock_guard lock(mu_);
     for (const UnderReplicated& u : entries) {
@@ -473,9 +472,11 @@ void PeerNode::review_under_replicated() {
         if (replicator_.peer_has(id, pod_id_) < u.op_seq) left.push_back(id);
     }
   }
+  for (const UnderReplicated& u : entries)
+    if (!drop.count(u.version) && u.without_op.empty()) still_without[u.version];  // nothing left to acknowledge
   for (auto& [v, left] : still_without) {
     const UnderReplicated& u = *std::find_if(entries.begin(), entries.end(), [&](auto& e) { return e.version == v; });
-    if (left.empty() && u.holders.size() >= u.wanted) {
+    if (left.empty() && holders_now[v].size() >= u.wanted) {
       spdlog::info("{}: version {} has its {} copies now", ns_.path_of(u.inode), v.str(), u.wanted);
       drop.insert(v);
     }
@@ -487,6 +488,7 @@ void PeerNode::review_under_replicated() {
       continue;
     }
     if (auto left = still_without.find(it->version); left != still_without.end()) it->without_op = left->second;
+    if (auto h = holders_now.find(it->version); h != holders_now.end()) it->holders = h->second;
     ++it;
   }
 }

@@ -19,7 +19,6 @@ namespace {
 constexpr auto kPushEvery = std::chrono::milliseconds(50);
 constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
 constexpr auto kRpcDeadline = std::chrono::seconds(2);
-constexpr int64_t kSuspectAfterMs = 3000, kDownAfterMs = 10000;
 constexpr int kMaxReconnectBackoffMs = 2000;
 // Received op batches waiting to be applied or being applied, at most (each is at most
 // kMaxOpsPerBatch ops and one message): beyond, a sender is told to send again later.
@@ -50,16 +49,6 @@ std::string hex_id(uint64_t id) {
   return hex;
 }
 
-}  // namespace
-
-namespace {
-// alive: answered within 3 s; suspect: within 10 s; down: longer, or never.
-const char* state_of(const PeerNode::Peer& p, int64_t now) {
-  const int64_t last = p.last_ok_ms;
-  const int64_t age = last == 0 ? -1 : now - last;
-  if (p.forgotten) return "forgotten";
-  return age < 0 || age > kDownAfterMs ? "down" : age > kSuspectAfterMs ? "suspect" : "alive";
-}
 }  // namespace
 
 class PeerNode::Service final : public pb::Peer::Service {
@@ -215,7 +204,11 @@ PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id,
       ns_(ns),
       chunks_(chunks),
       kernel_(kernel),
-      replicator_(ns, {pod_id}) {
+      replicator_(ns, {pod_id}),
+      started_ms_(now_ms()),
+      failure_times_{static_cast<int64_t>(config.network.suspect_after_ms),
+                     static_cast<int64_t>(config.network.down_after_ms),
+                     static_cast<int64_t>(config.network.repair_delay_s * 1000)} {
   std::lock_guard lock(mu_);
   replicator_.set_limits(config.network.max_clock_skew_ms, config.network.chunk_size);
   for (const PodConfig& p : config.pods)
@@ -275,6 +268,7 @@ PeerNode::~PeerNode() {
   }
   hold_cv_.notify_all();
   if (hold_thread_.joinable()) hold_thread_.join();
+  if (repair_thread_.joinable()) repair_thread_.join();
   for (auto& t : prefetch_threads_) t.join();
   if (push_thread_.joinable()) push_thread_.join();
   if (thread_.joinable()) thread_.join();
@@ -307,6 +301,7 @@ bool PeerNode::start(std::string* error) {
   for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });
   hold_thread_ = std::thread([this] { hold_loop(); });
+  repair_thread_ = std::thread([this] { repair_loop(); });
   if (config_.network.replication_mode == "async") push_thread_ = std::thread([this] { push_loop(); });
   for (int i = 0; i < prefetch_threads(config_.network.chunk_size); ++i)
     prefetch_threads_.emplace_back([this] { prefetch_loop(); });
@@ -575,10 +570,14 @@ void PeerNode::loop() {
   }
 }
 
+PodState PeerNode::state_of(const Peer& p) const {
+  return pod_state(now_ms(), p.last_ok_ms, started_ms_, p.forgotten, failure_times_);
+}
+
 nlohmann::json PeerNode::describe(uint64_t id) {
   if (id == pod_id_) return {{"name", self_.name}, {"state", "alive"}, {"self", true}};
   for (auto& p : peers())
-    if (p->id == id) return {{"name", p->name}, {"state", state_of(*p, now_ms())}, {"self", false}};
+    if (p->id == id) return {{"name", p->name}, {"state", state_name(state_of(*p))}, {"self", false}};
   return {{"name", "unknown pod " + hex_id(id)}, {"state", "down"}, {"self", false}};
 }
 
@@ -590,7 +589,7 @@ std::string PeerNode::forget(const std::string& name) {
   if (!peer) return "no pod \"" + name + "\" in this network";
   if (peer->forgotten) return "";
   if (peer->id == 0) return "pod \"" + name + "\" was never heard from: its identity is unknown";
-  if (std::string(state_of(*peer, now_ms())) != "down")
+  if (const PodState st = state_of(*peer); st != PodState::kDown && st != PodState::kLost)
     return "pod \"" + name + "\" is not down: stop it first (a forgotten pod can never come back)";
   pb::Member m;
   for (const pb::Member& known : ns_.members())
@@ -616,7 +615,7 @@ nlohmann::json PeerNode::status() {
                    {"address", p->address},
                    {"id", pid ? hex_id(pid) : ""},
                    {"role", p->storage ? "storage" : "client"},
-                   {"state", state_of(*p, now)},
+                   {"state", state_name(state_of(*p))},
                    {"last_contact_ms", last == 0 ? -1 : now - last},
                    {"used_bytes", p->used_bytes.load()},
                    {"free_bytes", p->free_bytes.load()}});

@@ -29,6 +29,8 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "chunks/block_cache.h"
+#include "cluster/membership.h"
+#include "cluster/repair.h"
 #include "chunks/chunk_store.h"
 #include "config/config.h"
 #include "fs/kernel_cache.h"
@@ -51,7 +53,8 @@ namespace wormhole {
 // 2: deletes decided against live_entries of versions, acknowledgements, chain pushes, joins.
 // 3: sparse chunk lists (CommitVersion.chunks lists stored chunks with their index).
 // 4: delta commits; 5: pieces (ChunkRef.span_offset); 6: chunks named by their block table.
-inline constexpr uint32_t kProtocolVersion = 6;
+// 7: HoldVersion (repair copies claimed by their holder).
+inline constexpr uint32_t kProtocolVersion = 7;
 
 class PeerNode final : public ContentReplication {
  public:
@@ -79,6 +82,10 @@ class PeerNode final : public ContentReplication {
   // chain, as writer or forwarder), received by push, fetched (pulled from a peer), served
   // (answering fetches). For `wormhole status`.
   nlohmann::json transfer();
+  // Repair (docs/architecture.md, "Repair"): the last survey's counts (under-replicated and
+  // unavailable versions, copies and bytes missing), this pod's part of the work left, the
+  // repair rate and its ETA, the pods lost. For `wormhole status`.
+  nlohmann::json repair_status();
   // Name and state of pod `id` ("self" for this pod), for `wormhole where`.
   nlohmann::json describe(uint64_t id);
   // Versions this pod wrote with fewer copies than the redundancy asks for, as far as it
@@ -228,6 +235,33 @@ class PeerNode final : public ContentReplication {
   // from a peer (the writer first): at most kMaxVersionsPerRequest per call, validated.
   void complete_versions();
   static constexpr size_t kMaxVersionsPerRequest = 16;
+  // The state of peer `p` now (membership view, cluster/membership.h).
+  PodState state_of(const Peer& p) const;
+  // Every member with a known id as this pod sees it, this pod included (repair planning).
+  std::vector<PodView> pod_views();
+  // The repair worker (net/peer_repair.cc): surveys every current version when the view of
+  // which pods count changes (and every few minutes), then fetches the versions this pod
+  // must take, most endangered first, at failure.repair_rate, and claims them.
+  void repair_loop();
+  // One survey and the copies it assigns to this pod; whether any copy was made.
+  bool repair_pass();
+  // Fetches every chunk of version `t` this pod lacks and makes them durable: 0, or the
+  // errno of the first chunk no pod could give (ENOENT: the version was replaced).
+  int repair_copy(const RepairTask& t);
+  // Sleeps as the token bucket of failure.repair_rate asks after `bytes` more were copied;
+  // false when the node stops meanwhile.
+  bool repair_throttle(uint64_t bytes);
+  // Waits `ms` or until the node stops; false when it stops.
+  bool repair_sleep(int64_t ms);
+  struct RepairCounts {
+    int64_t surveyed_ms = 0;  // steady time of the last survey's end (0: none yet)
+    uint64_t versions = 0, under_replicated = 0, unavailable = 0, copies_missing = 0, bytes_missing = 0,
+             unplaceable = 0, tasks_dropped = 0;
+    uint64_t my_versions_left = 0, my_bytes_left = 0;  // this pod's part, as it works through it
+    uint64_t repaired_versions = 0, repaired_bytes = 0, failed_versions = 0;  // since start
+    double rate_bytes_per_s = 0;  // over the current pass
+    std::vector<std::string> lost;  // pods counted lost (or forgotten) at the last survey
+  };
   struct HeldVersion {
     Gid version;
     int64_t next_try_ms = 0;
@@ -252,6 +286,12 @@ class PeerNode final : public ContentReplication {
   std::condition_variable hold_cv_;  // stop
   std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (bounded; guarded by hold_mu_)
   std::thread hold_thread_;
+  std::thread repair_thread_;
+  const int64_t started_ms_;  // steady clock: silence counts from here at most
+  const FailureTimes failure_times_;
+  std::mutex repair_mu_;      // a leaf lock: guards repair_
+  RepairCounts repair_;
+  int64_t repair_next_ms_ = 0;  // token bucket: when the next repair byte may go (repair thread only)
   // A version written here with fewer copies than wanted (see under_replication()).
   struct UnderReplicated {
     Gid version, inode;

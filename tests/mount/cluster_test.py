@@ -558,12 +558,18 @@ class UnderReplicationTest(unittest.TestCase):
         self.assertGreaterEqual(self.a.status()["replication"]["placements_short"], before + 3)
         self.assertEqual(self.a.read_log().count("placement: 2 of 3 wanted copies"), 1)
         self.assertGreaterEqual(self.a.status()["replication"]["under_replicated"], 4)
-        # c comes back and catches up on metadata. The short versions stay under-replicated
-        # (making the missing copies is repair, not built yet); a new version has its 3.
+        # c comes back and catches up on metadata; repair gives it the copies it missed (the
+        # versions written while it was away have 2 holders of 3), and a new version has 3.
         self.c.start()
         wait_for(lambda: os.path.exists(self.c.path("more-2.bin")), what="c catching up")
         wait_for(lambda: all(p["state"] == "alive" for p in self.a.status()["peers"]), what="a seeing c again")
-        self.assertTrue(self.a.where("first.bin")["replication"]["under_replicated"])
+        for name in ["first.bin"] + [f"more-{i}.bin" for i in range(3)]:
+            wait_for(lambda: not self.a.where(name)["replication"]["under_replicated"], timeout_s=60,
+                     what=f"repair of {name}")
+            self.assertEqual(sorted(h["name"] for h in self.a.where(name)["holders"]), ["a", "b", "c"])
+            self.assertTrue(has_copy(self.c, name), name)
+        # The list is reviewed every sync round (a second).
+        wait_for(lambda: self.a.status()["replication"]["under_replicated"] == 0, what="the list emptied")
         self.timed_write("after.bin")
         info = self.a.where("after.bin")
         self.assertEqual(len(info["holders"]), 3)
@@ -583,6 +589,58 @@ class UnderReplicationTest(unittest.TestCase):
             self.assertEqual(slurp(self.b.path("stuck.bin")), data)
         finally:
             os.kill(self.c.proc.pid, signal.SIGCONT)
+
+
+class RepairTest(unittest.TestCase):
+    """Redundancy 2 over three pods: a pod killed for good is declared lost after
+    failure.repair_delay, and the survivors re-create every copy it held, so that each
+    version has two copies on live pods again; status tells the story."""
+
+    def setUp(self):
+        self.cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
+            'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "6s", repair_rate = "8MiB" }\n'))
+        self.addCleanup(self.cluster.cleanup)
+        self.cluster.start()
+        self.a, self.b, self.c = (self.cluster.pods[n] for n in "abc")
+        for pod in (self.a, self.b, self.c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+
+    def live_copies(self, pod, name):
+        """Holders of `name`'s version, as `pod` sees them, that are not lost."""
+        return sorted(h["name"] for h in pod.where(name)["holders"] if h["state"] in ("alive", "suspect"))
+
+    def test_a_lost_pod_s_copies_are_re_created(self):
+        names = [f"f{i}.bin" for i in range(24)]
+        data = {n: write_random(self.a, n, 200_000) for n in names}
+        on_c = [n for n in names if "c" in [h["name"] for h in self.a.where(n)["holders"]]]
+        self.assertTrue(on_c, "placement put no copy on c (rendezvous over 24 files)")
+        for n in on_c:
+            wait_for(lambda: has_copy(self.c, n), what=f"c's copy of {n}")
+        self.c.kill9()
+        harness.unmount(self.c.mnt)
+        # Down first (no repair yet: it may come back), then lost, then repaired.
+        wait_for(lambda: any(p["name"] == "c" and p["state"] == "down" for p in self.a.status()["peers"]),
+                 what="c down")
+        self.assertEqual(self.a.status()["repair"].get("repaired_versions", 0), 0)
+        wait_for(lambda: any(p["name"] == "c" and p["state"] == "lost" for p in self.a.status()["peers"]),
+                 what="c lost")
+        for n in on_c:
+            wait_for(lambda: self.live_copies(self.a, n) == ["a", "b"] and has_copy(self.b, n), timeout_s=60,
+                     what=f"repair of {n}")
+        for n in names:
+            self.assertEqual(len(self.live_copies(self.b, n)), 2, n)
+            self.assertEqual(slurp(self.b.path(n)), data[n], n)
+        # b made the copies (a held them all already) and says so; a's survey agrees
+        # nothing is missing.
+        for pod in (self.a, self.b):
+            wait_for(lambda: pod.status()["repair"]["copies_missing"] == 0, what=f"{pod.name}'s survey seeing the repair")
+        rb = self.b.status()["repair"]
+        self.assertEqual(rb["repaired_versions"], len(on_c), rb)
+        self.assertEqual(rb["lost"], ["c"])
+        text = self.b.cli("status").stdout
+        self.assertRegex(text, r"repair      0 of \d+ versions under-replicated, 0 unavailable; 0 copies")
+        self.assertIn("lost pods   c", text)
+        self.assertRegex(self.b.read_log(), r"repair: \d+ versions .* to copy to this pod")
 
 
 class PullTest(unittest.TestCase):

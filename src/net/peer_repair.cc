@@ -1,0 +1,239 @@
+// PeerNode's repair worker: carries out what cluster/repair.h decides. Every pod surveys the
+// current versions with its own membership view and copies only the versions the planner
+// gives to it; a claim op (HoldVersion) then tells every pod that the copy exists.
+// See docs/architecture.md, "Repair".
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+
+#include "common/pb_ids.h"
+#include "net/peer.h"
+
+namespace wormhole {
+namespace {
+
+// How often the worker looks at the membership view (a survey starts when it changed).
+constexpr int64_t kRepairTickMs = 1000;
+// The first survey waits for a sync round or two: before it, every peer looks down.
+constexpr int64_t kFirstSurveyAfterMs = 5000;
+// Surveys are at least this far apart (a flapping view does not make back-to-back scans).
+constexpr int64_t kMinSurveyGapMs = 5000;
+// With nothing changing, a survey this often anyway (versions written while a holder was
+// unreachable for a moment, claims lost in a crash before they were durable).
+constexpr int64_t kIdleSurveyEveryMs = 5 * 60 * 1000;
+// After a pass that left copies missing (a fetch failed, tasks beyond the bound), the next
+// survey comes this soon.
+constexpr int64_t kRetrySurveyAfterMs = 10000;
+// Versions read per page of a survey (under the namespace's shared lock for one page).
+constexpr size_t kSurveyPageVersions = 1000;
+// Tasks kept from one survey, at most (the next survey finds the rest).
+constexpr size_t kMaxRepairTasks = 20000;
+// Versions claimed per op.
+constexpr size_t kClaimsPerOp = 256;
+// Fetch failures logged per pass, at most (the rest are counted).
+constexpr int kMaxLoggedFailures = 5;
+
+int64_t now_ms() { return steady_now_ms(); }
+
+}  // namespace
+
+std::vector<PodView> PeerNode::pod_views() {
+  std::vector<PodView> views;
+  views.push_back(PodView{pod_id_, self_.role == "storage", PodState::kAlive, my_space().free_bytes()});
+  for (auto& p : peers()) {
+    const uint64_t id = p->id;
+    if (id == 0) continue;  // never heard from: holds nothing this pod knows of
+    views.push_back(PodView{id, p->storage, state_of(*p), p->free_bytes.load()});
+  }
+  return views;
+}
+
+bool PeerNode::repair_sleep(int64_t ms) {
+  std::unique_lock lock(hold_mu_);
+  return !hold_cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(ms, 0)), [this] { return stop_.load(); });
+}
+
+bool PeerNode::repair_throttle(uint64_t bytes) {
+  // A token bucket of one second's worth: after a copy of `bytes`, the next may start when
+  // the rate allows, never earlier than now (idle time does not build up a burst).
+  const uint64_t rate = std::max<uint64_t>(config_.network.repair_rate_bytes, 1);
+  const int64_t now = now_ms();
+  repair_next_ms_ = std::max(repair_next_ms_, now - 1000) + static_cast<int64_t>(bytes * 1000 / rate);
+  return repair_next_ms_ <= now || repair_sleep(repair_next_ms_ - now);
+}
+
+void PeerNode::repair_loop() {
+  if (!repair_sleep(kFirstSurveyAfterMs)) return;
+  std::string last_view;
+  int64_t next_survey_ms = 0;  // due now
+  uint64_t last_short = placements_short_.load();
+  while (!stop_) {
+    // What decides where copies go: who counts as a copy, who may take one.
+    std::string view;
+    for (const PodView& v : pod_views())
+      view += fmt::format("{:x}:{}{};", v.id, v.storage ? 's' : 'c',
+                          v.state == PodState::kAlive ? 'a' : counts_as_copy(v.state) ? 'd' : 'l');
+    const uint64_t short_now = placements_short_.load();
+    int64_t last_surveyed;
+    {
+      std::lock_guard lock(repair_mu_);
+      last_surveyed = repair_.surveyed_ms;
+    }
+    const int64_t now = now_ms();
+    if ((view != last_view || short_now != last_short) && next_survey_ms > now)
+      next_survey_ms = std::max(now, last_surveyed + kMinSurveyGapMs);
+    if (now >= next_survey_ms) {
+      last_view = view;
+      last_short = short_now;
+      bool left_work;
+      {
+        repair_pass();
+        std::lock_guard lock(repair_mu_);
+        left_work = repair_.copies_missing > repair_.unplaceable || repair_.my_versions_left > 0;
+      }
+      next_survey_ms = now_ms() + (left_work ? kRetrySurveyAfterMs : kIdleSurveyEveryMs);
+    }
+    if (!repair_sleep(kRepairTickMs)) return;
+  }
+}
+
+bool PeerNode::repair_pass() {
+  const std::vector<PodView> views = pod_views();
+  RepairSurvey survey(pod_id_, views, copies_wanted(), kMaxRepairTasks);
+  Gid after;
+  for (;;) {  // bounded: pages advance through a finite key range
+    Gid next;
+    const bool ok = ns_.scan_versions(after, kSurveyPageVersions, [&](Gid g, const pb::VersionRecord& rec) {
+      if (rec.incomplete()) return;  // its chunk list is unknown here: complete_versions() first
+      uint64_t stored = 0;
+      for (const pb::ChunkRef& c : rec.chunks())
+        if (!c.sha256().empty() && c.inline_data().empty()) stored += c.length();
+      survey.add(g, from_pb(rec.inode()), {rec.holders().begin(), rec.holders().end()}, stored);
+    }, &next);
+    if (!ok) {
+      spdlog::error("repair: the metadata store could not be read; survey abandoned");
+      return false;
+    }
+    if (next.empty() || stop_) break;
+    after = next;
+  }
+  std::vector<RepairTask> tasks = survey.take_tasks();
+  std::vector<std::string> lost;
+  for (auto& p : peers())
+    if (p->id != 0 && !counts_as_copy(state_of(*p))) lost.push_back(p->name);
+  uint64_t my_bytes = 0;
+  for (const RepairTask& t : tasks) my_bytes += t.bytes;
+  {
+    std::lock_guard lock(repair_mu_);
+    repair_.surveyed_ms = now_ms();
+    repair_.versions = survey.versions();
+    repair_.under_replicated = survey.under_replicated();
+    repair_.unavailable = survey.unavailable();
+    repair_.copies_missing = survey.copies_missing();
+    repair_.bytes_missing = survey.bytes_missing();
+    repair_.unplaceable = survey.copies_unplaceable();
+    repair_.tasks_dropped = survey.tasks_dropped();
+    repair_.my_versions_left = tasks.size();
+    repair_.my_bytes_left = my_bytes;
+    repair_.rate_bytes_per_s = 0;
+    repair_.lost = lost;
+  }
+  if (tasks.empty()) return false;
+  std::string lost_names;
+  for (const std::string& name : lost) lost_names += (lost_names.empty() ? " (lost: " : ", ") + name;
+  if (!lost_names.empty()) lost_names += ")";
+  spdlog::info("repair: {} versions ({} MiB) to copy to this pod; {} copies missing in the network{}", tasks.size(),
+               my_bytes >> 20, survey.copies_missing(), lost_names);
+  const int64_t started = now_ms();
+  uint64_t copied_bytes = 0;
+  int logged = 0;
+  std::vector<Gid> claims;
+  auto flush_claims = [&] {
+    if (claims.empty()) return;
+    if (int err = ns_.claim_holder(claims))
+      spdlog::error("repair: cannot record {} copies made here: {} (the next survey claims them)", claims.size(),
+                    std::strerror(err));
+    claims.clear();
+  };
+  for (const RepairTask& t : tasks) {  // bounded: kMaxRepairTasks
+    if (stop_) break;
+    const int err = repair_copy(t);
+    if (err == 0) {
+      claims.push_back(t.version);
+      copied_bytes += t.bytes;
+    } else if (err != ENOENT && logged++ < kMaxLoggedFailures) {
+      pb::VersionRecord rec;
+      const std::string path = ns_.get_version(t.version, &rec) ? ns_.path_of(from_pb(rec.inode())) : "?";
+      spdlog::warn("repair: {} (version {}): no pod gave its chunks ({}); tried again later", path, t.version.str(),
+                   std::strerror(err));
+    }
+    if (claims.size() >= kClaimsPerOp) flush_claims();
+    const double seconds = std::max<double>(now_ms() - started, 1) / 1000.0;
+    std::lock_guard lock(repair_mu_);
+    --repair_.my_versions_left;
+    repair_.my_bytes_left -= std::min(repair_.my_bytes_left, t.bytes);
+    if (err == 0) {
+      ++repair_.repaired_versions;
+      repair_.repaired_bytes += t.bytes;
+    } else if (err != ENOENT) {
+      ++repair_.failed_versions;
+    }
+    repair_.rate_bytes_per_s = static_cast<double>(copied_bytes) / seconds;
+  }
+  flush_claims();
+  spdlog::info("repair: pass done, {} MiB copied in {:.1f} s", copied_bytes >> 20, (now_ms() - started) / 1000.0);
+  return copied_bytes > 0;
+}
+
+int PeerNode::repair_copy(const RepairTask& t) {
+  pb::VersionRecord rec;
+  if (!ns_.get_version(t.version, &rec) || rec.incomplete()) return ENOENT;  // replaced meanwhile
+  const std::vector<uint64_t> holders(rec.holders().begin(), rec.holders().end());
+  if (std::find(holders.begin(), holders.end(), pod_id_) != holders.end()) return 0;  // claimed (resumed)
+  std::vector<std::string> expected;
+  std::set<std::string> seen;
+  for (const pb::ChunkRef& c : rec.chunks()) {
+    if (c.sha256().empty() || !c.inline_data().empty() || !seen.insert(c.sha256()).second) continue;
+    expected.push_back(c.sha256());
+    if (chunks_.contains(c.sha256())) continue;  // cached here, or copied before a restart
+    if (int err = fetch(c.sha256(), holders)) return err;
+    const int64_t size = chunks_.size_of(c.sha256());
+    if (!repair_throttle(size > 0 ? static_cast<uint64_t>(size) : 0)) return EINTR;
+  }
+  // The claim tells every pod this copy exists: it must survive a power loss first.
+  return chunks_.sync_chunks(expected);
+}
+
+nlohmann::json PeerNode::repair_status() {
+  RepairCounts r;
+  {
+    std::lock_guard lock(repair_mu_);
+    r = repair_;
+  }
+  const bool working = r.my_versions_left > 0;
+  nlohmann::json out = {{"surveyed", r.surveyed_ms != 0},
+                        {"survey_age_s", r.surveyed_ms == 0 ? -1 : (now_ms() - r.surveyed_ms) / 1000},
+                        {"versions", r.versions},
+                        {"under_replicated", r.under_replicated},
+                        {"unavailable", r.unavailable},
+                        {"copies_missing", r.copies_missing},
+                        {"bytes_missing", r.bytes_missing},
+                        {"unplaceable", r.unplaceable},
+                        {"my_versions_left", r.my_versions_left},
+                        {"my_bytes_left", r.my_bytes_left},
+                        {"repaired_versions", r.repaired_versions},
+                        {"repaired_bytes", r.repaired_bytes},
+                        {"failed_versions", r.failed_versions},
+                        {"rate_bytes_per_s", static_cast<uint64_t>(r.rate_bytes_per_s)},
+                        {"rate_limit_bytes_per_s", config_.network.repair_rate_bytes},
+                        {"lost", r.lost}};
+  out["eta_s"] = working && r.rate_bytes_per_s > 0 ? static_cast<int64_t>(r.my_bytes_left / r.rate_bytes_per_s)
+                                                   : (working ? -1 : 0);
+  return out;
+}
+
+}  // namespace wormhole
