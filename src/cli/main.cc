@@ -182,6 +182,16 @@ int main(int argc, char** argv) {
       std::cout << "copies      " << u.value("under_replicated", uint64_t{0}) << " versions under-replicated (of "
                 << u.value("redundancy", uint64_t{0}) << " copies wanted), "
                 << u.value("placements_short", uint64_t{0}) << " placements short of storage pods\n";
+    if (auto st = r.value("situation", nlohmann::json::object()); !st.empty()) {
+      std::cout << "situation   " << st.value("situation", "") << " (" << st.value("reason", "") << "); file operations "
+                << st.value("operations", "") << "\n";
+      if (st.value("disconnected", false)) {
+        const std::time_t since = st.value("disconnected_since_ms", int64_t{0}) / 1000;
+        char when[32];
+        std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&since));
+        std::cout << "disconnected since " << when << ": no other pod answers\n";
+      }
+    }
     if (auto rp = r.value("repair", nlohmann::json::object()); !rp.empty()) print_repair(rp);
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "

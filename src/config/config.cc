@@ -217,6 +217,7 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
     one("favorable", &net->reactions.favorable);
     one("mitigated", &net->reactions.mitigated);
     one("grave", &net->reactions.grave);
+    rr.size("throttle_rate", &net->reactions.throttle_rate_bytes, 4096, UINT64_MAX);
     rr.reject_unknown();
   }
   r.reject_unknown();
@@ -242,6 +243,7 @@ void read_pod(const std::string& file, const std::string& base_dir, const toml::
   r.size("storage_limit", &pod->storage_limit_bytes, 0, UINT64_MAX);
   r.strings("labels", &pod->labels);
   r.str("disconnect", &pod->disconnect, {"continue", "read-only", "freeze"});
+  r.duration("disconnect_timeout", &pod->disconnect_timeout_ms, 1);
   r.duration("gc_grace", &pod->gc_grace_s, 1000);
   r.duration("gc_interval", &pod->gc_interval_s, 1000);
   if (pod->gc_interval_s == 0) r.fail(t.get("gc_interval"), "gc_interval", "must be at least 1s");

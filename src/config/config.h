@@ -13,6 +13,7 @@ struct Reactions {
   std::string favorable = "continue";
   std::string mitigated = "continue";
   std::string grave = "read-only";
+  uint64_t throttle_rate_bytes = 10ull << 20;  // per second, the pace of writes under "throttle"
 };
 
 struct NetworkConfig {
@@ -59,6 +60,7 @@ struct PodConfig {
   Affinity affinity;
   std::vector<std::string> labels;
   std::string disconnect = "continue";  // continue | read-only | freeze
+  uint64_t disconnect_timeout_ms = 60000;  // freeze: how long a change waits for the network
   uint64_t gc_grace_s = 600;        // unreferenced chunks younger than this are kept
   uint64_t gc_interval_s = 300;
 };

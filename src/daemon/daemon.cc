@@ -166,6 +166,8 @@ int run_daemon(const Config& config, const PodConfig& pod) {
   Vfs vfs(ns, chunks, config.network.chunk_size);
   vfs_ptr = &vfs;
   KernelCache kernel_cache;
+  // The situation's reaction and the disconnect strategy, carried out by the FUSE layer.
+  WriteGate gate(config.network.reactions.throttle_rate_bytes, static_cast<int64_t>(pod.disconnect_timeout_ms));
   std::unique_ptr<PeerNode> node;
   if (config.pods.size() > 1 || !pod.peers.empty()) {
     if (pod.listen.empty()) {
@@ -175,6 +177,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     node = std::make_unique<PeerNode>(config, pod, storage.pod_id(), ns, chunks, kernel_cache);
     vfs.set_replication(node.get());
     node->set_content_listener([&vfs](const std::vector<Gid>& inodes) { vfs.note_new_versions(inodes); });
+    node->set_gate(&gate);
   }
   ns.trim();
 
@@ -208,6 +211,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"transfer", node ? node->transfer() : nlohmann::json::object()},
           {"replication", node ? node->under_replication(kStatusListedVersions) : nlohmann::json::object()},
           {"repair", node ? node->repair_status() : nlohmann::json::object()},
+          {"situation", node ? node->situation_status() : nlohmann::json::object()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
     }
@@ -263,6 +267,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
   opts.on_mounted = [&mounted] { mounted = true; };
   opts.kernel_cache = &kernel_cache;
   opts.writeback_cache = node == nullptr;
+  opts.gate = &gate;
   int rc = run_fuse(vfs, opts);
   // An orderly stop: nothing changes content or metadata any more once the timers and the
   // network are down; then everything is made durable and the chunk store marked clean.

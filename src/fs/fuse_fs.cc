@@ -69,6 +69,8 @@ struct Context {
 Context& ctx(fuse_req_t req) { return *static_cast<Context*>(fuse_req_userdata(req)); }
 Vfs& vfs(fuse_req_t req) { return *ctx(req).vfs; }
 Namespace& ns(fuse_req_t req) { return ctx(req).vfs->ns(); }
+// Whether a change may go ahead now (WriteGate): 0 or the errno to answer.
+int admit_change(fuse_req_t req) { return ctx(req).opts.gate ? ctx(req).opts.gate->admit_change() : 0; }
 
 int64_t to_ns(const timespec& t) { return t.tv_sec * 1000000000LL + t.tv_nsec; }
 
@@ -268,6 +270,7 @@ int kill_privileges(fuse_req_t req, fuse_ino_t ino) {
 }
 
 void wh_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* st, int to_set, fuse_file_info* fi) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   // Times reported by the kernel's write-back cache: the time of the writes it flushes
@@ -334,6 +337,7 @@ void wh_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 void make_node(fuse_req_t req, fuse_ino_t parent, const char* name, pb::FileType type, mode_t mode,
                const char* target, dev_t rdev = 0) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   const fuse_ctx* c = fuse_req_ctx(req);
   Attr a;
   if (int err = ns(req).make(parent, name, type, mode, c->uid, c->gid, target ? target : "", &a, rdev))
@@ -368,19 +372,23 @@ void wh_symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char*
 }
 
 void wh_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   fuse_reply_err(req, ns(req).unlink(parent, name));
 }
 
 void wh_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   fuse_reply_err(req, ns(req).rmdir(parent, name));
 }
 
 void wh_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
                unsigned int flags) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   fuse_reply_err(req, ns(req).rename(parent, name, newparent, newname, flags));
 }
 
 void wh_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   Attr a;
   if (int err = ns(req).link(ino, newparent, newname, &a)) return (void)fuse_reply_err(req, err);
   vfs(req).overlay(&a);
@@ -430,6 +438,8 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi, bool created 
 }
 
 void wh_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
+    if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   Attr a;
   if (int err = ns(req).getattr(ino, &a)) return (void)fuse_reply_err(req, err);
   if (int err = open_handle(req, a, fi)) return (void)fuse_reply_err(req, err);
@@ -453,6 +463,7 @@ bool may_open(const fuse_ctx* c, const Attr& a, int flags) {
 }
 
 void wh_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   const fuse_ctx* c = fuse_req_ctx(req);
   Attr a;
   int made = ns(req).make(parent, name, pb::REGULAR, mode, c->uid, c->gid, "", &a);
@@ -492,6 +503,8 @@ void wh_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
 }
 
 void wh_write(fuse_req_t req, fuse_ino_t ino, const char* data, size_t size, off_t off, fuse_file_info* fi) {
+  if (WriteGate* gate = ctx(req).opts.gate)
+    if (int err = gate->admit_write(size)) return (void)fuse_reply_err(req, err);
   handle(fi)->wrote = true;
   // Under v2 a write by a caller without CAP_FSETID drops set-user/group-ID bits, as on a
   // local file system (under v1 the kernel does it with a SETATTR of the mode).
@@ -612,6 +625,7 @@ void wh_statfs(fuse_req_t req, fuse_ino_t) {
 bool is_system_xattr(const char* name) { return std::strncmp(name, "system.", 7) == 0; }
 
 void wh_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   if (is_system_xattr(name)) return (void)fuse_reply_err(req, EOPNOTSUPP);
   fuse_reply_err(req, ns(req).setxattr(ino, name, std::string_view(value, size), flags));
 }
@@ -639,6 +653,7 @@ void wh_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 void wh_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   if (is_system_xattr(name)) return (void)fuse_reply_err(req, EOPNOTSUPP);
   fuse_reply_err(req, ns(req).removexattr(ino, name));
 }
@@ -661,6 +676,7 @@ void wh_access(fuse_req_t req, fuse_ino_t ino, int mask) {
 }
 
 void wh_fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t offset, off_t length, fuse_file_info* fi) {
+  if (int err = admit_change(req)) return (void)fuse_reply_err(req, err);
   if (mode & ~FALLOC_FL_KEEP_SIZE) return (void)fuse_reply_err(req, EOPNOTSUPP);
   if (offset < 0 || length <= 0) return (void)fuse_reply_err(req, EINVAL);
   // Chunks are written only when data is, so space cannot be reserved; but a caller asking

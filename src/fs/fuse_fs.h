@@ -7,6 +7,7 @@
 
 #include "fs/kernel_cache.h"
 #include "vfs/vfs.h"
+#include "vfs/write_gate.h"
 
 namespace wormhole {
 
@@ -23,6 +24,9 @@ struct FuseOptions {
   // The kernel's write-back cache batches writes, but then trusts its own file sizes and
   // times over ours: only right when no other pod changes files (a network of one pod).
   bool writeback_cache = true;
+  // Asked before every change (the situation's reaction, the disconnect strategy); none:
+  // always open.
+  WriteGate* gate = nullptr;
 };
 
 // Mounts and serves until the file system is unmounted or SIGINT/SIGTERM arrives, then

@@ -549,6 +549,7 @@ void PeerNode::loop() {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
       adopt_members();
       sync_round();
+      update_situation();
       act_on_snapshot_advice();
       std::map<uint64_t, uint64_t> everyone;
       std::map<uint64_t, Hlc> stable;

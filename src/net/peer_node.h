@@ -31,12 +31,14 @@
 #include "chunks/block_cache.h"
 #include "cluster/membership.h"
 #include "cluster/repair.h"
+#include "cluster/situation.h"
 #include "chunks/chunk_store.h"
 #include "config/config.h"
 #include "fs/kernel_cache.h"
 #include "meta/namespace.h"
 #include "replication/replicator.h"
 #include "vfs/content_replication.h"
+#include "vfs/write_gate.h"
 
 namespace grpc {
 class Server;
@@ -71,6 +73,12 @@ class PeerNode final : public ContentReplication {
   void set_content_listener(std::function<void(const std::vector<Gid>&)> listener) {
     content_listener_ = std::move(listener);
   }
+  // The gate this pod's file operations pass (the situation's reaction, the disconnect
+  // strategy), set every sync round. Set before start().
+  void set_gate(WriteGate* gate) { gate_ = gate; }
+  // The situation (favorable / mitigated / grave) with what makes it so, the gate's mode,
+  // whether this pod is cut off and since when. For `wormhole status`.
+  nlohmann::json situation_status();
   // `wormhole forget NAME`: removes a pod that is gone for good from the member list (a
   // replicated, final op), so that the others stop waiting for it (stability, trimming).
   // Refused for this pod, an unknown or never-heard-from pod, or one that is not down.
@@ -243,6 +251,9 @@ class PeerNode final : public ContentReplication {
   // which pods count changes (and every few minutes), then fetches the versions this pod
   // must take, most endangered first, at failure.repair_rate, and claims them.
   void repair_loop();
+  // Computes the situation (from the last survey) and whether this pod is cut off, logs
+  // changes, and sets the gate. Replication thread, every sync round.
+  void update_situation();
   // One survey and the copies it assigns to this pod; whether any copy was made.
   bool repair_pass();
   // Fetches every chunk of version `t` this pod lacks and makes them durable: 0, or the
@@ -261,6 +272,15 @@ class PeerNode final : public ContentReplication {
     uint64_t repaired_versions = 0, repaired_bytes = 0, failed_versions = 0;  // since start
     double rate_bytes_per_s = 0;  // over the current pass
     std::vector<std::string> lost;  // pods counted lost (or forgotten) at the last survey
+  };
+  struct SituationState {
+    bool known = false;  // a survey ran
+    Situation situation = Situation::kFavorable;
+    std::string reason;
+    int64_t since_wall_ms = 0;
+    GateMode mode = GateMode::kOpen;
+    bool disconnected = false;
+    int64_t disconnected_since_wall_ms = 0;
   };
   struct HeldVersion {
     Gid version;
@@ -291,6 +311,8 @@ class PeerNode final : public ContentReplication {
   const FailureTimes failure_times_;
   std::mutex repair_mu_;      // a leaf lock: guards repair_
   RepairCounts repair_;
+  SituationState situation_;  // guarded by repair_mu_
+  WriteGate* gate_ = nullptr;
   int64_t repair_next_ms_ = 0;  // token bucket: when the next repair byte may go (repair thread only)
   // A version written here with fewer copies than wanted (see under_replication()).
   struct UnderReplicated {

@@ -237,3 +237,86 @@ nlohmann::json PeerNode::repair_status() {
 }
 
 }  // namespace wormhole
+
+namespace wormhole {
+namespace {
+int64_t wall_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void PeerNode::update_situation() {
+  const int64_t now = now_ms();
+  std::vector<int64_t> heard;  // peers this pod still waits for
+  size_t alive_storage = self_.role == "storage";
+  for (auto& p : peers()) {
+    if (p->forgotten) continue;
+    heard.push_back(p->last_ok_ms);
+    if (p->storage && p->id != 0 && state_of(*p) == PodState::kAlive) ++alive_storage;
+  }
+  const bool disconnected = cut_off(now, heard, started_ms_, failure_times_.down_after_ms);
+  SituationInputs in;
+  in.alive_storage_pods = alive_storage;
+  in.wanted = copies_wanted();
+  bool known;
+  {
+    std::lock_guard lock(repair_mu_);
+    known = repair_.surveyed_ms != 0;
+    in.unavailable = repair_.unavailable;
+    in.under_replicated = repair_.under_replicated;
+    in.unplaceable = repair_.unplaceable;
+  }
+  // Before the first survey nothing is known to be missing: the situation is what the
+  // pods alone tell.
+  const Situation situation = classify(in);
+  const GateMode mode = gate_mode(situation, config_.network.reactions, disconnected, self_.disconnect);
+  std::string reason = std::string(situation_name(situation)) + ": " + situation_reason(situation, in);
+  if (disconnected) reason = "cut off from every other pod (disconnect = \"" + self_.disconnect + "\"); " + reason;
+  bool situation_changed, disconnect_changed, mode_changed;
+  {
+    std::lock_guard lock(repair_mu_);
+    SituationState& st = situation_;
+    situation_changed = !st.known || st.situation != situation;
+    disconnect_changed = st.disconnected != disconnected;
+    mode_changed = st.mode != mode;
+    if (situation_changed) st.since_wall_ms = wall_ms();
+    if (disconnect_changed && disconnected) st.disconnected_since_wall_ms = wall_ms();
+    st.known = known || st.known;
+    st.situation = situation;
+    st.reason = situation_reason(situation, in);
+    st.mode = mode;
+    st.disconnected = disconnected;
+  }
+  if (situation_changed)
+    spdlog::log(situation == Situation::kFavorable ? spdlog::level::info : spdlog::level::warn,
+                "situation: {} ({}); reaction: {}", situation_name(situation), situation_reason(situation, in),
+                situation == Situation::kGrave       ? config_.network.reactions.grave
+                : situation == Situation::kMitigated ? config_.network.reactions.mitigated
+                                                     : config_.network.reactions.favorable);
+  if (disconnect_changed) {
+    if (disconnected)
+      spdlog::warn("cut off from every other pod: disconnect strategy \"{}\" applies until one answers", self_.disconnect);
+    else
+      spdlog::info("connected again: the disconnect strategy is lifted");
+  }
+  if (mode_changed) spdlog::info("file operations: {} ({})", gate_mode_name(mode), reason);
+  if (gate_) gate_->set(mode, std::move(reason));
+}
+
+nlohmann::json PeerNode::situation_status() {
+  SituationState st;
+  {
+    std::lock_guard lock(repair_mu_);
+    st = situation_;
+  }
+  nlohmann::json out = {{"situation", situation_name(st.situation)},
+                        {"reason", st.reason},
+                        {"since_ms", st.since_wall_ms},
+                        {"operations", gate_mode_name(st.mode)},
+                        {"disconnected", st.disconnected}};
+  if (st.disconnected) out["disconnected_since_ms"] = st.disconnected_since_wall_ms;
+  return out;
+}
+
+}  // namespace wormhole

@@ -643,6 +643,95 @@ class RepairTest(unittest.TestCase):
         self.assertRegex(self.b.read_log(), r"repair: \d+ versions .* to copy to this pod")
 
 
+class SituationTest(unittest.TestCase):
+    """Situations and reactions: two of three pods gone makes versions without a live copy
+    (grave), and the declared reaction (read-only) applies on the survivor, lifted when a pod
+    returns; a pod cut off from every other applies its own disconnect strategy, lifted on
+    reconnect."""
+
+    def start(self, grave):
+        self.cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
+            'failure = { suspect_after = "2s", down_after = "3s" }\n'
+            f'reactions = {{ grave = "{grave}", mitigated = "continue" }}\n'),
+            extra_pod={"c": 'disconnect = "read-only"\n'})
+        self.addCleanup(self.cluster.cleanup)
+        self.cluster.start()
+        self.a, self.b, self.c = (self.cluster.pods[n] for n in "abc")
+        for pod in (self.a, self.b, self.c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+
+    def situation(self, pod):
+        return pod.status().get("situation", {})
+
+    def test_two_of_three_pods_down_is_grave_and_read_only_until_one_returns(self):
+        self.start(grave="read-only")
+        # Files written on b: those placed on b and c have no live copy once both are gone.
+        names = [f"g{i}.bin" for i in range(16)]
+        for n in names:
+            write_random(self.b, n, 100_000)
+        away = [n for n in names if sorted(h["name"] for h in self.b.where(n)["holders"]) == ["b", "c"]]
+        self.assertTrue(away, "no file placed on b and c (rendezvous over 16 files)")
+        for n in names:
+            wait_for(lambda: os.path.exists(self.a.path(n)) and self.a.where(n).get("chunks", 0) > 0,
+                     what=f"{n} known on a")
+        self.assertEqual(self.situation(self.a)["situation"], "favorable")
+        with open(self.a.path("before.txt"), "w") as fh:
+            fh.write("writable")
+        for pod in (self.b, self.c):
+            pod.kill9()
+            harness.unmount(pod.mnt)
+        wait_for(lambda: self.situation(self.a)["situation"] == "grave", what="grave on a")
+        st = self.situation(self.a)
+        self.assertEqual(st["operations"], "read-only", st)
+        self.assertRegex(st["reason"], r"\d+ versions have no live copy")
+        with self.assertRaises(OSError) as e:
+            with open(self.a.path("after.txt"), "w") as fh:
+                fh.write("x")
+        self.assertEqual(e.exception.errno, errno.EROFS)
+        with self.assertRaises(OSError) as e:
+            os.mkdir(self.a.path("newdir"))
+        self.assertEqual(e.exception.errno, errno.EROFS)
+        self.assertEqual(slurp(self.a.path("before.txt"), "r"), "writable")  # reads go on
+        with self.assertRaises(OSError) as e:  # no live copy: EIO naming the file, never garbage
+            slurp(self.a.path(away[0]))
+        self.assertEqual(e.exception.errno, errno.EIO)
+        log = self.a.read_log()
+        self.assertIn("situation: grave", log)
+        self.assertIn("a change was refused (read-only)", log)
+        self.assertIn("situation   grave", self.a.cli("status").stdout)
+        # b returns: every version has a live copy again; the reaction is lifted by itself.
+        self.b.start()
+        wait_for(lambda: self.situation(self.a)["situation"] != "grave", timeout_s=40, what="grave lifted")
+        self.assertEqual(self.situation(self.a)["operations"], "open")
+        with open(self.a.path("after.txt"), "w") as fh:
+            fh.write("writable again")
+
+    def test_a_cut_off_pod_applies_its_disconnect_strategy_until_reconnected(self):
+        self.start(grave="continue")  # so that only c's own strategy makes it read-only
+        # a and b hang (SIGSTOP: as unreachable as a cut cable); c, with disconnect =
+        # "read-only", refuses changes; a and b resume and c lifts it by itself.
+        for pod in (self.a, self.b):
+            os.kill(pod.proc.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: self.situation(self.c).get("disconnected"), what="c cut off")
+            st = self.situation(self.c)
+            self.assertEqual(st["operations"], "read-only", st)
+            self.assertIn("disconnected since", self.c.cli("status").stdout)
+            with self.assertRaises(OSError) as e:
+                with open(self.c.path("cut.txt"), "w") as fh:
+                    fh.write("x")
+            self.assertEqual(e.exception.errno, errno.EROFS)
+        finally:
+            for pod in (self.a, self.b):
+                os.kill(pod.proc.pid, signal.SIGCONT)
+        wait_for(lambda: not self.situation(self.c).get("disconnected"), what="c reconnected")
+        self.assertEqual(self.situation(self.c)["operations"], "open")
+        with open(self.c.path("cut.txt"), "w") as fh:
+            fh.write("back")
+        self.assertIn("cut off from every other pod", self.c.read_log())
+        self.assertIn("connected again", self.c.read_log())
+
+
 class PullTest(unittest.TestCase):
     """A holder pulling a large version it missed keeps pushing its own ops meanwhile (was:
     the replication thread made the pull itself, so nothing left the pod until it ended)."""

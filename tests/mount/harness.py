@@ -203,7 +203,7 @@ class Cluster:
     """Several pods of one network on 127.0.0.1, described by one shared config file."""
 
     def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB", redundancy=2, roles=None,
-                 root_dir=None, conflict="keep-both", delay="0s", mode="async", extra_network=""):
+                 root_dir=None, conflict="keep-both", delay="0s", mode="async", extra_network="", extra_pod=None):
         self.root = tempfile.mkdtemp(prefix="wh-cluster-", dir=root_dir)
         os.chmod(self.root, 0o755)
         self.config = os.path.join(self.root, "network.toml")
@@ -213,7 +213,8 @@ class Cluster:
         for n in names:
             text += (f'\n[[pod]]\nname = "{n}"\nrole = "{roles.get(n, "storage")}"\n'
                      f'listen = "127.0.0.1:{free_port()}"\n'
-                     f'mountpoint = "{self.root}/mnt/{n}"\nstorage = "{self.root}/data/{n}"\n')
+                     f'mountpoint = "{self.root}/mnt/{n}"\nstorage = "{self.root}/data/{n}"\n'
+                     f'{(extra_pod or {}).get(n, "")}')
         with open(self.config, "w") as f:
             f.write(text)
         self.pods = {n: Pod(root=self.root, name=n, config=self.config) for n in names}
