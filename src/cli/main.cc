@@ -138,6 +138,13 @@ int main(int argc, char** argv) {
   add_common(forget);
   std::string forget_pod;
   forget->add_option("pod", forget_pod, "the pod's name (it must be down; it can never come back)")->required();
+  bool forget_force = false;
+  forget->add_flag("--force", forget_force, "forget a pod that is not down (it must never come back)");
+  CLI::App* drain = app.add_subcommand("drain", "move a pod's copies to the others; it leaves the network when done");
+  add_common(drain);
+  std::string drain_pod;
+  drain->add_option("pod", drain_pod, "the pod's name")->required();
+  drain->add_flag("--json", json, "machine-readable output");
 
   CLI::App* config = app.add_subcommand("config", "inspect a configuration file");
   config->require_subcommand(1);
@@ -185,6 +192,10 @@ int main(int argc, char** argv) {
     if (auto st = r.value("situation", nlohmann::json::object()); !st.empty()) {
       std::cout << "situation   " << st.value("situation", "") << " (" << st.value("reason", "") << "); file operations "
                 << st.value("operations", "") << "\n";
+      if (st.value("left", false))
+        std::cout << "left        this pod left the network (drained or forgotten): stop it\n";
+      else if (st.value("draining", false))
+        std::cout << "draining    this pod's copies move to the others; it leaves the network when done\n";
       if (st.value("disconnected", false)) {
         const std::time_t since = st.value("disconnected_since_ms", int64_t{0}) / 1000;
         char when[32];
@@ -195,7 +206,8 @@ int main(int argc, char** argv) {
     if (auto rp = r.value("repair", nlohmann::json::object()); !rp.empty()) print_repair(rp);
     for (auto& p : r.value("peers", nlohmann::json::array()))
       std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
-                << p["role"].get<std::string>() << " " << p["state"].get<std::string>() << ", "
+                << p["role"].get<std::string>() << " " << p["state"].get<std::string>()
+                << (p.value("draining", false) ? " (draining)" : "") << ", "
                 << human_bytes(p["used_bytes"]) << " used, " << human_bytes(p["free_bytes"]) << " free\n";
     return 0;
   }
@@ -231,8 +243,20 @@ int main(int argc, char** argv) {
   }
   if (forget->parsed()) {
     nlohmann::json r;
-    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "forget"}, {"pod", forget_pod}}, &r)) return rc;
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "forget"}, {"pod", forget_pod}, {"force", forget_force}}, &r))
+      return rc;
     std::cout << "forgot pod " << forget_pod << ": the others stop waiting for it\n";
+    return 0;
+  }
+  if (drain->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "drain"}, {"pod", drain_pod}}, &r)) return rc;
+    if (json) {
+      std::cout << r.dump(2) << "\n";
+      return 0;
+    }
+    std::cout << "pod " << drain_pod << " is draining: its copies move to the other pods, then it leaves the network "
+              << "(`wormhole status` shows the progress)\n";
     return 0;
   }
   if (restore->parsed()) {

@@ -31,14 +31,14 @@ RepairPlan plan_repair(Gid key, const std::vector<uint64_t>& holders, const std:
     const PodView* v = view_of(h);
     // A holder this pod does not know (not a member) or a client does not count.
     if (!v || !v->storage || !counts_as_copy(v->state)) continue;
-    ++plan.copies;
     plan.live_copies += v->state == PodState::kAlive || v->state == PodState::kSuspect;
+    plan.copies += !v->draining;
   }
   if (plan.copies >= wanted) return plan;
   plan.missing = wanted - plan.copies;
   std::vector<std::pair<uint64_t, uint64_t>> ranked;  // (hash, pod)
   for (const PodView& p : pods) {
-    if (!p.storage || p.state != PodState::kAlive || p.free_bytes < bytes || p.id == 0) continue;
+    if (!p.storage || p.draining || p.state != PodState::kAlive || p.free_bytes < bytes || p.id == 0) continue;
     if (std::find(distinct.begin(), distinct.end(), p.id) != distinct.end()) continue;
     ranked.emplace_back(rendezvous_hash(key, p.id), p.id);
   }

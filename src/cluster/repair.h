@@ -21,10 +21,13 @@ struct PodView {
   bool storage = true;  // client pods never hold copies
   PodState state = PodState::kAlive;
   uint64_t free_bytes = UINT64_MAX;  // room for new copies
+  // `wormhole drain`: its copies are still there (live for readers) but do not count
+  // towards the redundancy, and it takes no new ones.
+  bool draining = false;
 };
 
 struct RepairPlan {
-  size_t copies = 0;       // holders that count (not lost, not forgotten, still members)
+  size_t copies = 0;       // holders that count (not lost, not forgotten, not draining, still members)
   size_t live_copies = 0;  // holders alive or suspect: what readers can reach now
   size_t missing = 0;      // wanted - copies, if positive
   // New holders, best first: alive storage pods with room that do not hold it, in the

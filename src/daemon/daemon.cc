@@ -217,9 +217,15 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     }
     if (cmd == "forget") {
       if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
-      const std::string why = node->forget(req.value("pod", ""));
+      const std::string why = node->forget(req.value("pod", ""), req.value("force", false));
       if (!why.empty()) return nlohmann::json{{"error", why}};
       return nlohmann::json{{"forgotten", req.value("pod", "")}};
+    }
+    if (cmd == "drain") {
+      if (!node) return nlohmann::json{{"error", "this pod is alone in its network: nothing could take its copies"}};
+      const std::string why = node->drain(req.value("pod", ""));
+      if (!why.empty()) return nlohmann::json{{"error", why}};
+      return nlohmann::json{{"draining", req.value("pod", "")}};
     }
     if (cmd == "trash") {
       std::vector<TrashItem> items;

@@ -32,6 +32,7 @@ struct PeerNode::Peer {
   std::atomic<int64_t> last_ok_ms{0};
   std::atomic<bool> reported_down{false};
   std::atomic<bool> forgotten{false};  // `wormhole forget`: never talked to again
+  std::atomic<bool> draining{false};   // `wormhole drain`: takes no new copies, leaves when done
   std::atomic<uint64_t> used_bytes{0}, free_bytes{0};  // as last reported by the peer
 };
 

@@ -207,7 +207,8 @@ std::vector<PeerNode::Peer*> PeerNode::ranked_storage_peers(Gid key) {
     const uint64_t id = p->id;
     // A pod that did not answer its last exchange is passed over: a live pod holds the copy
     // now instead of a down one some day. So is a pod without room for a chunk.
-    if (!p->storage || id == 0 || p->reported_down || p->forgotten || p->free_bytes < config_.network.chunk_size)
+    if (!p->storage || id == 0 || p->reported_down || p->forgotten || p->draining ||
+        p->free_bytes < config_.network.chunk_size)
       continue;
     const double u = (static_cast<double>(rendezvous_hash(key, id) >> 11) + 0.5) * 0x1.0p-53;
     const double weight = static_cast<double>(p->free_bytes.load());
@@ -221,7 +222,8 @@ std::vector<PeerNode::Peer*> PeerNode::ranked_storage_peers(Gid key) {
 
 std::vector<uint64_t> PeerNode::choose_holders(Gid inode) {
   std::vector<uint64_t> holders;
-  if (self_.role == "storage" && my_space().free_bytes() >= config_.network.chunk_size) holders.push_back(pod_id_);
+  if (self_.role == "storage" && !self_draining_ && my_space().free_bytes() >= config_.network.chunk_size)
+    holders.push_back(pod_id_);
   std::vector<Peer*> ranked = ranked_storage_peers(inode);
   const size_t want = copies_wanted();
   for (Peer* p : ranked) {
@@ -234,8 +236,9 @@ std::vector<uint64_t> PeerNode::choose_holders(Gid inode) {
 
 size_t PeerNode::copies_wanted() {
   if (config_.network.redundancy > 0) return config_.network.redundancy;
-  size_t storage_pods = self_.role == "storage";  // "all": every storage pod, reachable or not
-  for (auto& p : peers()) storage_pods += p->storage && !p->forgotten;
+  // "all": every storage pod, reachable or not, but a draining one (it is leaving).
+  size_t storage_pods = self_.role == "storage" && !self_draining_;
+  for (auto& p : peers()) storage_pods += p->storage && !p->forgotten && !p->draining;
   return storage_pods;
 }
 

@@ -46,7 +46,13 @@ pb::Member PeerNode::self_member() const {
 
 void PeerNode::adopt_members() {
   for (const pb::Member& m : ns_.members()) {
-    if (m.pod_id() == pod_id_ || m.name() == self_.name) continue;
+    if (m.pod_id() == pod_id_) {
+      self_draining_ = m.draining();
+      if (m.forgotten() && !self_left_.exchange(true))
+        spdlog::warn("this pod has left the network (drained or forgotten): stop it; its storage directory can go");
+      continue;
+    }
+    if (m.name() == self_.name) continue;
     if (m.forgotten()) {
       std::lock_guard lock(mu_);
       for (auto& p : peers())
@@ -61,7 +67,10 @@ void PeerNode::adopt_members() {
     bool known = false;
     for (auto& p : peers()) known |= p->name == m.name();
     if (!known) spdlog::info("pod {} ({}) is a member: talking to it", m.name(), m.address());
-    add_peer_locked(m.name(), m.address(), m.role() == "storage", m.pod_id());
+    if (Peer* p = add_peer_locked(m.name(), m.address(), m.role() == "storage", m.pod_id());
+        p && p->id == m.pod_id() && p->draining.exchange(m.draining()) != m.draining())
+      spdlog::info("pod {} {}", m.name(),
+                   m.draining() ? "is draining: its copies move to other pods" : "is no longer draining");
   }
 }
 

@@ -293,8 +293,12 @@ bool PeerNode::start(std::string* error) {
   // Every pod is in the replicated member list, so that a pod that joined knows them all
   // when it restarts with only its own file (and its peers may be down).
   bool recorded = false;
-  for (const pb::Member& m : ns_.members())
-    recorded |= m.pod_id() == pod_id_ && m.SerializeAsString() == self_member().SerializeAsString();
+  for (const pb::Member& m : ns_.members()) {
+    if (m.pod_id() != pod_id_) continue;
+    pb::Member mine = self_member();
+    mine.set_draining(m.draining());  // a drain goes on across restarts
+    recorded |= m.SerializeAsString() == mine.SerializeAsString();
+  }
   if (!recorded)
     if (int err = ns_.record_member(self_member())) spdlog::warn("cannot record this pod as a member: {}", err);
   // Versions this pod holds whose chunks may have been missed (a stop before fetching).
@@ -582,16 +586,24 @@ nlohmann::json PeerNode::describe(uint64_t id) {
   return {{"name", "unknown pod " + hex_id(id)}, {"state", "down"}, {"self", false}};
 }
 
-std::string PeerNode::forget(const std::string& name) {
+std::string PeerNode::known_pod_names() {
+  std::string names = self_.name;
+  for (auto& p : peers())
+    if (!p->forgotten) names += ", " + p->name;
+  return names;
+}
+
+std::string PeerNode::forget(const std::string& name, bool force) {
   if (name == self_.name) return "a pod cannot forget itself";
   Peer* peer = nullptr;
   for (auto& p : peers())
     if (p->name == name) peer = p.get();
-  if (!peer) return "no pod \"" + name + "\" in this network";
+  if (!peer) return "no pod \"" + name + "\" in this network (pods: " + known_pod_names() + ")";
   if (peer->forgotten) return "";
   if (peer->id == 0) return "pod \"" + name + "\" was never heard from: its identity is unknown";
-  if (const PodState st = state_of(*peer); st != PodState::kDown && st != PodState::kLost)
-    return "pod \"" + name + "\" is not down: stop it first (a forgotten pod can never come back)";
+  if (const PodState st = state_of(*peer); !force && st != PodState::kDown && st != PodState::kLost)
+    return "pod \"" + name + "\" is " + state_name(st) +
+           ", not down: stop it first, or use --force (a forgotten pod can never come back)";
   pb::Member m;
   for (const pb::Member& known : ns_.members())
     if (known.pod_id() == peer->id) m = known;
@@ -606,6 +618,33 @@ std::string PeerNode::forget(const std::string& name) {
   return "";
 }
 
+std::string PeerNode::drain(const std::string& name) {
+  pb::Member m;
+  bool found = false;
+  for (const pb::Member& known : ns_.members())
+    if (known.name() == name && !known.forgotten()) {
+      m = known;
+      found = true;
+    }
+  if (!found) return "no pod \"" + name + "\" in this network (pods: " + known_pod_names() + ")";
+  if (m.role() != "storage") return "pod \"" + name + "\" is a client: it holds no copies to drain";
+  if (m.draining()) return "";
+  // The storage pods that stay must be able to hold every copy: at least the redundancy.
+  size_t staying = m.pod_id() != pod_id_ && self_.role == "storage" && !self_draining_;
+  for (auto& p : peers())
+    if (p->id != m.pod_id() && p->storage && !p->forgotten && !p->draining && counts_as_copy(state_of(*p))) ++staying;
+  const size_t wanted = copies_wanted();
+  if (staying == 0) return "pod \"" + name + "\" is the last storage pod: nothing could take its copies";
+  if (staying < wanted)
+    return "draining pod \"" + name + "\" would leave " + std::to_string(staying) + " storage pods for " +
+           std::to_string(wanted) + " copies per version (network.redundancy): add a pod first";
+  m.set_draining(true);
+  if (int err = ns_.record_member(m)) return std::string("cannot record it: ") + std::strerror(err);
+  adopt_members();  // takes effect here now, on the others when the op reaches them
+  spdlog::warn("pod {} is draining by request: its copies move to the other pods, then it leaves", name);
+  return "";
+}
+
 nlohmann::json PeerNode::status() {
   nlohmann::json out = nlohmann::json::array();
   const int64_t now = now_ms();
@@ -617,6 +656,7 @@ nlohmann::json PeerNode::status() {
                    {"id", pid ? hex_id(pid) : ""},
                    {"role", p->storage ? "storage" : "client"},
                    {"state", state_name(state_of(*p))},
+                   {"draining", p->draining.load()},
                    {"last_contact_ms", last == 0 ? -1 : now - last},
                    {"used_bytes", p->used_bytes.load()},
                    {"free_bytes", p->free_bytes.load()}});

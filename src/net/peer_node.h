@@ -83,7 +83,15 @@ class PeerNode final : public ContentReplication {
   // replicated, final op), so that the others stop waiting for it (stability, trimming).
   // Refused for this pod, an unknown or never-heard-from pod, or one that is not down.
   // Returns "" or why not.
-  std::string forget(const std::string& name);
+  // With `force`, also a pod that is not down (it is cut off for good: its daemon must
+  // not come back with that storage directory).
+  std::string forget(const std::string& name, bool force = false);
+  // `wormhole drain NAME`: the pod takes no new copies, its copies are re-created on the
+  // others (repair; it keeps serving them meanwhile, so no version goes below its
+  // redundancy), and once every version has its copies without it, it leaves the network
+  // (records itself forgotten). Refused for an unknown, forgotten or client pod, and when
+  // the storage pods left would be fewer than the redundancy. Returns "" or why not.
+  std::string drain(const std::string& name);
   // Peers with their state (alive / suspect / down / forgotten), for `wormhole status`.
   nlohmann::json status();
   // Chunk bytes this pod sent and received since it started, by kind: pushed (sent along a
@@ -256,6 +264,9 @@ class PeerNode final : public ContentReplication {
   void update_situation();
   // One survey and the copies it assigns to this pod; whether any copy was made.
   bool repair_pass();
+  // Records this draining pod as gone (forgotten) once its survey found nothing missing
+  // without its copies.
+  void finish_drain();
   // Fetches every chunk of version `t` this pod lacks and makes them durable: 0, or the
   // errno of the first chunk no pod could give (ENOENT: the version was replaced).
   int repair_copy(const RepairTask& t);
@@ -313,6 +324,10 @@ class PeerNode final : public ContentReplication {
   RepairCounts repair_;
   SituationState situation_;  // guarded by repair_mu_
   WriteGate* gate_ = nullptr;
+  std::atomic<bool> self_draining_{false};  // this pod's member record says draining
+  std::atomic<bool> self_left_{false};      // this pod's member record says forgotten (a drain ended)
+  // "a, b, c": the names of the other pods and this one, for messages naming an unknown pod.
+  std::string known_pod_names();
   int64_t repair_next_ms_ = 0;  // token bucket: when the next repair byte may go (repair thread only)
   // A version written here with fewer copies than wanted (see under_replication()).
   struct UnderReplicated {

@@ -43,11 +43,12 @@ int64_t now_ms() { return steady_now_ms(); }
 
 std::vector<PodView> PeerNode::pod_views() {
   std::vector<PodView> views;
-  views.push_back(PodView{pod_id_, self_.role == "storage", PodState::kAlive, my_space().free_bytes()});
+  views.push_back(PodView{pod_id_, self_.role == "storage", self_left_ ? PodState::kForgotten : PodState::kAlive,
+                          my_space().free_bytes(), self_draining_});
   for (auto& p : peers()) {
     const uint64_t id = p->id;
     if (id == 0) continue;  // never heard from: holds nothing this pod knows of
-    views.push_back(PodView{id, p->storage, state_of(*p), p->free_bytes.load()});
+    views.push_back(PodView{id, p->storage, state_of(*p), p->free_bytes.load(), p->draining});
   }
   return views;
 }
@@ -75,8 +76,8 @@ void PeerNode::repair_loop() {
     // What decides where copies go: who counts as a copy, who may take one.
     std::string view;
     for (const PodView& v : pod_views())
-      view += fmt::format("{:x}:{}{};", v.id, v.storage ? 's' : 'c',
-                          v.state == PodState::kAlive ? 'a' : counts_as_copy(v.state) ? 'd' : 'l');
+      view += fmt::format("{:x}:{}{}{};", v.id, v.storage ? 's' : 'c',
+                        v.state == PodState::kAlive ? 'a' : counts_as_copy(v.state) ? 'd' : 'l', v.draining ? 'D' : '-');
     const uint64_t short_now = placements_short_.load();
     int64_t last_surveyed;
     {
@@ -142,6 +143,8 @@ bool PeerNode::repair_pass() {
     repair_.rate_bytes_per_s = 0;
     repair_.lost = lost;
   }
+  if (self_draining_ && !self_left_ && survey.copies_missing() == 0 && survey.tasks_dropped() == 0)
+    finish_drain();
   if (tasks.empty()) return false;
   std::string lost_names;
   for (const std::string& name : lost) lost_names += (lost_names.empty() ? " (lost: " : ", ") + name;
@@ -187,6 +190,22 @@ bool PeerNode::repair_pass() {
   flush_claims();
   spdlog::info("repair: pass done, {} MiB copied in {:.1f} s", copied_bytes >> 20, (now_ms() - started) / 1000.0);
   return copied_bytes > 0;
+}
+
+void PeerNode::finish_drain() {
+  // Every version has its copies on other pods, as far as the claims that reached this pod
+  // say: this pod leaves. Its ops before this one reach the others first (causal order).
+  for (pb::Member m : ns_.members()) {
+    if (m.pod_id() != pod_id_) continue;
+    m.set_forgotten(true);
+    if (int err = ns_.record_member(m)) {
+      spdlog::error("drain: cannot record that this pod leaves: {} (tried again at the next survey)", std::strerror(err));
+      return;
+    }
+    spdlog::warn("drain done: every version has its copies on other pods; this pod leaves the network");
+    adopt_members();
+    return;
+  }
 }
 
 int PeerNode::repair_copy(const RepairTask& t) {
@@ -270,9 +289,13 @@ void PeerNode::update_situation() {
   // Before the first survey nothing is known to be missing: the situation is what the
   // pods alone tell.
   const Situation situation = classify(in);
-  const GateMode mode = gate_mode(situation, config_.network.reactions, disconnected, self_.disconnect);
+  GateMode mode = gate_mode(situation, config_.network.reactions, disconnected, self_.disconnect);
   std::string reason = std::string(situation_name(situation)) + ": " + situation_reason(situation, in);
   if (disconnected) reason = "cut off from every other pod (disconnect = \"" + self_.disconnect + "\"); " + reason;
+  if (self_left_) {  // drained: a change here would reach nobody
+    mode = GateMode::kReadOnly;
+    reason = "this pod has left the network (drained or forgotten)";
+  }
   bool situation_changed, disconnect_changed, mode_changed;
   {
     std::lock_guard lock(repair_mu_);
@@ -314,7 +337,9 @@ nlohmann::json PeerNode::situation_status() {
                         {"reason", st.reason},
                         {"since_ms", st.since_wall_ms},
                         {"operations", gate_mode_name(st.mode)},
-                        {"disconnected", st.disconnected}};
+                        {"disconnected", st.disconnected},
+                        {"draining", self_draining_.load()},
+                        {"left", self_left_.load()}};
   if (st.disconnected) out["disconnected_since_ms"] = st.disconnected_since_wall_ms;
   return out;
 }

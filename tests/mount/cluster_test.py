@@ -643,6 +643,60 @@ class RepairTest(unittest.TestCase):
         self.assertRegex(self.b.read_log(), r"repair: \d+ versions .* to copy to this pod")
 
 
+class DrainTest(unittest.TestCase):
+    """`wormhole drain c`: c's copies move to a and b while c keeps serving them (no version
+    below its two copies on the way), then c leaves the network; draining below the
+    redundancy, unknown pods and forgetting a live pod are refused with clear messages."""
+
+    def setUp(self):
+        self.cluster = Cluster(chunk_size="64KiB", redundancy=2,
+                               extra_network='failure = { suspect_after = "2s", down_after = "3s" }\n')
+        self.addCleanup(self.cluster.cleanup)
+        self.cluster.start()
+        self.a, self.b, self.c = (self.cluster.pods[n] for n in "abc")
+        for pod in (self.a, self.b, self.c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+
+    def test_drain_moves_every_copy_then_the_pod_leaves(self):
+        names = [f"d{i}.bin" for i in range(16)]
+        data = {n: write_random(self.a, n, 150_000) for n in names}
+        on_c = [n for n in names if "c" in [h["name"] for h in self.a.where(n)["holders"]]]
+        self.assertTrue(on_c, "placement put no copy on c (rendezvous over 16 files)")
+        for n in on_c:
+            wait_for(lambda: has_copy(self.c, n), what=f"c's copy of {n}")
+        r = self.a.cli("drain", "nosuch", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("pods: a, b, c", r.stderr)
+        r = self.a.cli("forget", "c", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("--force", r.stderr)
+        self.assertIn("draining", self.a.cli("drain", "c").stdout)
+        # Nothing new goes to c while it drains.
+        wait_for(lambda: any(p["name"] == "c" and p["draining"] for p in self.b.status()["peers"]), what="b sees it")
+        write_random(self.b, "new.bin", 150_000)
+        self.assertNotIn("c", [h["name"] for h in self.b.where("new.bin")["holders"]])
+        # Draining b as well would leave one storage pod for two copies.
+        r = self.a.cli("drain", "b", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("would leave 1 storage pods for 2 copies", r.stderr)
+        # c leaves once every version has two copies on a and b.
+        wait_for(lambda: self.c.status()["situation"]["left"], timeout_s=60, what="c leaving")
+        for pod in (self.a, self.b):
+            wait_for(lambda: any(p["name"] == "c" and p["state"] == "forgotten" for p in pod.status()["peers"]),
+                     what=f"{pod.name} forgetting c")
+        for n in names:
+            holders = [h["name"] for h in self.a.where(n)["holders"] if h["name"] in ("a", "b")]
+            self.assertEqual(sorted(holders), ["a", "b"], n)
+            self.assertTrue(has_copy(self.b, n), n)
+        self.assertIn("drain done", self.c.read_log())
+        self.c.stop()
+        for n in names:
+            self.assertEqual(slurp(self.b.path(n)), data[n], n)
+        # The network goes on with two pods.
+        write_random(self.a, "after.bin", 150_000)
+        self.assertEqual(sorted(h["name"] for h in self.a.where("after.bin")["holders"]), ["a", "b"])
+
+
 class SituationTest(unittest.TestCase):
     """Situations and reactions: two of three pods gone makes versions without a live copy
     (grave), and the declared reaction (read-only) applies on the survivor, lifted when a pod

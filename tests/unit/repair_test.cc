@@ -196,3 +196,15 @@ TEST(RepairClaims, AClaimForAnotherPodIsRejected) {
   h->set_pod(5);
   EXPECT_TRUE(validate_op(op, limits, &why)) << why;
 }
+
+TEST(RepairPlan, ADrainingHolderIsLiveButDoesNotCountAndTakesNothing) {
+  std::vector<PodView> view = pods({{1, PodState::kAlive}, {2, PodState::kAlive}, {3, PodState::kAlive}});
+  view[2].draining = true;  // pod 3 drains
+  RepairPlan p = plan_repair(Gid{4, 4}, {1, 3}, view, 2, 10);
+  EXPECT_EQ(p.copies, 1u);
+  EXPECT_EQ(p.live_copies, 2u);  // readers still reach it: nothing is unavailable meanwhile
+  EXPECT_EQ(p.new_holders, std::vector<uint64_t>{2});
+  // A version held only by pods that stay is not touched; nothing new goes to pod 3.
+  p = plan_repair(Gid{4, 5}, {1}, view, 2, 10);
+  EXPECT_EQ(p.new_holders, std::vector<uint64_t>{2});
+}
