@@ -1624,14 +1624,22 @@ size_t Meta::count_keys(std::string_view prefix) {
 
 void Meta::apply_hold(KvTxn& txn, const pb::HoldVersion& h) {
   const Gid g = from_pb(h.version());
-  std::string bytes;
-  pb::VersionRecord v;
-  // A version superseded meanwhile: the claim has nothing to add to (its holders matter
-  // only while it is a file's content).
-  if (!txn.get(keys::version(g), &bytes) || !parse_version(bytes, &v)) return;
-  if (std::find(v.holders().begin(), v.holders().end(), h.pod()) != v.holders().end()) return;
-  v.add_holders(h.pod());
-  txn.put(keys::version(g), v.SerializeAsString());
+  // The claim goes to the version's record wherever it is: current, or superseded (a
+  // version superseded here may be current on a pod that applied concurrent commits in
+  // another order, or come back here as a conflict sibling: its holders must be the same).
+  for (const std::string& key : {keys::version(g), keys::superseded(g)}) {
+    std::string bytes;
+    pb::VersionRecord v;
+    if (!txn.get(key, &bytes) || !parse_version(bytes, &v)) continue;
+    if (std::find(v.holders().begin(), v.holders().end(), h.pod()) != v.holders().end()) continue;
+    // The placed holders keep their order (the writer first); claims follow, sorted, so
+    // that the list is the same on every pod whatever order claims arrive in.
+    if (v.placed_holders() == 0) v.set_placed_holders(static_cast<uint32_t>(v.holders_size()));
+    v.add_holders(h.pod());
+    const uint32_t placed = std::min<uint32_t>(v.placed_holders(), static_cast<uint32_t>(v.holders_size()));
+    std::sort(v.mutable_holders()->begin() + placed, v.mutable_holders()->end());
+    txn.put(key, v.SerializeAsString());
+  }
 }
 
 bool Meta::scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,

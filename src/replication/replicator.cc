@@ -314,24 +314,71 @@ void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>
   // This pod's own ops leave it only once durable (Namespace::ops_after): the ones not yet
   // durable are not "trimmed", they are simply not given yet.
   have_here[self_] = ns_.durable_applied()[self_];
+  // The ops they lack, in stamp order across origins: a stamp is above the stamps of every
+  // op its op depends on, so each prefix of this order is deliverable there. (Origin by
+  // origin, a backlog of one origin could fill every answer with ops that wait for another
+  // origin's ops the answer never reaches: the asker stalled, e.g. behind a lost pod whose
+  // ops only relays have.) Each origin's log is read in slices, merged as it goes.
+  struct Cursor {
+    uint64_t origin;
+    uint64_t read_to;  // the last seq read from the log
+    std::vector<pb::Op> ops;
+    size_t at = 0;
+    bool exhausted = false;  // nothing more to read (the log's end, or held back)
+  };
+  auto read_slice = [&](Cursor& c) {
+    c.ops = ns_.ops_after(c.origin, c.read_to, kMergeSliceOps);
+    c.at = 0;
+    c.exhausted = c.ops.size() < kMergeSliceOps;
+    if (!c.ops.empty()) c.read_to = c.ops.back().seq();
+  };
+  auto hold = [&](Cursor& c) {
+    if (c.origin != self_) return;
+    const size_t before = c.ops.size();
+    hold_back(c.ops);
+    if (c.ops.size() < before) c.exhausted = true;  // later ops of this origin must not go before it
+  };
+  std::vector<Cursor> cursors;
   for (auto& [origin, seq] : have_here) {
     auto it = theirs.find(origin);
     const uint64_t have = it == theirs.end() ? 0 : it->second;
     if (have >= seq) continue;
-    const size_t room = kMaxBatchOps - static_cast<size_t>(batch->ops_size());
-    std::vector<pb::Op> ops = ns_.ops_after(origin, have, room);
+    Cursor c{origin, have, {}, 0, false};
+    read_slice(c);
     // The next op they need was trimmed (every member had it then; they joined later).
     // Only said when `theirs` is what they told (not what this pod believes they have),
     // and then alone: ops applied now would keep them from installing the snapshot.
-    if (ops.empty() || ops.front().seq() != have + 1) {
+    if (c.ops.empty() || c.ops.front().seq() != have + 1) {
       if (!told) continue;
       batch->clear_ops();
       batch->set_snapshot_needed(true);
       return;
     }
-    if (origin == self_) hold_back(ops);
-    for (auto& op : ops) *batch->add_ops() = std::move(op);
-    if (static_cast<size_t>(batch->ops_size()) >= kMaxBatchOps) break;
+    hold(c);
+    cursors.push_back(std::move(c));
+  }
+  // The cursor's next op, reading the next slice when the current one is used up.
+  auto head = [&](Cursor& c) -> const pb::Op* {
+    if (c.at >= c.ops.size()) {
+      if (c.exhausted) return nullptr;
+      read_slice(c);
+      hold(c);
+      if (c.ops.empty()) {
+        c.exhausted = true;
+        return nullptr;
+      }
+    }
+    return &c.ops[c.at];
+  };
+  // Bounded: each pass moves one op into the batch, or finds every cursor exhausted.
+  while (static_cast<size_t>(batch->ops_size()) < kMaxBatchOps) {
+    Cursor* first = nullptr;
+    for (Cursor& c : cursors) {
+      const pb::Op* op = head(c);
+      if (op && (!first || from_pb(op->hlc()) < from_pb(first->ops[first->at].hlc()))) first = &c;
+    }
+    if (!first) break;
+    *batch->add_ops() = std::move(first->ops[first->at++]);
   }
 }
 

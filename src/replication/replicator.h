@@ -115,8 +115,11 @@ class Replicator {
   // pod anyway, and a claim beyond what exists (this pod's own ops above all) must not
   // make anyone trim or skip ops the peer lacks. Origins this pod never applied are not
   // recorded (bounded by this pod's origins).
-  // Ops this pod has and a pod with progress `theirs` lacks, origin by origin, up to one batch.
+  // Adds the ops a pod that applied `theirs` lacks, in stamp order across origins, up to
+  // kMaxBatchOps; or only snapshot_needed when one was trimmed and `told` (their own report).
   void add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>& theirs, bool told, pb::OpBatch* batch);
+  // Ops read from one origin's log at a time while merging an answer.
+  static constexpr size_t kMergeSliceOps = 64;
   void note_peer_progress(uint64_t peer, const pb::Progress& p);
   bool deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const;
   void deliver_waiting(Namespace::RemoteBatch& batch);

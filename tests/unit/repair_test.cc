@@ -208,3 +208,26 @@ TEST(RepairPlan, ADrainingHolderIsLiveButDoesNotCountAndTakesNothing) {
   p = plan_repair(Gid{4, 5}, {1}, view, 2, 10);
   EXPECT_EQ(p.new_holders, std::vector<uint64_t>{2});
 }
+
+TEST(RepairClaims, ClaimsInAnyOrderGiveTheSameHolderList) {
+  Pod a(1), b(2), c(3), d(4);
+  Attr attr;
+  ASSERT_EQ(a.ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &attr), 0);
+  Gid file;
+  ASSERT_TRUE(a.ns.gid_of(attr.ino, &file));
+  std::vector<pb::ChunkRef> chunks(1);
+  chunks[0].set_sha256(std::string(32, 'y'));
+  chunks[0].set_length(10);
+  Gid v;
+  ASSERT_EQ(a.ns.commit(file, Gid{}, 10, chunks, 5, {1, 9}, false, &v), 0);
+  for (Pod* p : {&b, &c, &d}) a.send_to(*p, 1);
+  ASSERT_EQ(c.ns.claim_holder({v}), 0);
+  ASSERT_EQ(b.ns.claim_holder({v}), 0);
+  // a hears b then c; d hears c then b: the placed holders keep their order, claims sorted.
+  b.send_to(a, 2);
+  c.send_to(a, 3);
+  c.send_to(d, 3);
+  b.send_to(d, 2);
+  EXPECT_EQ(holders_of(a.ns, v), (std::vector<uint64_t>{1, 9, 2, 3}));
+  EXPECT_EQ(holders_of(d.ns, v), (std::vector<uint64_t>{1, 9, 2, 3}));
+}

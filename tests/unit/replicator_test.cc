@@ -195,3 +195,31 @@ TEST(ReplicatorBoundary, AnOpIsNotStableWhileAnOpMadeBeforeItsApplyIsOnItsWay) {
   stable = b.rep.stable_stamps();
   EXPECT_FALSE(stable[kB] < y);
 }
+
+// A pod catching up through a relay: the relay's own backlog (more than one batch) depends
+// on an op of a third pod the asker lacks. Answers go in stamp order across origins, so the
+// third pod's op comes first and the asker progresses; origin by origin, every answer was
+// the relay's first batch, none of it deliverable: the asker stalled for good (found by the
+// repair simulation, behind a lost pod whose ops only relays had).
+TEST(ReplicatorBoundary, CatchingUpThroughARelayNeverStallsOnAnotherOriginsOp) {
+  constexpr uint64_t kC = 0xc, kD = 0xd;
+  const std::vector<uint64_t> members{kA, kC, kD};
+  PodUnderTest a(kA, members), c(kC, members), d(kD, members);
+  c.mkdir("from-c");
+  std::string rejected;
+  a.rep.receive(kC, c.push(), a.now_ms(), &rejected);
+  ASSERT_EQ(rejected, "");
+  ASSERT_EQ(a.ns.applied()[kC], 1u);
+  const uint64_t backlog = Replicator::kMaxBatchOps + 100;
+  for (uint64_t i = 0; i < backlog; ++i) a.mkdir("a" + std::to_string(i));
+  ASSERT_EQ(a.ns.make_durable(), 0);
+  for (int round = 0; round < 10 && d.ns.applied()[kA] < backlog; ++round) {
+    auto answers = a.rep.receive(kD, d.rep.sync_request(kA).message, a.now_ms(), &rejected);
+    ASSERT_EQ(answers.size(), 1u);
+    d.rep.receive(kA, answers[0].message, d.now_ms(), &rejected);
+    ASSERT_EQ(rejected, "");
+  }
+  EXPECT_EQ(d.ns.applied()[kC], 1u);
+  EXPECT_EQ(d.ns.applied()[kA], backlog);
+  EXPECT_EQ(d.rep.waiting(), 0u);
+}
