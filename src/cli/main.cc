@@ -8,54 +8,18 @@
 #include <ctime>
 #include <filesystem>
 #include <iostream>
+#include <thread>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "daemon/control.h"
+#include "cli/status_view.h"
 #include "daemon/daemon.h"
 
 using namespace wormhole;
 
 namespace {
 
-std::string human_bytes(uint64_t b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = static_cast<double>(b);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
-
-// The "repair" lines of `wormhole status` (see PeerNode::repair_status).
-void print_repair(const nlohmann::json& rp) {
-  if (!rp.value("surveyed", false)) {
-    std::cout << "repair      no survey yet (the first comes a few seconds after start)\n";
-    return;
-  }
-  std::cout << "repair      " << rp.value("under_replicated", uint64_t{0}) << " of " << rp.value("versions", uint64_t{0})
-            << " versions under-replicated, " << rp.value("unavailable", uint64_t{0}) << " unavailable; "
-            << rp.value("copies_missing", uint64_t{0}) << " copies to re-create ("
-            << human_bytes(rp.value("bytes_missing", uint64_t{0})) << ")";
-  if (const uint64_t u = rp.value("unplaceable", uint64_t{0}); u > 0)
-    std::cout << ", " << u << " with no pod to take them";
-  std::cout << "\n";
-  auto lost = rp.value("lost", nlohmann::json::array());
-  if (!lost.empty()) {
-    std::cout << "lost pods  ";
-    for (auto& name : lost) std::cout << " " << name.get<std::string>();
-    std::cout << "\n";
-  }
-  if (const uint64_t left = rp.value("my_versions_left", uint64_t{0}); left > 0) {
-    const int64_t eta = rp.value("eta_s", int64_t{-1});
-    std::cout << "repairing   " << left << " versions (" << human_bytes(rp.value("my_bytes_left", uint64_t{0}))
-              << ") to copy here at " << human_bytes(rp.value("rate_bytes_per_s", uint64_t{0})) << "/s, ETA "
-              << (eta < 0 ? std::string("unknown") : std::to_string(eta) + " s") << "\n";
-  }
-}
 
 // Loads the config and picks the pod, printing the error. nullptr on failure.
 const PodConfig* pick(const std::string& file, const std::string& pod_name, std::optional<Config>* cfg) {
@@ -111,6 +75,10 @@ int main(int argc, char** argv) {
   CLI::App* status = app.add_subcommand("status", "show the state of a running pod");
   add_common(status);
   status->add_flag("--json", json, "machine-readable output");
+  bool watch = false;
+  status->add_flag("--watch", watch,
+                   "refresh every second until Ctrl-C: the whole status and a repair progress bar on a terminal, "
+                   "one line per second otherwise");
 
   CLI::App* where = app.add_subcommand("where", "show a file's version, size and which pods hold it");
   add_common(where);
@@ -163,6 +131,22 @@ int main(int argc, char** argv) {
     if (!pod) return 2;
     return run_daemon(*cfg, *pod);
   }
+  if (status->parsed() && watch) {
+    // Bounded by Ctrl-C (or the pod going away): one status a second.
+    const bool tty = ::isatty(STDOUT_FILENO) != 0;
+    for (;;) {
+      nlohmann::json r;
+      if (int rc = ask(config_file, pod_name, {{"cmd", "status"}}, &r)) return rc;
+      if (tty) {
+        std::cout << "\033[H\033[2J";  // home, clear
+        print_status(r, std::cout);
+        std::cout << progress_bar(r.value("repair", nlohmann::json::object()), 50) << std::endl;
+      } else {
+        std::cout << watch_line(r) << std::endl;
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+    }
+  }
   if (status->parsed()) {
     nlohmann::json r;
     if (int rc = ask(config_file, pod_name, {{"cmd", "status"}}, &r)) return rc;
@@ -170,45 +154,7 @@ int main(int argc, char** argv) {
       std::cout << r.dump(2) << "\n";
       return 0;
     }
-    std::cout << "network     " << r["network"].get<std::string>() << "\n"
-              << "pod         " << r["pod"].get<std::string>() << " (" << r["pod_id"].get<std::string>() << ", "
-              << r["role"].get<std::string>() << ", pid " << r["pid"] << ")\n"
-              << "mountpoint  " << r["mountpoint"].get<std::string>()
-              << (r.value("mounted", false) ? " (mounted)" : " (not mounted yet)") << "\n"
-              << "storage     " << r["storage"].get<std::string>() << "\n"
-              << "files       " << r["files"] << " (" << human_bytes(r["logical_bytes"]) << "), directories "
-              << r["directories"] << "\n"
-              << "stored      " << r["chunks"] << " chunks, " << human_bytes(r["chunk_bytes"]) << ", "
-              << human_bytes(r.value("free_bytes", uint64_t{0})) << " free\n";
-    if (auto t = r.value("transfer", nlohmann::json::object()); !t.empty())
-      std::cout << "transfer    " << human_bytes(t.value("pushed_bytes", uint64_t{0})) << " pushed, "
-                << human_bytes(t.value("received_bytes", uint64_t{0})) << " received, "
-                << human_bytes(t.value("fetched_bytes", uint64_t{0})) << " fetched, "
-                << human_bytes(t.value("served_bytes", uint64_t{0})) << " served\n";
-    if (auto u = r.value("replication", nlohmann::json::object()); !u.empty())
-      std::cout << "copies      " << u.value("under_replicated", uint64_t{0}) << " versions under-replicated (of "
-                << u.value("redundancy", uint64_t{0}) << " copies wanted), "
-                << u.value("placements_short", uint64_t{0}) << " placements short of storage pods\n";
-    if (auto st = r.value("situation", nlohmann::json::object()); !st.empty()) {
-      std::cout << "situation   " << st.value("situation", "") << " (" << st.value("reason", "") << "); file operations "
-                << st.value("operations", "") << "\n";
-      if (st.value("left", false))
-        std::cout << "left        this pod left the network (drained or forgotten): stop it\n";
-      else if (st.value("draining", false))
-        std::cout << "draining    this pod's copies move to the others; it leaves the network when done\n";
-      if (st.value("disconnected", false)) {
-        const std::time_t since = st.value("disconnected_since_ms", int64_t{0}) / 1000;
-        char when[32];
-        std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&since));
-        std::cout << "disconnected since " << when << ": no other pod answers\n";
-      }
-    }
-    if (auto rp = r.value("repair", nlohmann::json::object()); !rp.empty()) print_repair(rp);
-    for (auto& p : r.value("peers", nlohmann::json::array()))
-      std::cout << "peer        " << p["name"].get<std::string>() << " " << p["address"].get<std::string>() << " "
-                << p["role"].get<std::string>() << " " << p["state"].get<std::string>()
-                << (p.value("draining", false) ? " (draining)" : "") << ", "
-                << human_bytes(p["used_bytes"]) << " used, " << human_bytes(p["free_bytes"]) << " free\n";
+    print_status(r, std::cout);
     return 0;
   }
   if (where->parsed()) {

@@ -280,6 +280,7 @@ class PeerNode final : public ContentReplication {
     uint64_t versions = 0, under_replicated = 0, unavailable = 0, copies_missing = 0, bytes_missing = 0,
              unplaceable = 0, tasks_dropped = 0;
     uint64_t my_versions_left = 0, my_bytes_left = 0;  // this pod's part, as it works through it
+    uint64_t pass_done_versions = 0;                    // of this pod's part, done in this pass
     uint64_t repaired_versions = 0, repaired_bytes = 0, failed_versions = 0;  // since start
     double rate_bytes_per_s = 0;  // over the current pass
     std::vector<std::string> lost;  // pods counted lost (or forgotten) at the last survey

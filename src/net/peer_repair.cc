@@ -139,6 +139,7 @@ bool PeerNode::repair_pass() {
     repair_.unplaceable = survey.copies_unplaceable();
     repair_.tasks_dropped = survey.tasks_dropped();
     repair_.my_versions_left = tasks.size();
+    repair_.pass_done_versions = 0;
     repair_.my_bytes_left = my_bytes;
     repair_.rate_bytes_per_s = 0;
     repair_.lost = lost;
@@ -178,6 +179,7 @@ bool PeerNode::repair_pass() {
     const double seconds = std::max<double>(now_ms() - started, 1) / 1000.0;
     std::lock_guard lock(repair_mu_);
     --repair_.my_versions_left;
+    ++repair_.pass_done_versions;
     repair_.my_bytes_left -= std::min(repair_.my_bytes_left, t.bytes);
     if (err == 0) {
       ++repair_.repaired_versions;
@@ -244,6 +246,7 @@ nlohmann::json PeerNode::repair_status() {
                         {"unplaceable", r.unplaceable},
                         {"my_versions_left", r.my_versions_left},
                         {"my_bytes_left", r.my_bytes_left},
+                        {"pass_done_versions", r.pass_done_versions},
                         {"repaired_versions", r.repaired_versions},
                         {"repaired_bytes", r.repaired_bytes},
                         {"failed_versions", r.failed_versions},

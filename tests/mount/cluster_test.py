@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 import unittest
 
@@ -641,6 +642,16 @@ class RepairTest(unittest.TestCase):
         self.assertRegex(text, r"repair      0 of \d+ versions under-replicated, 0 unavailable; 0 copies")
         self.assertIn("lost pods   c", text)
         self.assertRegex(self.b.read_log(), r"repair: \d+ versions .* to copy to this pod")
+        # `status --watch` on a pipe: one plain line a second until stopped.
+        watch = subprocess.Popen([harness.BINARY, "status", "--watch", "-c", self.b.config, "-p", "b"],
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            lines = [watch.stdout.readline() for _ in range(2)]
+        finally:
+            watch.kill()
+            watch.wait()
+        for line in lines:
+            self.assertRegex(line, r"^\d\d:\d\d:\d\d favorable, operations open; 0 versions under-replicated, 0 copies")
 
 
 class DrainTest(unittest.TestCase):
