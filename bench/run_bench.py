@@ -150,6 +150,8 @@ def main():
     parser.add_argument("--remote-mib", type=int, default=256, help="file size for the remote-read figures")
     parser.add_argument("--repl-files", type=int, default=100000, help="files created for the replication figures")
     parser.add_argument("--only-replication", action="store_true", help="run only the replication figures")
+    parser.add_argument("--repair-mib", type=int, default=768, help="data written before a pod is lost (repair figures)")
+    parser.add_argument("--only-repair", action="store_true", help="run only the repair figures")
     parser.add_argument("--long", action="store_true",
                         help="run only the long figures (rss_mb_1m_files: a pod's memory with --long-files files)")
     parser.add_argument("--long-files", type=int, default=1_000_000, help="files created for the long figures")
@@ -164,6 +166,11 @@ def main():
     os.makedirs(local)
     if args.long:
         for name, value in memory_figures(work, args.long_files):
+            print(f"figure {name} {value:.1f}")
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    if args.only_repair:
+        for name, value in repair_figures(work, args.repair_mib):
             print(f"figure {name} {value:.1f}")
         shutil.rmtree(work, ignore_errors=True)
         return
@@ -288,6 +295,8 @@ def main():
         print(f"{figures[-1][0]:<48} {figures[-1][1]:12.0f} bytes (reader holds no copy)", flush=True)
     if args.pods > 1:
         figures += replication_figures(work, args.repl_files)
+    if args.pods > 1:
+        figures += repair_figures(work, args.repair_mib)
     shutil.rmtree(work, ignore_errors=True)
     os.unlink(tarball)
 
@@ -615,6 +624,54 @@ def replication_figures(work, n):
         net.cleanup()
     for name, value in figures:
         print(f"{name:<48} {value:12.1f}", flush=True)
+    return figures
+
+
+def repair_figures(work, size_mib):
+    """Issue 8's repair figures on three pods, redundancy 2, the default repair rate
+    (64 MiB/s per pod): `size_mib` MiB in 4 MiB files written on pod a, then pod c killed for
+    good (repair_delay 5 s). `figure repair_mb_per_s`: bytes re-created by a and b over the
+    time from the first repair copy to the last; `figure read_during_repair_ratio`: a cold
+    sequential read of a 256 MiB file held on b, on b, while repair runs, over the same read
+    before (1.0: repair costs foreground reads nothing)."""
+    net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE, extra_network=(
+        'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "5s" }\n'))
+    figures = []
+    try:
+        start_network(net)
+        a, b, c = net.pods["a"], net.pods["b"], net.pods["c"]
+        for i in range(size_mib // 4):
+            with open(a.path(f"r{i}.bin"), "wb") as fh:
+                fh.write(os.urandom(4 * MIB))
+        seq_write(b.path("fg.bin"), 256)  # b holds it (the writer's copy)
+        seq_write(b.path("fg2.bin"), 256)
+        names = [f"r{i}.bin" for i in range(size_mib // 4)] + ["fg.bin", "fg2.bin"]
+        def copied(n):
+            info = a.where(n)
+            return all(net.pods[h["name"]].where(n).get("chunks_here") == info["chunks"] for h in info["holders"])
+        for n in names:
+            wait_for(lambda: copied(n), timeout_s=300, what=f"copies of {n}")
+        drop_caches()
+        before = 256 * MIB / timed(seq_read, b.path("fg.bin")) / 1e6
+        c.kill9()
+        harness.unmount(c.mnt)
+        repaired = lambda: sum(p.status()["repair"]["repaired_bytes"] for p in (a, b))
+        wait_for(lambda: repaired() > 0, timeout_s=120, what="repair starting")
+        t0 = time.monotonic()
+        drop_caches()
+        during = 256 * MIB / timed(seq_read, b.path("fg2.bin")) / 1e6
+        working = lambda: any(p.status()["repair"]["my_versions_left"] > 0 for p in (a, b))
+        wait_for(lambda: not working(), timeout_s=600, what="repair ending")
+        took = time.monotonic() - t0
+        total = repaired()
+        figures.append(("repair_mb_per_s", total / took / 1e6))
+        figures.append(("read_during_repair_ratio", during / before))
+        print(f"# repair: {total / 1e6:.0f} MB re-created in {took:.1f} s; read on b {before:.0f} MB/s before, "
+              f"{during:.0f} MB/s during repair", flush=True)
+    finally:
+        net.cleanup()
+    for name, value in figures:
+        print(f"{name:<48} {value:12.2f}", flush=True)
     return figures
 
 

@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <set>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "common/pb_ids.h"
 #include "net/peer.h"
@@ -34,6 +36,8 @@ constexpr size_t kSurveyPageVersions = 1000;
 constexpr size_t kMaxRepairTasks = 20000;
 // Versions claimed per op.
 constexpr size_t kClaimsPerOp = 256;
+// The repair thread's nice value (foreground threads keep 0).
+constexpr int kRepairNice = 10;
 // Fetch failures logged per pass, at most (the rest are counted).
 constexpr int kMaxLoggedFailures = 5;
 
@@ -68,6 +72,10 @@ bool PeerNode::repair_throttle(uint64_t bytes) {
 }
 
 void PeerNode::repair_loop() {
+  // Foreground first: this thread verifies and stores what it fetches (SHA-256 of every
+  // byte), so on a busy pod it yields the CPU to FUSE and replication threads.
+  if (::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kRepairNice) != 0)
+    spdlog::debug("repair: cannot lower this thread's priority: {}", std::strerror(errno));
   if (!repair_sleep(kFirstSurveyAfterMs)) return;
   std::string last_view;
   int64_t next_survey_ms = 0;  // due now
