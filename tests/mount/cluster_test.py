@@ -654,6 +654,40 @@ class RepairTest(unittest.TestCase):
             self.assertRegex(line, r"^\d\d:\d\d:\d\d favorable, operations open; 0 versions under-replicated, 0 copies")
 
 
+class NoStormTest(unittest.TestCase):
+    """A pod back before failure.repair_delay costs a catch-up, nothing else: no copy is
+    re-created while it was down (no repair storm after a reboot)."""
+
+    def test_a_pod_back_before_the_delay_costs_no_repair(self):
+        cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
+            'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "60s" }\n'))
+        self.addCleanup(cluster.cleanup)
+        cluster.start()
+        a, b, c = (cluster.pods[n] for n in "abc")
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        names = [f"n{i}.bin" for i in range(12)]
+        for n in names:
+            write_random(a, n, 100_000)
+        for n in names:
+            for h in a.where(n)["holders"]:
+                wait_for(lambda: has_copy(cluster.pods[h["name"]], n), what=f"{h['name']}'s copy of {n}")
+        c.kill9()
+        harness.unmount(c.mnt)
+        wait_for(lambda: any(p["name"] == "c" and p["state"] == "down" for p in a.status()["peers"]), what="c down")
+        time.sleep(8)  # several surveys while c is down
+        for pod in (a, b):
+            rp = pod.status()["repair"]
+            self.assertEqual(rp["repaired_versions"], 0, (pod.name, rp))
+            self.assertEqual(rp["copies_missing"], 0, (pod.name, rp))  # down still counts
+            self.assertEqual(rp["lost"], [], (pod.name, rp))
+        c.start()
+        wait_for(lambda: all(p["state"] == "alive" for p in a.status()["peers"]), what="c back")
+        time.sleep(6)
+        for pod in (a, b, c):
+            self.assertEqual(pod.status()["repair"]["repaired_versions"], 0, pod.name)
+
+
 class DrainTest(unittest.TestCase):
     """`wormhole drain c`: c's copies move to a and b while c keeps serving them (no version
     below its two copies on the way), then c leaves the network; draining below the
