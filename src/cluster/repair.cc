@@ -58,13 +58,14 @@ bool less_endangered_first(size_t copies_a, size_t live_a, size_t copies_b, size
 }
 }  // namespace
 
-void RepairSurvey::add(Gid version, Gid key, const std::vector<uint64_t>& holders, uint64_t bytes) {
+void RepairSurvey::add(Gid version, Gid key, const std::vector<uint64_t>& holders, uint64_t bytes, bool self_has) {
   ++versions_;
   if (bytes == 0) return;  // inline content travels with the op: every pod has it
   const RepairPlan plan = plan_repair(key, holders, pods_, wanted_, bytes);
   under_replicated_ += plan.live_copies < wanted_;
   unavailable_ += plan.live_copies == 0;
   if (plan.missing == 0) return;
+  held_short_ += self_has;
   copies_missing_ += plan.missing;
   bytes_missing_ += plan.missing * bytes;
   copies_unplaceable_ += plan.missing - plan.new_holders.size();

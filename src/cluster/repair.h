@@ -63,7 +63,8 @@ class RepairSurvey {
 
   // Counts version `version` of file `key` (`bytes` of stored content; 0: inline only,
   // nothing to copy) held by `holders`, and keeps it as a task when this pod must copy it.
-  void add(Gid version, Gid key, const std::vector<uint64_t>& holders, uint64_t bytes);
+  // `self_has`: this pod stores every chunk of it (what a drain waits for).
+  void add(Gid version, Gid key, const std::vector<uint64_t>& holders, uint64_t bytes, bool self_has = false);
 
   // The tasks, most endangered first. Leaves the survey without tasks.
   std::vector<RepairTask> take_tasks();
@@ -79,6 +80,10 @@ class RepairSurvey {
   // Missing copies no pod can take now (too few alive storage pods with room).
   uint64_t copies_unplaceable() const { return copies_unplaceable_; }
   uint64_t tasks_dropped() const { return tasks_dropped_; }  // beyond max_tasks
+  // Versions whose chunks this pod stores that lack copies elsewhere: a draining pod may
+  // leave once none is left (a version it does not store, even if named its holder, is
+  // not its to wait for: leaving takes nothing from it).
+  uint64_t held_short() const { return held_short_; }
 
  private:
   struct Ranked {
@@ -90,7 +95,7 @@ class RepairSurvey {
   const size_t wanted_, max_tasks_;
   std::vector<Ranked> tasks_;  // a heap on (copies, live) while adding: the worst dropped first
   uint64_t versions_ = 0, under_replicated_ = 0, unavailable_ = 0, copies_missing_ = 0, bytes_missing_ = 0,
-           copies_unplaceable_ = 0, tasks_dropped_ = 0;
+           copies_unplaceable_ = 0, tasks_dropped_ = 0, held_short_ = 0;
 };
 
 }  // namespace wormhole

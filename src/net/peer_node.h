@@ -264,8 +264,8 @@ class PeerNode final : public ContentReplication {
   void update_situation();
   // One survey and the copies it assigns to this pod; whether any copy was made.
   bool repair_pass();
-  // Records this draining pod as gone (forgotten) once its survey found nothing missing
-  // without its copies.
+  // Records this draining pod as gone (forgotten) once its survey found every version it
+  // holds with its copies elsewhere.
   void finish_drain();
   // Fetches every chunk of version `t` this pod lacks and makes them durable: 0, or the
   // errno of the first chunk no pod could give (ENOENT: the version was replaced).

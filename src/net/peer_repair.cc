@@ -113,6 +113,7 @@ void PeerNode::repair_loop() {
 bool PeerNode::repair_pass() {
   const std::vector<PodView> views = pod_views();
   RepairSurvey survey(pod_id_, views, copies_wanted(), kMaxRepairTasks);
+  const bool draining = self_draining_ && !self_left_;
   Gid after;
   for (;;) {  // bounded: pages advance through a finite key range
     Gid next;
@@ -121,7 +122,14 @@ bool PeerNode::repair_pass() {
       uint64_t stored = 0;
       for (const pb::ChunkRef& c : rec.chunks())
         if (!c.sha256().empty() && c.inline_data().empty()) stored += c.length();
-      survey.add(g, from_pb(rec.inode()), {rec.holders().begin(), rec.holders().end()}, stored);
+      // Whether this pod stores it matters only to a drain (a file check per chunk).
+      bool self_has = false;
+      if (draining && stored > 0) {
+        self_has = true;
+        for (const pb::ChunkRef& c : rec.chunks())
+          if (!c.sha256().empty() && c.inline_data().empty() && !chunks_.contains(c.sha256())) self_has = false;
+      }
+      survey.add(g, from_pb(rec.inode()), {rec.holders().begin(), rec.holders().end()}, stored, self_has);
     }, &next);
     if (!ok) {
       spdlog::error("repair: the metadata store could not be read; survey abandoned");
@@ -152,8 +160,7 @@ bool PeerNode::repair_pass() {
     repair_.rate_bytes_per_s = 0;
     repair_.lost = lost;
   }
-  if (self_draining_ && !self_left_ && survey.copies_missing() == 0 && survey.tasks_dropped() == 0)
-    finish_drain();
+  if (self_draining_ && !self_left_ && survey.held_short() == 0) finish_drain();
   if (tasks.empty()) return false;
   std::string lost_names;
   for (const std::string& name : lost) lost_names += (lost_names.empty() ? " (lost: " : ", ") + name;

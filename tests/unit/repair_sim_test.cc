@@ -1,12 +1,13 @@
 // Deterministic simulation of repair: 5 to 9 pods (Namespace + Replicator on in-memory
 // stores, as in sim_test.cc) write versions whose chunks live on their holders, over a
 // simulated network with loss, delay and partitions, while pods restart, flap, and up to
-// redundancy - 1 of them are lost for good. Each pod judges the others from the messages it
+// redundancy - 1 of them are lost for good, and one may be drained. Each pod judges the others from the messages it
 // receives (cluster/membership.h), places new versions, pulls the versions that name it,
 // and runs the repair survey (cluster/repair.h) every simulated second, copying at a bounded
 // rate and claiming copies (HoldVersion) as the daemon's repair worker does.
 // Invariants, at every step: repair traffic of a pod stays within its rate; no version that
-// had its redundancy in copies loses its last copy (at most redundancy - 1 pods are lost).
+// had its redundancy in copies loses its last copy (at most redundancy - 1 pods are lost);
+// a drain ends only when every version has its copies on pods that stay.
 // After the faults end: every pod has the same holder lists, every holder named has the
 // data, and every current version whose data survived somewhere has its redundancy in live
 // holders (a version whose only copy was on a lost pod — async mode's window — is counted).
@@ -45,6 +46,8 @@ struct SimPod {
   std::map<uint64_t, int64_t> heard;    // peer -> when a message from it last arrived
   int64_t started_ms = 0;
   bool lost = false;                    // gone for good
+  bool draining = false;                // `wormhole drain` asked (this pod recorded it)
+  int64_t left_ms = 0;                  // a drain ended: it leaves (its disk goes) a bit later
   int64_t repair_second = -1;           // the simulated second of the budget below
   uint64_t repair_bytes = 0;            // repair bytes copied in that second
   bool up() const { return rep != nullptr; }
@@ -77,6 +80,11 @@ class RepairSimulation {
     p.rep = std::make_unique<Replicator>(*p.ns, members_);
     p.heard.clear();  // a restarted pod has heard nobody yet
     p.started_ms = now_ms_;
+  }
+  void retire(SimPod& p) {  // gone for good, with its disk
+    if (p.up()) crash(p);
+    p.lost = true;
+    p.chunks.clear();
   }
   void crash(SimPod& p) {
     p.ns->make_durable();  // a process crash: the page cache keeps what was written
@@ -115,15 +123,35 @@ class RepairSimulation {
 
   // This pod's view of every member, itself included.
   std::vector<PodView> views(SimPod& p) {
+    std::map<uint64_t, pb::Member> records;  // the replicated member list, as this pod has it
+    for (const pb::Member& m : p.ns->members()) records[m.pod_id()] = m;
     std::vector<PodView> out;
     for (auto& q : pods_) {
       PodView v;
       v.id = q.id;
-      v.state = q.id == p.id ? PodState::kAlive
-                             : pod_state(now_ms_, p.heard.count(q.id) ? p.heard[q.id] : 0, p.started_ms, false, kTimes);
+      const bool forgotten = records.count(q.id) && records[q.id].forgotten();
+      v.state = q.id == p.id ? (forgotten ? PodState::kForgotten : PodState::kAlive)
+                             : pod_state(now_ms_, p.heard.count(q.id) ? p.heard[q.id] : 0, p.started_ms, forgotten, kTimes);
+      v.draining = records.count(q.id) && records[q.id].draining();
       out.push_back(v);
     }
     return out;
+  }
+  pb::Member member_record(const SimPod& p) const {
+    pb::Member m;
+    m.set_pod_id(p.id);
+    m.set_name("p" + std::to_string(p.id));
+    m.set_address("sim:1");
+    m.set_role("storage");
+    return m;
+  }
+  // `wormhole drain`: the pod records itself draining; it finishes in repair().
+  void start_drain(SimPod& p) {
+    pb::Member m = member_record(p);
+    m.set_draining(true);
+    ASSERT_EQ(p.ns->record_member(m), 0);
+    p.draining = true;
+    drains_++;
   }
 
   // A new version of a random file on pod `p`, placed as the daemon places it: this pod
@@ -175,10 +203,22 @@ class RepairSimulation {
       ASSERT_TRUE(p.ns->scan_versions(after, 7, [&](Gid g, const pb::VersionRecord& rec) {
         uint64_t bytes = 0;
         for (const pb::ChunkRef& c : rec.chunks()) bytes += c.length();
-        survey.add(g, from_pb(rec.inode()), {rec.holders().begin(), rec.holders().end()}, bytes);
+        survey.add(g, from_pb(rec.inode()), {rec.holders().begin(), rec.holders().end()}, bytes,
+                   p.chunks.count(rec.chunks(0).sha256()) > 0);
       }, &next));
       after = next;
     } while (!next.empty());
+    if (p.draining && p.left_ms == 0 && survey.held_short() == 0) {
+      // Every version has its copies without this pod, as far as the claims it has say:
+      // then they exist (claims are facts). Check against the truth, then leave.
+      check_drain_safe(p);
+      pb::Member m = member_record(p);
+      m.set_draining(true);
+      m.set_forgotten(true);
+      ASSERT_EQ(p.ns->record_member(m), 0);
+      p.left_ms = now_ms_;
+      return;
+    }
     std::vector<Gid> claims;
     const int64_t second = now_ms_ / 1000;
     if (p.repair_second != second) {
@@ -202,6 +242,28 @@ class RepairSimulation {
       ASSERT_EQ(p.ns->claim_holder(claims), 0);
       claims_ += claims.size();
     }
+  }
+
+  // At the end of a drain: every version whose data the draining pod has, has its
+  // redundancy in copies on pods that stay (not lost, not draining).
+  void check_drain_safe(SimPod& p) {
+    Gid after, next;
+    do {
+      ASSERT_TRUE(p.ns->scan_versions(after, 50, [&](Gid g, const pb::VersionRecord& rec) {
+        const std::string& sha = rec.chunks(0).sha256();
+        if (!p.chunks.count(sha)) return;  // nothing of it leaves with this pod
+        size_t staying = 0, anywhere = 0;
+        for (auto& q : pods_) {
+          anywhere += !q.lost && q.chunks.count(sha) > 0;
+          staying += !q.lost && !q.draining && q.chunks.count(sha) > 0;
+        }
+        if (anywhere == 0) return;  // its only copy went with a lost pod before the drain
+        EXPECT_GE(staying, std::min(wanted_, anywhere)) << "drain of pod " << p.id << " ended with version "
+                                                        << g.str() << " on " << staying << " staying pods";
+      }, &next));
+      after = next;
+    } while (!next.empty());
+    drains_done_++;
   }
 
   // No version that had its redundancy in copies has lost every copy.
@@ -233,7 +295,7 @@ class RepairSimulation {
       deliver_due();
       for (auto& p : pods_) {
         if (!p.up() || p.lost) continue;
-        if (rng_() % 100 < 30) write(p);
+        if (rng_() % 100 < 30 && !p.draining) write(p);
         p.ns->make_durable();
         send_all(p.id, p.rep->publish_local());
         if (now_ms_ % 1000 == 0) {  // once a second: heartbeats (sync requests), pulls, repair
@@ -243,6 +305,16 @@ class RepairSimulation {
           repair(p);
         }
       }
+      if (step == steps / 3 && pods_.size() > wanted_ + 2) {
+        SimPod& d = pods_[rng_() % pods_.size()];
+        if (d.up() && !d.lost) start_drain(d);
+      }
+      for (auto& p : pods_)  // a drained pod leaves for good a few seconds after its last op
+        if (p.left_ms != 0 && !p.lost && now_ms_ - p.left_ms > 5000) {
+          p.ns->make_durable();
+          send_all(p.id, p.rep->publish_local());
+          retire(p);
+        }
       const uint32_t r = rng_() % 1000;
       SimPod& victim = pods_[rng_() % pods_.size()];
       if (r < 8) {
@@ -254,10 +326,8 @@ class RepairSimulation {
         if (rng_() % 2)
           for (auto& q : pods_) partition_[q.id] = static_cast<int>(rng_() % 2);
       } else if (r < 72 && lost < max_lost && step < steps / 2) {
-        if (!victim.lost) {  // gone for good, with its disk
-          if (victim.up()) crash(victim);
-          victim.lost = true;
-          victim.chunks.clear();
+        if (!victim.lost && !victim.draining) {
+          retire(victim);
           lost++;
         }
       }
@@ -346,7 +416,7 @@ class RepairSimulation {
     } while (!next.empty());
   }
 
-  uint64_t writes_ = 0, claims_ = 0, versions_ = 0, surplus_ = 0, unrecoverable_ = 0;
+  uint64_t writes_ = 0, claims_ = 0, versions_ = 0, surplus_ = 0, unrecoverable_ = 0, drains_ = 0, drains_done_ = 0;
 
  private:
   std::mt19937 rng_;
@@ -371,7 +441,7 @@ TEST(RepairSimulation, EveryVersionGetsItsCopiesBackAfterLossesRestartsAndPartit
   } else {
     for (uint32_t s = 1; s <= (long_run ? 60u : 6u); ++s) seeds.push_back(s);
   }
-  uint64_t claims = 0, surplus = 0, versions = 0, unrecoverable = 0;
+  uint64_t claims = 0, surplus = 0, versions = 0, unrecoverable = 0, drains = 0, drains_done = 0;
   for (uint32_t seed : seeds) {
     const int pods = 5 + static_cast<int>(seed % 5);
     const size_t redundancy = 2 + seed % 2;
@@ -381,6 +451,8 @@ TEST(RepairSimulation, EveryVersionGetsItsCopiesBackAfterLossesRestartsAndPartit
     surplus += sim.surplus_;
     versions += sim.versions_;
     unrecoverable += sim.unrecoverable_;
+    drains += sim.drains_;
+    drains_done += sim.drains_done_;
     if (::testing::Test::HasFailure()) {
       ADD_FAILURE() << "seed " << seed << " (" << pods << " pods, redundancy " << redundancy
                     << "): reproduce with WORMHOLE_SIM_SEED=" << seed;
@@ -389,9 +461,11 @@ TEST(RepairSimulation, EveryVersionGetsItsCopiesBackAfterLossesRestartsAndPartit
   }
   // The runs must exercise repair, not pass by doing nothing.
   EXPECT_GT(claims, 0u);
+  EXPECT_GT(drains_done, 0u);
   std::printf(
       "repair simulation: %zu seeds, %llu versions at the end (%llu whose only copy was lost), %llu repair claims, "
-      "%llu surplus copies\n",
+      "%llu surplus copies, %llu of %llu drains done\n",
       seeds.size(), static_cast<unsigned long long>(versions), static_cast<unsigned long long>(unrecoverable),
-      static_cast<unsigned long long>(claims), static_cast<unsigned long long>(surplus));
+      static_cast<unsigned long long>(claims), static_cast<unsigned long long>(surplus),
+      static_cast<unsigned long long>(drains_done), static_cast<unsigned long long>(drains));
 }
