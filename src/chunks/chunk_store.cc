@@ -502,10 +502,23 @@ void log_stray(const fs::path& path, const char* why, int* logged) {
 
 }  // namespace
 
-uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s) {
+bool ChunkStore::refresh(const std::string& sha256) {
+  std::lock_guard lock(stripe_of(sha256));
+  return ::utimensat(AT_FDCWD, path_of(sha256).c_str(), nullptr, 0) == 0;
+}
+
+uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s,
+                                     const std::unordered_set<std::string>& cached, uint64_t cache_bytes) {
   uint64_t removed = 0;
   int strays = 0;
   std::error_code ec;
+  std::vector<std::string> candidates;  // not live: removed once old, cached ones beyond the budget
+  struct Cached {
+    int64_t mtime_s;
+    uint64_t bytes;
+    std::string sha256;
+  };
+  std::vector<Cached> in_cache;  // bounded by the chunks on disk (32 B + a hash each)
   for (auto& sub : fs::directory_iterator(dir_, ec)) {
     const std::string sub_name = sub.path().filename();
     if (sub_name == "tmp" || sub_name == "running" || sub_name == "synced_until") continue;  // the store's own
@@ -525,29 +538,47 @@ uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live
         continue;
       }
       if (live.count(raw)) continue;
-      if (gc_hook_) gc_hook_(raw);
-      // The age is read and the file unlinked under the chunk's stripe lock, never from the
-      // listing above: a put deduplicating against this chunk refreshes its age under the
-      // same lock (see the class comment).
-      std::lock_guard lock(stripe_of(raw));
-      struct stat st;
-      if (::lstat(f.path().c_str(), &st) != 0) continue;  // gone already
-      struct timespec now;
-      ::clock_gettime(CLOCK_REALTIME, &now);
-      if (static_cast<int64_t>(now.tv_sec) - static_cast<int64_t>(st.st_mtim.tv_sec) < grace_s) continue;
-      {
-        std::lock_guard cache_lock(mu_);
-        auto it = cache_.find(raw);
-        if (it != cache_.end()) {
-          lru_.erase(it->second.second);
-          cache_.erase(it);
-        }
+      if (cached.count(raw)) {
+        struct stat st;
+        if (::lstat(f.path().c_str(), &st) == 0)
+          in_cache.push_back({static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<uint64_t>(st.st_size), raw});
+        continue;
       }
-      if (::unlink(f.path().c_str()) == 0) {
-        removed++;
-        chunks_--;
-        bytes_ -= static_cast<uint64_t>(st.st_size);
+      candidates.push_back(std::move(raw));
+    }
+  }
+  // The cache keeps its most recently stored chunks within its budget; the rest go like
+  // unreferenced ones (once past the grace period: a copy being made is young).
+  std::sort(in_cache.begin(), in_cache.end(), [](const Cached& a, const Cached& b) { return a.mtime_s > b.mtime_s; });
+  uint64_t cache_used = 0;
+  for (Cached& c : in_cache) {
+    cache_used += c.bytes;
+    if (cache_used > cache_bytes) candidates.push_back(std::move(c.sha256));
+  }
+  for (const std::string& raw : candidates) {
+    if (gc_hook_) gc_hook_(raw);
+    // The age is read and the file unlinked under the chunk's stripe lock, never from the
+    // listing above: a put deduplicating against this chunk refreshes its age under the
+    // same lock (see the class comment).
+    const std::string path = path_of(raw);
+    std::lock_guard lock(stripe_of(raw));
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) continue;  // gone already
+    struct timespec now;
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    if (static_cast<int64_t>(now.tv_sec) - static_cast<int64_t>(st.st_mtim.tv_sec) < grace_s) continue;
+    {
+      std::lock_guard cache_lock(mu_);
+      auto it = cache_.find(raw);
+      if (it != cache_.end()) {
+        lru_.erase(it->second.second);
+        cache_.erase(it);
       }
+    }
+    if (::unlink(path.c_str()) == 0) {
+      removed++;
+      chunks_--;
+      bytes_ -= static_cast<uint64_t>(st.st_size);
     }
   }
   if (strays > kMaxStrayLogs)

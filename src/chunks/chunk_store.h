@@ -76,6 +76,10 @@ class ChunkStore {
   ssize_t read(const std::string& sha256, uint64_t offset, size_t len, char* out);
 
   bool contains(const std::string& sha256);
+  // Whether chunk `sha256` is here, and if so makes it young again for garbage collection
+  // (under its stripe lock, as put's deduplication): a chunk about to be claimed (a repair
+  // copy found in the cache) survives the grace period, which outlasts the claim.
+  bool refresh(const std::string& sha256);
   // The size of chunk `sha256` on disk, or -ENOENT (not here) / -EIO.
   int64_t size_of(const std::string& sha256) const;
 
@@ -98,10 +102,13 @@ class ChunkStore {
   int sync_chunks(const std::vector<std::string>& sha256s, bool skip_missing = false);
 
   // Deletes chunk files not in `live` whose age exceeds `grace_s` (a chunk can be written
-  // before the version that references it is committed). Files that are not chunks (a
-  // name that is not 64 hex digits in its own subdirectory, not a regular file) are left
-  // alone, with a log line (bounded per run). Returns the number removed.
-  uint64_t collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s);
+  // before the version that references it is committed), except the chunks in `cached`
+  // (referenced, but held by other pods: a cache here) while they fit in `cache_bytes`,
+  // the youngest kept first. Files that are not chunks (a name that is not 64 hex digits in
+  // its own subdirectory, not a regular file) are left alone, with a log line (bounded per
+  // run). Returns the number removed.
+  uint64_t collect_garbage(const std::unordered_set<std::string>& live, int64_t grace_s,
+                           const std::unordered_set<std::string>& cached = {}, uint64_t cache_bytes = 0);
 
   // Tests only: called by collect_garbage with each unreferenced chunk it is about to
   // check and delete, before it takes the chunk's lock (to run a put in that window).

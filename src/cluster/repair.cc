@@ -1,6 +1,7 @@
 #include "cluster/repair.h"
 
 #include <algorithm>
+#include <cstddef>
 
 #include "common/invariant.h"
 
@@ -48,6 +49,44 @@ RepairPlan plan_repair(Gid key, const std::vector<uint64_t>& holders, const std:
   return plan;
 }
 
+BalancePlan plan_balance(uint64_t self, Gid version, Gid key, const std::vector<uint64_t>& holders,
+                         const std::vector<PodView>& pods, size_t wanted, uint64_t bytes) {
+  BalancePlan plan;
+  if (wanted == 0) return plan;
+  const PodView* me = nullptr;
+  for (const PodView& p : pods)
+    if (p.id == self) me = &p;
+  // (writer first, hash) as one key: the writer ranks above every hash.
+  auto rank = [&](uint64_t pod) -> std::pair<bool, uint64_t> { return {pod == version.pod, rendezvous_hash(key, pod)}; };
+  std::vector<std::pair<std::pair<bool, uint64_t>, const PodView*>> counted;
+  bool self_holds = false;
+  for (const PodView& p : pods) {
+    if (std::find(holders.begin(), holders.end(), p.id) == holders.end()) continue;
+    self_holds |= p.id == self;
+    if (p.id != 0 && p.storage && counts_as_copy(p.state) && !p.draining) counted.emplace_back(rank(p.id), &p);
+  }
+  plan.copies = counted.size();
+  if (counted.size() < wanted || !me) return plan;  // repair's business
+  std::sort(counted.begin(), counted.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  if (!self_holds) {
+    if (!me->storage || me->draining || me->state != PodState::kAlive || me->free_bytes < bytes) return plan;
+    size_t above = 0;
+    for (auto& [r, p] : counted) above += r > rank(self);
+    plan.fetch = above < wanted;
+    return plan;
+  }
+  for (size_t i = 0; i < wanted; ++i) {
+    if (counted[i].second->id == self) return plan;  // among the first: a keeper
+    if (counted[i].second->state != PodState::kAlive) return plan;  // wait until the keepers are sure
+    plan.keepers.push_back(counted[i].second->id);
+  }
+  // Self counts (it holds, and is not draining) or it would not be past the keepers.
+  plan.release = std::any_of(counted.begin() + static_cast<std::ptrdiff_t>(wanted), counted.end(),
+                             [&](auto& c) { return c.second->id == self; });
+  if (!plan.release) plan.keepers.clear();
+  return plan;
+}
+
 RepairSurvey::RepairSurvey(uint64_t self, std::vector<PodView> pods, size_t wanted, size_t max_tasks)
     : self_(self), pods_(std::move(pods)), wanted_(wanted), max_tasks_(max_tasks) {}
 
@@ -61,10 +100,17 @@ bool less_endangered_first(size_t copies_a, size_t live_a, size_t copies_b, size
 void RepairSurvey::add(Gid version, Gid key, const std::vector<uint64_t>& holders, uint64_t bytes, bool self_has) {
   ++versions_;
   if (bytes == 0) return;  // inline content travels with the op: every pod has it
+  bytes_total_ += bytes;
   const RepairPlan plan = plan_repair(key, holders, pods_, wanted_, bytes);
   under_replicated_ += plan.live_copies < wanted_;
   unavailable_ += plan.live_copies == 0;
-  if (plan.missing == 0) return;
+  if (plan.missing == 0) {
+    const BalancePlan balance = plan_balance(self_, version, key, holders, pods_, wanted_, bytes);
+    surplus_ += balance.copies > wanted_;
+    if (balance.fetch && rebalance_.size() < max_tasks_) rebalance_.push_back(RepairTask{version, balance.copies, bytes});
+    if (balance.release && releases_.size() < max_tasks_) releases_.push_back(ReleaseTask{version, balance.keepers});
+    return;
+  }
   held_short_ += self_has;
   copies_missing_ += plan.missing;
   bytes_missing_ += plan.missing * bytes;
@@ -82,6 +128,30 @@ void RepairSurvey::add(Gid version, Gid key, const std::vector<uint64_t>& holder
   std::pop_heap(tasks_.begin(), tasks_.end(), cmp);
   tasks_.back() = r;
   std::push_heap(tasks_.begin(), tasks_.end(), cmp);
+}
+
+std::vector<RepairTask> RepairSurvey::take_rebalance_tasks() {
+  std::vector<RepairTask> out;
+  if (under_replicated_ > 0 || copies_missing_ > 0) {
+    rebalance_.clear();
+    return out;
+  }
+  const uint64_t max_bytes = bytes_total_ / 10;
+  uint64_t bytes = 0;
+  for (RepairTask& t : rebalance_) {  // bounded: max_tasks_
+    if (!out.empty() && bytes + t.bytes > max_bytes) break;
+    bytes += t.bytes;
+    out.push_back(t);
+  }
+  rebalance_.clear();
+  return out;
+}
+
+std::vector<ReleaseTask> RepairSurvey::take_releases() {
+  std::vector<ReleaseTask> out;
+  out.swap(releases_);
+  WH_INVARIANT(out.size() <= max_tasks_, "release tasks beyond their bound");
+  return out;
 }
 
 std::vector<RepairTask> RepairSurvey::take_tasks() {

@@ -42,15 +42,45 @@ struct RepairPlan {
 RepairPlan plan_repair(Gid key, const std::vector<uint64_t>& holders, const std::vector<PodView>& pods,
                        size_t wanted, uint64_t bytes);
 
+// Balance (issue 8: no surplus after a return, a joining pod's share): once a version has
+// its redundancy, which pod takes a copy and which releases one. Holders rank: the
+// version's writer first (it keeps its own copy), then by rendezvous hash of (key, pod),
+// highest first: the order PeerNode::choose_holders places new versions in. The version
+// belongs on the first `wanted` eligible pods of that order.
+struct BalancePlan {
+  // This pod takes a copy: it is not a holder, has room, takes copies (storage, not
+  // draining), and fewer than `wanted` counted holders rank above it. Once it claims the
+  // copy, the lowest-ranked holder's copy becomes a surplus.
+  bool fetch = false;
+  // This pod's copy is a surplus: the first `wanted` counted holders all rank above it and
+  // are alive. It may release it once each of `keepers` confirms it stores the version.
+  // The first `wanted` holders never release, on any pod's view: a version never goes
+  // below its redundancy through releases.
+  bool release = false;
+  std::vector<uint64_t> keepers;
+  size_t copies = 0;  // counted copies
+};
+
+// `version`: the version's id (its pod is the writer); the rest as plan_repair.
+BalancePlan plan_balance(uint64_t self, Gid version, Gid key, const std::vector<uint64_t>& holders,
+                         const std::vector<PodView>& pods, size_t wanted, uint64_t bytes);
+
 // The placement hash of rendezvous hashing: the pods with the highest hash for a key hold
 // it. The same on every pod.
 uint64_t rendezvous_hash(Gid key, uint64_t pod);
 
-// A version this pod must copy: it is one of the version's new holders.
+// A version this pod must copy: it is one of the version's new holders (repair), or a
+// pod the version belongs on (rebalance).
 struct RepairTask {
   Gid version;
   size_t copies = 0;  // counted copies before this one (priority: fewest first)
   uint64_t bytes = 0;
+};
+
+// A surplus copy this pod may release once every keeper confirms it stores the version.
+struct ReleaseTask {
+  Gid version;
+  std::vector<uint64_t> keepers;
 };
 
 // One pass over every current version: counts what is endangered (for `wormhole status`)
@@ -68,6 +98,13 @@ class RepairSurvey {
 
   // The tasks, most endangered first. Leaves the survey without tasks.
   std::vector<RepairTask> take_tasks();
+  // The copies this pod takes to balance the network: none while any version lacks live
+  // copies (repair first, and a rebalance never uses the bandwidth a repair needs), and at
+  // most a tenth of the surveyed bytes (at least one version) per survey, so that a pod
+  // that joins a large network takes its share in bounded steps.
+  std::vector<RepairTask> take_rebalance_tasks();
+  // Surplus copies of this pod, at most `max_tasks`. Leaves the survey without them.
+  std::vector<ReleaseTask> take_releases();
 
   uint64_t versions() const { return versions_; }
   // Fewer live copies than wanted (a down holder's versions count here before they are
@@ -84,6 +121,10 @@ class RepairSurvey {
   // leave once none is left (a version it does not store, even if named its holder, is
   // not its to wait for: leaving takes nothing from it).
   uint64_t held_short() const { return held_short_; }
+  // Versions with more counted copies than wanted (a pod back after its repair, a
+  // rebalance between its copy and the release).
+  uint64_t surplus() const { return surplus_; }
+  uint64_t bytes_total() const { return bytes_total_; }  // stored bytes of the versions surveyed
 
  private:
   struct Ranked {
@@ -94,6 +135,9 @@ class RepairSurvey {
   const std::vector<PodView> pods_;
   const size_t wanted_, max_tasks_;
   std::vector<Ranked> tasks_;  // a heap on (copies, live) while adding: the worst dropped first
+  std::vector<RepairTask> rebalance_;  // at most max_tasks_, in version order
+  std::vector<ReleaseTask> releases_;  // at most max_tasks_, in version order
+  uint64_t surplus_ = 0, bytes_total_ = 0;
   uint64_t versions_ = 0, under_replicated_ = 0, unavailable_ = 0, copies_missing_ = 0, bytes_missing_ = 0,
            copies_unplaceable_ = 0, tasks_dropped_ = 0, held_short_ = 0;
 };

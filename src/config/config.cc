@@ -207,6 +207,7 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
     if (net->repair_delay_s * 1000 < net->down_after_ms)
       fr.fail(fail->get("repair_delay"), "repair_delay", "must be at least down_after");
     fr.size("repair_rate", &net->repair_rate_bytes, 1, UINT64_MAX);
+    fr.size("rebalance_rate", &net->rebalance_rate_bytes, 1, UINT64_MAX);
     fr.reject_unknown();
   }
   if (const toml::table* re = r.table("reactions")) {

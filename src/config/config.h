@@ -38,6 +38,7 @@ struct NetworkConfig {
   uint64_t down_after_ms = 10000;
   uint64_t repair_delay_s = 600;
   uint64_t repair_rate_bytes = 64ull << 20;  // per second
+  uint64_t rebalance_rate_bytes = 32ull << 20;  // per second: copies to a joining pod
   Reactions reactions;
   uint64_t chunk_size = 4ull << 20;
 };
@@ -54,7 +55,7 @@ struct PodConfig {
   std::string mountpoint;           // absolute (relative paths resolve against the file)
   std::string storage;              // absolute storage directory
   uint64_t storage_limit_bytes = 0; // 0 = the whole file system
-  uint64_t cache_bytes = 1ull << 30;
+  uint64_t cache_bytes = 1ull << 30;  // chunks of versions other pods hold, kept after reads
   std::string cache_policy = "auto";  // auto | stream | copy
   uint64_t stream_above_bytes = 64ull << 20;
   Affinity affinity;

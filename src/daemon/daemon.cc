@@ -60,7 +60,7 @@ class Timers {
         vfs_.ns().trim_op_log(vfs_.ns().applied());  // else PeerNode trims it
       }
       if (std::chrono::steady_clock::now() >= next_gc) {
-        uint64_t removed = vfs_.collect_garbage(static_cast<int64_t>(pod_.gc_grace_s));
+        uint64_t removed = vfs_.collect_garbage(static_cast<int64_t>(pod_.gc_grace_s), pod_.cache_bytes);
         if (removed) spdlog::info("garbage collection removed {} chunks", removed);
         next_gc = std::chrono::steady_clock::now() + std::chrono::seconds(pod_.gc_interval_s);
       }
@@ -253,7 +253,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     if (cmd == "gc") {
       int64_t grace = req.value("grace_s", static_cast<int64_t>(pod.gc_grace_s));
       ns.trim();
-      return nlohmann::json{{"removed_chunks", vfs.collect_garbage(grace)}};
+      return nlohmann::json{{"removed_chunks", vfs.collect_garbage(grace, pod.cache_bytes)}};
     }
     return nlohmann::json{{"error", "unknown command \"" + cmd + "\""}};
   });

@@ -1624,20 +1624,34 @@ size_t Meta::count_keys(std::string_view prefix) {
 
 void Meta::apply_hold(KvTxn& txn, const pb::HoldVersion& h) {
   const Gid g = from_pb(h.version());
-  // The claim goes to the version's record wherever it is: current, or superseded (a
-  // version superseded here may be current on a pod that applied concurrent commits in
-  // another order, or come back here as a conflict sibling: its holders must be the same).
+  // The claim or release goes to the version's record wherever it is: current, or
+  // superseded (a version superseded here may be current on a pod that applied concurrent
+  // commits in another order, or come back here as a conflict sibling: its holders must be
+  // the same).
   for (const std::string& key : {keys::version(g), keys::superseded(g)}) {
     std::string bytes;
     pb::VersionRecord v;
     if (!txn.get(key, &bytes) || !parse_version(bytes, &v)) continue;
-    if (std::find(v.holders().begin(), v.holders().end(), h.pod()) != v.holders().end()) continue;
+    auto* holders = v.mutable_holders();
+    const auto at = std::find(holders->begin(), holders->end(), h.pod());
+    const bool held = at != holders->end();
+    if (held != h.release()) continue;  // claimed twice, or released what it did not hold
     // The placed holders keep their order (the writer first); claims follow, sorted, so
-    // that the list is the same on every pod whatever order claims arrive in.
-    if (v.placed_holders() == 0) v.set_placed_holders(static_cast<uint32_t>(v.holders_size()));
-    v.add_holders(h.pod());
-    const uint32_t placed = std::min<uint32_t>(v.placed_holders(), static_cast<uint32_t>(v.holders_size()));
-    std::sort(v.mutable_holders()->begin() + placed, v.mutable_holders()->end());
+    // that the list is the same on every pod whatever order claims and releases of
+    // different pods arrive in.
+    uint32_t placed = v.claims_only() ? 0 : v.placed_holders() == 0 ? static_cast<uint32_t>(holders->size())
+                                                                    : v.placed_holders();
+    placed = std::min<uint32_t>(placed, static_cast<uint32_t>(holders->size()));
+    if (h.release()) {
+      if (at - holders->begin() < static_cast<ptrdiff_t>(placed)) --placed;
+      holders->erase(at);
+    } else {
+      holders->Add(h.pod());
+    }
+    std::sort(holders->begin() + placed, holders->end());
+    v.set_placed_holders(placed);
+    // placed_holders 0 reads "no claim yet, all placed": say it when it means "none placed".
+    v.set_claims_only(placed == 0);
     txn.put(key, v.SerializeAsString());
   }
 }
@@ -1682,12 +1696,15 @@ bool Meta::for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>
   });
 }
 
-bool Meta::for_each_chunk(const std::function<void(const std::string&)>& visit) {
-  return kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view, std::string_view v) {
+bool Meta::for_each_chunk(const std::function<void(const std::string&, bool)>& visit) {
+  return kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view k, std::string_view v) {
     pb::VersionRecord rec;
-    if (parse_version(v, &rec))
-      for (auto& c : rec.chunks())
-        if (!c.sha256().empty() && c.inline_data().empty()) visit(c.sha256());
+    if (!parse_version(v, &rec)) return true;
+    const bool own = k.size() == 17 && keys::get_gid(k, 1).pod == pod_id_;
+    const bool held = own || rec.holders().empty() ||
+                      std::find(rec.holders().begin(), rec.holders().end(), pod_id_) != rec.holders().end();
+    for (auto& c : rec.chunks())
+      if (!c.sha256().empty() && c.inline_data().empty()) visit(c.sha256(), held);
     return true;
   });
 }

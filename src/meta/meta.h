@@ -208,9 +208,12 @@ class Meta {
                      Gid* next);
   // Visits every inode record; false when the store failed part-way.
   bool for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
-  // Every chunk hash referenced by a stored version (for chunk garbage collection). False
-  // when the store failed part-way: the hashes visited are then not all the live ones.
-  bool for_each_chunk(const std::function<void(const std::string& sha256)>& visit);
+  // Every chunk hash referenced by a stored version (for chunk garbage collection), with
+  // whether this pod must keep it: it is a holder of the version, or its writer (a client
+  // writer's copy feeds the holders' pulls), or the version names no holder (an old
+  // record). The others are cache here. False when the store failed part-way: the hashes
+  // visited are then not all the live ones.
+  bool for_each_chunk(const std::function<void(const std::string& sha256, bool held)>& visit);
 
  private:
   struct Edge {
@@ -277,7 +280,8 @@ class Meta {
                      uint64_t now_ms, uint64_t retention_ms);
   void save_counters(KvTxn& txn);
   void apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m);
-  // Adds the claiming pod to the version's holders (a set that only grows: claims commute).
+  // Adds the claiming pod to the version's holders, or removes the releasing one (each pod
+  // changes only itself, in its own op order: claims and releases of different pods commute).
   void apply_hold(KvTxn& txn, const pb::HoldVersion& h);
   // Loads the in-memory state (progress, newest logged move) from the store; false when
   // the store could not be read.

@@ -694,7 +694,7 @@ int Namespace::record_member(const pb::Member& member) {
   return submit(op, true);
 }
 
-int Namespace::claim_holder(const std::vector<Gid>& versions) {
+int Namespace::claim_holder(const std::vector<Gid>& versions, bool release) {
   if (versions.empty()) return 0;
   if (versions.size() > kMaxActionsPerOp) return EINVAL;
   std::unique_lock lock(mu_);
@@ -703,6 +703,7 @@ int Namespace::claim_holder(const std::vector<Gid>& versions) {
     pb::HoldVersion* h = op.add_actions()->mutable_hold();
     to_pb(version, h->mutable_version());
     h->set_pod(meta_.pod_id());
+    h->set_release(release);
   }
   return submit(op, false);
 }
@@ -908,7 +909,7 @@ NamespaceStats Namespace::stats() {
   return s;
 }
 
-bool Namespace::for_each_chunk(const std::function<void(const std::string&)>& visit) {
+bool Namespace::for_each_chunk(const std::function<void(const std::string&, bool held)>& visit) {
   std::shared_lock lock(mu_);
   return meta_.for_each_chunk(visit);
 }

@@ -163,8 +163,9 @@ class Namespace {
   // Records `member` in the replicated member list (a local op). 0 or errno.
   int record_member(const pb::Member& member);
   // Records that this pod holds every chunk of each of `versions` (repair copies, durable
-  // here): one local op, at most kMaxActionsPerOp versions. 0 or errno.
-  int claim_holder(const std::vector<Gid>& versions);
+  // here), or with `release`, that it no longer counts as their holder (surplus copies its
+  // keepers confirmed): one local op, at most kMaxActionsPerOp versions. 0 or errno.
+  int claim_holder(const std::vector<Gid>& versions, bool release = false);
   // See Meta::scan_versions.
   bool scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
                      Gid* next);
@@ -213,9 +214,10 @@ class Namespace {
   uint64_t pod_id() const { return meta_.pod_id(); }
   void purge_if_unused(Gid inode);
   NamespaceStats stats();
-  // Every chunk referenced by a stored version; false when the store failed part-way (the
+  // Every chunk referenced by a stored version, and whether this pod must keep it (see
+  // Meta::for_each_chunk); false when the store failed part-way (the
   // chunks visited are then not all the live ones: garbage collection must not run).
-  bool for_each_chunk(const std::function<void(const std::string&)>& visit);
+  bool for_each_chunk(const std::function<void(const std::string& sha256, bool held)>& visit);
 
  private:
   int resolve_dir(uint64_t ino, Gid* g);

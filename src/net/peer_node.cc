@@ -192,6 +192,17 @@ class PeerNode::Service final : public pb::Peer::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status HaveChunks(grpc::ServerContext* ctx, const pb::HaveChunksRequest* req,
+                          pb::HaveChunksReply* reply) override {
+    const std::string why = node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(),
+                                               req->from_pod_name(), req->from_pod_id());
+    if (!why.empty()) {
+      spdlog::warn("refused a chunk inventory request from {}: {}", ctx->peer(), why);
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why);
+    }
+    return node_.serve_have_chunks(*req, reply);
+  }
+
  private:
   PeerNode& node_;
 };

@@ -56,7 +56,8 @@ namespace wormhole {
 // 3: sparse chunk lists (CommitVersion.chunks lists stored chunks with their index).
 // 4: delta commits; 5: pieces (ChunkRef.span_offset); 6: chunks named by their block table.
 // 7: HoldVersion (repair copies claimed by their holder).
-inline constexpr uint32_t kProtocolVersion = 7;
+// 8: HoldVersion.release (surplus copies released), HaveChunks.
+inline constexpr uint32_t kProtocolVersion = 8;
 
 class PeerNode final : public ContentReplication {
  public:
@@ -268,11 +269,21 @@ class PeerNode final : public ContentReplication {
   // holds with its copies elsewhere.
   void finish_drain();
   // Fetches every chunk of version `t` this pod lacks and makes them durable: 0, or the
-  // errno of the first chunk no pod could give (ENOENT: the version was replaced).
-  int repair_copy(const RepairTask& t);
-  // Sleeps as the token bucket of failure.repair_rate asks after `bytes` more were copied;
+  // errno of the first chunk no pod could give (ENOENT: the version was replaced). Paced at
+  // `rate_bytes` per second.
+  int repair_copy(const RepairTask& t, uint64_t rate_bytes);
+  // Copies `tasks` (repair or rebalance) at `rate_bytes` per second and claims them;
+  // the bytes copied.
+  uint64_t copy_and_claim(const std::vector<RepairTask>& tasks, uint64_t rate_bytes, const char* what);
+  // Releases the surplus copies of `releases` whose keepers confirm (HaveChunks) that they
+  // store the version durably; the number released.
+  uint64_t release_surplus(const std::vector<ReleaseTask>& releases);
+  // Serves HaveChunks: which of the asked chunks are stored here, made durable first.
+  grpc::Status serve_have_chunks(const pb::HaveChunksRequest& req, pb::HaveChunksReply* reply);
+  static constexpr size_t kMaxHaveChunks = 4096;
+  // Sleeps as a token bucket of `rate_bytes` per second asks after `bytes` more were copied;
   // false when the node stops meanwhile.
-  bool repair_throttle(uint64_t bytes);
+  bool repair_throttle(uint64_t bytes, uint64_t rate_bytes);
   // Waits `ms` or until the node stops; false when it stops.
   bool repair_sleep(int64_t ms);
   struct RepairCounts {
@@ -282,9 +293,12 @@ class PeerNode final : public ContentReplication {
     uint64_t my_versions_left = 0, my_bytes_left = 0;  // this pod's part, as it works through it
     uint64_t pass_done_versions = 0;                    // of this pod's part, done in this pass
     uint64_t repaired_versions = 0, repaired_bytes = 0, failed_versions = 0;  // since start
+    uint64_t surplus = 0;  // versions with more counted copies than wanted, at the last survey
+    uint64_t rebalanced_versions = 0, rebalanced_bytes = 0, released_versions = 0;  // since start
     double rate_bytes_per_s = 0;  // over the current pass
     std::vector<std::string> lost;  // pods counted lost (or forgotten) at the last survey
   };
+  std::atomic<bool> balance_left_{false};  // the last survey left rebalance copies or releases
   struct SituationState {
     bool known = false;  // a survey ran
     Situation situation = Situation::kFavorable;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -62,10 +63,10 @@ bool PeerNode::repair_sleep(int64_t ms) {
   return !hold_cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(ms, 0)), [this] { return stop_.load(); });
 }
 
-bool PeerNode::repair_throttle(uint64_t bytes) {
+bool PeerNode::repair_throttle(uint64_t bytes, uint64_t rate_bytes) {
   // A token bucket of one second's worth: after a copy of `bytes`, the next may start when
   // the rate allows, never earlier than now (idle time does not build up a burst).
-  const uint64_t rate = std::max<uint64_t>(config_.network.repair_rate_bytes, 1);
+  const uint64_t rate = std::max<uint64_t>(rate_bytes, 1);
   const int64_t now = now_ms();
   repair_next_ms_ = std::max(repair_next_ms_, now - 1000) + static_cast<int64_t>(bytes * 1000 / rate);
   return repair_next_ms_ <= now || repair_sleep(repair_next_ms_ - now);
@@ -102,7 +103,8 @@ void PeerNode::repair_loop() {
       {
         repair_pass();
         std::lock_guard lock(repair_mu_);
-        left_work = repair_.copies_missing > repair_.unplaceable || repair_.my_versions_left > 0;
+        left_work = repair_.copies_missing > repair_.unplaceable || repair_.my_versions_left > 0 ||
+                    repair_.surplus > 0 || balance_left_;
       }
       next_survey_ms = now_ms() + (left_work ? kRetrySurveyAfterMs : kIdleSurveyEveryMs);
     }
@@ -139,11 +141,14 @@ bool PeerNode::repair_pass() {
     after = next;
   }
   std::vector<RepairTask> tasks = survey.take_tasks();
+  std::vector<RepairTask> rebalance = survey.take_rebalance_tasks();
+  std::vector<ReleaseTask> releases = survey.take_releases();
   std::vector<std::string> lost;
   for (auto& p : peers())
     if (p->id != 0 && !counts_as_copy(state_of(*p))) lost.push_back(p->name);
   uint64_t my_bytes = 0;
   for (const RepairTask& t : tasks) my_bytes += t.bytes;
+  for (const RepairTask& t : rebalance) my_bytes += t.bytes;
   {
     std::lock_guard lock(repair_mu_);
     repair_.surveyed_ms = now_ms();
@@ -154,19 +159,40 @@ bool PeerNode::repair_pass() {
     repair_.bytes_missing = survey.bytes_missing();
     repair_.unplaceable = survey.copies_unplaceable();
     repair_.tasks_dropped = survey.tasks_dropped();
-    repair_.my_versions_left = tasks.size();
+    repair_.surplus = survey.surplus();
+    repair_.my_versions_left = tasks.size() + rebalance.size();
     repair_.pass_done_versions = 0;
     repair_.my_bytes_left = my_bytes;
     repair_.rate_bytes_per_s = 0;
     repair_.lost = lost;
   }
+  balance_left_ = !rebalance.empty() || !releases.empty();
   if (self_draining_ && !self_left_ && survey.held_short() == 0) finish_drain();
-  if (tasks.empty()) return false;
-  std::string lost_names;
-  for (const std::string& name : lost) lost_names += (lost_names.empty() ? " (lost: " : ", ") + name;
-  if (!lost_names.empty()) lost_names += ")";
-  spdlog::info("repair: {} versions ({} MiB) to copy to this pod; {} copies missing in the network{}", tasks.size(),
-               my_bytes >> 20, survey.copies_missing(), lost_names);
+  uint64_t copied = 0;
+  if (!tasks.empty()) {
+    std::string lost_names;
+    for (const std::string& name : lost) lost_names += (lost_names.empty() ? " (lost: " : ", ") + name;
+    if (!lost_names.empty()) lost_names += ")";
+    spdlog::info("repair: {} versions ({} MiB) to copy to this pod; {} copies missing in the network{}", tasks.size(),
+                 my_bytes >> 20, survey.copies_missing(), lost_names);
+    copied += copy_and_claim(tasks, config_.network.repair_rate_bytes, "repair");
+  }
+  if (!rebalance.empty() && !stop_) {
+    spdlog::info("rebalance: {} versions belong on this pod as well; copying them at {} MiB/s", rebalance.size(),
+                 config_.network.rebalance_rate_bytes >> 20);
+    copied += copy_and_claim(rebalance, config_.network.rebalance_rate_bytes, "rebalance");
+  }
+  if (!releases.empty() && !stop_) {
+    const uint64_t released = release_surplus(releases);
+    if (released > 0)
+      spdlog::info("rebalance: released {} surplus copies (their first {} holders confirmed they store them)",
+                   released, copies_wanted());
+  }
+  return copied > 0;
+}
+
+uint64_t PeerNode::copy_and_claim(const std::vector<RepairTask>& tasks, uint64_t rate_bytes, const char* what) {
+  const bool rebalance = std::string_view(what) == "rebalance";
   const int64_t started = now_ms();
   uint64_t copied_bytes = 0;
   int logged = 0;
@@ -174,21 +200,21 @@ bool PeerNode::repair_pass() {
   auto flush_claims = [&] {
     if (claims.empty()) return;
     if (int err = ns_.claim_holder(claims))
-      spdlog::error("repair: cannot record {} copies made here: {} (the next survey claims them)", claims.size(),
+      spdlog::error("{}: cannot record {} copies made here: {} (the next survey claims them)", what, claims.size(),
                     std::strerror(err));
     claims.clear();
   };
   for (const RepairTask& t : tasks) {  // bounded: kMaxRepairTasks
     if (stop_) break;
-    const int err = repair_copy(t);
+    const int err = repair_copy(t, rate_bytes);
     if (err == 0) {
       claims.push_back(t.version);
       copied_bytes += t.bytes;
     } else if (err != ENOENT && logged++ < kMaxLoggedFailures) {
       pb::VersionRecord rec;
       const std::string path = ns_.get_version(t.version, &rec) ? ns_.path_of(from_pb(rec.inode())) : "?";
-      spdlog::warn("repair: {} (version {}): no pod gave its chunks ({}); tried again later", path, t.version.str(),
-                   std::strerror(err));
+      spdlog::warn("{}: {} (version {}): no pod gave its chunks ({}); tried again later", what, path,
+                   t.version.str(), std::strerror(err));
     }
     if (claims.size() >= kClaimsPerOp) flush_claims();
     const double seconds = std::max<double>(now_ms() - started, 1) / 1000.0;
@@ -197,16 +223,100 @@ bool PeerNode::repair_pass() {
     ++repair_.pass_done_versions;
     repair_.my_bytes_left -= std::min(repair_.my_bytes_left, t.bytes);
     if (err == 0) {
-      ++repair_.repaired_versions;
-      repair_.repaired_bytes += t.bytes;
+      (rebalance ? repair_.rebalanced_versions : repair_.repaired_versions) += 1;
+      (rebalance ? repair_.rebalanced_bytes : repair_.repaired_bytes) += t.bytes;
     } else if (err != ENOENT) {
       ++repair_.failed_versions;
     }
     repair_.rate_bytes_per_s = static_cast<double>(copied_bytes) / seconds;
   }
   flush_claims();
-  spdlog::info("repair: pass done, {} MiB copied in {:.1f} s", copied_bytes >> 20, (now_ms() - started) / 1000.0);
-  return copied_bytes > 0;
+  spdlog::info("{}: pass done, {} MiB copied in {:.1f} s", what, copied_bytes >> 20, (now_ms() - started) / 1000.0);
+  return copied_bytes;
+}
+
+uint64_t PeerNode::release_surplus(const std::vector<ReleaseTask>& releases) {
+  // In batches of one op's worth of versions: each keeper is asked once per batch for the
+  // chunks of the batch's versions it keeps (it syncs them before it answers), and the
+  // versions every keeper confirmed are released in one op.
+  uint64_t released = 0;
+  size_t next = 0;
+  while (next < releases.size() && !stop_) {  // bounded: `next` advances by at least one
+    struct Item {
+      const ReleaseTask* task;
+      std::vector<std::string> chunks;
+    };
+    std::vector<Item> batch;
+    size_t batch_chunks = 0;
+    for (; next < releases.size() && batch.size() < kClaimsPerOp; ++next) {
+      pb::VersionRecord rec;
+      if (!ns_.get_version(releases[next].version, &rec) || rec.incomplete()) continue;  // replaced meanwhile
+      Item item{&releases[next], {}};
+      std::set<std::string> seen;
+      for (const pb::ChunkRef& c : rec.chunks())
+        if (!c.sha256().empty() && c.inline_data().empty() && seen.insert(c.sha256()).second)
+          item.chunks.push_back(c.sha256());
+      if (item.chunks.size() > kMaxHaveChunks) continue;  // bounded ask: such a version keeps its copy
+      if (!batch.empty() && batch_chunks + item.chunks.size() > kMaxHaveChunks) break;
+      batch_chunks += item.chunks.size();
+      batch.push_back(std::move(item));
+    }
+    // keeper -> what it is asked, and which versions each answer speaks for.
+    std::map<uint64_t, std::vector<std::pair<size_t, std::string>>> asks;
+    for (size_t i = 0; i < batch.size(); ++i)
+      for (uint64_t k : batch[i].task->keepers)
+        for (const std::string& sha : batch[i].chunks) asks[k].emplace_back(i, sha);
+    std::vector<bool> confirmed(batch.size(), true);
+    for (auto& [keeper, items] : asks) {  // bounded: the keepers (pods of the network)
+      Peer* peer = peer_by_id(keeper);
+      bool ok = peer != nullptr && !peer->forgotten;
+      pb::HaveChunksReply reply;
+      if (ok) {
+        pb::HaveChunksRequest req;
+        identify(&req);
+        for (auto& [i, sha] : items) req.add_sha256(sha);
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        ok = peer->stub->HaveChunks(&ctx, req, &reply).ok() &&
+             reply.stored_size() == static_cast<int>(items.size());
+        if (!ok) spdlog::debug("rebalance: pod {} did not confirm its copies; releases wait", peer->name);
+      }
+      for (size_t j = 0; j < items.size(); ++j)
+        if (!ok || !reply.stored(static_cast<int>(j))) confirmed[items[j].first] = false;
+    }
+    std::vector<Gid> versions;
+    for (size_t i = 0; i < batch.size(); ++i)
+      if (confirmed[i]) versions.push_back(batch[i].task->version);
+    if (versions.empty()) continue;
+    if (int err = ns_.claim_holder(versions, /*release=*/true)) {
+      spdlog::error("rebalance: cannot record {} released copies: {}", versions.size(), std::strerror(err));
+      break;
+    }
+    released += versions.size();
+    std::lock_guard lock(repair_mu_);
+    repair_.released_versions += versions.size();
+  }
+  return released;
+}
+
+grpc::Status PeerNode::serve_have_chunks(const pb::HaveChunksRequest& req, pb::HaveChunksReply* reply) {
+  if (static_cast<size_t>(req.sha256_size()) > kMaxHaveChunks)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "too many chunks asked about");
+  std::vector<std::string> present;
+  for (const std::string& sha : req.sha256()) {
+    // refresh(): a chunk confirmed here outlives the grace period even if this pod is
+    // about to stop holding it (the asker relies on it for that long at least).
+    const bool here = sha.size() == ChunkStore::kHashBytes && chunks_.refresh(sha);
+    reply->add_stored(here);
+    if (here) present.push_back(sha);
+  }
+  // Confirmed means durable: the asker drops its copy on the strength of this answer.
+  if (int err = chunks_.sync_chunks(present, /*skip_missing=*/false)) {
+    spdlog::warn("chunk inventory for pod {}: cannot make the chunks durable: {}", req.from_pod_name(),
+                 std::strerror(err));
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, "chunks could not be made durable here");
+  }
+  return grpc::Status::OK;
 }
 
 void PeerNode::finish_drain() {
@@ -225,7 +335,7 @@ void PeerNode::finish_drain() {
   }
 }
 
-int PeerNode::repair_copy(const RepairTask& t) {
+int PeerNode::repair_copy(const RepairTask& t, uint64_t rate_bytes) {
   pb::VersionRecord rec;
   if (!ns_.get_version(t.version, &rec) || rec.incomplete()) return ENOENT;  // replaced meanwhile
   const std::vector<uint64_t> holders(rec.holders().begin(), rec.holders().end());
@@ -235,10 +345,12 @@ int PeerNode::repair_copy(const RepairTask& t) {
   for (const pb::ChunkRef& c : rec.chunks()) {
     if (c.sha256().empty() || !c.inline_data().empty() || !seen.insert(c.sha256()).second) continue;
     expected.push_back(c.sha256());
-    if (chunks_.contains(c.sha256())) continue;  // cached here, or copied before a restart
+    // Cached here, or copied before a restart: made young, so that garbage collection (which
+    // sees this pod as no holder until the claim applies) keeps it past the claim.
+    if (chunks_.refresh(c.sha256())) continue;
     if (int err = fetch(c.sha256(), holders)) return err;
     const int64_t size = chunks_.size_of(c.sha256());
-    if (!repair_throttle(size > 0 ? static_cast<uint64_t>(size) : 0)) return EINTR;
+    if (!repair_throttle(size > 0 ? static_cast<uint64_t>(size) : 0, rate_bytes)) return EINTR;
   }
   // The claim tells every pod this copy exists: it must survive a power loss first.
   return chunks_.sync_chunks(expected);
@@ -267,6 +379,10 @@ nlohmann::json PeerNode::repair_status() {
                         {"failed_versions", r.failed_versions},
                         {"rate_bytes_per_s", static_cast<uint64_t>(r.rate_bytes_per_s)},
                         {"rate_limit_bytes_per_s", config_.network.repair_rate_bytes},
+                        {"surplus", r.surplus},
+                        {"rebalanced_versions", r.rebalanced_versions},
+                        {"rebalanced_bytes", r.rebalanced_bytes},
+                        {"released_versions", r.released_versions},
                         {"lost", r.lost}};
   out["eta_s"] = working && r.rate_bytes_per_s > 0 ? static_cast<int64_t>(r.my_bytes_left / r.rate_bytes_per_s)
                                                    : (working ? -1 : 0);

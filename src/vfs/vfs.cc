@@ -104,9 +104,9 @@ int Vfs::truncate(Gid inode, uint64_t size) {
   return err ? err : err2;
 }
 
-uint64_t Vfs::collect_garbage(int64_t grace_s) {
-  std::unordered_set<std::string> live;
-  if (!ns_.for_each_chunk([&](const std::string& sha) { live.insert(sha); })) {
+uint64_t Vfs::collect_garbage(int64_t grace_s, uint64_t cache_bytes) {
+  std::unordered_set<std::string> live, cached;
+  if (!ns_.for_each_chunk([&](const std::string& sha, bool held) { (held ? live : cached).insert(sha); })) {
     // Chunks missing from a partial list would look unreferenced and be deleted.
     spdlog::error("garbage collection skipped: the metadata store could not be read");
     return 0;
@@ -124,7 +124,8 @@ uint64_t Vfs::collect_garbage(int64_t grace_s) {
   std::vector<std::string> pending;
   for (const auto& f : files) f->pending_chunks(&pending);
   live.insert(pending.begin(), pending.end());
-  return chunks_.collect_garbage(live, grace_s);
+  for (const std::string& sha : live) cached.erase(sha);  // one held reference keeps it
+  return chunks_.collect_garbage(live, grace_s, cached, cache_bytes);
 }
 
 }  // namespace wormhole

@@ -46,10 +46,12 @@ class Vfs {
   // Changes the size of a file, open or not. Returns 0 or errno.
   int truncate(Gid inode, uint64_t size);
 
-  // Deletes unreferenced chunks older than `grace_s`. Returns the number removed. Waits
-  // for each open file's lock in turn (its pending chunks), never holding the table lock
-  // meanwhile: a file whose flush waits on the network stalls GC, not getattr or open.
-  uint64_t collect_garbage(int64_t grace_s);
+  // Deletes unreferenced chunks older than `grace_s`, and chunks of versions this pod does
+  // not hold (a cache of others' copies) beyond `cache_bytes`, the oldest first. Returns the
+  // number removed. Waits for each open file's lock in turn (its pending chunks), never
+  // holding the table lock meanwhile: a file whose flush waits on the network stalls GC,
+  // not getattr or open.
+  uint64_t collect_garbage(int64_t grace_s, uint64_t cache_bytes = UINT64_MAX);
 
   Namespace& ns() { return ns_; }
   ChunkStore& chunks() { return chunks_; }

@@ -223,7 +223,7 @@ TEST(Namespace, AFailedStoreScanIsEIONeverAbsentOrEmpty) {
   EXPECT_EQ(f.ns.listxattr(file, &names), EIO);
   Gid v;
   EXPECT_EQ(f.ns.commit(file_id, Gid{}, 3, {}, 5, {}, false, &v), EIO);  // the writer's view of the names
-  EXPECT_FALSE(f.ns.for_each_chunk([](const std::string&) {}));      // garbage collection must not run
+  EXPECT_FALSE(f.ns.for_each_chunk([](const std::string&, bool) {}));      // garbage collection must not run
 
   // Only the listings of the two directories fail: their names still resolve.
   f.kv.fail_scans_under(keys::dir_prefix(empty_id));
@@ -328,7 +328,7 @@ TEST(Namespace, TrimPurgesDeletedInodes) {
   Gid v;
   ASSERT_EQ(f.ns.commit(g, Gid{}, 10, chunks, 5, {}, false, &v), 0);
   int n = 0;
-  f.ns.for_each_chunk([&](const std::string&) { n++; });
+  f.ns.for_each_chunk([&](const std::string&, bool) { n++; });
   EXPECT_EQ(n, 1);
   ASSERT_EQ(f.ns.unlink(1, "f"), 0);
   f.ns.trim();
@@ -336,7 +336,7 @@ TEST(Namespace, TrimPurgesDeletedInodes) {
   EXPECT_EQ(f.ns.getattr(file, &a), ENOENT);
   EXPECT_FALSE(f.ns.gid_of(file, &g)) << "the purged inode's number still resolves (cached)";
   n = 0;
-  f.ns.for_each_chunk([&](const std::string&) { n++; });
+  f.ns.for_each_chunk([&](const std::string&, bool) { n++; });
   EXPECT_EQ(n, 0);
   EXPECT_EQ(f.ns.stats().move_log_entries, 0u);
 }
@@ -664,7 +664,7 @@ TEST(Versions, DenseRecordsOfOlderPodsReadAsSparseLists) {
   EXPECT_EQ(rec.chunks(1).index(), 2u);
   EXPECT_EQ(rec.chunks(1).sha256(), std::string(32, 'c'));
   std::vector<std::string> referenced;
-  f.ns.for_each_chunk([&](const std::string& sha) { referenced.push_back(sha); });
+  f.ns.for_each_chunk([&](const std::string& sha, bool) { referenced.push_back(sha); });
   EXPECT_EQ(referenced.size(), 2u);  // garbage collection sees the old record's chunks
 }
 
