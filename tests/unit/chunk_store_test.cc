@@ -152,6 +152,50 @@ TEST(ChunkStore, GarbageCollectionKeepsLiveAndYoungChunks) {
   EXPECT_EQ(store.stats().chunks, 1u);
 }
 
+// Chunks referenced but held by other pods are a cache: the most recently stored ones stay
+// within the budget, the older ones go (once past the grace period), held ones always stay.
+TEST(ChunkStore, CachedChunksStayWithinTheirBudgetYoungestFirst) {
+  TempDir tmp("chunks_cache");
+  ChunkStore store(tmp / "store");
+  std::string err;
+  ASSERT_TRUE(store.init(&err));
+  std::string held, old_c, mid_c, new_c;
+  ASSERT_EQ(store.put("held", 4, &held), 0);
+  ASSERT_EQ(store.put("old!", 4, &old_c), 0);
+  ASSERT_EQ(store.put("mid!", 4, &mid_c), 0);
+  ASSERT_EQ(store.put("new!", 4, &new_c), 0);
+  // Ages set by hand: 300 s, 200 s and 100 s old.
+  auto age = [&](const std::string& sha, int64_t seconds) {
+    struct timespec times[2];
+    ::clock_gettime(CLOCK_REALTIME, &times[0]);
+    times[0].tv_sec -= seconds;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, store.path_of(sha).c_str(), times, 0), 0);
+  };
+  age(held, 400);
+  age(old_c, 300);
+  age(mid_c, 200);
+  age(new_c, 100);
+  const std::unordered_set<std::string> cached = {old_c, mid_c, new_c};
+  // Room for two: the oldest goes, but not within its grace period.
+  EXPECT_EQ(store.collect_garbage({held}, 3600, cached, 8), 0u);
+  EXPECT_EQ(store.collect_garbage({held}, 10, cached, 8), 1u);
+  EXPECT_FALSE(store.contains(old_c));
+  EXPECT_TRUE(store.contains(mid_c));
+  EXPECT_TRUE(store.contains(new_c));
+  EXPECT_TRUE(store.contains(held));
+  // refresh() makes the older one the youngest: the other goes when the budget shrinks.
+  EXPECT_TRUE(store.refresh(mid_c));
+  EXPECT_FALSE(store.refresh(old_c));  // not here
+  EXPECT_EQ(store.collect_garbage({held}, 10, cached, 4), 1u);
+  EXPECT_TRUE(store.contains(mid_c));
+  EXPECT_FALSE(store.contains(new_c));
+  // No budget: every cached chunk goes; the held one stays.
+  EXPECT_EQ(store.collect_garbage({held}, 0, cached, 0), 1u);
+  EXPECT_TRUE(store.contains(held));
+  EXPECT_EQ(store.stats().chunks, 1u);
+}
+
 // Files in the chunk directory that are not chunks (a stray editor backup, a name that is
 // not 64 hex digits, a chunk name in the wrong subdirectory, a directory) are left alone and
 // never stop the collection of the real garbage.

@@ -195,6 +195,11 @@ TEST(RepairClaims, AClaimForAnotherPodIsRejected) {
   EXPECT_NE(why.find("another pod"), std::string::npos) << why;
   h->set_pod(5);
   EXPECT_TRUE(validate_op(op, limits, &why)) << why;
+  // A release is the pod's own business too.
+  h->set_release(true);
+  EXPECT_TRUE(validate_op(op, limits, &why)) << why;
+  h->set_pod(6);
+  EXPECT_FALSE(validate_op(op, limits, &why));
 }
 
 TEST(RepairPlan, ADrainingHolderIsLiveButDoesNotCountAndTakesNothing) {
@@ -230,4 +235,150 @@ TEST(RepairClaims, ClaimsInAnyOrderGiveTheSameHolderList) {
   b.send_to(d, 2);
   EXPECT_EQ(holders_of(a.ns, v), (std::vector<uint64_t>{1, 9, 2, 3}));
   EXPECT_EQ(holders_of(d.ns, v), (std::vector<uint64_t>{1, 9, 2, 3}));
+}
+
+namespace {
+// The pods of `view` in the balance order of version `v` of file `key`: the writer, then
+// by rendezvous hash, highest first.
+std::vector<uint64_t> balance_order(Gid v, Gid key, const std::vector<PodView>& view) {
+  std::vector<uint64_t> ids;
+  for (const PodView& p : view) ids.push_back(p.id);
+  std::sort(ids.begin(), ids.end(), [&](uint64_t a, uint64_t b) {
+    if ((a == v.pod) != (b == v.pod)) return a == v.pod;
+    return rendezvous_hash(key, a) > rendezvous_hash(key, b);
+  });
+  return ids;
+}
+}  // namespace
+
+TEST(BalancePlan, AJoiningPodTakesTheVersionsThatBelongOnItAndTheLowestHolderReleases) {
+  // Four storage pods, redundancy 2; the version was written by pod 1 while pod 4 was away.
+  const std::vector<PodView> view =
+      pods({{1, PodState::kAlive}, {2, PodState::kAlive}, {3, PodState::kAlive}, {4, PodState::kAlive}});
+  // Find a version whose second place (after its writer 1) belongs to pod 4, and one
+  // where pod 4 ranks last.
+  Gid mine, not_mine;
+  for (uint64_t seq = 1; seq < 1000 && (mine.empty() || not_mine.empty()); ++seq) {
+    const Gid v{1, seq};
+    const std::vector<uint64_t> order = balance_order(v, v, view);
+    ASSERT_EQ(order[0], 1u);
+    if (order[1] == 4 && mine.empty()) mine = v;
+    if (order[3] == 4 && not_mine.empty()) not_mine = v;
+  }
+  ASSERT_FALSE(mine.empty());
+  ASSERT_FALSE(not_mine.empty());
+  const std::vector<uint64_t> order = balance_order(mine, mine, view);
+  const std::vector<uint64_t> held = {1, order[2]};  // placed when pod 4 was away
+  // Pod 4 fetches; nobody releases yet (the version has exactly its redundancy).
+  EXPECT_TRUE(plan_balance(4, mine, mine, held, view, 2, 100).fetch);
+  for (uint64_t p : held) EXPECT_FALSE(plan_balance(p, mine, mine, held, view, 2, 100).release) << p;
+  EXPECT_FALSE(plan_balance(order[3], mine, mine, held, view, 2, 100).fetch);
+  // Once pod 4 claimed its copy, the lowest-ranked holder releases, keeping the writer and pod 4.
+  const std::vector<uint64_t> after = {1, order[2], 4};
+  const BalancePlan lowest = plan_balance(order[2], mine, mine, after, view, 2, 100);
+  EXPECT_TRUE(lowest.release);
+  EXPECT_EQ(lowest.copies, 3u);
+  EXPECT_EQ(lowest.keepers, (std::vector<uint64_t>{1, 4}));
+  EXPECT_FALSE(plan_balance(1, mine, mine, after, view, 2, 100).release);  // the writer keeps its own
+  EXPECT_FALSE(plan_balance(4, mine, mine, after, view, 2, 100).release);
+  // Nothing moves for a version that does not belong on pod 4.
+  const std::vector<uint64_t> order2 = balance_order(not_mine, not_mine, view);
+  EXPECT_FALSE(plan_balance(4, not_mine, not_mine, {order2[0], order2[1]}, view, 2, 100).fetch);
+  // A pod without room, a draining pod or a client pod takes nothing.
+  std::vector<PodView> full = view;
+  full[3].free_bytes = 50;
+  EXPECT_FALSE(plan_balance(4, mine, mine, held, full, 2, 100).fetch);
+  std::vector<PodView> draining = view;
+  draining[3].draining = true;
+  EXPECT_FALSE(plan_balance(4, mine, mine, held, draining, 2, 100).fetch);
+  std::vector<PodView> client = view;
+  client[3].storage = false;
+  EXPECT_FALSE(plan_balance(4, mine, mine, held, client, 2, 100).fetch);
+}
+
+TEST(BalancePlan, ASurplusIsReleasedOnlyWhileEveryKeeperIsAlive) {
+  // A pod back after its repair: three copies, redundancy 2.
+  std::vector<PodView> view = pods({{1, PodState::kAlive}, {2, PodState::kAlive}, {3, PodState::kAlive}});
+  const Gid v{1, 42};
+  const std::vector<uint64_t> order = balance_order(v, v, view);
+  const std::vector<uint64_t> held = {1, 2, 3};
+  BalancePlan p = plan_balance(order[2], v, v, held, view, 2, 10);
+  EXPECT_TRUE(p.release);
+  EXPECT_EQ(p.keepers, (std::vector<uint64_t>{order[0], order[1]}));
+  for (PodState st : {PodState::kSuspect, PodState::kDown}) {
+    std::vector<PodView> shaky = view;
+    for (PodView& pv : shaky)
+      if (pv.id == order[1]) pv.state = st;
+    EXPECT_FALSE(plan_balance(order[2], v, v, held, shaky, 2, 10).release) << static_cast<int>(st);
+  }
+  // A lost or draining keeper does not count: the third copy is needed, nothing is released.
+  for (int variant = 0; variant < 2; ++variant) {
+    std::vector<PodView> gone = view;
+    for (PodView& pv : gone)
+      if (pv.id == order[1]) {
+        if (variant == 0) pv.state = PodState::kLost;
+        else pv.draining = true;
+      }
+    const BalancePlan q = plan_balance(order[2], v, v, held, gone, 2, 10);
+    EXPECT_FALSE(q.release);
+    EXPECT_EQ(q.copies, 2u);
+  }
+  // Below the redundancy, balance does nothing at all (repair's business).
+  p = plan_balance(order[2], v, v, {1, order[2]}, pods({{1, PodState::kAlive}, {order[2], PodState::kAlive}}), 3, 10);
+  EXPECT_FALSE(p.release);
+  EXPECT_FALSE(p.fetch);
+}
+
+TEST(BalancePlan, WhateverEachPodSeesTheTopRankedHoldersNeverRelease) {
+  // Every subset of views: the first `wanted` holders in the global order never release,
+  // so releases never take a version below its redundancy.
+  const Gid v{3, 9};
+  const std::vector<PodView> all = pods(
+      {{1, PodState::kAlive}, {2, PodState::kAlive}, {3, PodState::kAlive}, {4, PodState::kAlive}, {5, PodState::kAlive}});
+  const std::vector<uint64_t> order = balance_order(v, v, all);
+  const std::vector<uint64_t> held = {1, 2, 3, 4, 5};
+  for (uint32_t mask = 0; mask < 32; ++mask) {  // which pods this pod sees lost
+    std::vector<PodView> view = all;
+    for (size_t i = 0; i < view.size(); ++i)
+      if (mask & (1u << i)) view[i].state = PodState::kLost;
+    for (size_t top = 0; top < 2; ++top)
+      EXPECT_FALSE(plan_balance(order[top], v, v, held, view, 2, 10).release) << mask << " " << top;
+  }
+}
+
+TEST(RepairClaims, ReleasesInAnyOrderGiveTheSameHolderListAndNeverTheWholeList) {
+  Pod a(1), b(2), c(3);
+  Attr attr;
+  ASSERT_EQ(a.ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &attr), 0);
+  Gid file;
+  ASSERT_TRUE(a.ns.gid_of(attr.ino, &file));
+  std::vector<pb::ChunkRef> chunks(1);
+  chunks[0].set_sha256(std::string(32, 'z'));
+  chunks[0].set_length(10);
+  Gid v;
+  ASSERT_EQ(a.ns.commit(file, Gid{}, 10, chunks, 5, {1, 2}, false, &v), 0);
+  for (Pod* p : {&b, &c}) a.send_to(*p, 1);
+  // Pod 3 claims a copy (a rebalance), then pod 2 releases its placed copy; releasing
+  // twice, or releasing what it does not hold, changes nothing.
+  ASSERT_EQ(c.ns.claim_holder({v}), 0);
+  c.send_to(b, 3);
+  ASSERT_EQ(b.ns.claim_holder({v}, true), 0);
+  ASSERT_EQ(b.ns.claim_holder({v}, true), 0);
+  // a hears the release before the claim; c hears it after its own claim.
+  b.send_to(a, 2);
+  c.send_to(a, 3);
+  b.send_to(c, 2);
+  EXPECT_EQ(holders_of(a.ns, v), (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(holders_of(b.ns, v), (std::vector<uint64_t>{1, 3}));
+  EXPECT_EQ(holders_of(c.ns, v), (std::vector<uint64_t>{1, 3}));
+  // The writer releases too (placed part empties): a new claim still lands in one order.
+  ASSERT_EQ(a.ns.claim_holder({v}, true), 0);
+  ASSERT_EQ(b.ns.claim_holder({v}), 0);
+  a.send_to(b, 1);
+  a.send_to(c, 1);
+  b.send_to(c, 2);
+  b.send_to(a, 2);
+  EXPECT_EQ(holders_of(a.ns, v), (std::vector<uint64_t>{2, 3}));
+  EXPECT_EQ(holders_of(c.ns, v), (std::vector<uint64_t>{2, 3}));
+  EXPECT_EQ(holders_of(b.ns, v), (std::vector<uint64_t>{2, 3}));
 }
