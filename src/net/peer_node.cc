@@ -192,15 +192,15 @@ class PeerNode::Service final : public pb::Peer::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status HaveChunks(grpc::ServerContext* ctx, const pb::HaveChunksRequest* req,
-                          pb::HaveChunksReply* reply) override {
+  grpc::Status ConfirmHolding(grpc::ServerContext* ctx, const pb::ConfirmHoldingRequest* req,
+                              pb::ConfirmHoldingReply* reply) override {
     const std::string why = node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(),
                                                req->from_pod_name(), req->from_pod_id());
     if (!why.empty()) {
-      spdlog::warn("refused a chunk inventory request from {}: {}", ctx->peer(), why);
+      spdlog::warn("refused a holding confirmation request from {}: {}", ctx->peer(), why);
       return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, why);
     }
-    return node_.serve_have_chunks(*req, reply);
+    return node_.serve_confirm_holding(*req, reply);
   }
 
  private:

@@ -56,7 +56,7 @@ namespace wormhole {
 // 3: sparse chunk lists (CommitVersion.chunks lists stored chunks with their index).
 // 4: delta commits; 5: pieces (ChunkRef.span_offset); 6: chunks named by their block table.
 // 7: HoldVersion (repair copies claimed by their holder).
-// 8: HoldVersion.release (surplus copies released), HaveChunks.
+// 8: HoldVersion.release (surplus copies released), ConfirmHolding.
 inline constexpr uint32_t kProtocolVersion = 8;
 
 class PeerNode final : public ContentReplication {
@@ -275,12 +275,20 @@ class PeerNode final : public ContentReplication {
   // Copies `tasks` (repair or rebalance) at `rate_bytes` per second and claims them;
   // the bytes copied.
   uint64_t copy_and_claim(const std::vector<RepairTask>& tasks, uint64_t rate_bytes, const char* what);
-  // Releases the surplus copies of `releases` whose keepers confirm (HaveChunks) that they
-  // store the version durably; the number released.
+  // Releases the surplus copies of `releases` whose keepers confirm (ConfirmHolding) that
+  // they hold the version durably; the number released. The versions being released are in
+  // `releasing_` meanwhile.
   uint64_t release_surplus(const std::vector<ReleaseTask>& releases);
-  // Serves HaveChunks: which of the asked chunks are stored here, made durable first.
-  grpc::Status serve_have_chunks(const pb::HaveChunksRequest& req, pb::HaveChunksReply* reply);
-  static constexpr size_t kMaxHaveChunks = 4096;
+  // Asks each pod of `asks` (pod -> versions) whether it holds them; calls
+  // `held(pod, version)` for each confirmed one. Pods that cannot answer confirm nothing.
+  void confirm_holding(const std::map<uint64_t, std::vector<Gid>>& asks,
+                       const std::function<void(uint64_t pod, Gid version)>& held);
+  // A draining pod's last check before it leaves: each version whose chunks it stores is
+  // confirmed held by `copies_wanted()` other pods that count. False: not yet.
+  bool drain_confirmed(const std::vector<PodView>& views);
+  // Serves ConfirmHolding (see the RPC in proto/wormhole.proto).
+  grpc::Status serve_confirm_holding(const pb::ConfirmHoldingRequest& req, pb::ConfirmHoldingReply* reply);
+  static constexpr size_t kMaxConfirmVersions = 1024;
   // Sleeps as a token bucket of `rate_bytes` per second asks after `bytes` more were copied;
   // false when the node stops meanwhile.
   bool repair_throttle(uint64_t bytes, uint64_t rate_bytes);
@@ -299,6 +307,11 @@ class PeerNode final : public ContentReplication {
     std::vector<std::string> lost;  // pods counted lost (or forgotten) at the last survey
   };
   std::atomic<bool> balance_left_{false};  // the last survey left rebalance copies or releases
+  // Versions this pod is releasing: asked about before the release op applies, it does not
+  // confirm holding them (two pods releasing on each other's word would leave none).
+  // Bounded: one release batch (kClaimsPerOp) at a time, by the repair thread.
+  std::mutex releasing_mu_;
+  std::set<Gid> releasing_;
   struct SituationState {
     bool known = false;  // a survey ran
     Situation situation = Situation::kFavorable;

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "common/invariant.h"
 #include "common/pb_ids.h"
 #include "net/peer.h"
 
@@ -167,7 +168,10 @@ bool PeerNode::repair_pass() {
     repair_.lost = lost;
   }
   balance_left_ = !rebalance.empty() || !releases.empty();
-  if (self_draining_ && !self_left_ && survey.held_short() == 0) finish_drain();
+  if (self_draining_ && !self_left_ && survey.held_short() == 0) {
+    if (drain_confirmed(views)) finish_drain();
+    else balance_left_ = true;  // asked again soon
+  }
   uint64_t copied = 0;
   if (!tasks.empty()) {
     std::string lost_names;
@@ -235,60 +239,63 @@ uint64_t PeerNode::copy_and_claim(const std::vector<RepairTask>& tasks, uint64_t
   return copied_bytes;
 }
 
-uint64_t PeerNode::release_surplus(const std::vector<ReleaseTask>& releases) {
-  // In batches of one op's worth of versions: each keeper is asked once per batch for the
-  // chunks of the batch's versions it keeps (it syncs them before it answers), and the
-  // versions every keeper confirmed are released in one op.
-  uint64_t released = 0;
-  size_t next = 0;
-  while (next < releases.size() && !stop_) {  // bounded: `next` advances by at least one
-    struct Item {
-      const ReleaseTask* task;
-      std::vector<std::string> chunks;
-    };
-    std::vector<Item> batch;
-    size_t batch_chunks = 0;
-    for (; next < releases.size() && batch.size() < kClaimsPerOp; ++next) {
-      pb::VersionRecord rec;
-      if (!ns_.get_version(releases[next].version, &rec) || rec.incomplete()) continue;  // replaced meanwhile
-      Item item{&releases[next], {}};
-      std::set<std::string> seen;
-      for (const pb::ChunkRef& c : rec.chunks())
-        if (!c.sha256().empty() && c.inline_data().empty() && seen.insert(c.sha256()).second)
-          item.chunks.push_back(c.sha256());
-      if (item.chunks.size() > kMaxHaveChunks) continue;  // bounded ask: such a version keeps its copy
-      if (!batch.empty() && batch_chunks + item.chunks.size() > kMaxHaveChunks) break;
-      batch_chunks += item.chunks.size();
-      batch.push_back(std::move(item));
-    }
-    // keeper -> what it is asked, and which versions each answer speaks for.
-    std::map<uint64_t, std::vector<std::pair<size_t, std::string>>> asks;
-    for (size_t i = 0; i < batch.size(); ++i)
-      for (uint64_t k : batch[i].task->keepers)
-        for (const std::string& sha : batch[i].chunks) asks[k].emplace_back(i, sha);
-    std::vector<bool> confirmed(batch.size(), true);
-    for (auto& [keeper, items] : asks) {  // bounded: the keepers (pods of the network)
-      Peer* peer = peer_by_id(keeper);
-      bool ok = peer != nullptr && !peer->forgotten;
-      pb::HaveChunksReply reply;
-      if (ok) {
-        pb::HaveChunksRequest req;
-        identify(&req);
-        for (auto& [i, sha] : items) req.add_sha256(sha);
-        grpc::ClientContext ctx;
-        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-        ok = peer->stub->HaveChunks(&ctx, req, &reply).ok() &&
-             reply.stored_size() == static_cast<int>(items.size());
-        if (!ok) spdlog::debug("rebalance: pod {} did not confirm its copies; releases wait", peer->name);
+void PeerNode::confirm_holding(const std::map<uint64_t, std::vector<Gid>>& asks,
+                               const std::function<void(uint64_t, Gid)>& held) {
+  for (auto& [pod, versions] : asks) {  // bounded: the pods of the network
+    Peer* peer = peer_by_id(pod);
+    if (peer == nullptr || peer->forgotten) continue;
+    for (size_t from = 0; from < versions.size() && !stop_; from += kMaxConfirmVersions) {
+      const size_t to = std::min(versions.size(), from + kMaxConfirmVersions);
+      pb::ConfirmHoldingRequest req;
+      identify(&req);
+      for (size_t i = from; i < to; ++i) to_pb(versions[i], req.add_versions());
+      pb::ConfirmHoldingReply reply;
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+      const grpc::Status st = peer->stub->ConfirmHolding(&ctx, req, &reply);
+      if (!st.ok() || reply.held_size() != static_cast<int>(to - from)) {
+        spdlog::debug("pod {} did not confirm its copies ({}); what relies on them waits", peer->name,
+                      st.ok() ? "malformed reply" : st.error_message());
+        break;
       }
-      for (size_t j = 0; j < items.size(); ++j)
-        if (!ok || !reply.stored(static_cast<int>(j))) confirmed[items[j].first] = false;
+      for (size_t i = from; i < to; ++i)
+        if (reply.held(static_cast<int>(i - from))) held(pod, versions[i]);
     }
+  }
+}
+
+uint64_t PeerNode::release_surplus(const std::vector<ReleaseTask>& releases) {
+  // In batches of one op's worth of versions: each keeper is asked once per batch about the
+  // batch's versions it keeps, and the versions every keeper confirmed are released in one op.
+  uint64_t released = 0;
+  for (size_t from = 0; from < releases.size() && !stop_; from += kClaimsPerOp) {
+    const size_t to = std::min(releases.size(), from + kClaimsPerOp);
+    // Marked before the first question goes out: from now on this pod does not confirm
+    // holding them to a pod that would rely on its copy (see serve_confirm_holding).
+    {
+      std::lock_guard lock(releasing_mu_);
+      for (size_t i = from; i < to; ++i) releasing_.insert(releases[i].version);
+    }
+    std::map<uint64_t, std::vector<Gid>> asks;
+    std::map<Gid, size_t> confirmations;
+    for (size_t i = from; i < to; ++i)
+      for (uint64_t k : releases[i].keepers) asks[k].push_back(releases[i].version);
+    confirm_holding(asks, [&](uint64_t, Gid v) { ++confirmations[v]; });
     std::vector<Gid> versions;
-    for (size_t i = 0; i < batch.size(); ++i)
-      if (confirmed[i]) versions.push_back(batch[i].task->version);
-    if (versions.empty()) continue;
-    if (int err = ns_.claim_holder(versions, /*release=*/true)) {
+    for (size_t i = from; i < to; ++i) {
+      const ReleaseTask& t = releases[i];
+      WH_INVARIANT(t.keepers.size() >= copies_wanted(), "a release with fewer keepers than the redundancy");
+      if (confirmations[t.version] == t.keepers.size()) versions.push_back(t.version);
+    }
+    int err = 0;
+    if (!versions.empty()) err = ns_.claim_holder(versions, /*release=*/true);
+    {
+      // Applied (this pod no longer names itself a holder) or abandoned: either way the
+      // mark has done its work.
+      std::lock_guard lock(releasing_mu_);
+      for (size_t i = from; i < to; ++i) releasing_.erase(releases[i].version);
+    }
+    if (err != 0) {
       spdlog::error("rebalance: cannot record {} released copies: {}", versions.size(), std::strerror(err));
       break;
     }
@@ -299,20 +306,77 @@ uint64_t PeerNode::release_surplus(const std::vector<ReleaseTask>& releases) {
   return released;
 }
 
-grpc::Status PeerNode::serve_have_chunks(const pb::HaveChunksRequest& req, pb::HaveChunksReply* reply) {
-  if (static_cast<size_t>(req.sha256_size()) > kMaxHaveChunks)
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "too many chunks asked about");
-  std::vector<std::string> present;
-  for (const std::string& sha : req.sha256()) {
-    // refresh(): a chunk confirmed here outlives the grace period even if this pod is
-    // about to stop holding it (the asker relies on it for that long at least).
-    const bool here = sha.size() == ChunkStore::kHashBytes && chunks_.refresh(sha);
-    reply->add_stored(here);
-    if (here) present.push_back(sha);
+bool PeerNode::drain_confirmed(const std::vector<PodView>& views) {
+  // Page by page, the versions whose chunks this pod stores: each must be held by
+  // copies_wanted() other pods that count, on their own word. The survey said so from the
+  // claims that reached this pod; a pod releasing its copy at the same moment may not have
+  // told yet, and asks this pod (draining: it confirms nothing) for its own release.
+  std::map<uint64_t, const PodView*> counted;
+  for (const PodView& v : views)
+    if (v.id != pod_id_ && v.storage && counts_as_copy(v.state) && !v.draining) counted[v.id] = &v;
+  Gid after;
+  for (;;) {  // bounded: pages advance through a finite key range
+    Gid next;
+    std::map<uint64_t, std::vector<Gid>> asks;
+    std::vector<Gid> page;
+    const bool ok = ns_.scan_versions(after, kSurveyPageVersions, [&](Gid g, const pb::VersionRecord& rec) {
+      bool stores = false, all = true;
+      for (const pb::ChunkRef& c : rec.chunks()) {
+        if (c.sha256().empty() || !c.inline_data().empty()) continue;
+        stores = true;
+        all &= chunks_.contains(c.sha256());
+      }
+      if (!stores || !all || rec.incomplete()) return;  // nothing of it leaves with this pod
+      page.push_back(g);
+      for (uint64_t h : rec.holders())
+        if (counted.count(h)) asks[h].push_back(g);
+    }, &next);
+    if (!ok || stop_) return false;
+    std::map<Gid, size_t> confirmations;
+    confirm_holding(asks, [&](uint64_t, Gid v) { ++confirmations[v]; });
+    for (Gid g : page) {
+      if (confirmations[g] >= copies_wanted()) continue;
+      spdlog::info("drain: version {} is confirmed on {} other pods of {}; leaving waits", g.str(), confirmations[g],
+                   copies_wanted());
+      return false;
+    }
+    if (next.empty()) return true;
+    after = next;
+  }
+}
+
+grpc::Status PeerNode::serve_confirm_holding(const pb::ConfirmHoldingRequest& req, pb::ConfirmHoldingReply* reply) {
+  if (static_cast<size_t>(req.versions_size()) > kMaxConfirmVersions)
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "too many versions asked about");
+  // A draining or departed pod keeps nothing for anyone: its copies are on their way out.
+  const bool leaving = self_draining_ || self_left_;
+  std::vector<std::string> held_chunks;
+  for (const pb::Gid& id : req.versions()) {
+    const Gid g = from_pb(id);
+    bool held = !leaving;
+    if (held) {
+      std::lock_guard lock(releasing_mu_);
+      held = !releasing_.count(g);
+    }
+    pb::VersionRecord rec;
+    // Current or superseded here (a version current on the asker may be superseded here by
+    // a concurrent commit applied in another order): either way this pod keeps its chunks.
+    held = held && ns_.get_recent_version(g, &rec) && !rec.incomplete() &&
+           std::find(rec.holders().begin(), rec.holders().end(), pod_id_) != rec.holders().end();
+    const size_t before = held_chunks.size();
+    for (const pb::ChunkRef& c : rec.chunks()) {
+      if (!held) break;
+      if (c.sha256().empty() || !c.inline_data().empty()) continue;
+      // refresh(): young again, so that GC keeps it even if this pod stops holding it soon.
+      held = chunks_.refresh(c.sha256());
+      if (held) held_chunks.push_back(c.sha256());
+    }
+    if (!held) held_chunks.resize(before);
+    reply->add_held(held);
   }
   // Confirmed means durable: the asker drops its copy on the strength of this answer.
-  if (int err = chunks_.sync_chunks(present, /*skip_missing=*/false)) {
-    spdlog::warn("chunk inventory for pod {}: cannot make the chunks durable: {}", req.from_pod_name(),
+  if (int err = chunks_.sync_chunks(held_chunks, /*skip_missing=*/false)) {
+    spdlog::warn("holding confirmation for pod {}: cannot make the chunks durable: {}", req.from_pod_name(),
                  std::strerror(err));
     return grpc::Status(grpc::StatusCode::UNAVAILABLE, "chunks could not be made durable here");
   }

@@ -12,30 +12,41 @@ bool MemKv::get(std::string_view key, std::string* value) {
 
 bool MemKv::scan(std::string_view start, std::string_view end, bool reverse,
                  const std::function<bool(std::string_view, std::string_view)>& visit) {
-  // Copy the range first so `visit` may call back into the store.
+  // Copied a slice at a time, so that `visit` may call back into the store, and so that a
+  // caller that stops after a few keys (a page) does not pay for copying the whole range.
+  constexpr size_t kSlice = 64;
   std::vector<std::pair<std::string, std::string>> items;
-  bool fail = false;
-  {
-    std::lock_guard lock(mu_);
-    fail = fail_prefix_ && start.substr(0, fail_prefix_->size()) == *fail_prefix_;
-    for (auto it = data_.lower_bound(start); it != data_.end() && it->first < end; ++it)
-      items.emplace_back(it->first, it->second);
-  }
-  if (fail) {
-    // Fails after the first key, so that callers are tested both on "saw nothing" and on
-    // "saw part of the range".
-    if (items.size() > 1) items.resize(1);
-    if (!items.empty()) visit(items.front().first, items.front().second);
-    return false;
-  }
-  if (reverse) {
-    for (auto it = items.rbegin(); it != items.rend(); ++it)
-      if (!visit(it->first, it->second)) return true;
-  } else {
+  std::string lo(start), hi(end);  // the part of the range not visited yet
+  bool failing = false, first_slice = true;
+  for (;;) {  // bounded: each slice shrinks [lo, hi) by what it copied
+    items.clear();
+    {
+      std::lock_guard lock(mu_);
+      if (first_slice) failing = fail_prefix_ && start.substr(0, fail_prefix_->size()) == *fail_prefix_;
+      if (!reverse) {
+        for (auto it = data_.lower_bound(lo); it != data_.end() && it->first < hi && items.size() < kSlice; ++it)
+          items.emplace_back(it->first, it->second);
+      } else {
+        for (auto it = data_.lower_bound(hi); it != data_.begin() && items.size() < kSlice;) {
+          --it;
+          if (it->first < lo) break;
+          items.emplace_back(it->first, it->second);
+        }
+      }
+    }
+    first_slice = false;
+    if (failing) {
+      // Fails after the first key, so that callers are tested both on "saw nothing" and on
+      // "saw part of the range".
+      if (!items.empty()) visit(items.front().first, items.front().second);
+      return false;
+    }
     for (auto& [k, v] : items)
       if (!visit(k, v)) return true;
+    if (items.size() < kSlice) return true;
+    if (!reverse) lo = items.back().first + '\0';  // the next key after the last one seen
+    else hi = items.back().first;                  // keys before the last one seen
   }
-  return true;
 }
 
 void MemKv::fail_scans_under(std::string prefix) {

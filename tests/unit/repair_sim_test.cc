@@ -1,16 +1,21 @@
-// Deterministic simulation of repair: 5 to 9 pods (Namespace + Replicator on in-memory
-// stores, as in sim_test.cc) write versions whose chunks live on their holders, over a
-// simulated network with loss, delay and partitions, while pods restart, flap, and up to
-// redundancy - 1 of them are lost for good, and one may be drained. Each pod judges the others from the messages it
-// receives (cluster/membership.h), places new versions, pulls the versions that name it,
-// and runs the repair survey (cluster/repair.h) every simulated second, copying at a bounded
-// rate and claiming copies (HoldVersion) as the daemon's repair worker does.
+// Deterministic simulation of repair and balance: 5 to 9 pods (Namespace + Replicator on
+// in-memory stores, as in sim_test.cc) write versions whose chunks live on their holders,
+// over a simulated network with loss, delay and partitions, while pods restart, flap, and
+// up to redundancy - 1 of them are lost for good, and one may be drained. Each pod judges
+// the others from the messages it receives (cluster/membership.h), places new versions,
+// pulls the versions that name it, and runs the repair survey (cluster/repair.h) every
+// simulated second: repair copies at a bounded rate, rebalance copies (a pod back from a
+// restart takes the versions placed elsewhere meanwhile that belong on it), and surplus
+// releases once the keepers confirm they hold the version (ConfirmHolding), as the daemon's
+// repair worker does. A released chunk is dropped at once (the harshest case).
 // Invariants, at every step: repair traffic of a pod stays within its rate; no version that
 // had its redundancy in copies loses its last copy (at most redundancy - 1 pods are lost);
-// a drain ends only when every version has its copies on pods that stay.
+// a release leaves the redundancy in copies; a drain ends only when every version has its
+// copies on pods that stay.
 // After the faults end: every pod has the same holder lists, every holder named has the
-// data, and every current version whose data survived somewhere has its redundancy in live
-// holders (a version whose only copy was on a lost pod — async mode's window — is counted).
+// data, and every current version whose data survived somewhere has exactly its redundancy
+// in live holders that count (no surplus left behind; a version whose only copy was on a
+// lost pod — async mode's window — is counted).
 // WORMHOLE_SIM_SEED=N runs one seed; WORMHOLE_SIM_LONG=1 runs many more.
 #include <gtest/gtest.h>
 
@@ -208,7 +213,7 @@ class RepairSimulation {
       }, &next));
       after = next;
     } while (!next.empty());
-    if (p.draining && p.left_ms == 0 && survey.held_short() == 0) {
+    if (p.draining && p.left_ms == 0 && survey.held_short() == 0 && drain_confirmed(p)) {
       // Every version has its copies without this pod, as far as the claims it has say:
       // then they exist (claims are facts). Check against the truth, then leave.
       check_drain_safe(p);
@@ -242,6 +247,90 @@ class RepairSimulation {
       ASSERT_EQ(p.ns->claim_holder(claims), 0);
       claims_ += claims.size();
     }
+    balance(p, survey);
+  }
+
+  // Balance, as PeerNode::repair_pass does after the repair tasks: copies that belong on
+  // this pod (at the same rate), then surplus copies released once every keeper it can
+  // reach confirms it has the data (HaveChunks). A released chunk goes at once here (the
+  // daemon keeps it as cache until GC): the harshest case for the no-loss invariant.
+  void balance(SimPod& p, RepairSurvey& survey) {
+    std::vector<Gid> claims;
+    for (const RepairTask& t : survey.take_rebalance_tasks()) {
+      if (p.repair_bytes + t.bytes > kRepairBytesPerSecond) break;
+      pb::VersionRecord rec;
+      if (!p.ns->get_version(t.version, &rec)) continue;
+      const std::string& sha = rec.chunks(0).sha256();
+      const bool had = p.chunks.count(sha);
+      if (!copy_to(p, sha)) continue;
+      if (!had) p.repair_bytes += rec.chunks(0).length();
+      claims.push_back(t.version);
+    }
+    if (!claims.empty()) {
+      ASSERT_EQ(p.ns->claim_holder(claims), 0);
+      rebalanced_ += claims.size();
+    }
+    std::vector<Gid> released;
+    for (const ReleaseTask& t : survey.take_releases()) {
+      pb::VersionRecord rec;
+      if (!p.ns->get_version(t.version, &rec)) continue;
+      const std::string& sha = rec.chunks(0).sha256();
+      bool confirmed = !t.keepers.empty();
+      for (uint64_t k : t.keepers) confirmed &= confirms_holding(p, k, t.version, sha);
+      if (!confirmed) continue;
+      ASSERT_GE(t.keepers.size(), wanted_);
+      released.push_back(t.version);
+    }
+    if (released.empty()) return;
+    ASSERT_EQ(p.ns->claim_holder(released, true), 0);
+    releases_ += released.size();
+    std::set<std::string> needed;  // still needed by another version this pod holds (same content)
+    for (Gid h : p.ns->versions_held()) {
+      pb::VersionRecord other;
+      if (p.ns->get_version(h, &other)) needed.insert(other.chunks(0).sha256());
+    }
+    for (Gid v : released) {
+      pb::VersionRecord rec;
+      ASSERT_TRUE(p.ns->get_version(v, &rec));
+      const std::string& sha = rec.chunks(0).sha256();
+      if (needed.count(sha)) continue;
+      p.chunks.erase(sha);
+      size_t elsewhere = 0;
+      for (auto& q : pods_) elsewhere += !q.lost && q.chunks.count(sha) > 0;
+      ASSERT_GE(elsewhere, wanted_) << "releasing " << v.str() << " on pod " << p.id << " left " << elsewhere
+                                    << " copies";
+    }
+  }
+
+  // ConfirmHolding as PeerNode serves it: pod `k`, reached from `p`, holds version `v` by
+  // its own metadata and stores its chunk, and is not draining.
+  bool confirms_holding(SimPod& p, uint64_t k, Gid v, const std::string& sha) {
+    SimPod* q = by_id(k);
+    if (!q || q == &p || !reachable(p, *q) || q->draining || !q->chunks.count(sha)) return false;
+    pb::VersionRecord rec;
+    return q->ns->get_recent_version(v, &rec) &&
+           std::find(rec.holders().begin(), rec.holders().end(), k) != rec.holders().end();
+  }
+
+  // PeerNode::drain_confirmed: every version whose chunk the draining pod stores is
+  // confirmed held by `wanted_` other pods that count in its view.
+  bool drain_confirmed(SimPod& p) {
+    std::set<uint64_t> counted;
+    for (const PodView& v : views(p))
+      if (v.id != p.id && v.storage && counts_as_copy(v.state) && !v.draining) counted.insert(v.id);
+    bool all = true;
+    Gid after, next;
+    do {
+      EXPECT_TRUE(p.ns->scan_versions(after, 50, [&](Gid g, const pb::VersionRecord& rec) {
+        const std::string& sha = rec.chunks(0).sha256();
+        if (!p.chunks.count(sha)) return;
+        size_t confirmed = 0;
+        for (uint64_t h : rec.holders()) confirmed += counted.count(h) && confirms_holding(p, h, g, sha);
+        all &= confirmed >= wanted_;
+      }, &next));
+      after = next;
+    } while (!next.empty());
+    return all;
   }
 
   // At the end of a drain: every version whose data the draining pod has, has its
@@ -407,16 +496,21 @@ class RepairSimulation {
           ASSERT_NE(q, nullptr);
           if (q->lost) continue;
           EXPECT_TRUE(q->chunks.count(sha)) << "pod " << h << " named for " << g.str() << " lacks its data";
-          good += q->chunks.count(sha) > 0;
+          // A pod still draining (its drain waits for a trashed sibling's copies that only
+          // stabilization, held back by the lost pods, settles) holds a copy that does not count.
+          good += q->chunks.count(sha) > 0 && !q->draining;
         }
         EXPECT_GE(good, wanted_) << "version " << g.str() << " has " << good << " live copies";
+        // No storm leaves copies behind: a pod back after its repair, or one that took a
+        // version by balance, leaves exactly the redundancy once the releases are done.
+        EXPECT_LE(good, wanted_) << "version " << g.str() << " keeps " << good << " copies";
         surplus_ += good > wanted_ ? good - wanted_ : 0;
       }, &next));
       after = next;
     } while (!next.empty());
   }
 
-  uint64_t writes_ = 0, claims_ = 0, versions_ = 0, surplus_ = 0, unrecoverable_ = 0, drains_ = 0, drains_done_ = 0;
+  uint64_t writes_ = 0, claims_ = 0, rebalanced_ = 0, releases_ = 0, versions_ = 0, surplus_ = 0, unrecoverable_ = 0, drains_ = 0, drains_done_ = 0;
 
  private:
   std::mt19937 rng_;
@@ -441,13 +535,15 @@ TEST(RepairSimulation, EveryVersionGetsItsCopiesBackAfterLossesRestartsAndPartit
   } else {
     for (uint32_t s = 1; s <= (long_run ? 60u : 6u); ++s) seeds.push_back(s);
   }
-  uint64_t claims = 0, surplus = 0, versions = 0, unrecoverable = 0, drains = 0, drains_done = 0;
+  uint64_t claims = 0, rebalanced = 0, releases = 0, surplus = 0, versions = 0, unrecoverable = 0, drains = 0, drains_done = 0;
   for (uint32_t seed : seeds) {
     const int pods = 5 + static_cast<int>(seed % 5);
     const size_t redundancy = 2 + seed % 2;
     RepairSimulation sim(seed, pods, redundancy);
     sim.run(long_run ? 3000 : 1200);
     claims += sim.claims_;
+    rebalanced += sim.rebalanced_;
+    releases += sim.releases_;
     surplus += sim.surplus_;
     versions += sim.versions_;
     unrecoverable += sim.unrecoverable_;
@@ -461,11 +557,14 @@ TEST(RepairSimulation, EveryVersionGetsItsCopiesBackAfterLossesRestartsAndPartit
   }
   // The runs must exercise repair, not pass by doing nothing.
   EXPECT_GT(claims, 0u);
+  EXPECT_GT(rebalanced, 0u);
+  EXPECT_GT(releases, 0u);
   EXPECT_GT(drains_done, 0u);
   std::printf(
       "repair simulation: %zu seeds, %llu versions at the end (%llu whose only copy was lost), %llu repair claims, "
-      "%llu surplus copies, %llu of %llu drains done\n",
+      "%llu rebalance claims, %llu releases, %llu surplus copies, %llu of %llu drains done\n",
       seeds.size(), static_cast<unsigned long long>(versions), static_cast<unsigned long long>(unrecoverable),
-      static_cast<unsigned long long>(claims), static_cast<unsigned long long>(surplus),
+      static_cast<unsigned long long>(claims), static_cast<unsigned long long>(rebalanced),
+      static_cast<unsigned long long>(releases), static_cast<unsigned long long>(surplus),
       static_cast<unsigned long long>(drains_done), static_cast<unsigned long long>(drains));
 }
