@@ -38,6 +38,13 @@ void print_repair(const nlohmann::json& rp, std::ostream& out) {
     for (auto& name : lost) out << " " << name.get<std::string>();
     out << "\n";
   }
+  const uint64_t surplus = rp.value("surplus", uint64_t{0});
+  const uint64_t rebalanced = rp.value("rebalanced_versions", uint64_t{0});
+  const uint64_t released = rp.value("released_versions", uint64_t{0});
+  if (surplus > 0 || rebalanced > 0 || released > 0)
+    out << "balance     " << surplus << " versions with copies beyond the redundancy; since start, this pod took "
+        << rebalanced << " (" << human_bytes(rp.value("rebalanced_bytes", uint64_t{0})) << ") and released "
+        << released << "\n";
   if (const uint64_t left = rp.value("my_versions_left", uint64_t{0}); left > 0) {
     const int64_t eta = rp.value("eta_s", int64_t{-1});
     out << "repairing   " << left << " versions (" << human_bytes(rp.value("my_bytes_left", uint64_t{0}))
@@ -98,6 +105,8 @@ std::string watch_line(const nlohmann::json& r) {
                      st.value("operations", "open") + "; " + std::to_string(rp.value("under_replicated", uint64_t{0})) +
                      " versions under-replicated, " + std::to_string(rp.value("copies_missing", uint64_t{0})) +
                      " copies missing (" + human_bytes(rp.value("bytes_missing", uint64_t{0})) + ")";
+  if (const uint64_t surplus = rp.value("surplus", uint64_t{0}); surplus > 0)
+    line += ", " + std::to_string(surplus) + " surplus";
   if (const uint64_t left = rp.value("my_versions_left", uint64_t{0}); left > 0) {
     const int64_t eta = rp.value("eta_s", int64_t{-1});
     line += "; repairing " + std::to_string(left) + " here, " + human_bytes(rp.value("rate_bytes_per_s", uint64_t{0})) +

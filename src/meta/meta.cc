@@ -1653,6 +1653,7 @@ void Meta::apply_hold(KvTxn& txn, const pb::HoldVersion& h) {
     // placed_holders 0 reads "no claim yet, all placed": say it when it means "none placed".
     v.set_claims_only(placed == 0);
     txn.put(key, v.SerializeAsString());
+    hold_changes_.fetch_add(1, std::memory_order_relaxed);
   }
 }
 

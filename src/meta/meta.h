@@ -6,6 +6,7 @@
 // chain of versions. Meta does no I/O but through KvStore and never reads a clock: the
 // caller passes wall time. Not thread-safe: the owner (Namespace) serializes all calls.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -206,6 +207,9 @@ class Meta {
   // on after, or empty once the end was reached. False if the store failed part-way.
   bool scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
                      Gid* next);
+  // How many holder claims and releases changed a version record so far (a trigger for
+  // the repair worker: another pod's claim can make this pod's copy a surplus). Any thread.
+  uint64_t hold_changes() const { return hold_changes_.load(std::memory_order_relaxed); }
   // Visits every inode record; false when the store failed part-way.
   bool for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
   // Every chunk hash referenced by a stored version (for chunk garbage collection), with
@@ -292,6 +296,7 @@ class Meta {
   KvStore& kv_;
   InoCache ino_cache_;  // in front of the `ino` records
   uint64_t pod_id_;
+  std::atomic<uint64_t> hold_changes_{0};
   std::function<bool(Gid)> in_use_;
   HlcClock clock_;
   uint64_t gid_seq_ = 0;  // last gid minted by this pod

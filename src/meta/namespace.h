@@ -166,6 +166,8 @@ class Namespace {
   // here), or with `release`, that it no longer counts as their holder (surplus copies its
   // keepers confirmed): one local op, at most kMaxActionsPerOp versions. 0 or errno.
   int claim_holder(const std::vector<Gid>& versions, bool release = false);
+  // See Meta::hold_changes. Any thread, no lock.
+  uint64_t hold_changes() const { return meta_.hold_changes(); }
   // See Meta::scan_versions.
   bool scan_versions(Gid after, size_t max, const std::function<void(Gid, const pb::VersionRecord&)>& visit,
                      Gid* next);

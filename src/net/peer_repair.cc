@@ -82,6 +82,7 @@ void PeerNode::repair_loop() {
   std::string last_view;
   int64_t next_survey_ms = 0;  // due now
   uint64_t last_short = placements_short_.load();
+  uint64_t last_holds = ns_.hold_changes();
   while (!stop_) {
     // What decides where copies go: who counts as a copy, who may take one.
     std::string view;
@@ -89,17 +90,21 @@ void PeerNode::repair_loop() {
       view += fmt::format("{:x}:{}{}{};", v.id, v.storage ? 's' : 'c',
                         v.state == PodState::kAlive ? 'a' : counts_as_copy(v.state) ? 'd' : 'l', v.draining ? 'D' : '-');
     const uint64_t short_now = placements_short_.load();
+    // Claims and releases (this pod's or others'): a copy claimed elsewhere can make this
+    // pod's copy a surplus, a release can leave a version short.
+    const uint64_t holds_now = ns_.hold_changes();
     int64_t last_surveyed;
     {
       std::lock_guard lock(repair_mu_);
       last_surveyed = repair_.surveyed_ms;
     }
     const int64_t now = now_ms();
-    if ((view != last_view || short_now != last_short) && next_survey_ms > now)
+    if ((view != last_view || short_now != last_short || holds_now != last_holds) && next_survey_ms > now)
       next_survey_ms = std::max(now, last_surveyed + kMinSurveyGapMs);
     if (now >= next_survey_ms) {
       last_view = view;
       last_short = short_now;
+      last_holds = holds_now;
       bool left_work;
       {
         repair_pass();
@@ -107,7 +112,9 @@ void PeerNode::repair_loop() {
         left_work = repair_.copies_missing > repair_.unplaceable || repair_.my_versions_left > 0 ||
                     repair_.surplus > 0 || balance_left_;
       }
-      next_survey_ms = now_ms() + (left_work ? kRetrySurveyAfterMs : kIdleSurveyEveryMs);
+      // Balance left (a rebalance bounded per survey, releases waiting for claims): the
+      // next survey as soon as surveys may follow each other.
+      next_survey_ms = now_ms() + (balance_left_ ? kMinSurveyGapMs : left_work ? kRetrySurveyAfterMs : kIdleSurveyEveryMs);
     }
     if (!repair_sleep(kRepairTickMs)) return;
   }

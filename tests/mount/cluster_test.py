@@ -592,6 +592,71 @@ class UnderReplicationTest(unittest.TestCase):
             os.kill(self.c.proc.pid, signal.SIGCONT)
 
 
+class RebalanceTest(unittest.TestCase):
+    """A storage pod that joins a network with data takes its share by placement: the
+    versions that rank it among their first two holders get a copy on it (at
+    failure.rebalance_rate), then the holder it displaces releases its copy; no version
+    ever has fewer than two copies on the way."""
+
+    def test_a_joining_pod_takes_its_share(self):
+        cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
+            'join = "token"\ntoken = "s3cret"\n'
+            'failure = { suspect_after = "2s", down_after = "3s", rebalance_rate = "16MiB" }\n'))
+        self.addCleanup(cluster.cleanup)
+        a, b, c = (cluster.pods[n] for n in "abc")
+        cluster.start()
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        names = [f"r{i}.bin" for i in range(24)]
+        data = {n: write_random(a, n, 100_000) for n in names}
+        for n in names:
+            for h in a.where(n)["holders"]:
+                wait_for(lambda: has_copy(cluster.pods[h["name"]], n), what=f"{h['name']}'s copy of {n}")
+        a_listen = slurp(cluster.config, "r").split('listen = "')[1].split('"')[0]
+        d = harness.Pod(root=cluster.root, name="d", chunk_size="64KiB",
+                        extra_network='redundancy = 2\njoin = "token"\ntoken = "s3cret"\n'
+                                      'failure = { suspect_after = "2s", down_after = "3s" }',
+                        extra_pod=f'listen = "127.0.0.1:{harness.free_port()}"\npeers = ["{a_listen}"]')
+        self.addCleanup(d.cleanup)
+        d.start()
+        for pod in (a, b, c):
+            wait_for(lambda: any(p["name"] == "d" and p["state"] == "alive" for p in pod.status()["peers"]),
+                     what=f"{pod.name} talking to d")
+
+        def holders(n):
+            return sorted(h["name"] for h in a.where(n)["holders"])
+
+        # d's share: about a third of the versions (it outranks the non-writer holder
+        # among b, c and d for those); the writer a keeps every copy it wrote. Settled:
+        # every version has two holders, no pod sees a surplus, d claimed what it copied.
+        def settled():
+            placement = {n: holders(n) for n in names}
+            on_d = [n for n in names if "d" in placement[n]]
+            return (all(len(h) == 2 for h in placement.values()) and len(on_d) >= 3 and
+                    all(pod.status()["repair"]["surplus"] == 0 for pod in (a, b, c, d)) and
+                    d.status()["repair"]["rebalanced_versions"] == len(on_d) and placement)
+        try:
+            placement = wait_for(settled, timeout_s=90, what="d taking its share")
+        except AssertionError:
+            print({n: holders(n) for n in names})
+            for pod in (a, b, c, d):
+                print(pod.name, pod.status()["repair"])
+                print("\n".join(l for l in pod.read_log().splitlines() if "rebalance" in l)[-2000:])
+            raise
+        time.sleep(6)  # a survey later, nothing moves any more
+        self.assertEqual({n: holders(n) for n in names}, placement)
+        on_d = [n for n in names if "d" in placement[n]]
+        self.assertLess(len(on_d), len(names) * 2 // 3, on_d)
+        for n in names:
+            self.assertIn("a", placement[n], n)
+        for n in on_d:
+            self.assertTrue(has_copy(d, n), n)
+            self.assertEqual(slurp(d.path(n)), data[n], n)
+        self.assertRegex(d.read_log(), r"rebalance: \d+ versions belong on this pod")
+        self.assertRegex(d.cli("status").stdout,
+                         rf"balance     0 versions with copies beyond the redundancy; since start, this pod took {len(on_d)} ")
+
+
 class RepairTest(unittest.TestCase):
     """Redundancy 2 over three pods: a pod killed for good is declared lost after
     failure.repair_delay, and the survivors re-create every copy it held, so that each
@@ -652,6 +717,60 @@ class RepairTest(unittest.TestCase):
             watch.wait()
         for line in lines:
             self.assertRegex(line, r"^\d\d:\d\d:\d\d favorable, operations open; 0 versions under-replicated, 0 copies")
+
+
+class SurplusTest(unittest.TestCase):
+    """c comes back after its copies were re-created: each version then has three copies;
+    the lowest-ranked holder of each releases its copy once the two others confirm they
+    hold it, and a pod that released (cache size 0) frees those chunks."""
+
+    live_copies = RepairTest.live_copies
+
+    def test_a_pod_back_after_its_repair_leaves_no_surplus(self):
+        self.cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
+            'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "6s", repair_rate = "8MiB" }\n'),
+            extra_pod={n: '[pod.cache]\nsize = "0"\n' for n in "abc"})
+        self.addCleanup(self.cluster.cleanup)
+        self.cluster.start()
+        a, b, c = (self.cluster.pods[n] for n in "abc")
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        names = [f"s{i}.bin" for i in range(16)]
+        data = {n: write_random(a, n, 150_000) for n in names}
+        on_c = [n for n in names if "c" in [h["name"] for h in a.where(n)["holders"]]]
+        self.assertTrue(on_c, "placement put no copy on c (rendezvous over 16 files)")
+        for n in on_c:
+            wait_for(lambda: has_copy(c, n), what=f"c's copy of {n}")
+        c.kill9()
+        harness.unmount(c.mnt)
+        for n in on_c:
+            wait_for(lambda: self.live_copies(a, n) == ["a", "b"] and has_copy(b, n), timeout_s=60,
+                     what=f"repair of {n}")
+        c.start()
+        # Three copies of each repaired version for a moment, then two: a (the writer)
+        # keeps its own, one of b and c releases; every pod agrees.
+        for n in on_c:
+            for pod in (a, b, c):
+                wait_for(lambda: len(self.live_copies(pod, n)) == 2, timeout_s=60, what=f"{n} back to 2 copies on {pod.name}")
+            self.assertIn("a", self.live_copies(a, n))
+        for pod in (a, b, c):
+            wait_for(lambda: pod.status()["repair"]["surplus"] == 0, timeout_s=30, what=f"{pod.name} seeing no surplus")
+        released = sum(pod.status()["repair"].get("released_versions", 0) for pod in (b, c))
+        self.assertEqual(released, len(on_c))
+        for n in names:
+            holders = self.live_copies(a, n)
+            self.assertEqual(len(holders), 2, n)
+            for h in holders:
+                self.assertTrue(has_copy(self.cluster.pods[h], n), (n, h))
+            self.assertEqual(slurp(c.path(n)), data[n], n)
+        # A pod that released a copy frees its chunks (no cache budget here); what it
+        # holds stays. (Reading on c above fetched what it lacks: the cache budget of 0 makes
+        # those garbage too.)
+        for pod in (b, c):
+            pod.cli("gc", "--grace", "0s")
+            for n in names:
+                self.assertEqual(has_copy(pod, n), pod.name in self.live_copies(a, n), (pod.name, n))
+        self.assertRegex(b.read_log() + c.read_log(), r"rebalance: released \d+ surplus copies")
 
 
 class NoStormTest(unittest.TestCase):
