@@ -6,7 +6,10 @@ time / Wormhole time; for throughputs: Wormhole / local).
 
 With --pods 3 (what `make bench` runs) the Wormhole side is the mount of one pod of a
 three-pod network with redundancy 3 on this machine; it then also measures reads by a pod
-that holds no copy (`figure remote_read_1_holder <MB/s>`, `figure remote_read_2_holders`).
+that holds no copy (`figure remote_read_1_holder <MB/s>`, `figure remote_read_2_holders`),
+and the same over shaped links (network namespaces, 200 Mbit/s per holder, root only:
+`figure remote_read_2_holders_shaped_ratio`, MB/s over one link's rate; target >= 1.7;
+`--only-shaped` runs just these).
 --pods 1 (`make bench-one`) is a single pod.
 
 Also with --pods 3: seq_write and create again on a network in replication.mode = "sync"
@@ -48,6 +51,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "mount"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Cluster, Pod, wait_for  # noqa: E402
 
@@ -152,6 +156,9 @@ def main():
     parser.add_argument("--only-replication", action="store_true", help="run only the replication figures")
     parser.add_argument("--repair-mib", type=int, default=768, help="data written before a pod is lost (repair figures)")
     parser.add_argument("--only-repair", action="store_true", help="run only the repair figures")
+    parser.add_argument("--shaped-mib", type=int, default=96, help="file size for the shaped-link read figures")
+    parser.add_argument("--only-shaped", action="store_true",
+                        help="run only the shaped-link read figures (network namespaces; root)")
     parser.add_argument("--long", action="store_true",
                         help="run only the long figures (rss_mb_1m_files: a pod's memory with --long-files files)")
     parser.add_argument("--long-files", type=int, default=1_000_000, help="files created for the long figures")
@@ -172,6 +179,11 @@ def main():
     if args.only_repair:
         for name, value in repair_figures(work, args.repair_mib):
             print(f"figure {name} {value:.1f}")
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    if args.only_shaped:
+        for name, value in shaped_read_figures(work, args.shaped_mib):
+            print(f"figure {name} {value:.2f}")
         shutil.rmtree(work, ignore_errors=True)
         return
     if args.only_replication:
@@ -287,6 +299,7 @@ def main():
             figures.append((f"remote_read_{holders}_holder{'s' if holders > 1 else ''}",
                             remote_read(work, holders, args.remote_mib)))
             print(f"{figures[-1][0]:<22} {figures[-1][1]:10.1f} MB/s (reader holds no copy)", flush=True)
+        figures += shaped_read_figures(work, args.shaped_mib)  # the same over shaped links (issue 8 §6)
     for name, value in small_writes(work, args.pods):
         figures.append((name, value))
         print(f"{name:<48} {value:12.0f} bytes", flush=True)
@@ -750,6 +763,54 @@ def remote_read(work, holders, size_mib):
         return size_mib * MIB / t / 1e6
     finally:
         net.cleanup()
+
+
+
+def shaped_read_figures(work, size_mib, link_mbit=200):
+    """Issue 8 §6: a client pod on a fast link reads a file whose two copies sit on pods
+    whose links carry `link_mbit` Mbit/s each (network namespaces, tbf). Reading from both
+    at once should approach the sum of the links:
+      figure remote_read_2_holders_shaped_ratio  MB/s read / one link's rate (target >= 1.7)
+      figure remote_read_1_holder_shaped_ratio   the same with one holder reachable
+    Returns [] (with a note) when namespaces cannot be made here."""
+    from shaped_links import ShapedNet
+    try:
+        links = ShapedNet(["h0", "h1", "reader"])
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        print(f"# shaped-link figures skipped: cannot make network namespaces ({e})")
+        return []
+    names = ["h0", "h1", "reader"]
+    net = None
+    try:
+        for h in ("h0", "h1"):
+            links.shape(h, link_mbit)
+        net = Cluster(names=names, redundancy=2, roles={"reader": "client"}, root_dir=work, chunk_size=CHUNK_SIZE,
+                      listen={n: links.address(n) for n in names}, prefix={n: links.prefix(n) for n in names})
+        start_network(net)
+        writer, other, reader = net.pods["h0"], net.pods["h1"], net.pods["reader"]
+        for name in ("both.bin", "one.bin"):
+            seq_write(writer.path(name), size_mib)
+        for name in ("both.bin", "one.bin"):
+            info = writer.where(name)
+            assert sorted(h["name"] for h in info["holders"]) == ["h0", "h1"], info
+            wait_for(lambda: other.where(name).get("chunks_here") == info["chunks"], timeout_s=600, what="h1's copy")
+            wait_for(lambda: os.path.exists(reader.path(name)), what="file on the reader")
+        link_mb_s = link_mbit * 1e6 / 8 / 1e6
+        drop_caches()
+        both = size_mib * MIB / timed(seq_read, reader.path("both.bin")) / 1e6
+        other.stop()
+        wait_for(lambda: any(p["name"] == "h1" and p["state"] != "alive" for p in reader.status()["peers"]),
+                 what="h1 seen gone")
+        drop_caches()
+        one = size_mib * MIB / timed(seq_read, reader.path("one.bin")) / 1e6
+        print(f"# shaped links: {link_mbit} Mbit/s per holder ({link_mb_s:.1f} MB/s); read {both:.1f} MB/s from two "
+              f"holders, {one:.1f} MB/s from one; {size_mib} MiB files, chunk size {CHUNK_SIZE}", flush=True)
+        return [("remote_read_2_holders_shaped_ratio", both / link_mb_s),
+                ("remote_read_1_holder_shaped_ratio", one / link_mb_s)]
+    finally:
+        if net:
+            net.cleanup()
+        links.close()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ struct PeerNode::Peer {
   std::atomic<uint64_t> id{0};
   std::atomic<int64_t> last_ok_ms{0};
   std::atomic<bool> reported_down{false};
+  // Chunk and block fetches from this pod in flight now: a fetch asks the least busy
+  // holder first, so that a file's chunks come from every holder at once.
+  std::atomic<int> fetches_in_flight{0};
   std::atomic<bool> forgotten{false};  // `wormhole forget`: never talked to again
   std::atomic<bool> draining{false};   // `wormhole drain`: takes no new copies, leaves when done
   std::atomic<uint64_t> used_bytes{0}, free_bytes{0};  // as last reported by the peer

@@ -124,6 +124,7 @@ class ChunkStream final : public grpc::ClientReadReactor<pb::ChunkPiece> {
     }
     if (!piece_.table().empty()) table_ = piece_.table();
     data_ += piece_.data();
+    received_.store(data_.size(), std::memory_order_relaxed);
     last_ = piece_.last();
     StartRead(&piece_);
   }
@@ -146,6 +147,8 @@ class ChunkStream final : public grpc::ClientReadReactor<pb::ChunkPiece> {
   const std::string& data() const { return data_; }
   const std::string& table() const { return table_; }
   const std::string& peer_name() const { return peer_name_; }
+  // Bytes received so far: any thread, while the stream runs.
+  uint64_t received() const { return received_.load(std::memory_order_relaxed); }
   void cancel() { ctx_.TryCancel(); }
 
  private:
@@ -165,6 +168,7 @@ class ChunkStream final : public grpc::ClientReadReactor<pb::ChunkPiece> {
   pb::ChunkPiece piece_;
   std::string data_, table_;
   bool last_ = false, ok_ = false;
+  std::atomic<uint64_t> received_{0};
   grpc::StatusCode code_ = grpc::StatusCode::UNKNOWN;
 };
 
@@ -197,12 +201,14 @@ PeerNode::Peer* PeerNode::peer_by_id(uint64_t id) {
 }
 
 std::vector<PeerNode::Peer*> PeerNode::ranked_storage_peers(Gid key) {
-  // Weighted rendezvous hashing: pod p scores w_p / -ln(u_p) with u_p a pseudo-random number
-  // in (0, 1) drawn from (key, p) and w_p its free space. The best scores hold the copies:
-  // each pod wins a share of the keys proportional to its free space, and adding a pod moves
-  // only the keys it now wins. Keyed on the inode, a file's versions stay on the same pods,
-  // so an edit sends only the chunks it changed.
-  std::vector<std::pair<double, Peer*>> scored;
+  // Rendezvous hashing on (file, pod), highest first: adding a pod moves only the keys it
+  // now wins, and keyed on the inode a file's versions stay on the same pods, so an edit
+  // sends only the chunks it changed. The same order as the balance planner's
+  // (cluster/repair.h: plan_balance): a version placed here is never moved by a balance.
+  // Unweighted for that reason: free space as a weight would differ between pods' views and
+  // drift with every write, and balance would chase it. (Capacity weights, labels and
+  // affinities are a later step; a pod without room is passed over meanwhile.)
+  std::vector<std::pair<uint64_t, Peer*>> scored;
   for (auto& p : peers()) {  // no lock: see Peer::id
     const uint64_t id = p->id;
     // A pod that did not answer its last exchange is passed over: a live pod holds the copy
@@ -210,9 +216,7 @@ std::vector<PeerNode::Peer*> PeerNode::ranked_storage_peers(Gid key) {
     if (!p->storage || id == 0 || p->reported_down || p->forgotten || p->draining ||
         p->free_bytes < config_.network.chunk_size)
       continue;
-    const double u = (static_cast<double>(rendezvous_hash(key, id) >> 11) + 0.5) * 0x1.0p-53;
-    const double weight = static_cast<double>(p->free_bytes.load());
-    scored.emplace_back(weight / -std::log(u), p.get());
+    scored.emplace_back(rendezvous_hash(key, id), p.get());
   }
   std::sort(scored.begin(), scored.end(), [](auto& a, auto& b) { return a.first > b.first; });
   std::vector<Peer*> ranked;
@@ -876,14 +880,17 @@ int PeerNode::ask_peers(pb::ChunkRequest req, const std::vector<uint64_t>& holde
                         const std::function<int(const std::string&, const std::string&, const std::string&)>& accept) {
   const std::string sha256 = req.sha256();
   identify(&req);
-  // Who to ask, in order: the version's holders that answer (rotated by the chunk's hash, so
-  // the chunks of one file come from all of them), then any other pod that answers (it may
-  // have a copy the holder list does not know of), then the silent ones.
+  // Who to ask, in order: the version's holders that answer, the least busy first (ties
+  // rotated by the chunk's hash), so that the chunks of one file stream from all of them at
+  // once and a read approaches the sum of their links; then any other pod that answers (it
+  // may have a copy the holder list does not know of), then the silent ones.
   std::vector<Peer*> order, others, silent;
   for (uint64_t id : holders)
     if (Peer* p = id == pod_id_ ? nullptr : peer_by_id(id)) (p->reported_down ? silent : order).push_back(p);
   if (!order.empty() && !sha256.empty())
     std::rotate(order.begin(), order.begin() + static_cast<uint8_t>(sha256[0]) % order.size(), order.end());
+  std::stable_sort(order.begin(), order.end(),
+                   [](Peer* a, Peer* b) { return a->fetches_in_flight.load() < b->fetches_in_flight.load(); });
   for (auto& p : peers())
     if (std::find(holders.begin(), holders.end(), p->id.load()) == holders.end())
       (p->reported_down ? silent : others).push_back(p.get());
@@ -892,30 +899,39 @@ int PeerNode::ask_peers(pb::ChunkRequest req, const std::vector<uint64_t>& holde
 
   auto race = std::make_shared<ChunkRace>();
   std::vector<std::shared_ptr<ChunkStream>> calls;
+  std::vector<Peer*> asked;  // one in-flight count each, given back on return
   size_t next = 0, in_flight = 0;
   auto launch = [&] {
     Peer* peer = order[next++];
+    peer->fetches_in_flight.fetch_add(1);
+    asked.push_back(peer);
     calls.push_back(ChunkStream::start(*peer->stub, peer->name, req, max_bytes,
                                        std::chrono::system_clock::now() + kChunkDeadline, race));
     ++in_flight;
   };
-  // A holder that has not answered after this long is raced by the next one: time for the
-  // answer at 100 MB/s plus a margin.
-  const auto hedge = std::chrono::milliseconds(200 + max_bytes / 100000);
+  // A pod that sent nothing for this long is raced by the next one (a hung or dead pod):
+  // a margin plus one piece at 5 MB/s. Judged on progress, not on the whole answer's time:
+  // a holder busy serving this pod's other chunks on a slow link is slow, not stuck, and
+  // asking a second holder for the same chunk would take that one's link from its own work.
+  const auto stall = std::chrono::milliseconds(200 + kPieceBytes / 5000);
+  uint64_t progress = 0;
   int result = EIO;
   if (!order.empty()) launch();
   while (in_flight > 0) {  // bounded: every call ends by its deadline
     std::shared_ptr<ChunkStream> done;
     {
       std::unique_lock lock(race->mu);
-      if (race->cv.wait_for(lock, hedge, [&] { return !race->finished.empty(); })) {
+      if (race->cv.wait_for(lock, stall, [&] { return !race->finished.empty(); })) {
         done = std::move(race->finished.front());
         race->finished.pop_front();
       }
     }
     if (stop_) break;  // shutting down: the calls are cancelled below
     if (!done) {
-      if (next < order.size()) launch();  // slow: ask another pod too
+      uint64_t now = 0;
+      for (auto& call : calls) now += call->received();
+      if (now == progress && next < order.size()) launch();  // stuck: ask another pod too
+      progress = now;
       continue;
     }
     --in_flight;
@@ -937,6 +953,7 @@ int PeerNode::ask_peers(pb::ChunkRequest req, const std::vector<uint64_t>& holde
     race->finished.clear();
   }
   for (auto& call : calls) call->cancel();  // the losers, if any
+  for (Peer* peer : asked) peer->fetches_in_flight.fetch_sub(1);
   return result;
 }
 

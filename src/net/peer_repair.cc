@@ -84,11 +84,12 @@ void PeerNode::repair_loop() {
   uint64_t last_short = placements_short_.load();
   uint64_t last_holds = ns_.hold_changes();
   while (!stop_) {
-    // What decides where copies go: who counts as a copy, who may take one.
+    // What decides where copies go and what the survey counts: who counts as a copy, who
+    // may take one, and who is live for readers (suspect is, down is not: a pod going from
+    // suspect to down can make versions unavailable, a grave situation).
     std::string view;
     for (const PodView& v : pod_views())
-      view += fmt::format("{:x}:{}{}{};", v.id, v.storage ? 's' : 'c',
-                        v.state == PodState::kAlive ? 'a' : counts_as_copy(v.state) ? 'd' : 'l', v.draining ? 'D' : '-');
+      view += fmt::format("{:x}:{}{}{};", v.id, v.storage ? 's' : 'c', static_cast<int>(v.state), v.draining ? 'D' : '-');
     const uint64_t short_now = placements_short_.load();
     // Claims and releases (this pod's or others'): a copy claimed elsewhere can make this
     // pod's copy a surplus, a release can leave a version short.

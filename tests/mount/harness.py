@@ -80,7 +80,7 @@ class Pod:
     """One daemon with its own config, storage directory and mountpoint."""
 
     def __init__(self, root=None, name="a", network="test", chunk_size="4MiB", storage=None, extra_pod="",
-                 extra_network="", config=None):
+                 extra_network="", config=None, prefix=None):
         self.root = root or tempfile.mkdtemp(prefix="wh-test-")
         os.chmod(self.root, 0o755)  # let permission tests reach the mount as another user
         self.name = name
@@ -96,11 +96,14 @@ class Pod:
                         f'[[pod]]\nname = "{name}"\nmountpoint = "{self.mnt}"\nstorage = "{self.storage}"\n'
                         f'{extra_pod}\n')
         self.proc = None
+        # Run the daemon under this command, e.g. ["nsenter", "--net=/run/netns/x"] (its
+        # FUSE mount and control socket stay visible here).
+        self.prefix = prefix or []
 
     def start(self, wait=True):
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
-                [BINARY, "run", "-c", self.config, "-p", self.name, "--log-level",
+                self.prefix + [BINARY, "run", "-c", self.config, "-p", self.name, "--log-level",
                  os.environ.get("WORMHOLE_LOG_LEVEL", "info")],
                 stdout=log, stderr=subprocess.STDOUT)
         if wait:
@@ -203,7 +206,8 @@ class Cluster:
     """Several pods of one network on 127.0.0.1, described by one shared config file."""
 
     def __init__(self, names=("a", "b", "c"), network="test", chunk_size="4MiB", redundancy=2, roles=None,
-                 root_dir=None, conflict="keep-both", delay="0s", mode="async", extra_network="", extra_pod=None):
+                 root_dir=None, conflict="keep-both", delay="0s", mode="async", extra_network="", extra_pod=None,
+                 listen=None, prefix=None):
         self.root = tempfile.mkdtemp(prefix="wh-cluster-", dir=root_dir)
         os.chmod(self.root, 0o755)
         self.config = os.path.join(self.root, "network.toml")
@@ -212,12 +216,12 @@ class Cluster:
                 f'{extra_network}conflict = "{conflict}"\n[network.replication]\ndelay = "{delay}"\nmode = "{mode}"\n')
         for n in names:
             text += (f'\n[[pod]]\nname = "{n}"\nrole = "{roles.get(n, "storage")}"\n'
-                     f'listen = "127.0.0.1:{free_port()}"\n'
+                     f'listen = "{(listen or {}).get(n) or f"127.0.0.1:{free_port()}"}"\n'
                      f'mountpoint = "{self.root}/mnt/{n}"\nstorage = "{self.root}/data/{n}"\n'
                      f'{(extra_pod or {}).get(n, "")}')
         with open(self.config, "w") as f:
             f.write(text)
-        self.pods = {n: Pod(root=self.root, name=n, config=self.config) for n in names}
+        self.pods = {n: Pod(root=self.root, name=n, config=self.config, prefix=(prefix or {}).get(n)) for n in names}
 
     def start(self):
         for p in self.pods.values():
