@@ -41,9 +41,10 @@ class OpenFile {
   // files: a small file then costs one metadata write instead of a file create + rename.
   static constexpr size_t kInlineMaxBytes = 8 * 1024;
   // Bytes fetched ahead of a sequential reader of a file this pod does not hold (enough to
-  // keep two holders busy on a LAN), in whole chunks: at least kMinReadAheadChunks, at
-  // most kMaxReadAheadChunks (4 with 4 MiB chunks, 256 with 64 KiB ones).
-  static constexpr uint64_t kReadAheadBytes = 16 << 20;
+  // keep two holders busy with two chunks each, on links of a few hundred Mbit/s as on a
+  // LAN), in whole chunks: at least kMinReadAheadChunks, at most kMaxReadAheadChunks (8
+  // with 4 MiB chunks, 256 with 64 KiB ones).
+  static constexpr uint64_t kReadAheadBytes = 32 << 20;
   static constexpr uint64_t kMinReadAheadChunks = 4;
   static constexpr uint64_t kMaxReadAheadChunks = 256;
   // Sealing a partly written span (seal_blocks): the unit stored is an aligned page, at most
