@@ -51,7 +51,6 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "mount"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import Cluster, Pod, wait_for  # noqa: E402
 
@@ -773,9 +772,9 @@ def shaped_read_figures(work, size_mib, link_mbit=200):
       figure remote_read_2_holders_shaped_ratio  MB/s read / one link's rate (target >= 1.7)
       figure remote_read_1_holder_shaped_ratio   the same with one holder reachable
     Returns [] (with a note) when namespaces cannot be made here."""
-    from shaped_links import ShapedNet
+    from netns import PodNet
     try:
-        links = ShapedNet(["h0", "h1", "reader"])
+        links = PodNet(["h0", "h1", "reader"])
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
         print(f"# shaped-link figures skipped: cannot make network namespaces ({e})")
         return []

@@ -11,6 +11,7 @@ import time
 import unittest
 
 import harness
+import netns
 from harness import Cluster, wait_for
 
 
@@ -948,6 +949,49 @@ class SituationTest(unittest.TestCase):
             fh.write("back")
         self.assertIn("cut off from every other pod", self.c.read_log())
         self.assertIn("connected again", self.c.read_log())
+
+
+@unittest.skipUnless(os.geteuid() == 0 and shutil.which("ip"), "network namespaces need root and iproute2")
+class PartitionTest(unittest.TestCase):
+    """Three pods in their own network namespaces; c's link is taken down (a real
+    partition: its packets go nowhere, unlike a stopped process whose kernel still answers).
+    c applies its disconnect strategy (read-only) and says so; a and b see it down and go on;
+    once the link is back, c is writable again and catches up."""
+
+    def test_a_partitioned_pod_applies_its_strategy_and_catches_up(self):
+        links = netns.PodNet(["a", "b", "c"])
+        self.addCleanup(links.close)
+        names = ("a", "b", "c")
+        cluster = Cluster(chunk_size="64KiB", redundancy=2,
+                          extra_network='failure = { suspect_after = "2s", down_after = "3s" }\n',
+                          extra_pod={"c": 'disconnect = "read-only"\n'},
+                          listen={n: links.address(n) for n in names}, prefix={n: links.prefix(n) for n in names})
+        self.addCleanup(cluster.cleanup)
+        cluster.start()
+        a, b, c = (cluster.pods[n] for n in names)
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        with open(c.path("before.txt"), "w") as fh:
+            fh.write("from c")
+        wait_for(lambda: os.path.exists(a.path("before.txt")), what="c's file on a")
+        links.cut("c")
+        wait_for(lambda: c.status()["situation"]["operations"] == "read-only", timeout_s=20, what="c read-only")
+        self.assertTrue(c.status()["situation"]["disconnected"])
+        with self.assertRaises(OSError) as e:
+            with open(c.path("during.txt"), "w") as fh:
+                fh.write("x")
+        self.assertEqual(e.exception.errno, errno.EROFS)
+        self.assertEqual(slurp(c.path("before.txt")), b"from c")  # reads go on
+        wait_for(lambda: any(p["name"] == "c" and p["state"] == "down" for p in a.status()["peers"]), what="c down on a")
+        data = write_random(a, "while-cut.bin", 200_000)  # a and b go on
+        self.assertIn("cut off from every other pod", c.read_log())
+        links.mend("c")
+        wait_for(lambda: c.status()["situation"]["operations"] == "open", timeout_s=20, what="c writable again")
+        wait_for(lambda: os.path.exists(c.path("while-cut.bin")) and slurp(c.path("while-cut.bin")) == data,
+                 what="a's file on c")
+        with open(c.path("after.txt"), "w") as fh:
+            fh.write("back")
+        wait_for(lambda: os.path.exists(b.path("after.txt")), what="c's new file on b")
 
 
 class PullTest(unittest.TestCase):

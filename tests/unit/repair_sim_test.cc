@@ -3,8 +3,8 @@
 // over a simulated network with loss, delay and partitions, while pods restart, flap, and
 // up to redundancy - 1 of them are lost for good, and one may be drained. Each pod judges
 // the others from the messages it receives (cluster/membership.h), places new versions,
-// pulls the versions that name it, and runs the repair survey (cluster/repair.h) every
-// simulated second: repair copies at a bounded rate, rebalance copies (a pod back from a
+// pulls the versions that name it (with odd seeds one pod joins a quarter into the run,
+// empty), and runs the repair survey (cluster/repair.h) every simulated second: repair copies at a bounded rate, rebalance copies (a pod back from a
 // restart takes the versions placed elsewhere meanwhile that belong on it), and surplus
 // releases once the keepers confirm they hold the version (ConfirmHolding), as the daemon's
 // repair worker does. A released chunk is dropped at once (the harshest case).
@@ -75,7 +75,11 @@ class RepairSimulation {
       pods_.emplace_back();
       pods_.back().id = id;
     }
-    for (auto& p : pods_) boot(p);
+    // With some seeds the last pod joins a quarter into the run, with an empty disk: it
+    // takes its share by balance (the versions that rank it among their first holders).
+    joiner_ = seed % 2 ? pods_.size() - 1 : SIZE_MAX;
+    for (size_t i = 0; i < pods_.size(); ++i)
+      if (i != joiner_) boot(pods_[i]);
   }
 
   void boot(SimPod& p) {
@@ -394,6 +398,11 @@ class RepairSimulation {
           repair(p);
         }
       }
+      if (step == steps / 4 && joiner_ != SIZE_MAX) {
+        SimPod& j = pods_[joiner_];
+        if (!j.up() && !j.lost) boot(j);
+        joined_++;
+      }
       if (step == steps / 3 && pods_.size() > wanted_ + 2) {
         SimPod& d = pods_[rng_() % pods_.size()];
         if (d.up() && !d.lost) start_drain(d);
@@ -409,7 +418,8 @@ class RepairSimulation {
       if (r < 8) {
         if (victim.up() && !victim.lost) crash(victim);  // down for a while (no repair: back before the delay)
       } else if (r < 60) {
-        if (!victim.up() && !victim.lost) boot(victim);
+        const bool not_joined_yet = joiner_ != SIZE_MAX && &victim == &pods_[joiner_] && step < steps / 4;
+        if (!victim.up() && !victim.lost && !not_joined_yet) boot(victim);
       } else if (r < 70) {
         partition_.clear();
         if (rng_() % 2)
@@ -510,7 +520,7 @@ class RepairSimulation {
     } while (!next.empty());
   }
 
-  uint64_t writes_ = 0, claims_ = 0, rebalanced_ = 0, releases_ = 0, versions_ = 0, surplus_ = 0, unrecoverable_ = 0, drains_ = 0, drains_done_ = 0;
+  uint64_t joined_ = 0, writes_ = 0, claims_ = 0, rebalanced_ = 0, releases_ = 0, versions_ = 0, surplus_ = 0, unrecoverable_ = 0, drains_ = 0, drains_done_ = 0;
 
  private:
   std::mt19937 rng_;
@@ -518,6 +528,7 @@ class RepairSimulation {
   int64_t now_ms_ = 1'800'000'000'000;
   uint64_t order_ = 0;
   bool faults_off_ = false;
+  size_t joiner_ = SIZE_MAX;  // the pod that joins late (SIZE_MAX: none this seed)
   std::vector<SimPod> pods_;
   std::vector<uint64_t> members_;
   std::map<uint64_t, int> partition_;

@@ -135,6 +135,17 @@ struct Pod {
     std::string err;
     EXPECT_TRUE(ns.init(&err)) << err;
   }
+  // File "f" with one version of one chunk (named by `fill`), placed on `holders`.
+  void write_file(char fill, std::vector<uint64_t> holders, Gid* version) {
+    Attr attr;
+    ASSERT_EQ(ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &attr), 0);
+    Gid file;
+    ASSERT_TRUE(ns.gid_of(attr.ino, &file));
+    std::vector<pb::ChunkRef> chunks(1);
+    chunks[0].set_sha256(std::string(32, fill));
+    chunks[0].set_length(10);
+    ASSERT_EQ(ns.commit(file, Gid{}, 10, chunks, 5, holders, false, version), 0);
+  }
   // Sends every op of `origin` this pod has (once per direction in these tests).
   void send_to(Pod& other, uint64_t origin) {
     ASSERT_EQ(ns.make_durable(), 0);
@@ -151,15 +162,8 @@ std::vector<uint64_t> holders_of(Namespace& ns, Gid v) {
 
 TEST(RepairClaims, ClaimsGrowTheHolderSetOnEveryPodAndScanSeesThem) {
   Pod a(1), b(2);
-  Attr attr;
-  ASSERT_EQ(a.ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &attr), 0);
-  Gid file;
-  ASSERT_TRUE(a.ns.gid_of(attr.ino, &file));
-  std::vector<pb::ChunkRef> chunks(1);
-  chunks[0].set_sha256(std::string(32, 'x'));
-  chunks[0].set_length(10);
   Gid v;
-  ASSERT_EQ(a.ns.commit(file, Gid{}, 10, chunks, 5, {1, 3}, false, &v), 0);
+  ASSERT_NO_FATAL_FAILURE(a.write_file('x', {1, 3}, &v));
   a.send_to(b, 1);
   // Pod 2 made a repair copy and claims it; pod 1 learns it. Claiming twice changes nothing.
   ASSERT_EQ(b.ns.claim_holder({v}), 0);
@@ -216,15 +220,8 @@ TEST(RepairPlan, ADrainingHolderIsLiveButDoesNotCountAndTakesNothing) {
 
 TEST(RepairClaims, ClaimsInAnyOrderGiveTheSameHolderList) {
   Pod a(1), b(2), c(3), d(4);
-  Attr attr;
-  ASSERT_EQ(a.ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &attr), 0);
-  Gid file;
-  ASSERT_TRUE(a.ns.gid_of(attr.ino, &file));
-  std::vector<pb::ChunkRef> chunks(1);
-  chunks[0].set_sha256(std::string(32, 'y'));
-  chunks[0].set_length(10);
   Gid v;
-  ASSERT_EQ(a.ns.commit(file, Gid{}, 10, chunks, 5, {1, 9}, false, &v), 0);
+  ASSERT_NO_FATAL_FAILURE(a.write_file('y', {1, 9}, &v));
   for (Pod* p : {&b, &c, &d}) a.send_to(*p, 1);
   ASSERT_EQ(c.ns.claim_holder({v}), 0);
   ASSERT_EQ(b.ns.claim_holder({v}), 0);
@@ -348,15 +345,8 @@ TEST(BalancePlan, WhateverEachPodSeesTheTopRankedHoldersNeverRelease) {
 
 TEST(RepairClaims, ReleasesInAnyOrderGiveTheSameHolderListAndNeverTheWholeList) {
   Pod a(1), b(2), c(3);
-  Attr attr;
-  ASSERT_EQ(a.ns.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &attr), 0);
-  Gid file;
-  ASSERT_TRUE(a.ns.gid_of(attr.ino, &file));
-  std::vector<pb::ChunkRef> chunks(1);
-  chunks[0].set_sha256(std::string(32, 'z'));
-  chunks[0].set_length(10);
   Gid v;
-  ASSERT_EQ(a.ns.commit(file, Gid{}, 10, chunks, 5, {1, 2}, false, &v), 0);
+  ASSERT_NO_FATAL_FAILURE(a.write_file('z', {1, 2}, &v));
   for (Pod* p : {&b, &c}) a.send_to(*p, 1);
   // Pod 3 claims a copy (a rebalance), then pod 2 releases its placed copy; releasing
   // twice, or releasing what it does not hold, changes nothing.

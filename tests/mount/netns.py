@@ -1,4 +1,5 @@
-"""Pods on shaped links, for benchmarks that loopback cannot show (issue 8 §6).
+"""Pods in network namespaces: links that can be cut (`ip link set ... down`) or shaped
+(`tc ... tbf`; this kernel has no netem), for tests and benchmarks that loopback cannot show.
 
 Each pod runs in its own network namespace, joined to a bridge that lives in a namespace of
 its own by a veth pair; addresses are in 198.18.0.0/24 (the benchmarking range). A pod's
@@ -14,11 +15,11 @@ def sh(*args):
     subprocess.run(list(args), check=True, capture_output=True)
 
 
-class ShapedNet:
+class PodNet:
     """Namespaces `<tag>-<pod>` and `<tag>-br`; `address(pod)`, `prefix(pod)` for harness."""
 
     def __init__(self, pods, tag=None):
-        self.tag = tag or f"whb{os.getpid() % 100000}"
+        self.tag = tag or f"wh{os.getpid() % 100000}"
         self.bridge_ns = f"{self.tag}-br"
         self.pods = list(pods)
         self.created = []
@@ -54,6 +55,13 @@ class ShapedNet:
             sh("ip", "-n", self.bridge_ns, "link", "set", f"p{i}", "up")
             sh("ip", "-n", ns, "addr", "add", f"198.18.0.{i + 1}/24", "dev", "eth0")
             sh("ip", "-n", ns, "link", "set", "eth0", "up")
+
+    def cut(self, pod):
+        """Takes `pod`'s link down: a partition (it reaches nobody, nobody reaches it)."""
+        sh("ip", "-n", self.ns(pod), "link", "set", "eth0", "down")
+
+    def mend(self, pod):
+        sh("ip", "-n", self.ns(pod), "link", "set", "eth0", "up")
 
     def shape(self, pod, mbit):
         """Caps what `pod` sends at `mbit` Mbit/s (token bucket; this kernel has no netem)."""
