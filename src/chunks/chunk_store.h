@@ -77,8 +77,10 @@ class ChunkStore {
 
   bool contains(const std::string& sha256);
   // Whether chunk `sha256` is here, and if so makes it young again for garbage collection
-  // (under its stripe lock, as put's deduplication): a chunk about to be claimed (a repair
-  // copy found in the cache) survives the grace period, which outlasts the claim.
+  // (under its stripe lock, as put's deduplication): a chunk about to be claimed or
+  // confirmed (a repair copy found in the cache, a keeper's answer) then survives a GC
+  // whose list of held chunks predates the claim, for gc_grace. Callers check again with
+  // refresh() right before they claim (PeerNode::holds_every_chunk).
   bool refresh(const std::string& sha256);
   // The size of chunk `sha256` on disk, or -ENOENT (not here) / -EIO.
   int64_t size_of(const std::string& sha256) const;

@@ -668,7 +668,9 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
   for (const std::string& sha : expected) {
     if (!error.empty()) break;
     if (sha.size() != ChunkStore::kHashBytes) error = "malformed chunk id";
-    else if (!chunks_.contains(sha) && fetch(sha, {header.from_pod_id()}) != 0)
+    // refresh(), not contains(): a chunk kept here as cache (not held) may be old, and GC's
+    // list of held chunks may predate this version; made young, GC keeps it past the commit.
+    else if (!chunks_.refresh(sha) && fetch(sha, {header.from_pod_id()}) != 0)
       error = "chunk " + ChunkStore::hex(sha) + " unavailable";
   }
   if (error.empty() && header.durable())
@@ -757,7 +759,8 @@ bool PeerNode::fetch_held_versions() {
     if (!ns_.get_version(h.version, &rec)) continue;  // replaced by a newer version meanwhile
     bool complete = true;
     for (const pb::ChunkRef& c : rec.chunks()) {
-      if (c.sha256().empty() || !c.inline_data().empty() || chunks_.contains(c.sha256())) continue;
+      // refresh(): a cached chunk becomes young, so GC keeps it until it sees this pod hold it.
+      if (c.sha256().empty() || !c.inline_data().empty() || chunks_.refresh(c.sha256())) continue;
       if (fetch(c.sha256(), {rec.holders().begin(), rec.holders().end()}) != 0) complete = false;
     }
     if (!complete) {
@@ -889,8 +892,14 @@ int PeerNode::ask_peers(pb::ChunkRequest req, const std::vector<uint64_t>& holde
     if (Peer* p = id == pod_id_ ? nullptr : peer_by_id(id)) (p->reported_down ? silent : order).push_back(p);
   if (!order.empty() && !sha256.empty())
     std::rotate(order.begin(), order.begin() + static_cast<uint8_t>(sha256[0]) % order.size(), order.end());
-  std::stable_sort(order.begin(), order.end(),
-                   [](Peer* a, Peer* b) { return a->fetches_in_flight.load() < b->fetches_in_flight.load(); });
+  {
+    // The counts change under other threads' fetches: sorted from one snapshot of them (a
+    // comparator reading them live would not be a strict weak order).
+    std::vector<std::pair<int, Peer*>> by_load;
+    for (Peer* p : order) by_load.emplace_back(p->fetches_in_flight.load(), p);
+    std::stable_sort(by_load.begin(), by_load.end(), [](auto& a, auto& b) { return a.first < b.first; });
+    for (size_t i = 0; i < order.size(); ++i) order[i] = by_load[i].second;
+  }
   for (auto& p : peers())
     if (std::find(holders.begin(), holders.end(), p->id.load()) == holders.end())
       (p->reported_down ? silent : others).push_back(p.get());

@@ -289,6 +289,10 @@ class PeerNode final : public ContentReplication {
   // Serves ConfirmHolding (see the RPC in proto/wormhole.proto).
   grpc::Status serve_confirm_holding(const pb::ConfirmHoldingRequest& req, pb::ConfirmHoldingReply* reply);
   static constexpr size_t kMaxConfirmVersions = 1024;
+  static constexpr size_t kMaxConfirmChunks = 65536;  // chunks checked per request (~256 GiB of 4 MiB chunks)
+  // Whether every chunk of `version` is stored here, each made young for GC (refresh):
+  // checked just before a copy is claimed.
+  bool holds_every_chunk(Gid version);
   // Sleeps as a token bucket of `rate_bytes` per second asks after `bytes` more were copied;
   // false when the node stops meanwhile.
   bool repair_throttle(uint64_t bytes, uint64_t rate_bytes);

@@ -38,6 +38,9 @@ constexpr size_t kSurveyPageVersions = 1000;
 constexpr size_t kMaxRepairTasks = 20000;
 // Versions claimed per op.
 constexpr size_t kClaimsPerOp = 256;
+// Copies made are claimed at least this often, and within a quarter of gc_grace (they are
+// cache to GC until claimed, kept by their age: gc_grace, 10 min by default).
+constexpr int64_t kClaimEveryMs = 60 * 1000;
 // The repair thread's nice value (foreground threads keep 0).
 constexpr int kRepairNice = 10;
 // Fetch failures logged per pass, at most (the rest are counted).
@@ -110,8 +113,9 @@ void PeerNode::repair_loop() {
       {
         repair_pass();
         std::lock_guard lock(repair_mu_);
-        left_work = repair_.copies_missing > repair_.unplaceable || repair_.my_versions_left > 0 ||
-                    repair_.surplus > 0 || balance_left_;
+        // (A surplus that is not this pod's to release is not its work: the survey after
+        // the view or a claim changes finds it.)
+        left_work = repair_.copies_missing > repair_.unplaceable || repair_.my_versions_left > 0 || balance_left_;
       }
       // Balance left (a rebalance bounded per survey, releases waiting for claims): the
       // next survey as soon as surveys may follow each other.
@@ -209,7 +213,16 @@ uint64_t PeerNode::copy_and_claim(const std::vector<RepairTask>& tasks, uint64_t
   uint64_t copied_bytes = 0;
   int logged = 0;
   std::vector<Gid> claims;
+  int64_t last_flush_ms = now_ms();
+  // Well within the grace period that keeps unclaimed copies.
+  const int64_t claim_every_ms =
+      std::min<int64_t>(kClaimEveryMs, static_cast<int64_t>(std::min<uint64_t>(self_.gc_grace_s, 1u << 20)) * 1000 / 4);
   auto flush_claims = [&] {
+    last_flush_ms = now_ms();
+    // Still here: until the claim applies, the copies are cache to GC (this pod is no holder
+    // yet), kept by their age only; a copy GC took meanwhile is not claimed (copied again at
+    // the next survey). refresh() makes the rest young for the claim's way through.
+    std::erase_if(claims, [&](Gid v) { return !holds_every_chunk(v); });
     if (claims.empty()) return;
     if (int err = ns_.claim_holder(claims))
       spdlog::error("{}: cannot record {} copies made here: {} (the next survey claims them)", what, claims.size(),
@@ -228,7 +241,8 @@ uint64_t PeerNode::copy_and_claim(const std::vector<RepairTask>& tasks, uint64_t
       spdlog::warn("{}: {} (version {}): no pod gave its chunks ({}); tried again later", what, path,
                    t.version.str(), std::strerror(err));
     }
-    if (claims.size() >= kClaimsPerOp) flush_claims();
+    // Claimed in batches, and at least every minute: the copies wait as cache until then.
+    if (claims.size() >= kClaimsPerOp || now_ms() - last_flush_ms > claim_every_ms) flush_claims();
     const double seconds = std::max<double>(now_ms() - started, 1) / 1000.0;
     std::lock_guard lock(repair_mu_);
     --repair_.my_versions_left;
@@ -292,7 +306,8 @@ uint64_t PeerNode::release_surplus(const std::vector<ReleaseTask>& releases) {
     std::vector<Gid> versions;
     for (size_t i = from; i < to; ++i) {
       const ReleaseTask& t = releases[i];
-      WH_INVARIANT(t.keepers.size() >= copies_wanted(), "a release with fewer keepers than the redundancy");
+      // (copies_wanted() may have changed since the survey: "all" and a pod joined.)
+      if (t.keepers.size() < copies_wanted()) continue;
       if (confirmations[t.version] == t.keepers.size()) versions.push_back(t.version);
     }
     int err = 0;
@@ -359,6 +374,9 @@ grpc::Status PeerNode::serve_confirm_holding(const pb::ConfirmHoldingRequest& re
   // A draining or departed pod keeps nothing for anyone: its copies are on their way out.
   const bool leaving = self_draining_ || self_left_;
   std::vector<std::string> held_chunks;
+  // The work per request is bounded by chunks, not only versions (a version of a large file
+  // has many): versions past the budget are answered "no" (the asker asks again later).
+  size_t budget = kMaxConfirmChunks;
   for (const pb::Gid& id : req.versions()) {
     const Gid g = from_pb(id);
     bool held = !leaving;
@@ -367,11 +385,13 @@ grpc::Status PeerNode::serve_confirm_holding(const pb::ConfirmHoldingRequest& re
       held = !releasing_.count(g);
     }
     pb::VersionRecord rec;
-    // Current or superseded here (a version current on the asker may be superseded here by
-    // a concurrent commit applied in another order): either way this pod keeps its chunks.
-    held = held && ns_.get_recent_version(g, &rec) && !rec.incomplete() &&
+    // Current here: GC keeps the chunks of current versions this pod holds (a version
+    // superseded here is on its way out: not confirmed, the asker keeps its copy meanwhile).
+    held = held && ns_.get_version(g, &rec) && !rec.incomplete() &&
            std::find(rec.holders().begin(), rec.holders().end(), pod_id_) != rec.holders().end();
     const size_t before = held_chunks.size();
+    held = held && static_cast<size_t>(rec.chunks_size()) <= budget;
+    if (held) budget -= static_cast<size_t>(rec.chunks_size());
     for (const pb::ChunkRef& c : rec.chunks()) {
       if (!held) break;
       if (c.sha256().empty() || !c.inline_data().empty()) continue;
@@ -405,6 +425,14 @@ void PeerNode::finish_drain() {
     adopt_members();
     return;
   }
+}
+
+bool PeerNode::holds_every_chunk(Gid version) {
+  pb::VersionRecord rec;
+  if (!ns_.get_version(version, &rec) || rec.incomplete()) return false;
+  for (const pb::ChunkRef& c : rec.chunks())
+    if (!c.sha256().empty() && c.inline_data().empty() && !chunks_.refresh(c.sha256())) return false;
+  return true;
 }
 
 int PeerNode::repair_copy(const RepairTask& t, uint64_t rate_bytes) {

@@ -312,7 +312,7 @@ class RepairSimulation {
     SimPod* q = by_id(k);
     if (!q || q == &p || !reachable(p, *q) || q->draining || !q->chunks.count(sha)) return false;
     pb::VersionRecord rec;
-    return q->ns->get_recent_version(v, &rec) &&
+    return q->ns->get_version(v, &rec) &&
            std::find(rec.holders().begin(), rec.holders().end(), k) != rec.holders().end();
   }
 
