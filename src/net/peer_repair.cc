@@ -385,9 +385,13 @@ grpc::Status PeerNode::serve_confirm_holding(const pb::ConfirmHoldingRequest& re
       held = !releasing_.count(g);
     }
     pb::VersionRecord rec;
-    // Current here: GC keeps the chunks of current versions this pod holds (a version
-    // superseded here is on its way out: not confirmed, the asker keeps its copy meanwhile).
-    held = held && ns_.get_version(g, &rec) && !rec.incomplete() &&
+    // Current, or superseded here by a newer commit (an edit based on it, which every pod
+    // applies in the end: pods converge on one current version per file, and a conflict's
+    // loser is kept as a *current* version of its sibling). A superseded version's chunks
+    // are not kept by this pod's GC beyond gc_grace (refreshed below), but nothing needs
+    // them once the asker applies the same commit. Confirming only current versions made
+    // a drain wait for every trashed sibling still current on the drainer alone.
+    held = held && ns_.get_recent_version(g, &rec) && !rec.incomplete() &&
            std::find(rec.holders().begin(), rec.holders().end(), pod_id_) != rec.holders().end();
     const size_t before = held_chunks.size();
     held = held && static_cast<size_t>(rec.chunks_size()) <= budget;

@@ -399,3 +399,50 @@ TEST(PeerBoundary, WholeVersionsAreServedToMembersOnlyAndBounded) {
   ASSERT_EQ(reply.versions(0).chunks_size(), 1);
   EXPECT_EQ(reply.versions(0).chunks(0).inline_data(), text);
 }
+
+// ConfirmHolding: members only, bounded; "held" only for a version this pod names
+// itself a holder of in its own metadata, with every chunk stored.
+TEST(PeerBoundary, HoldingIsConfirmedOnlyForVersionsHeldWithTheirChunks) {
+  Node n;
+  auto commit = [&](const std::string& name, const std::string& data, std::vector<uint64_t> holders, bool store) {
+    Attr f;
+    EXPECT_EQ(n.ns.make(1, name, pb::REGULAR, 0644, 0, 0, "", &f), 0);
+    pb::ChunkRef ref;
+    std::string sha;
+    if (store) EXPECT_EQ(n.chunks.put(data.data(), data.size(), &sha), 0);
+    else sha = ChunkStore::hash(data.data(), data.size());
+    ref.set_sha256(sha);
+    ref.set_length(static_cast<uint32_t>(data.size()));
+    Gid v;
+    EXPECT_EQ(n.ns.commit(f.id, Gid{}, data.size(), {ref}, 1, holders, false, &v), 0);
+    return v;
+  };
+  const std::string big(20000, 'h');  // beyond the inline size: a chunk file
+  const Gid held = commit("held", big, {kSelfId, kBId}, true);
+  const Gid elsewhere = commit("elsewhere", big + "e", {kBId}, true);    // stored, not held
+  const Gid missing = commit("missing", big + "m", {kSelfId, kBId}, false);  // held, chunk gone
+  auto ask = [&](const std::string& from, uint64_t id, std::vector<Gid> versions, pb::ConfirmHoldingReply* reply) {
+    pb::ConfirmHoldingRequest req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network("net");
+    req.set_chunk_size(64 << 10);
+    req.set_from_pod_name(from);
+    req.set_from_pod_id(id);
+    for (Gid g : versions) to_pb(g, req.add_versions());
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    return n.stub->ConfirmHolding(&ctx, req, reply);
+  };
+  pb::ConfirmHoldingReply reply;
+  EXPECT_EQ(ask("mallory", 0xe1, {held}, &reply).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // PeerNode::kMaxConfirmVersions is 1024.
+  EXPECT_EQ(ask("b", kBId, std::vector<Gid>(1025, held), &reply).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  reply.Clear();
+  ASSERT_TRUE(ask("b", kBId, {held, elsewhere, missing, Gid{kSelfId, 999999}}, &reply).ok());
+  ASSERT_EQ(reply.held_size(), 4);
+  EXPECT_TRUE(reply.held(0));
+  EXPECT_FALSE(reply.held(1));
+  EXPECT_FALSE(reply.held(2));
+  EXPECT_FALSE(reply.held(3));
+}
