@@ -83,6 +83,18 @@ struct Node {
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     return stub->Exchange(&ctx, e, reply ? reply : &ignored);
   }
+  // A request about `versions` (GetVersions, ConfirmHolding) sent as pod `from` (`id`).
+  template <class Request>
+  Request versions_request(const std::string& from, uint64_t id, const std::vector<Gid>& versions) {
+    Request req;
+    req.set_protocol_version(kProtocolVersion);
+    req.set_network("net");
+    req.set_chunk_size(config.network.chunk_size);
+    req.set_from_pod_name(from);
+    req.set_from_pod_id(id);
+    for (Gid g : versions) to_pb(g, req.add_versions());
+    return req;
+  }
   // Reads a whole chunk as `from`; the status, and the bytes in *data.
   grpc::Status read_chunk(const std::string& sha, const std::string& from, uint64_t id, std::string* data,
                           uint64_t offset = 0, uint64_t length = 0, std::string* table = nullptr) {
@@ -377,13 +389,7 @@ TEST(PeerBoundary, WholeVersionsAreServedToMembersOnlyAndBounded) {
   Gid v;
   ASSERT_EQ(n.ns.commit(f.id, Gid{}, text.size(), {ref}, 1, {kSelfId}, false, &v), 0);
   auto ask = [&](const std::string& from, uint64_t id, std::vector<Gid> versions, pb::VersionsReply* reply) {
-    pb::VersionsRequest req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_network("net");
-    req.set_chunk_size(64 << 10);
-    req.set_from_pod_name(from);
-    req.set_from_pod_id(id);
-    for (Gid g : versions) to_pb(g, req.add_versions());
+    auto req = n.versions_request<pb::VersionsRequest>(from, id, versions);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     return n.stub->GetVersions(&ctx, req, reply);
@@ -422,13 +428,7 @@ TEST(PeerBoundary, HoldingIsConfirmedOnlyForVersionsHeldWithTheirChunks) {
   const Gid elsewhere = commit("elsewhere", big + "e", {kBId}, true);    // stored, not held
   const Gid missing = commit("missing", big + "m", {kSelfId, kBId}, false);  // held, chunk gone
   auto ask = [&](const std::string& from, uint64_t id, std::vector<Gid> versions, pb::ConfirmHoldingReply* reply) {
-    pb::ConfirmHoldingRequest req;
-    req.set_protocol_version(kProtocolVersion);
-    req.set_network("net");
-    req.set_chunk_size(64 << 10);
-    req.set_from_pod_name(from);
-    req.set_from_pod_id(id);
-    for (Gid g : versions) to_pb(g, req.add_versions());
+    auto req = n.versions_request<pb::ConfirmHoldingRequest>(from, id, versions);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     return n.stub->ConfirmHolding(&ctx, req, reply);
