@@ -774,6 +774,42 @@ class SurplusTest(unittest.TestCase):
         self.assertRegex(b.read_log() + c.read_log(), r"rebalance: released \d+ surplus copies")
 
 
+class SlowRepairTest(unittest.TestCase):
+    """A repair slower than gc_grace: the copies made are cache to GC until their claim
+    applies, so they must be claimed (after checking they are still here) well within the
+    grace period; a claim naming a holder without data would hide the loss from repair."""
+
+    live_copies = RepairTest.live_copies
+
+    def test_copies_are_claimed_before_gc_may_take_them(self):
+        gc = 'gc_grace = "2s"\ngc_interval = "1s"\n[pod.cache]\nsize = "0"\n'
+        cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
+            'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "5s", repair_rate = "256KiB" }\n'),
+            extra_pod={n: gc for n in "abc"})
+        self.addCleanup(cluster.cleanup)
+        cluster.start()
+        a, b, c = (cluster.pods[n] for n in "abc")
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        names = [f"w{i}.bin" for i in range(24)]
+        data = {n: write_random(a, n, 200_000) for n in names}
+        on_c = [n for n in names if "c" in [h["name"] for h in a.where(n)["holders"]]]
+        self.assertGreaterEqual(len(on_c), 4, "placement put few copies on c (rendezvous over 24 files)")
+        for n in on_c:
+            wait_for(lambda: has_copy(c, n), what=f"c's copy of {n}")
+        c.kill9()
+        harness.unmount(c.mnt)
+        # b re-creates c's copies at 256 KiB/s: several seconds, longer than gc_grace.
+        for n in on_c:
+            wait_for(lambda: self.live_copies(a, n) == ["a", "b"], timeout_s=90, what=f"repair of {n}")
+        time.sleep(3)  # GC runs every second: anything claimed without its data is gone by now
+        for n in on_c:
+            self.assertTrue(has_copy(b, n), f"b is named a holder of {n} but lacks its chunks")
+        a.stop()  # b alone must serve every file
+        for n in names:
+            self.assertEqual(slurp(b.path(n)), data[n], n)
+
+
 class NoStormTest(unittest.TestCase):
     """A pod back before failure.repair_delay costs a catch-up, nothing else: no copy is
     re-created while it was down (no repair storm after a reboot)."""
