@@ -409,8 +409,10 @@ class RepairSimulation {
       }
       for (auto& p : pods_)  // a drained pod leaves for good a few seconds after its last op
         if (p.left_ms != 0 && !p.lost && now_ms_ - p.left_ms > 5000) {
-          p.ns->make_durable();
-          send_all(p.id, p.rep->publish_local());
+          if (p.up()) {  // (it may have crashed since it recorded its leave: gone all the same)
+            p.ns->make_durable();
+            send_all(p.id, p.rep->publish_local());
+          }
           retire(p);
         }
       const uint32_t r = rng_() % 1000;
