@@ -260,10 +260,8 @@ class ReclaimTest(unittest.TestCase):
     def test_a_forgotten_pod_no_longer_holds_the_purge_back(self):
         cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network='trash_retention = "1s"\n')
         self.addCleanup(cluster.cleanup)
-        cluster.start()
+        cluster.start_connected()
         a, b, c = (cluster.pods[n] for n in "abc")
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
         c.kill9()
         harness.unmount(c.mnt)
         with open(a.path("gone.txt"), "w") as fh:
@@ -300,9 +298,7 @@ class JoinTest(unittest.TestCase):
         cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network='join = "token"\ntoken = "s3cret"\n')
         self.addCleanup(cluster.cleanup)
         a, b, c = (cluster.pods[n] for n in "abc")
-        cluster.start()
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        cluster.start_connected()
         os.makedirs(a.path("docs", "old"))
         for pod in (b, c):
             wait_for(lambda: os.path.isdir(pod.path("docs", "old")), what=f"docs on {pod.name}")
@@ -522,10 +518,8 @@ class UnderReplicationTest(unittest.TestCase):
     def setUp(self):
         self.cluster = Cluster(chunk_size="64KiB", redundancy=3, mode="sync")
         self.addCleanup(self.cluster.cleanup)
-        self.cluster.start()
+        self.cluster.start_connected()
         self.a, self.b, self.c = (self.cluster.pods[n] for n in "abc")
-        for pod in (self.a, self.b, self.c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
 
     def timed_write(self, name, size=1_000_000):
         start = time.monotonic()
@@ -605,9 +599,7 @@ class RebalanceTest(unittest.TestCase):
             'failure = { suspect_after = "2s", down_after = "3s", rebalance_rate = "16MiB" }\n'))
         self.addCleanup(cluster.cleanup)
         a, b, c = (cluster.pods[n] for n in "abc")
-        cluster.start()
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        cluster.start_connected()
         names = [f"r{i}.bin" for i in range(24)]
         data = {n: write_random(a, n, 100_000) for n in names}
         for n in names:
@@ -667,10 +659,8 @@ class RepairTest(unittest.TestCase):
         self.cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
             'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "6s", repair_rate = "8MiB" }\n'))
         self.addCleanup(self.cluster.cleanup)
-        self.cluster.start()
+        self.cluster.start_connected()
         self.a, self.b, self.c = (self.cluster.pods[n] for n in "abc")
-        for pod in (self.a, self.b, self.c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
 
     def live_copies(self, pod, name):
         """Holders of `name`'s version, as `pod` sees them, that are not lost."""
@@ -732,10 +722,8 @@ class SurplusTest(unittest.TestCase):
             'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "6s", repair_rate = "8MiB" }\n'),
             extra_pod={n: '[pod.cache]\nsize = "0"\n' for n in "abc"})
         self.addCleanup(self.cluster.cleanup)
-        self.cluster.start()
+        self.cluster.start_connected()
         a, b, c = (self.cluster.pods[n] for n in "abc")
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
         names = [f"s{i}.bin" for i in range(16)]
         data = {n: write_random(a, n, 150_000) for n in names}
         on_c = [n for n in names if "c" in [h["name"] for h in a.where(n)["holders"]]]
@@ -787,10 +775,8 @@ class SlowRepairTest(unittest.TestCase):
             'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "5s", repair_rate = "256KiB" }\n'),
             extra_pod={n: gc for n in "abc"})
         self.addCleanup(cluster.cleanup)
-        cluster.start()
+        cluster.start_connected()
         a, b, c = (cluster.pods[n] for n in "abc")
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
         names = [f"w{i}.bin" for i in range(24)]
         data = {n: write_random(a, n, 200_000) for n in names}
         on_c = [n for n in names if "c" in [h["name"] for h in a.where(n)["holders"]]]
@@ -818,10 +804,8 @@ class NoStormTest(unittest.TestCase):
         cluster = Cluster(chunk_size="64KiB", redundancy=2, extra_network=(
             'failure = { suspect_after = "2s", down_after = "3s", repair_delay = "60s" }\n'))
         self.addCleanup(cluster.cleanup)
-        cluster.start()
+        cluster.start_connected()
         a, b, c = (cluster.pods[n] for n in "abc")
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
         names = [f"n{i}.bin" for i in range(12)]
         for n in names:
             write_random(a, n, 100_000)
@@ -853,10 +837,8 @@ class DrainTest(unittest.TestCase):
         self.cluster = Cluster(chunk_size="64KiB", redundancy=2,
                                extra_network='failure = { suspect_after = "2s", down_after = "3s" }\n')
         self.addCleanup(self.cluster.cleanup)
-        self.cluster.start()
+        self.cluster.start_connected()
         self.a, self.b, self.c = (self.cluster.pods[n] for n in "abc")
-        for pod in (self.a, self.b, self.c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
 
     def test_drain_moves_every_copy_then_the_pod_leaves(self):
         names = [f"d{i}.bin" for i in range(16)]
@@ -910,10 +892,8 @@ class SituationTest(unittest.TestCase):
             f'reactions = {{ grave = "{grave}", mitigated = "continue" }}\n'),
             extra_pod={"c": 'disconnect = "read-only"\n'})
         self.addCleanup(self.cluster.cleanup)
-        self.cluster.start()
+        self.cluster.start_connected()
         self.a, self.b, self.c = (self.cluster.pods[n] for n in "abc")
-        for pod in (self.a, self.b, self.c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
 
     def situation(self, pod):
         return pod.status().get("situation", {})
@@ -1003,10 +983,8 @@ class PartitionTest(unittest.TestCase):
                           extra_pod={"c": 'disconnect = "read-only"\n'},
                           listen={n: links.address(n) for n in names}, prefix={n: links.prefix(n) for n in names})
         self.addCleanup(cluster.cleanup)
-        cluster.start()
+        cluster.start_connected()
         a, b, c = (cluster.pods[n] for n in names)
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
         with open(c.path("before.txt"), "w") as fh:
             fh.write("from c")
         wait_for(lambda: os.path.exists(a.path("before.txt")), what="c's file on a")
@@ -1037,10 +1015,8 @@ class PullTest(unittest.TestCase):
     def test_a_large_pull_does_not_delay_metadata(self):
         cluster = Cluster(chunk_size="64KiB", redundancy=2)
         self.addCleanup(cluster.cleanup)
-        cluster.start()
+        cluster.start_connected()
         a, b, c = (cluster.pods[n] for n in "abc")
-        for pod in (a, b, c):
-            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
         size = 200 << 20
         with open(a.path("big.bin"), "wb") as fh:
             for _ in range(size >> 20):

@@ -228,6 +228,14 @@ class Cluster:
             p.start()
         return self
 
+    def start_connected(self):
+        """Starts every pod and waits until each sees every other alive (placement and
+        repair need the peers known)."""
+        self.start()
+        for pod in self.pods.values():
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        return self
+
     def cleanup(self):
         errors = []
         for p in self.pods.values():
