@@ -455,7 +455,10 @@ class RepairSimulation {
           break;
         }
     }
-    for (int second = 0; second < 120; ++second) {
+    // The last seconds make no new op (no survey): the ops of the last surveys (a claim, a
+    // release) reach every pod before the pods are compared.
+    constexpr int kSeconds = 120, kQuietSeconds = 10;
+    for (int second = 0; second < kSeconds; ++second) {
       for (int tick = 0; tick < 10; ++tick) {
         now_ms_ += kStepMs;
         deliver_due();
@@ -466,6 +469,7 @@ class RepairSimulation {
           if (now_ms_ % 1000 == 0) {
             for (uint64_t peer : members_)
               if (peer != p.id) send(p.id, peer, p.rep->sync_request(peer).message);
+            if (second >= kSeconds - kQuietSeconds) continue;
             pull(p);
             repair(p);
           }
@@ -581,11 +585,14 @@ TEST(RepairSimulation, EveryVersionGetsItsCopiesBackAfterLossesRestartsAndPartit
       return;
     }
   }
-  // The runs must exercise repair, not pass by doing nothing.
-  EXPECT_GT(claims, 0u);
-  EXPECT_GT(rebalanced, 0u);
-  EXPECT_GT(releases, 0u);
-  EXPECT_GT(drains_done, 0u);
+  // The runs must exercise repair, not pass by doing nothing (a single seed, as when one is
+  // reproduced, may have no drain or rebalance of its own).
+  if (seeds.size() > 1) {
+    EXPECT_GT(claims, 0u);
+    EXPECT_GT(rebalanced, 0u);
+    EXPECT_GT(releases, 0u);
+    EXPECT_GT(drains_done, 0u);
+  }
   std::printf(
       "repair simulation: %zu seeds, %llu versions at the end (%llu whose only copy was lost), %llu repair claims, "
       "%llu rebalance claims, %llu releases, %llu surplus copies, %llu of %llu drains done\n",
