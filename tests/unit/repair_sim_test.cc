@@ -457,8 +457,21 @@ class RepairSimulation {
     }
     // The last seconds make no new op (no survey): the ops of the last surveys (a claim, a
     // release) reach every pod before the pods are compared.
-    constexpr int kSeconds = 120, kQuietSeconds = 10;
+    // Surveys go on for at least 120 s and until no pod made an op for 5 s (a rebalance
+    // claim in the last survey needs one more survey for the release it allows), at most
+    // 400 s; then the quiet seconds.
+    constexpr int kQuietSeconds = 10;
+    int kSeconds = 400 + kQuietSeconds, idle_seconds = 0;
+    uint64_t last_ops = 0;
     for (int second = 0; second < kSeconds; ++second) {
+      if (second < kSeconds - kQuietSeconds) {
+        uint64_t ops = 0;
+        for (auto& p : pods_)
+          if (!p.lost) ops += p.ns->applied()[p.id];
+        idle_seconds = ops == last_ops ? idle_seconds + 1 : 0;
+        last_ops = ops;
+        if (second >= 120 && idle_seconds >= 5) kSeconds = second + kQuietSeconds;
+      }
       for (int tick = 0; tick < 10; ++tick) {
         now_ms_ += kStepMs;
         deliver_due();
