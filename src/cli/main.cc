@@ -4,17 +4,27 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <thread>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "config/config.h"
 #include "daemon/control.h"
 #include "cli/status_view.h"
 #include "daemon/daemon.h"
+#include "daemon/storage_dir.h"
+#include "security/admin_auth.h"
+#include "security/certs.h"
+#include "security/tls_files.h"
 
 using namespace wormhole;
 
@@ -54,6 +64,52 @@ int ask_ok(const std::string& file, const std::string& pod_name, const nlohmann:
   return 1;
 }
 
+// Signs an admin action into `req` (admin, time_ms, signature) with the key in `key_file`
+// (PEM, `wormhole admin key create`); `admin` defaults to the file's name before
+// ".admin.key". Without a key file the request goes unsigned (refused where network.admins
+// lists any). Returns 0 or the exit code after printing why.
+int sign_admin_request(const std::string& file, const std::string& key_file, std::string admin,
+                       const std::string& action, nlohmann::json* req) {
+  if (key_file.empty()) return 0;
+  std::optional<Config> cfg;
+  std::string error;
+  cfg = load_config(file, &error);
+  if (!cfg) {
+    std::cerr << "wormhole: " << error << "\n";
+    return 2;
+  }
+  std::ifstream in(key_file);
+  std::stringstream pem;
+  pem << in.rdbuf();
+  if (!in) {
+    std::cerr << "wormhole: cannot read the admin key " << key_file << "\n";
+    return 2;
+  }
+  if (admin.empty()) {
+    admin = std::filesystem::path(key_file).filename().string();
+    if (const size_t dot = admin.find(".admin.key"); dot != std::string::npos) admin.resize(dot);
+  }
+  const uint64_t now = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  std::string signature;
+  if (!certs::sign_message(pem.str(), admin_statement(cfg->network.name, action, (*req)["pod"], now), &signature,
+                           &error)) {
+    std::cerr << "wormhole: " << key_file << ": " << error << "\n";
+    return 2;
+  }
+  static const char* digits = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char c : signature) {
+    hex.push_back(digits[c >> 4]);
+    hex.push_back(digits[c & 15]);
+  }
+  (*req)["admin"] = admin;
+  (*req)["time_ms"] = now;
+  (*req)["signature"] = hex;
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,6 +127,11 @@ int main(int argc, char** argv) {
   add_common(run);
   std::string log_level = "info";
   run->add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  std::string join_token;
+  run->add_option("--token", join_token,
+                  "join token (`wormhole token create` on the CA pod) for this pod's first certificate; "
+                  "default network.token")
+      ->envname("WORMHOLE_JOIN_TOKEN");
 
   CLI::App* status = app.add_subcommand("status", "show the state of a running pod");
   add_common(status);
@@ -114,6 +175,61 @@ int main(int argc, char** argv) {
   drain->add_option("pod", drain_pod, "the pod's name")->required();
   drain->add_flag("--json", json, "machine-readable output");
 
+  std::string admin_key, admin_name;
+  auto add_admin = [&](CLI::App* sub) {
+    sub->add_option("--admin-key", admin_key, "sign with this admin key (needed when network.admins lists any)")
+        ->envname("WORMHOLE_ADMIN_KEY");
+    sub->add_option("--admin", admin_name, "the admin's name (default: the key file's name before .admin.key)");
+  };
+  add_admin(forget);
+  add_admin(drain);
+
+  CLI::App* network = app.add_subcommand("network", "the network's certificate authority");
+  network->require_subcommand(1);
+  CLI::App* net_init = network->add_subcommand(
+      "init", "make the network CA in this pod's storage directory (the pod must be stopped) and print its "
+              "fingerprint; the first start of the file's first pod does the same");
+  add_common(net_init);
+
+  CLI::App* token = app.add_subcommand("token", "join tokens (network.join = \"token\"), on the pod that holds the CA");
+  token->require_subcommand(1);
+  CLI::App* token_create = token->add_subcommand("create", "print a new join token");
+  add_common(token_create);
+  std::string token_ttl = "1h";
+  uint32_t token_uses = 1;
+  token_create->add_option("--ttl", token_ttl, "valid this long")->capture_default_str();
+  token_create->add_option("--uses", token_uses, "for this many joins (0: unlimited)")->capture_default_str();
+  CLI::App* token_list = token->add_subcommand("list", "list the tokens this pod issued (never their secrets)");
+  add_common(token_list);
+  token_list->add_flag("--json", json, "machine-readable output");
+  CLI::App* token_revoke = token->add_subcommand("revoke", "revoke a token");
+  add_common(token_revoke);
+  std::string token_id;
+  token_revoke->add_option("id", token_id, "its id (as `token list` shows) or the token")->required();
+
+  CLI::App* pending = app.add_subcommand("pending", "pods waiting to join (network.join = \"approval\")");
+  add_common(pending);
+  pending->add_flag("--json", json, "machine-readable output");
+  std::string decide_pod;
+  CLI::App* approve = app.add_subcommand("approve", "let a pending pod join (an admin's signature when admins are set)");
+  add_common(approve);
+  add_admin(approve);
+  approve->add_option("pod", decide_pod, "the pod's name, as `wormhole pending` shows it")->required();
+  CLI::App* deny = app.add_subcommand("deny", "refuse a pending pod");
+  add_common(deny);
+  add_admin(deny);
+  deny->add_option("pod", decide_pod, "the pod's name")->required();
+
+  CLI::App* admin = app.add_subcommand("admin", "admin identities");
+  admin->require_subcommand(1);
+  CLI::App* admin_key_cmd = admin->add_subcommand("key", "admin keys");
+  admin_key_cmd->require_subcommand(1);
+  CLI::App* admin_key_create = admin_key_cmd->add_subcommand(
+      "create", "make an admin key pair: the private key goes to a file (0600), the line for network.admins is printed");
+  std::string admin_new_name, admin_out;
+  admin_key_create->add_option("name", admin_new_name, "the admin's name")->required();
+  admin_key_create->add_option("--out", admin_out, "private key file (default NAME.admin.key)");
+
   CLI::App* config = app.add_subcommand("config", "inspect a configuration file");
   config->require_subcommand(1);
   std::string check_file;
@@ -129,7 +245,7 @@ int main(int argc, char** argv) {
     std::optional<Config> cfg;
     const PodConfig* pod = pick(config_file, pod_name, &cfg);
     if (!pod) return 2;
-    return run_daemon(*cfg, *pod);
+    return run_daemon(*cfg, *pod, join_token);
   }
   if (status->parsed() && watch) {
     // Bounded by Ctrl-C (or the pod going away): one status a second.
@@ -187,16 +303,113 @@ int main(int argc, char** argv) {
                 << (u.value("under_replicated", false) ? " (under-replicated)" : "") << "\n";
     return 0;
   }
-  if (forget->parsed()) {
+  if (net_init->parsed()) {
+    std::optional<Config> cfg;
+    const PodConfig* pod = pick(config_file, pod_name, &cfg);
+    if (!pod) return 2;
+    StorageDir storage(pod->storage);
+    std::string error, fingerprint;
+    if (!storage.lock(&error) ||
+        !storage.load_identity(cfg->network.name, pod->name, cfg->network.chunk_size, &error)) {
+      std::cerr << "wormhole: " << error << "\n";
+      return 1;
+    }
+    TlsFiles tls(pod->storage);
+    if (!tls.load(&error) || !tls.init_network(cfg->network.name, pod->name, storage.pod_id(), &fingerprint, &error)) {
+      std::cerr << "wormhole: " << error << "\n";
+      return 1;
+    }
+    std::cout << "network " << cfg->network.name << ": CA in " << tls.dir << " (pod " << pod->name << ")\n"
+              << "fingerprint " << fingerprint << "\n"
+              << "put it in the network file so that joining pods check it:\n  ca_fingerprint = \"" << fingerprint
+              << "\"\n";
+    return 0;
+  }
+  if (token_create->parsed()) {
+    uint64_t ttl_ms = 0;
+    if (!parse_duration_ms(token_ttl, &ttl_ms) || ttl_ms == 0) {
+      std::cerr << "wormhole: --ttl: expected a duration such as 10m or 1h\n";
+      return 2;
+    }
     nlohmann::json r;
-    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "forget"}, {"pod", forget_pod}, {"force", forget_force}}, &r))
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "token"}, {"action", "create"}, {"ttl_ms", ttl_ms}, {"uses", token_uses}}, &r))
+      return rc;
+    std::cout << r["token"].get<std::string>() << "\n";
+    return 0;
+  }
+  if (token_list->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "token"}, {"action", "list"}}, &r)) return rc;
+    if (json) {
+      std::cout << r.dump() << "\n";
+      return 0;
+    }
+    for (auto& t : r["tokens"]) std::cout << t["id"].get<std::string>() << "  " << t["state"].get<std::string>() << "  uses left " << t["uses_left"].dump() << "\n";
+    return 0;
+  }
+  if (token_revoke->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "token"}, {"action", "revoke"}, {"id", token_id}}, &r)) return rc;
+    std::cout << "revoked token " << r["revoked"].get<std::string>() << "\n";
+    return 0;
+  }
+  if (pending->parsed()) {
+    nlohmann::json r;
+    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "pending"}}, &r)) return rc;
+    if (json) {
+      std::cout << r.dump() << "\n";
+      return 0;
+    }
+    if (r["pending"].empty()) std::cout << "no pod is waiting to join\n";
+    for (auto& p : r["pending"])
+      std::cout << p["pod"].get<std::string>() << "  " << p["address"].get<std::string>() << "  key "
+                << p["key_fingerprint"].get<std::string>() << "  " << p["decision"].get<std::string>() << ", waiting "
+                << p["waiting_s"] << " s\n";
+    return 0;
+  }
+  if (approve->parsed() || deny->parsed()) {
+    const std::string action = approve->parsed() ? "approve" : "deny";
+    nlohmann::json req{{"cmd", action}, {"pod", decide_pod}}, r;
+    if (int rc = sign_admin_request(config_file, admin_key, admin_name, action, &req)) return rc;
+    if (int rc = ask_ok(config_file, pod_name, req, &r)) return rc;
+    std::cout << (approve->parsed() ? "approved " : "denied ") << decide_pod << "\n";
+    return 0;
+  }
+  if (admin_key_create->parsed()) {
+    std::string private_pem, public_b64, error;
+    if (admin_new_name.empty() || admin_new_name.find_first_of(":\n ") != std::string::npos) {
+      std::cerr << "wormhole: an admin name without ':', spaces or newlines\n";
+      return 2;
+    }
+    if (admin_out.empty()) admin_out = admin_new_name + ".admin.key";
+    if (!certs::create_admin_key(&private_pem, &public_b64, &error)) {
+      std::cerr << "wormhole: " << error << "\n";
+      return 1;
+    }
+    const int fd = ::open(admin_out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || ::write(fd, private_pem.data(), private_pem.size()) != static_cast<ssize_t>(private_pem.size())) {
+      std::cerr << "wormhole: cannot write " << admin_out << " (it must not exist yet): " << std::strerror(errno) << "\n";
+      if (fd >= 0) ::close(fd);
+      return 1;
+    }
+    ::close(fd);
+    std::cout << "private key: " << admin_out << " (keep it secret; sign with --admin-key " << admin_out << ")\n"
+              << "add to [network] admins:\n  \"" << admin_new_name << ":" << public_b64 << "\"\n";
+    return 0;
+  }
+  if (forget->parsed()) {
+    nlohmann::json r, req{{"cmd", "forget"}, {"pod", forget_pod}, {"force", forget_force}};
+    if (int rc = sign_admin_request(config_file, admin_key, admin_name, "forget", &req)) return rc;
+    if (int rc = ask_ok(config_file, pod_name, req, &r))
       return rc;
     std::cout << "forgot pod " << forget_pod << ": the others stop waiting for it\n";
     return 0;
   }
   if (drain->parsed()) {
     nlohmann::json r;
-    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "drain"}, {"pod", drain_pod}}, &r)) return rc;
+    nlohmann::json req{{"cmd", "drain"}, {"pod", drain_pod}};
+    if (int rc = sign_admin_request(config_file, admin_key, admin_name, "drain", &req)) return rc;
+    if (int rc = ask_ok(config_file, pod_name, req, &r)) return rc;
     if (json) {
       std::cout << r.dump(2) << "\n";
       return 0;

@@ -1,10 +1,16 @@
 #include "config/config.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <sstream>
+#include <vector>
+
+#include <grp.h>
+#include <unistd.h>
 
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
@@ -182,6 +188,17 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
   if (net->join == "token" && net->token.empty()) r.fail(t.get("join"), "join", "join = \"token\" needs network.token");
   r.size("max_storage", &net->max_storage_bytes, 0, UINT64_MAX);
   r.strings("admins", &net->admins);
+  for (const std::string& a : net->admins) {
+    const size_t colon = a.find(':');
+    if (colon == 0 || colon == std::string::npos || a.size() - colon - 1 != 44)
+      r.fail(t.get("admins"), "admins",
+             "each admin is \"NAME:PUBLIC_KEY\" as `wormhole admin key create NAME` prints it, not \"" + a + "\"");
+  }
+  r.boolean("tls", &net->tls);
+  r.str("ca_fingerprint", &net->ca_fingerprint);
+  if (!net->ca_fingerprint.empty() &&
+      (net->ca_fingerprint.size() != 64 || net->ca_fingerprint.find_first_not_of("0123456789abcdef") != std::string::npos))
+    r.fail(t.get("ca_fingerprint"), "ca_fingerprint", "expected the 64 hex digits `wormhole network init` prints");
   r.str("conflict", &net->conflict, {"keep-both", "last-write-wins"});
   r.duration("trash_retention", &net->trash_retention_ms, 1);
   r.size("chunk_size", &net->chunk_size, 64 << 10, 64 << 20);
@@ -224,6 +241,7 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
   r.reject_unknown();
 }
 
+
 void read_pod(const std::string& file, const std::string& base_dir, const toml::table& t, size_t index,
               PodConfig* pod) {
   TableReader r(file, t, "pod[" + std::to_string(index) + "]");
@@ -245,6 +263,14 @@ void read_pod(const std::string& file, const std::string& base_dir, const toml::
   r.strings("labels", &pod->labels);
   r.str("disconnect", &pod->disconnect, {"continue", "read-only", "freeze"});
   r.duration("disconnect_timeout", &pod->disconnect_timeout_ms, 1);
+  r.str("control_group", &pod->control_group);
+  // Looked up by the pod's own daemon (run_daemon), not here: every machine reads the whole
+  // file, and a group that exists only on one pod's machine must not stop the others.
+  if (!pod->control_group.empty() &&
+      (pod->control_group.size() > 64 ||
+       pod->control_group.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") !=
+           std::string::npos))
+    r.fail(t.get("control_group"), "control_group", "not a group name");
   r.duration("gc_grace", &pod->gc_grace_s, 1000);
   r.duration("gc_interval", &pod->gc_interval_s, 1000);
   if (pod->gc_interval_s == 0) r.fail(t.get("gc_interval"), "gc_interval", "must be at least 1s");
@@ -281,6 +307,28 @@ void read_rule(const std::string& file, const toml::table& t, size_t index, Rule
 }
 
 }  // namespace
+
+// The id of group `name` (getgrnam_r). False + *why when there is no such group.
+bool lookup_group(const std::string& name, uint32_t* gid, std::string* why) {
+  long hint = ::sysconf(_SC_GETGR_R_SIZE_MAX);
+  std::vector<char> buf(hint > 0 ? static_cast<size_t>(hint) : 16384);
+  struct group gr;
+  struct group* found = nullptr;
+  int err;
+  // ERANGE: a group with many members; the buffer grows, up to 16 MiB.
+  while ((err = ::getgrnam_r(name.c_str(), &gr, buf.data(), buf.size(), &found)) == ERANGE && buf.size() < (16u << 20))
+    buf.resize(buf.size() * 2);
+  if (err != 0) {
+    *why = "cannot look up group \"" + name + "\": " + std::strerror(err);
+    return false;
+  }
+  if (!found) {
+    *why = "no group named \"" + name + "\" on this machine";
+    return false;
+  }
+  *gid = static_cast<uint32_t>(found->gr_gid);
+  return true;
+}
 
 bool parse_size(const std::string& text, uint64_t* bytes) {
   size_t i = 0;

@@ -22,7 +22,15 @@ struct NetworkConfig {
   std::string join = "open";        // open | token | approval
   std::string token;                // required when join = "token"
   uint64_t max_storage_bytes = 0;   // 0 = unlimited
+  // Admin identities, "NAME:PUBLIC_KEY" (base64 Ed25519, `wormhole admin key create`):
+  // with any listed, approvals, drain and forget must be signed by one of them.
   std::vector<std::string> admins;
+  // Pod-to-pod traffic over mutual TLS with the network CA (docs/architecture.md, Security).
+  bool tls = true;
+  // SHA-256 of the network CA's certificate (hex), as `wormhole network init` prints it: a
+  // pod without a certificate checks the CA it is shown against it. Empty: a join token's
+  // fingerprint, or trust on first use (logged).
+  std::string ca_fingerprint;
   std::string replication_mode = "async";  // async | sync (see README: Consistency model)
   uint64_t replication_delay_ms = 0;
   // How far ahead of this pod's clock a peer's op stamps may be; ops beyond are rejected
@@ -62,6 +70,9 @@ struct PodConfig {
   std::vector<std::string> labels;
   std::string disconnect = "continue";  // continue | read-only | freeze
   uint64_t disconnect_timeout_ms = 60000;  // freeze: how long a change waits for the network
+  // Besides root and the daemon's user, the members of this group may use the control
+  // socket; empty = nobody else. Its id is looked up on the pod's machine when it starts.
+  std::string control_group;
   uint64_t gc_grace_s = 600;        // unreferenced chunks younger than this are kept
   uint64_t gc_interval_s = 300;
 };
@@ -74,6 +85,9 @@ struct RuleConfig {
   bool read_only = false;
   std::optional<std::string> conflict;
 };
+
+// The id of group `name` on this machine (getgrnam_r). False + *why when there is none.
+bool lookup_group(const std::string& name, uint32_t* gid, std::string* why);
 
 struct Config {
   std::string file;  // absolute path of the file it was read from

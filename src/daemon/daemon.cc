@@ -19,10 +19,18 @@
 #include "fs/fuse_fs.h"
 #include "meta/namespace.h"
 #include "net/peer_node.h"
+#include "security/admin_auth.h"
 #include "store/rocks_kv.h"
 #include "vfs/vfs.h"
 
 namespace wormhole {
+namespace {
+uint64_t wall_clock_ms() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+}  // namespace
 
 std::string control_socket_path(const PodConfig& pod) { return pod.storage + "/control.sock"; }
 
@@ -137,7 +145,7 @@ int64_t wall_ns() {
 
 }  // namespace
 
-int run_daemon(const Config& config, const PodConfig& pod) {
+int run_daemon(const Config& config, const PodConfig& pod, const std::string& join_token) {
   std::string error;
   StorageDir storage(pod.storage);
   if (!storage.lock(&error) || !storage.load_identity(config.network.name, pod.name, config.network.chunk_size, &error)) {
@@ -178,8 +186,19 @@ int run_daemon(const Config& config, const PodConfig& pod) {
     vfs.set_replication(node.get());
     node->set_content_listener([&vfs](const std::vector<Gid>& inodes) { vfs.note_new_versions(inodes); });
     node->set_gate(&gate);
+    if (!join_token.empty()) node->set_join_token(join_token);
   }
   ns.trim();
+  std::optional<gid_t> control_gid;
+  if (!pod.control_group.empty()) {
+    uint32_t gid = 0;
+    std::string why;
+    if (!lookup_group(pod.control_group, &gid, &why)) {
+      spdlog::error("{}: pod {}: control_group: {}", config.file, pod.name, why);
+      return 2;
+    }
+    control_gid = gid;
+  }
 
   const auto started = std::chrono::steady_clock::now();
   std::atomic<bool> mounted{false};
@@ -214,6 +233,36 @@ int run_daemon(const Config& config, const PodConfig& pod) {
           {"situation", node ? node->situation_status() : nlohmann::json::object()},
           {"uptime_s", std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started)
                            .count()}};
+    }
+    // Actions only admins may take, when network.admins lists any: the request carries the
+    // admin's signature of the statement (security/admin_auth.h), checked here first.
+    if (cmd == "forget" || cmd == "drain" || cmd == "approve" || cmd == "deny") {
+      std::string signature;  // hex in the request; bad digits make a signature that fails
+      const std::string sig_hex = req.value("signature", "");
+      auto digit = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0; };
+      for (size_t i = 0; i + 1 < sig_hex.size() && i < 256; i += 2)
+        signature.push_back(static_cast<char>(digit(sig_hex[i]) * 16 + digit(sig_hex[i + 1])));
+      const std::string why = check_admin(config.network.admins, config.network.name, cmd, req.value("pod", ""),
+                                          req.value("time_ms", uint64_t{0}), wall_clock_ms(), req.value("admin", ""),
+                                          signature);
+      if (!why.empty()) {
+        spdlog::warn("control socket: {} {} {}", cmd, req.value("pod", ""), why);
+        return nlohmann::json{{"error", why}};
+      }
+    }
+    if (cmd == "token") {
+      if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
+      return node->tokens(req);
+    }
+    if (cmd == "pending") {
+      if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
+      return nlohmann::json{{"pending", node->pending_joins()}};
+    }
+    if (cmd == "approve" || cmd == "deny") {
+      if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
+      const std::string why = node->decide_join(req.value("pod", ""), cmd == "approve");
+      if (!why.empty()) return nlohmann::json{{"error", why}};
+      return nlohmann::json{{cmd == "approve" ? "approved" : "denied", req.value("pod", "")}};
     }
     if (cmd == "forget") {
       if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
@@ -256,7 +305,7 @@ int run_daemon(const Config& config, const PodConfig& pod) {
       return nlohmann::json{{"removed_chunks", vfs.collect_garbage(grace, pod.cache_bytes)}};
     }
     return nlohmann::json{{"error", "unknown command \"" + cmd + "\""}};
-  });
+  }, ControlAccess{pod.name, control_gid, pod.control_group});
   if (!control.start(&error)) {
     spdlog::error("{}", error);
     return 1;

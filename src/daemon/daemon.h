@@ -9,7 +9,9 @@
 namespace wormhole {
 
 // Runs the pod `pod` of `config`. Returns the process exit code.
-int run_daemon(const Config& config, const PodConfig& pod);
+// `join_token`: presented when this pod asks the network CA for its certificate (empty:
+// network.token).
+int run_daemon(const Config& config, const PodConfig& pod, const std::string& join_token = "");
 
 // Path of the control socket of a pod (in its storage directory).
 std::string control_socket_path(const PodConfig& pod);

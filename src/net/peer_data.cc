@@ -595,7 +595,7 @@ grpc::Status PeerNode::receive_push(grpc::ServerContext* ctx, grpc::ServerReader
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "a push starts with its header");
   const pb::PushHeader header = piece.header();
   const std::string why =
-      check_sender(header.protocol_version(), header.network(), header.chunk_size(), header.from_pod_name(),
+      check_caller(ctx, header.protocol_version(), header.network(), header.chunk_size(), header.from_pod_name(),
                    header.from_pod_id());
   if (!why.empty()) {
     spdlog::warn("refused a push from {}: {}", ctx->peer(), why);

@@ -41,6 +41,7 @@ pb::Member PeerNode::self_member() const {
   m.set_name(self_.name);
   m.set_address(self_.listen);
   m.set_role(self_.role);
+  m.set_ca(config_.network.tls && tls_.is_ca());
   return m;
 }
 
@@ -74,7 +75,7 @@ void PeerNode::adopt_members() {
   }
 }
 
-grpc::Status PeerNode::handle_join(const pb::JoinRequest& req, pb::JoinReply* reply) {
+grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinRequest& req, pb::JoinReply* reply) {
   const pb::Member& m = req.pod();
   auto refuse = [&](const std::string& why) {
     spdlog::warn("refused pod \"{}\" ({}) joining: {}", m.name(), m.address(), why);
@@ -90,15 +91,34 @@ grpc::Status PeerNode::handle_join(const pb::JoinRequest& req, pb::JoinReply* re
     reply->set_reason("incomplete or invalid pod description");
     return grpc::Status::OK;
   }
-  const std::string& policy = config_.network.join;
-  if (policy == "token" && req.token() != config_.network.token) return refuse("wrong join token");
-  if (policy == "approval") return refuse("network.join = \"approval\": add the pod to the [[pod]] list instead");
   if (m.name() == self_.name || m.pod_id() == pod_id_) return refuse("that is this pod's name or identity");
   {
     std::lock_guard lock(mu_);
     for (auto& p : peers())
       if (p->name == m.name() && p->id != 0 && p->id != m.pod_id())
         return refuse("the name \"" + m.name() + "\" belongs to another pod");
+  }
+  const std::string& policy = config_.network.join;
+  if (config_.network.tls) {
+    // A pod without a certificate asks for one (the policy decides); a pod with one is a
+    // member already (the CA signed it): its certificate must be the pod it describes.
+    if (!req.csr().empty()) {
+      if (req.csr().size() > certs::kMaxPemBytes) return refuse("a certificate request too large");
+      if (std::string why = certify_join(req, reply); !why.empty()) {
+        if (!reply->pending()) return refuse(why);
+        reply->set_accepted(false);
+        reply->set_reason(why);
+        return grpc::Status::OK;
+      }
+    } else if (std::string why = check_caller(ctx, req.protocol_version(), req.network(), req.chunk_size(), m.name(),
+                                              m.pod_id());
+               !why.empty() && why.find("not a member") == std::string::npos) {
+      return refuse(why);
+    }
+  } else if (policy == "token" && req.token() != config_.network.token) {
+    return refuse("wrong join token");
+  } else if (policy == "approval") {
+    return refuse("network.join = \"approval\" needs network.tls: add the pod to the [[pod]] list instead");
   }
   // Recorded as an op: every member learns of the new pod, now or when it comes back.
   if (int err = ns_.record_member(m)) return refuse(std::string("cannot record the member: ") + std::strerror(err));
@@ -122,9 +142,13 @@ grpc::Status PeerNode::handle_join(const pb::JoinRequest& req, pb::JoinReply* re
 
 bool PeerNode::join_network(std::string* error) {
   std::string reasons;
-  bool joined = false;
+  // A pod that got its certificate at this start joined then (the CA pod recorded it).
+  bool joined = certified_by_join_;
   for (const std::string& address : self_.peers) {
-    auto stub = pb::Peer::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    if (joined) break;
+    grpc::ChannelArguments args;
+    if (config_.network.tls) args.SetSslTargetNameOverride(certs::kPodDnsName);
+    auto stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, channel_credentials(), args));
     pb::JoinRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network(config_.network.name);
@@ -212,7 +236,7 @@ int PeerNode::act_on_snapshot_advice() {
 grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest& req,
                                       grpc::ServerWriter<pb::SnapshotPiece>* writer) {
   const std::string why =
-      check_sender(req.protocol_version(), req.network(), req.chunk_size(), req.from_pod_name(), req.from_pod_id());
+      check_caller(ctx, req.protocol_version(), req.network(), req.chunk_size(), req.from_pod_name(), req.from_pod_id());
   if (!why.empty()) {
     spdlog::warn("refused a snapshot to {}: {}", ctx->peer(), why);
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);

@@ -59,7 +59,7 @@ class PeerNode::Service final : public pb::Peer::Service {
 
   grpc::Status Exchange(grpc::ServerContext* ctx, const pb::Envelope* req, pb::EnvelopeReply* reply) override {
     const std::string why =
-        node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(), req->from_pod_name(),
+        node_.check_caller(ctx, req->protocol_version(), req->network(), req->chunk_size(), req->from_pod_name(),
                            req->from_pod_id());
     if (!why.empty()) {
       spdlog::warn("refused a request from {}: {}", ctx->peer(), why);
@@ -104,7 +104,7 @@ class PeerNode::Service final : public pb::Peer::Service {
     // Chunks are served to members only, as Exchange is (what a member may read is not
     // restricted further: every member may read every file).
     const std::string why =
-        node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(), req->from_pod_name(),
+        node_.check_caller(ctx, req->protocol_version(), req->network(), req->chunk_size(), req->from_pod_name(),
                            req->from_pod_id());
     if (!why.empty()) {
       spdlog::warn("refused a chunk request from {}: {}", ctx->peer(), why);
@@ -153,14 +153,22 @@ class PeerNode::Service final : public pb::Peer::Service {
 
   grpc::Status Join(grpc::ServerContext* ctx, const pb::JoinRequest* req, pb::JoinReply* reply) override {
     if (req->protocol_version() != kProtocolVersion || req->network() != node_.config_.network.name) {
-      spdlog::warn("refused a join from {}: wrong protocol version or network", ctx->peer());
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "wrong protocol version or network");
+      // Named only once validated (it is echoed and logged).
+      const std::string why =
+          req->protocol_version() != kProtocolVersion
+              ? "protocol version " + std::to_string(req->protocol_version()) + ", this pod speaks " +
+                    std::to_string(kProtocolVersion)
+          : valid_pod_name(req->network())
+              ? "network \"" + req->network() + "\", this pod is in \"" + node_.config_.network.name + "\""
+              : std::string("an invalid network name");
+      spdlog::warn("refused a join from {}: {}", ctx->peer(), why);
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
     }
     if (std::string why = node_.check_chunk_size(req->chunk_size()); !why.empty()) {
       spdlog::warn("refused a join from {}: {}", ctx->peer(), why);
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, why);
     }
-    return node_.handle_join(*req, reply);
+    return node_.handle_join(ctx, *req, reply);
   }
 
   grpc::Status Snapshot(grpc::ServerContext* ctx, const pb::SnapshotRequest* req,
@@ -170,7 +178,7 @@ class PeerNode::Service final : public pb::Peer::Service {
 
   grpc::Status GetVersions(grpc::ServerContext* ctx, const pb::VersionsRequest* req,
                            pb::VersionsReply* reply) override {
-    const std::string why = node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(),
+    const std::string why = node_.check_caller(ctx, req->protocol_version(), req->network(), req->chunk_size(),
                                                req->from_pod_name(), req->from_pod_id());
     if (!why.empty()) {
       spdlog::warn("refused a version request from {}: {}", ctx->peer(), why);
@@ -196,7 +204,7 @@ class PeerNode::Service final : public pb::Peer::Service {
 
   grpc::Status ConfirmHolding(grpc::ServerContext* ctx, const pb::ConfirmHoldingRequest* req,
                               pb::ConfirmHoldingReply* reply) override {
-    const std::string why = node_.check_sender(req->protocol_version(), req->network(), req->chunk_size(),
+    const std::string why = node_.check_caller(ctx, req->protocol_version(), req->network(), req->chunk_size(),
                                                req->from_pod_name(), req->from_pod_id());
     if (!why.empty()) {
       spdlog::warn("refused a holding confirmation request from {}: {}", ctx->peer(), why);
@@ -221,7 +229,9 @@ PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id,
       started_ms_(now_ms()),
       failure_times_{static_cast<int64_t>(config.network.suspect_after_ms),
                      static_cast<int64_t>(config.network.down_after_ms),
-                     static_cast<int64_t>(config.network.repair_delay_s * 1000)} {
+                     static_cast<int64_t>(config.network.repair_delay_s * 1000)},
+      tls_(self.storage),
+      join_token_(config.network.token) {
   std::lock_guard lock(mu_);
   replicator_.set_limits(config.network.max_clock_skew_ms, config.network.chunk_size);
   for (const PodConfig& p : config.pods)
@@ -257,7 +267,9 @@ PeerNode::Peer* PeerNode::add_peer_locked(const std::string& name, const std::st
   // A pod that comes back is talked to within seconds (gRPC's default backoff grows to
   // 2 minutes, meanwhile every call to it fails at once and it is passed over).
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
-  peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+  // Every pod's certificate names kPodDnsName: who the peer is comes from its subject.
+  if (config_.network.tls) args.SetSslTargetNameOverride(certs::kPodDnsName);
+  peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, channel_credentials(), args));
   peer->id = id;
   if (id != 0) replicator_.add_member(id);
   peer_slots_[n] = std::move(peer);
@@ -289,10 +301,20 @@ PeerNode::~PeerNode() {
 }
 
 bool PeerNode::start(std::string* error) {
+  if (!prepare_tls(error)) return false;
+  {
+    // Channels made before the certificate was there (the configured pods) get it now.
+    std::lock_guard lock(mu_);
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+    if (config_.network.tls) args.SetSslTargetNameOverride(certs::kPodDnsName);
+    for (auto& p : peers()) p->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(p->address, channel_credentials(), args));
+  }
   service_ = std::make_unique<Service>(*this);
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(self_.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(self_.listen, server_credentials(), &port);
   builder.SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder.SetMaxSendMessageSize(kMaxMessageBytes);
   builder.RegisterService(service_.get());

@@ -37,12 +37,17 @@
 #include "fs/kernel_cache.h"
 #include "meta/namespace.h"
 #include "replication/replicator.h"
+#include "security/certs.h"
+#include "security/join_tokens.h"
+#include "security/tls_files.h"
 #include "vfs/content_replication.h"
 #include "vfs/write_gate.h"
 
 namespace grpc {
+class ChannelCredentials;
 class Server;
 class ServerContext;
+class ServerCredentials;
 template <class R>
 class ServerReader;
 template <class W>
@@ -57,7 +62,8 @@ namespace wormhole {
 // 4: delta commits; 5: pieces (ChunkRef.span_offset); 6: chunks named by their block table.
 // 7: HoldVersion (repair copies claimed by their holder).
 // 8: HoldVersion.release (surplus copies released), ConfirmHolding.
-inline constexpr uint32_t kProtocolVersion = 8;
+// 9: mutual TLS (network.tls), JoinRequest.csr and the CA pod, pending joins.
+inline constexpr uint32_t kProtocolVersion = 9;
 
 class PeerNode final : public ContentReplication {
  public:
@@ -77,6 +83,9 @@ class PeerNode final : public ContentReplication {
   // The gate this pod's file operations pass (the situation's reaction, the disconnect
   // strategy), set every sync round. Set before start().
   void set_gate(WriteGate* gate) { gate_ = gate; }
+  // The join token this pod presents when it asks for its certificate (`run --token`);
+  // default network.token. Set before start().
+  void set_join_token(std::string token) { join_token_ = std::move(token); }
   // The situation (favorable / mitigated / grave) with what makes it so, the gate's mode,
   // whether this pod is cut off and since when. For `wormhole status`.
   nlohmann::json situation_status();
@@ -93,6 +102,16 @@ class PeerNode final : public ContentReplication {
   // (records itself forgotten). Refused for an unknown, forgotten or client pod, and when
   // the storage pods left would be fewer than the redundancy. Returns "" or why not.
   std::string drain(const std::string& name);
+  // `wormhole token create|list|revoke` (request fields: action, ttl_ms, uses, id): join
+  // tokens issued by this pod, which must hold the network CA. A JSON reply ({"error"} on
+  // failure).
+  nlohmann::json tokens(const nlohmann::json& request);
+  // `wormhole pending`: join requests waiting for an admin (network.join = "approval") with
+  // their key fingerprints.
+  nlohmann::json pending_joins();
+  // `wormhole approve|deny NAME`: decides a pending join (the caller verified the admin's
+  // signature). Returns "" or why not.
+  std::string decide_join(const std::string& name, bool approve);
   // Peers with their state (alive / suspect / down / forgotten), for `wormhole status`.
   nlohmann::json status();
   // Chunk bytes this pod sent and received since it started, by kind: pushed (sent along a
@@ -156,6 +175,11 @@ class PeerNode final : public ContentReplication {
     req->set_from_pod_name(self_.name);
     req->set_from_pod_id(pod_id_);
   }
+  // Validates an incoming request's identity: with TLS, the caller's certificate (verified
+  // against the network CA by the handshake) must name the pod the request says it is
+  // from, then check_sender. Returns "" or the reason to refuse.
+  std::string check_caller(grpc::ServerContext* ctx, uint32_t version, const std::string& network,
+                           uint64_t chunk_size, const std::string& name, uint64_t id);
   // Validates an incoming request's identity; returns "" or the reason to refuse.
   std::string check_sender(uint32_t version, const std::string& network, uint64_t chunk_size, const std::string& name,
                            uint64_t id);
@@ -177,7 +201,27 @@ class PeerNode final : public ContentReplication {
   // Adds the members of the replicated list this pod does not talk to yet.
   void adopt_members();
   // Serves Join: the join policy, then records the pod in the member list.
-  grpc::Status handle_join(const pb::JoinRequest& req, pb::JoinReply* reply);
+  grpc::Status handle_join(grpc::ServerContext* ctx, const pb::JoinRequest& req, pb::JoinReply* reply);
+  // network.tls, before the server starts (net/peer_security.cc): loads this pod's
+  // certificate, or makes the network CA (the first [[pod]] of the file, without peers, on
+  // its first start), or asks the CA pod for one (a join with a CSR; waits while pending).
+  bool prepare_tls(std::string* error);
+  bool obtain_certificate(std::string* error);
+  // One join attempt with a CSR at `address`; "" when the certificate was stored, else why
+  // not; *retry: worth asking again (pending, redirect, unreachable).
+  std::string join_with_csr(const std::string& address, const std::string& ca_cert, const std::string& csr,
+                            std::string* redirect, bool* retry);
+  // The network CA certificate to trust when asking `address` for a certificate: the one it
+  // shows, checked against network.ca_fingerprint or the join token's (else trusted on
+  // first use, logged). "" + *error when it does not match.
+  std::string trusted_ca_at(const std::string& address, std::string* error);
+  std::shared_ptr<grpc::ChannelCredentials> channel_credentials() const;
+  std::shared_ptr<grpc::ServerCredentials> server_credentials() const;
+  // Serves a join that carries a CSR (this pod holds the CA): the join policy (open, token,
+  // approval), then the certificate. Returns "" (reply filled) or why not.
+  std::string certify_join(const pb::JoinRequest& req, pb::JoinReply* reply);
+  // The address of the pod that holds the network CA, as the member list says ("" if none).
+  std::string ca_address();
   // Joins through the configured peers; when this pod never synced, catches up (bounded).
   bool join_network(std::string* error);
   // Serves Snapshot / installs one from `peer` (only on a pod that applied no op yet).
@@ -392,6 +436,22 @@ class PeerNode final : public ContentReplication {
   std::set<std::string> fetching_;               // chunks being fetched (guarded by fetch_mu_)
   std::deque<PrefetchJob> prefetch_queue_;       // bounded; guarded by fetch_mu_
   std::vector<std::thread> prefetch_threads_;
+  // network.tls: this pod's key, certificate and CA (TlsFiles), the tokens it issued, the
+  // joins waiting for approval (bounded: kMaxPendingJoins, oldest dropped).
+  TlsFiles tls_;
+  std::unique_ptr<JoinTokens> tokens_;
+  std::string join_token_;  // the token this pod joins with (--token, or network.token)
+  bool certified_by_join_ = false;  // this start joined while getting its certificate
+  std::set<std::string> tofu_logged_;  // CA fingerprints trusted on first use, logged once (start-up only)
+  struct PendingJoin {
+    pb::Member member;
+    std::string key_fingerprint, address_seen;
+    int64_t first_ms = 0, last_ms = 0;  // steady clock
+    int decision = 0;                   // 1 approved, -1 denied
+  };
+  static constexpr size_t kMaxPendingJoins = 64;
+  std::mutex pending_mu_;  // a leaf lock
+  std::map<std::string, PendingJoin> pending_;  // by pod name
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> stop_{false};

@@ -122,9 +122,14 @@ class ClusterTest(unittest.TestCase):
             text = text.replace(first, port_a, 1)  # x "listens" on a's address: y will talk to a
             with open(other.config, "w") as f:
                 f.write(text)
-            other.pods["y"].start()
-            wait_for(lambda: "refused a request" in self.a.read_log(), what="a refusing the foreign pod")
+            y = other.pods["y"]
+            y.start(wait=False)
+            # With TLS (the default), y asks a for a certificate: refused, and y gives up.
+            wait_for(lambda: "refused a join" in self.a.read_log(), what="a refusing the foreign pod")
             self.assertIn('network "elsewhere"', self.a.read_log())
+            self.assertNotEqual(y.proc.wait(timeout=30), 0)
+            self.assertIn('network "elsewhere"', y.read_log())
+            y.proc = None
         finally:
             other.cleanup()
         self.assertEqual(self.a.status()["pod"], "a")

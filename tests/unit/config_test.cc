@@ -121,6 +121,11 @@ TEST(Config, RejectsBadInputNamingFileLineAndKey) {
        "mountpoint=\"/n\"\nstorage=\"/t\"\n",
        "pod[1].name: duplicate pod name", 8},
       {"[network]\nname = \"x\"\n[[pod]]\nname = \"a\"\nmountpoint = [\n", "", 5},  // TOML syntax error
+      {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n"
+       "control_group = \"no such group\"\n",
+       "pod[0].control_group: not a group name", 7},
+      {"[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\ncontrol_group = 0\n",
+       "pod[0].control_group: expected a string", 7},
   };
   for (const BadCase& c : cases) {
     std::string err;
@@ -129,6 +134,26 @@ TEST(Config, RejectsBadInputNamingFileLineAndKey) {
     EXPECT_EQ(err.rfind(path + ":" + std::to_string(c.line) + ":", 0), 0u) << err;
     EXPECT_NE(err.find(c.expect), std::string::npos) << err;
   }
+}
+
+TEST(Config, ControlGroupIsLookedUpOnItsPodsMachine) {
+  std::string err;
+  auto cfg = load_config(write_file(kValid), &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->pods[0].control_group, "");  // by default: root and the daemon's user only
+  // A group that does not exist here is no error of the file (it may exist on that pod's
+  // machine): the pod's daemon looks it up when it starts.
+  cfg = load_config(write_file("[network]\nname = \"x\"\n[[pod]]\nname=\"a\"\nmountpoint=\"/m\"\nstorage=\"/s\"\n"
+                               "control_group = \"no-such-group-wh\"\n"),
+                    &err);
+  ASSERT_TRUE(cfg) << err;
+  EXPECT_EQ(cfg->pods[0].control_group, "no-such-group-wh");
+  uint32_t gid = 1;
+  std::string why;
+  EXPECT_FALSE(lookup_group("no-such-group-wh", &gid, &why));
+  EXPECT_NE(why.find("no group named"), std::string::npos) << why;
+  ASSERT_TRUE(lookup_group("root", &gid, &why)) << why;  // gid 0 on every Linux system
+  EXPECT_EQ(gid, 0u);
 }
 
 TEST(Config, MissingFileIsAnError) {
