@@ -158,6 +158,7 @@ def main():
     parser.add_argument("--shaped-mib", type=int, default=96, help="file size for the shaped-link read figures")
     parser.add_argument("--only-shaped", action="store_true",
                         help="run only the shaped-link read figures (network namespaces; root)")
+    parser.add_argument("--only-tls", action="store_true", help="run only the TLS cost ratios")
     parser.add_argument("--long", action="store_true",
                         help="run only the long figures (rss_mb_1m_files: a pod's memory with --long-files files)")
     parser.add_argument("--long-files", type=int, default=1_000_000, help="files created for the long figures")
@@ -178,6 +179,11 @@ def main():
     if args.only_repair:
         for name, value in repair_figures(work, args.repair_mib):
             print(f"figure {name} {value:.1f}")
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    if args.only_tls:
+        for name, value in tls_cost_ratios(work, args.files, args.remote_mib):
+            print(f"ratio {name} {value:.3f}")
         shutil.rmtree(work, ignore_errors=True)
         return
     if args.only_shaped:
@@ -299,6 +305,9 @@ def main():
                             remote_read(work, holders, args.remote_mib)))
             print(f"{figures[-1][0]:<22} {figures[-1][1]:10.1f} MB/s (reader holds no copy)", flush=True)
         figures += shaped_read_figures(work, args.shaped_mib)  # the same over shaped links (issue 8 §6)
+        tls_ratios = tls_cost_ratios(work, n, args.remote_mib)  # what mutual TLS costs (issue 9)
+    else:
+        tls_ratios = []
     for name, value in small_writes(work, args.pods):
         figures.append((name, value))
         print(f"{name:<48} {value:12.0f} bytes", flush=True)
@@ -316,6 +325,8 @@ def main():
         print(f"ratio {metric} {(w / l) if hib else (l / w):.3f}")
     for metric, value in fuse_ratios:
         print(f"ratio_fuse {metric} {value:.3f}")
+    for metric, value in tls_ratios:
+        print(f"ratio {metric} {value:.3f}")
     for name, value in figures:
         print(f"figure {name} {value:.1f}")
 
@@ -741,12 +752,12 @@ def remote_randread_bytes(work, reads=200, size_mib=256):
         net.cleanup()
 
 
-def remote_read(work, holders, size_mib):
+def remote_read(work, holders, size_mib, extra_network=""):
     """Throughput of a cold sequential read on a pod (role client) that holds no copy of a
     file whose `holders` copies live on other pods of the same machine."""
     names = [f"h{i}" for i in range(holders)] + ["reader"]
     net = Cluster(names=names, redundancy=holders, roles={"reader": "client"}, root_dir=work,
-                  chunk_size=CHUNK_SIZE)
+                  chunk_size=CHUNK_SIZE, extra_network=extra_network)
     try:
         net.start()
         writer, reader = net.pods["h0"], net.pods["reader"]
@@ -763,6 +774,38 @@ def remote_read(work, holders, size_mib):
     finally:
         net.cleanup()
 
+
+
+def create_rate_3_pods(work, n, extra_network=""):
+    """Files of 100 bytes created per second on pod a of a 3-pod network (redundancy 3)."""
+    net = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=work, chunk_size=CHUNK_SIZE,
+                  extra_network=extra_network)
+    try:
+        net.start_connected()
+        root = net.pods["a"].path("created")
+        os.makedirs(root)
+        return n / timed(make_files, root, n)
+    finally:
+        net.cleanup()
+
+
+def tls_cost_ratios(work, n, remote_mib, runs=2):
+    """What mutual TLS between pods costs (issue 9): remote-read throughput and 3-pod create
+    rate with network.tls on over the same with it off, best of `runs` each, alternated so
+    that the machine's drift hits both. Target: each ratio >= 0.85.
+      ratio tls_remote_read     MB/s read from one holder, TLS / clear
+      ratio tls_create_3_pods   files/s created on pod a of three, TLS / clear"""
+    best = {}
+    for _ in range(runs):
+        for tls in ("true", "false"):
+            extra = f"tls = {tls}\n"
+            rr = remote_read(work, 1, remote_mib, extra)
+            cr = create_rate_3_pods(work, n, extra)
+            best[("rr", tls)] = max(best.get(("rr", tls), 0), rr)
+            best[("cr", tls)] = max(best.get(("cr", tls), 0), cr)
+            print(f"# tls={tls}: remote read {rr:.1f} MB/s, create {cr:.0f} files/s", flush=True)
+    return [("tls_remote_read", best[("rr", "true")] / best[("rr", "false")]),
+            ("tls_create_3_pods", best[("cr", "true")] / best[("cr", "false")])]
 
 
 def shaped_read_figures(work, size_mib, link_mbit=200):

@@ -185,7 +185,7 @@ void read_network(const std::string& file, const toml::table& t, NetworkConfig* 
   if (red) net->redundancy = *red;
   r.str("join", &net->join, {"open", "token", "approval"});
   r.str("token", &net->token);
-  if (net->join == "token" && net->token.empty()) r.fail(t.get("join"), "join", "join = \"token\" needs network.token");
+  // join = "token" takes the tokens `wormhole token create` makes, and network.token if set.
   r.size("max_storage", &net->max_storage_bytes, 0, UINT64_MAX);
   r.strings("admins", &net->admins);
   for (const std::string& a : net->admins) {

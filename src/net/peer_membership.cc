@@ -104,6 +104,9 @@ grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinReque
     // member already (the CA signed it): its certificate must be the pod it describes.
     if (!req.csr().empty()) {
       if (req.csr().size() > certs::kMaxPemBytes) return refuse("a certificate request too large");
+      if (!tls_.is_ca() && ca_address().empty())  // not a refusal: this member is still catching up
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "this pod does not hold the network CA and knows of none yet: ask again");
       if (std::string why = certify_join(req, reply); !why.empty()) {
         if (!reply->pending()) return refuse(why);
         reply->set_accepted(false);
@@ -115,7 +118,8 @@ grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinReque
                !why.empty() && why.find("not a member") == std::string::npos) {
       return refuse(why);
     }
-  } else if (policy == "token" && req.token() != config_.network.token) {
+  } else if (policy == "token" && (config_.network.token.empty() || req.token() != config_.network.token)) {
+    // Without TLS only network.token is checked (wh1- tokens need the CA): none set, none fits.
     return refuse("wrong join token");
   } else if (policy == "approval") {
     return refuse("network.join = \"approval\" needs network.tls: add the pod to the [[pod]] list instead");

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <thread>
+#include <utility>
 
 #include "meta/op_validation.h"
 #include "net/peer.h"
@@ -207,33 +208,48 @@ bool PeerNode::obtain_certificate(std::string* error) {
     *error = "no certificate and no pod to ask for one: list the network's pods ([[pod]] listen) or peers";
     return false;
   }
-  spdlog::info("TLS: asking the network CA for this pod's certificate");
+  certs::Identity me;
+  std::string unused;
+  certs::read_csr(csr, &me, &unused);
+  // The key's fingerprint is what an admin compares with `wormhole pending` before approving.
+  spdlog::info("TLS: asking the network CA for this pod's certificate (this pod's key {})", me.key_fingerprint);
   const int64_t deadline = steady_now_ms() + kCertificateWaitMs;
   std::string last;
   int64_t logged_ms = 0;
-  for (int round = 0; steady_now_ms() < deadline; ++round) {  // bounded by the deadline
-    std::string redirect;
-    for (size_t i = 0; i < addresses.size(); ++i) {
-      const std::string address = redirect.empty() ? addresses[i] : redirect;
-      if (!redirect.empty()) --i;  // the redirect is asked first, then the list goes on
-      redirect.clear();
-      std::string why;
-      const std::string ca = trusted_ca_at(address, &why);
-      bool retry = true;
-      if (!ca.empty()) {
-        why = join_with_csr(address, ca, csr, &redirect, &retry);
-        if (why.empty()) {
-          spdlog::info("TLS: got this pod's certificate through {} (network CA {})", address,
-                       certs::cert_fingerprint(ca));
-          return true;
-        }
+  bool said_pending = false;
+  // One attempt at `address`: 1 got it, 0 ask again later, -1 refused for good. A member that
+  // is not the CA pod names it (*redirect).
+  auto attempt = [&](const std::string& address, std::string* redirect) {
+    std::string why;
+    const std::string ca = trusted_ca_at(address, &why);
+    bool retry = true;
+    if (!ca.empty()) {
+      why = join_with_csr(address, ca, csr, redirect, &retry);
+      if (why.empty()) {
+        spdlog::info("TLS: got this pod's certificate through {} (network CA {})", address,
+                     certs::cert_fingerprint(ca));
+        return 1;
       }
-      if (!retry) {
-        *error = "the network refused this pod a certificate: " + why;
-        return false;
+    }
+    if (!retry) {
+      *error = "the network refused this pod a certificate: " + why;
+      return -1;
+    }
+    if (why.find("approval") != std::string::npos && !std::exchange(said_pending, true))
+      spdlog::warn("TLS: {}", why);
+    last = why;
+    return 0;
+  };
+  while (steady_now_ms() < deadline) {  // bounded by the deadline
+    for (const std::string& address : addresses) {  // bounded: the list is fixed
+      std::string redirect;
+      int got = attempt(address, &redirect);
+      if (got == 0 && !redirect.empty() && redirect != address) {
+        std::string again;
+        got = attempt(redirect, &again);  // one hop: the CA pod answers itself
       }
-      last = why;
-      if (redirect == address) redirect.clear();  // never loops on one pod
+      if (got > 0) return true;
+      if (got < 0) return false;
     }
     if (steady_now_ms() - logged_ms >= 30000) {
       logged_ms = steady_now_ms();

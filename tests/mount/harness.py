@@ -99,13 +99,14 @@ class Pod:
         # Run the daemon under this command, e.g. ["nsenter", "--net=/run/netns/x"] (its
         # FUSE mount and control socket stay visible here).
         self.prefix = prefix or []
+        self.env = None  # extra environment of the daemon, e.g. {"WORMHOLE_JOIN_TOKEN": ...}
 
     def start(self, wait=True):
         with open(self.log_path, "a") as log:
             self.proc = subprocess.Popen(
                 self.prefix + [BINARY, "run", "-c", self.config, "-p", self.name, "--log-level",
                  os.environ.get("WORMHOLE_LOG_LEVEL", "info")],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
         if wait:
             deadline = time.time() + 30
             while not self._mounted():

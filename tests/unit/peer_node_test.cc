@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include <arpa/inet.h>
@@ -671,6 +672,57 @@ TEST(PeerTls, GarbageOnTheTlsPortIsHarmlessAndTheCaIsShownOverTls13) {
   bool shows_ca = false;
   for (const std::string& pem : chain) shows_ca |= certs::cert_fingerprint(pem) == certs::cert_fingerprint(n.ca.cert);
   EXPECT_TRUE(shows_ca);
+  const KeyCert b = issue(n.ca, "b", kBId);
+  auto member = tls_stub(n, n.ca.cert, &b);
+  EXPECT_TRUE(n.exchange_with(*member, n.envelope("b", kBId)).ok());
+}
+
+// The join handler's parsers (the request, its member, its CSR, its token) take mutated
+// encodings of an honest request without crashing, signing or recording anything odd.
+TEST(PeerTls, MutatedJoinRequestsAreRefusedWithoutHarm) {
+  TlsNode n;
+  n.config.network.join = "token";  // the token parser is on the path too
+  auto anonymous = tls_stub(n, n.ca.cert, nullptr);
+  std::string key, csr, error;
+  ASSERT_TRUE(certs::create_key(&key, &error));
+  ASSERT_TRUE(certs::make_csr(key, certs::Identity{"net", "z", 0x21, ""}, &csr, &error));
+  pb::JoinRequest honest;
+  honest.set_protocol_version(kProtocolVersion);
+  honest.set_network("net");
+  honest.set_chunk_size(n.config.network.chunk_size);
+  honest.mutable_pod()->set_pod_id(0x21);
+  honest.mutable_pod()->set_name("z");
+  honest.mutable_pod()->set_address("127.0.0.1:1");
+  honest.mutable_pod()->set_role("storage");
+  honest.set_csr(csr);
+  honest.set_token("wh1-00000000-" + std::string(32, '0') + "-" + std::string(64, '0'));
+  const std::string encoded = honest.SerializeAsString();
+  std::mt19937_64 rng(42);
+  int sent = 0;
+  for (int i = 0; i < 600; ++i) {
+    std::string bytes = encoded;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits; ++e) {
+      const size_t at = rng() % bytes.size();
+      switch (rng() % 6) {  // mostly flipped bytes: they keep the encoding parseable more often
+        case 0: bytes.erase(at, 1 + rng() % 16); break;
+        case 1: bytes.insert(at, std::string(1 + rng() % 64, static_cast<char>(rng()))); break;
+        default: bytes[at] = static_cast<char>(bytes[at] ^ (1 << (rng() % 8))); break;
+      }
+      if (bytes.empty()) bytes = "x";
+    }
+    pb::JoinRequest req;
+    if (!req.ParseFromString(bytes)) continue;
+    pb::JoinReply reply;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    const grpc::Status st = anonymous->Join(&ctx, req, &reply);
+    ++sent;
+    EXPECT_TRUE(!st.ok() || !reply.accepted()) << "a mutated join was accepted";
+    EXPECT_TRUE(reply.certificate().empty());
+  }
+  EXPECT_GT(sent, 100);
+  // The pod serves on.
   const KeyCert b = issue(n.ca, "b", kBId);
   auto member = tls_stub(n, n.ca.cert, &b);
   EXPECT_TRUE(n.exchange_with(*member, n.envelope("b", kBId)).ok());
