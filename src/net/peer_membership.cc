@@ -76,7 +76,13 @@ void PeerNode::adopt_members() {
 }
 
 grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinRequest& req, pb::JoinReply* reply) {
-  const pb::Member& m = req.pod();
+  // What a joining pod says of itself is its name, id, address and role; whether it is
+  // draining, forgotten or the CA pod is not its to say (a join recording "ca" would send
+  // other newcomers to it).
+  pb::Member m = req.pod();
+  m.clear_forgotten();
+  m.clear_draining();
+  m.clear_ca();
   auto refuse = [&](const std::string& why) {
     spdlog::warn("refused pod \"{}\" ({}) joining: {}", m.name(), m.address(), why);
     reply->set_accepted(false);

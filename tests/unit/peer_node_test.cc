@@ -517,7 +517,7 @@ struct TlsNode : Node {
     return reader->Finish();
   }
   grpc::Status join_with(pb::Peer::Stub& s, const std::string& name, uint64_t id, const std::string& csr,
-                         pb::JoinReply* reply) {
+                         pb::JoinReply* reply, bool claims = false) {
     pb::JoinRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network("net");
@@ -526,6 +526,11 @@ struct TlsNode : Node {
     req.mutable_pod()->set_name(name);
     req.mutable_pod()->set_address("127.0.0.1:1");
     req.mutable_pod()->set_role("storage");
+    if (claims) {  // what a joining pod may not say of itself
+      req.mutable_pod()->set_ca(true);
+      req.mutable_pod()->set_draining(true);
+      req.mutable_pod()->set_forgotten(true);
+    }
     req.set_csr(csr);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -610,8 +615,15 @@ TEST(PeerTls, AJoiningPodGetsACertificateForItsOwnKeyAndBadRequestsAreRefused) {
   ASSERT_TRUE(certs::create_key(&key, &error));
   ASSERT_TRUE(certs::make_csr(key, certs::Identity{"net", "d", 0xd1, ""}, &csr, &error));
   pb::JoinReply reply;
-  ASSERT_TRUE(n.join_with(*anonymous, "d", 0xd1, csr, &reply).ok());
+  ASSERT_TRUE(n.join_with(*anonymous, "d", 0xd1, csr, &reply, /*claims=*/true).ok());
   ASSERT_TRUE(reply.accepted()) << reply.reason();
+  bool recorded = false;
+  for (const pb::Member& m : n.ns.members())
+    if (m.pod_id() == 0xd1) {
+      recorded = true;
+      EXPECT_FALSE(m.ca() || m.draining() || m.forgotten()) << "a joining pod's claims were recorded";
+    }
+  EXPECT_TRUE(recorded);
   EXPECT_TRUE(certs::verify_cert(n.ca.cert, reply.certificate(), &error)) << error;
   EXPECT_TRUE(certs::key_matches_cert(key, reply.certificate()));
   EXPECT_EQ(certs::cert_fingerprint(reply.ca_certificate()), certs::cert_fingerprint(n.ca.cert));
