@@ -236,6 +236,7 @@ int run_daemon(const Config& config, const PodConfig& pod, const std::string& jo
     }
     // Actions only admins may take, when network.admins lists any: the request carries the
     // admin's signature of the statement (security/admin_auth.h), checked here first.
+    pb::AdminAuthorization authorization;  // carried in the drain / forget op
     if (cmd == "forget" || cmd == "drain" || cmd == "approve" || cmd == "deny") {
       std::string signature;  // hex in the request; bad digits make a signature that fails
       const std::string sig_hex = req.value("signature", "");
@@ -249,6 +250,9 @@ int run_daemon(const Config& config, const PodConfig& pod, const std::string& jo
         spdlog::warn("control socket: {} {} {}", cmd, req.value("pod", ""), why);
         return nlohmann::json{{"error", why}};
       }
+      authorization.set_admin(req.value("admin", ""));
+      authorization.set_time_ms(req.value("time_ms", uint64_t{0}));
+      authorization.set_signature(signature);
     }
     if (cmd == "token") {
       if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
@@ -266,13 +270,13 @@ int run_daemon(const Config& config, const PodConfig& pod, const std::string& jo
     }
     if (cmd == "forget") {
       if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
-      const std::string why = node->forget(req.value("pod", ""), req.value("force", false));
+      const std::string why = node->forget(req.value("pod", ""), req.value("force", false), authorization);
       if (!why.empty()) return nlohmann::json{{"error", why}};
       return nlohmann::json{{"forgotten", req.value("pod", "")}};
     }
     if (cmd == "drain") {
       if (!node) return nlohmann::json{{"error", "this pod is alone in its network: nothing could take its copies"}};
-      const std::string why = node->drain(req.value("pod", ""));
+      const std::string why = node->drain(req.value("pod", ""), authorization);
       if (!why.empty()) return nlohmann::json{{"error", why}};
       return nlohmann::json{{"draining", req.value("pod", "")}};
     }

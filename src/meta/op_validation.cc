@@ -243,6 +243,8 @@ bool validate_member(const pb::Member& m, std::string* why) {
   if (m.address().size() > kMaxAddressBytes || m.address().find('\0') != std::string::npos)
     return fail(why, "member", "invalid address");
   if (m.role() != "storage" && m.role() != "client") return fail(why, "member", "role \"" + m.role().substr(0, 16) + "\"");
+  if (m.authorization().admin().size() > kMaxPodNameBytes || m.authorization().signature().size() > 64)
+    return fail(why, "member", "oversized admin authorization");
   return true;
 }
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "meta/op_validation.h"
+#include "security/admin_auth.h"
 #include "net/peer.h"
 
 namespace wormhole {
@@ -45,8 +46,31 @@ pb::Member PeerNode::self_member() const {
   return m;
 }
 
+bool PeerNode::member_change_authorized(const pb::Member& m, bool forgotten) const {
+  if (config_.network.admins.empty()) return true;
+  const pb::AdminAuthorization& a = m.authorization();
+  // The pod that took the command checked the signature's age; here only whose it is and
+  // what it signs (an op may arrive long after: a pod back from a partition).
+  auto signed_for = [&](const char* action) {
+    return check_admin(config_.network.admins, config_.network.name, action, m.name(), a.time_ms(), a.time_ms(),
+                       a.admin(), a.signature())
+        .empty();
+  };
+  if (forgotten) return signed_for("forget") || (m.draining() && signed_for("drain"));
+  return signed_for("drain");
+}
+
 void PeerNode::adopt_members() {
-  for (const pb::Member& m : ns_.members()) {
+  for (pb::Member m : ns_.members()) {
+    // Flags an admin did not sign are not acted on (logged once per pod): the record stays
+    // as replicated, the same on every pod.
+    for (const bool forgotten : {true, false}) {
+      if (!(forgotten ? m.forgotten() : m.draining()) || member_change_authorized(m, forgotten)) continue;
+      if (unauthorized_logged_.size() < kMaxPeers && unauthorized_logged_.insert(m.pod_id()).second)
+        spdlog::error("pod {} is recorded as {} without an admin's signature (network.admins): ignored", m.name(),
+                      forgotten ? "forgotten" : "draining");
+      forgotten ? m.set_forgotten(false) : m.set_draining(false);
+    }
     if (m.pod_id() == pod_id_) {
       self_draining_ = m.draining();
       if (m.forgotten() && !self_left_.exchange(true))
@@ -83,6 +107,7 @@ grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinReque
   m.clear_forgotten();
   m.clear_draining();
   m.clear_ca();
+  m.clear_authorization();
   auto refuse = [&](const std::string& why) {
     spdlog::warn("refused pod \"{}\" ({}) joining: {}", m.name(), m.address(), why);
     reply->set_accepted(false);

@@ -331,7 +331,8 @@ bool PeerNode::start(std::string* error) {
   for (const pb::Member& m : ns_.members()) {
     if (m.pod_id() != pod_id_) continue;
     pb::Member mine = self_member();
-    mine.set_draining(m.draining());  // a drain goes on across restarts
+    mine.set_draining(m.draining());  // a drain goes on across restarts, with its admin's signature
+    if (m.draining()) *mine.mutable_authorization() = m.authorization();
     recorded |= m.SerializeAsString() == mine.SerializeAsString();
   }
   if (!recorded)
@@ -628,7 +629,7 @@ std::string PeerNode::known_pod_names() {
   return names;
 }
 
-std::string PeerNode::forget(const std::string& name, bool force) {
+std::string PeerNode::forget(const std::string& name, bool force, const pb::AdminAuthorization& auth) {
   if (name == self_.name) return "a pod cannot forget itself";
   Peer* peer = nullptr;
   for (auto& p : peers())
@@ -647,13 +648,14 @@ std::string PeerNode::forget(const std::string& name, bool force) {
   if (m.address().empty()) m.set_address(peer->address);
   if (m.role().empty()) m.set_role(peer->storage ? "storage" : "client");
   m.set_forgotten(true);
+  *m.mutable_authorization() = auth;
   if (int err = ns_.record_member(m)) return std::string("cannot record it: ") + std::strerror(err);
   adopt_members();  // takes effect here now, on the others when the op reaches them
   spdlog::warn("pod {} forgotten by request: its ops not seen by others are lost, its copies are gone", name);
   return "";
 }
 
-std::string PeerNode::drain(const std::string& name) {
+std::string PeerNode::drain(const std::string& name, const pb::AdminAuthorization& auth) {
   pb::Member m;
   bool found = false;
   for (const pb::Member& known : ns_.members())
@@ -674,6 +676,7 @@ std::string PeerNode::drain(const std::string& name) {
     return "draining pod \"" + name + "\" would leave " + std::to_string(staying) + " storage pods for " +
            std::to_string(wanted) + " copies per version (network.redundancy): add a pod first";
   m.set_draining(true);
+  *m.mutable_authorization() = auth;
   if (int err = ns_.record_member(m)) return std::string("cannot record it: ") + std::strerror(err);
   adopt_members();  // takes effect here now, on the others when the op reaches them
   spdlog::warn("pod {} is draining by request: its copies move to the other pods, then it leaves", name);

@@ -95,13 +95,15 @@ class PeerNode final : public ContentReplication {
   // Returns "" or why not.
   // With `force`, also a pod that is not down (it is cut off for good: its daemon must
   // not come back with that storage directory).
-  std::string forget(const std::string& name, bool force = false);
+  // `auth`: the admin's signature (checked by the caller; carried in the op so that every
+  // pod checks it too, see member_change_authorized).
+  std::string forget(const std::string& name, bool force = false, const pb::AdminAuthorization& auth = {});
   // `wormhole drain NAME`: the pod takes no new copies, its copies are re-created on the
   // others (repair; it keeps serving them meanwhile, so no version goes below its
   // redundancy), and once every version has its copies without it, it leaves the network
   // (records itself forgotten). Refused for an unknown, forgotten or client pod, and when
   // the storage pods left would be fewer than the redundancy. Returns "" or why not.
-  std::string drain(const std::string& name);
+  std::string drain(const std::string& name, const pb::AdminAuthorization& auth = {});
   // `wormhole token create|list|revoke` (request fields: action, ttl_ms, uses, id): join
   // tokens issued by this pod, which must hold the network CA. A JSON reply ({"error"} on
   // failure).
@@ -198,8 +200,14 @@ class PeerNode final : public ContentReplication {
   PeerRange peers() const;
   // Adds a pod (known by name) unless present; sets its id when learnt. Caller holds mu_.
   Peer* add_peer_locked(const std::string& name, const std::string& address, bool storage, uint64_t id);
-  // Adds the members of the replicated list this pod does not talk to yet.
+  // Adds the members of the replicated list this pod does not talk to yet, and acts on their
+  // draining / forgotten flags when member_change_authorized.
   void adopt_members();
+  // With network.admins: whether `m`'s forgotten / draining flags carry an admin's signature
+  // of that forget or drain (a drain that ended in the pod's own leave counts for the
+  // forget). Without admins: always. Pure but for the configuration.
+  bool member_change_authorized(const pb::Member& m, bool forgotten) const;
+  std::set<uint64_t> unauthorized_logged_;  // pods whose unsigned flag was logged (adopt_members; ≤ kMaxPeers)
   // Serves Join: the join policy, then records the pod in the member list.
   grpc::Status handle_join(grpc::ServerContext* ctx, const pb::JoinRequest& req, pb::JoinReply* reply);
   // network.tls, before the server starts (net/peer_security.cc): loads this pod's

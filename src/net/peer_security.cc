@@ -274,7 +274,7 @@ std::string PeerNode::certify_join(const pb::JoinRequest& req, pb::JoinReply* re
   if (who.network != config_.network.name) return "a certificate request for another network";
   if (who.pod_name != m.name() || who.pod_id != m.pod_id()) return "the certificate request names another pod";
   for (const pb::Member& known : ns_.members())
-    if (known.pod_id() == m.pod_id() && known.forgotten())
+    if (known.pod_id() == m.pod_id() && known.forgotten() && member_change_authorized(known, true))
       return "this pod was forgotten: its identity can never come back";
   const std::string& policy = config_.network.join;
   if (policy == "token") {

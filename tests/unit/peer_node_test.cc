@@ -16,6 +16,7 @@
 #include "chunks/chunk_store.h"
 #include "common/pb_ids.h"
 #include "net/peer_node.h"
+#include "security/admin_auth.h"
 #include "proto/wormhole.grpc.pb.h"
 #include "store/mem_kv.h"
 #include "temp_dir.h"
@@ -58,9 +59,10 @@ struct Node {
   KernelCache kernel;
   std::unique_ptr<PeerNode> node;
   std::unique_ptr<pb::Peer::Stub> stub;
-  explicit Node(uint64_t chunk_size = 64 << 10, bool tls = false) {
+  explicit Node(uint64_t chunk_size = 64 << 10, bool tls = false, std::vector<std::string> admins = {}) {
     config.network.name = "net";
     config.network.tls = tls;
+    config.network.admins = std::move(admins);
     config.network.chunk_size = chunk_size;
     config.pods = {pod("a", dir.path()), pod("b", dir.path()), pod("c", dir.path())};
     std::string err;
@@ -738,4 +740,40 @@ TEST(PeerTls, MutatedJoinRequestsAreRefusedWithoutHarm) {
   const KeyCert b = issue(n.ca, "b", kBId);
   auto member = tls_stub(n, n.ca.cert, &b);
   EXPECT_TRUE(n.exchange_with(*member, n.envelope("b", kBId)).ok());
+}
+
+// With network.admins, a drain or forget recorded without an admin's signature is not acted
+// on by any pod (the op itself replicates as any other); with one, it is.
+TEST(PeerBoundary, ForgetsCountOnlyWithAnAdminsSignature) {
+  std::string key, pub, error;
+  ASSERT_TRUE(certs::create_admin_key(&key, &pub, &error)) << error;
+  Node n(64 << 10, false, {"alice:" + pub});
+  ASSERT_TRUE(n.exchange(n.envelope("b", kBId)).ok());
+  pb::Member m;
+  m.set_pod_id(kBId);
+  m.set_name("b");
+  m.set_address(n.config.pods[1].listen);
+  m.set_role("storage");
+  m.set_forgotten(true);
+  ASSERT_EQ(n.ns.record_member(m), 0);  // as a member without the admin's key could
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // two adoption rounds
+  EXPECT_TRUE(n.exchange(n.envelope("b", kBId)).ok()) << "an unsigned forget took effect";
+  // Signed by alice, for another pod: still not.
+  const uint64_t t = 1'700'000'000'000;
+  std::string sig;
+  ASSERT_TRUE(certs::sign_message(key, admin_statement("net", "forget", "c", t), &sig, &error));
+  m.mutable_authorization()->set_admin("alice");
+  m.mutable_authorization()->set_time_ms(t);
+  m.mutable_authorization()->set_signature(sig);
+  ASSERT_EQ(n.ns.record_member(m), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_TRUE(n.exchange(n.envelope("b", kBId)).ok()) << "a forget signed for another pod took effect";
+  // Signed for b (its age does not matter here: the pod that took the command checked it).
+  ASSERT_TRUE(certs::sign_message(key, admin_statement("net", "forget", "b", t), &sig, &error));
+  m.mutable_authorization()->set_signature(sig);
+  ASSERT_EQ(n.ns.record_member(m), 0);
+  grpc::Status st;
+  for (int i = 0; i < 100 && (st = n.exchange(n.envelope("b", kBId))).ok(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_NE(st.error_message().find("forgotten"), std::string::npos) << st.error_message();
 }
