@@ -242,6 +242,36 @@ class StrangerTest(unittest.TestCase):
         wait_for(lambda: os.path.exists(b.path("renewed.txt")), what="replication after renewal")
 
 
+class UpgradeToTlsTest(unittest.TestCase):
+    """A network running in clear switches to TLS by a rolling restart (README, Security)."""
+
+    def test_a_clear_network_switches_to_tls_with_a_rolling_restart(self):
+        cluster = Cluster(names=("a", "b", "c"), extra_network="tls = false\n")
+        self.addCleanup(cluster.cleanup)
+        a, b, c = (cluster.pods[n] for n in "abc")
+        cluster.start_connected()
+        with open(b.path("before.txt"), "w") as fh:
+            fh.write("written in clear")
+        for pod in (a, c):
+            wait_for(lambda: os.path.exists(pod.path("before.txt")), what=f"before.txt on {pod.name}")
+        self.assertIn("pod-to-pod traffic is in clear", a.read_log())
+        text = slurp(cluster.config, "r").replace("tls = false", "tls = true")
+        with open(cluster.config, "w") as fh:
+            fh.write(text)
+        for pod in (a, b, c):  # the first pod makes the CA; the others ask it as they restart
+            pod.stop()
+            pod.start()
+        for pod in (a, b, c):
+            wait_for(lambda: all(p["state"] == "alive" for p in pod.status()["peers"]), what=f"peers of {pod.name}")
+        self.assertIn("holds the CA", a.read_log())
+        self.assertIn("got this pod's certificate", c.read_log())
+        with open(c.path("after.txt"), "w") as fh:
+            fh.write("written over TLS")
+        for pod in (a, b):
+            wait_for(lambda: os.path.exists(pod.path("after.txt")), what=f"after.txt on {pod.name}")
+            self.assertEqual(slurp(pod.path("before.txt")), b"written in clear")
+
+
 class ControlGroupTest(unittest.TestCase):
     """The control socket admits root, the daemon's user and members of pod.control_group."""
 
