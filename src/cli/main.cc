@@ -93,7 +93,10 @@ int sign_admin_request(const std::string& file, const std::string& key_file, std
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
           .count());
   std::string signature;
-  if (!certs::sign_message(pem.str(), admin_statement(cfg->network.name, action, (*req)["pod"], now), &signature,
+  // The same target the pod checks (daemon.cc): the pod, and for an approval the key.
+  std::string target = req->value("pod", "");
+  if (!req->value("key", "").empty()) target += " key " + req->value("key", "");
+  if (!certs::sign_message(pem.str(), admin_statement(cfg->network.name, action, target, now), &signature,
                            &error)) {
     std::cerr << "wormhole: " << key_file << ": " << error << "\n";
     return 2;
@@ -199,6 +202,7 @@ int main(int argc, char** argv) {
   uint32_t token_uses = 1;
   token_create->add_option("--ttl", token_ttl, "valid this long")->capture_default_str();
   token_create->add_option("--uses", token_uses, "for this many joins (0: unlimited)")->capture_default_str();
+  add_admin(token_create);
   CLI::App* token_list = token->add_subcommand("list", "list the tokens this pod issued (never their secrets)");
   add_common(token_list);
   token_list->add_flag("--json", json, "machine-readable output");
@@ -215,6 +219,10 @@ int main(int argc, char** argv) {
   add_common(approve);
   add_admin(approve);
   approve->add_option("pod", decide_pod, "the pod's name, as `wormhole pending` shows it")->required();
+  std::string decide_key;
+  approve->add_option("--key", decide_key,
+                      "the start of the key fingerprint `wormhole pending` showed (refused if the pod now asks with "
+                      "another key)");
   CLI::App* deny = app.add_subcommand("deny", "refuse a pending pod");
   add_common(deny);
   add_admin(deny);
@@ -332,8 +340,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     nlohmann::json r;
-    if (int rc = ask_ok(config_file, pod_name, {{"cmd", "token"}, {"action", "create"}, {"ttl_ms", ttl_ms}, {"uses", token_uses}}, &r))
-      return rc;
+    nlohmann::json req{{"cmd", "token"}, {"action", "create"}, {"ttl_ms", ttl_ms}, {"uses", token_uses}};
+    if (int rc = sign_admin_request(config_file, admin_key, admin_name, "token-create", &req)) return rc;
+    if (int rc = ask_ok(config_file, pod_name, req, &r)) return rc;
     std::cout << r["token"].get<std::string>() << "\n";
     return 0;
   }
@@ -370,6 +379,7 @@ int main(int argc, char** argv) {
   if (approve->parsed() || deny->parsed()) {
     const std::string action = approve->parsed() ? "approve" : "deny";
     nlohmann::json req{{"cmd", action}, {"pod", decide_pod}}, r;
+    if (!decide_key.empty()) req["key"] = decide_key;
     if (int rc = sign_admin_request(config_file, admin_key, admin_name, action, &req)) return rc;
     if (int rc = ask_ok(config_file, pod_name, req, &r)) return rc;
     std::cout << (approve->parsed() ? "approved " : "denied ") << decide_pod << "\n";
@@ -399,7 +409,8 @@ int main(int argc, char** argv) {
   }
   if (forget->parsed()) {
     nlohmann::json r, req{{"cmd", "forget"}, {"pod", forget_pod}, {"force", forget_force}};
-    if (int rc = sign_admin_request(config_file, admin_key, admin_name, "forget", &req)) return rc;
+    if (int rc = sign_admin_request(config_file, admin_key, admin_name, forget_force ? "forget-force" : "forget", &req))
+      return rc;
     if (int rc = ask_ok(config_file, pod_name, req, &r))
       return rc;
     std::cout << "forgot pod " << forget_pod << ": the others stop waiting for it\n";

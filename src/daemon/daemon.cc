@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -202,6 +203,8 @@ int run_daemon(const Config& config, const PodConfig& pod, const std::string& jo
 
   const auto started = std::chrono::steady_clock::now();
   std::atomic<bool> mounted{false};
+  // Admin signatures already used (control thread only; bounded: 4,096, 10 minutes).
+  std::deque<std::pair<uint64_t, std::string>> used_signatures;
   ControlServer control(control_socket_path(pod), [&](const nlohmann::json& req) {
     const std::string cmd = req.value("cmd", "");
     if (cmd == "status") {
@@ -237,15 +240,32 @@ int run_daemon(const Config& config, const PodConfig& pod, const std::string& jo
     // Actions only admins may take, when network.admins lists any: the request carries the
     // admin's signature of the statement (security/admin_auth.h), checked here first.
     pb::AdminAuthorization authorization;  // carried in the drain / forget op
-    if (cmd == "forget" || cmd == "drain" || cmd == "approve" || cmd == "deny") {
+    const bool token_create = cmd == "token" && req.value("action", "") == "create";
+    if (cmd == "forget" || cmd == "drain" || cmd == "approve" || cmd == "deny" || token_create) {
       std::string signature;  // hex in the request; bad digits make a signature that fails
       const std::string sig_hex = req.value("signature", "");
       auto digit = [](char c) { return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : 0; };
       for (size_t i = 0; i + 1 < sig_hex.size() && i < 256; i += 2)
         signature.push_back(static_cast<char>(digit(sig_hex[i]) * 16 + digit(sig_hex[i + 1])));
-      const std::string why = check_admin(config.network.admins, config.network.name, cmd, req.value("pod", ""),
-                                          req.value("time_ms", uint64_t{0}), wall_clock_ms(), req.value("admin", ""),
-                                          signature);
+      // What is signed names everything that changes the outcome: the action (a forced
+      // forget is another action), the pod, and for an approval the key the admin saw.
+      const std::string action = token_create                              ? "token-create"
+                                 : cmd == "forget" && req.value("force", false) ? "forget-force"
+                                                                             : cmd;
+      std::string target = req.value("pod", "");
+      if ((cmd == "approve" || cmd == "deny") && !req.value("key", "").empty()) target += " key " + req.value("key", "");
+      const uint64_t now = wall_clock_ms();
+      std::string why = check_admin(config.network.admins, config.network.name, action, target,
+                                    req.value("time_ms", uint64_t{0}), now, req.value("admin", ""), signature);
+      // A signature is good for one command: replayed within its 5 minutes, it is refused.
+      if (why.empty() && !signature.empty()) {
+        while (!used_signatures.empty() && (used_signatures.front().first + kAdminStatementMaxAgeMs * 2 < now ||
+                                            used_signatures.size() > 4096))
+          used_signatures.pop_front();
+        for (const auto& [when, sig] : used_signatures)
+          if (sig == signature) why = "refused: this signed request was used already (sign a new one)";
+        if (why.empty()) used_signatures.emplace_back(now, signature);
+      }
       if (!why.empty()) {
         spdlog::warn("control socket: {} {} {}", cmd, req.value("pod", ""), why);
         return nlohmann::json{{"error", why}};
@@ -264,7 +284,7 @@ int run_daemon(const Config& config, const PodConfig& pod, const std::string& jo
     }
     if (cmd == "approve" || cmd == "deny") {
       if (!node) return nlohmann::json{{"error", "this pod is alone in its network"}};
-      const std::string why = node->decide_join(req.value("pod", ""), cmd == "approve");
+      const std::string why = node->decide_join(req.value("pod", ""), cmd == "approve", req.value("key", ""));
       if (!why.empty()) return nlohmann::json{{"error", why}};
       return nlohmann::json{{cmd == "approve" ? "approved" : "denied", req.value("pod", "")}};
     }

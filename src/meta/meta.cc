@@ -425,19 +425,26 @@ void Meta::apply_member(KvTxn& txn, const Hlc& ts, const pb::Member& m) {
   pb::MemberRecord rec;
   std::string v;
   const bool known = txn.get(keys::member(m.pod_id()), &v) && rec.ParseFromString(v);
-  // Forgotten is final whatever the order (a pod recording itself concurrently must not
-  // bring it back): the flag is an "or" of all ops, the rest last-writer-wins.
-  const bool forgotten = m.forgotten() || (known && rec.member().forgotten());
-  if (known && !(ts > from_pb(rec.hlc()))) {
-    if (forgotten && !rec.member().forgotten()) {
-      rec.mutable_member()->set_forgotten(true);
-      txn.put(keys::member(m.pod_id()), rec.SerializeAsString());
-    }
-    return;
+  const pb::Member before = rec.member();
+  pb::Member merged = before;
+  if (!known || ts > from_pb(rec.hlc())) {  // the description: last writer wins
+    merged = m;
+    to_pb(ts, rec.mutable_hlc());
   }
-  *rec.mutable_member() = m;
-  rec.mutable_member()->set_forgotten(forgotten);
-  to_pb(ts, rec.mutable_hlc());
+  // Forgotten is final whatever the order (a pod recording itself concurrently must not
+  // bring it back): an "or" of all ops. What justified it — the authorization and the
+  // origin of the newest forget op — stays with the record, so a later op that is not a
+  // forget (the pod recording itself, a join applied before the forget) cannot drop it.
+  const bool newest_forget = m.forgotten() && (!rec.has_forget_hlc() || ts > from_pb(rec.forget_hlc()));
+  if (newest_forget) to_pb(ts, rec.mutable_forget_hlc());
+  if (m.forgotten() || (known && before.forgotten())) {
+    merged.set_forgotten(true);
+    *merged.mutable_authorization() = newest_forget ? m.authorization() : before.authorization();
+    merged.set_forgotten_by(newest_forget ? ts.pod : before.forgotten_by());
+  } else {
+    merged.set_forgotten_by(0);  // never taken from an op
+  }
+  *rec.mutable_member() = std::move(merged);
   txn.put(keys::member(m.pod_id()), rec.SerializeAsString());
 }
 

@@ -43,6 +43,7 @@ pb::Member PeerNode::self_member() const {
   m.set_address(self_.listen);
   m.set_role(self_.role);
   m.set_ca(config_.network.tls && tls_.is_ca());
+  m.set_key_fingerprint(own_key_fingerprint_);
   return m;
 }
 
@@ -56,7 +57,10 @@ bool PeerNode::member_change_authorized(const pb::Member& m, bool forgotten) con
                        a.admin(), a.signature())
         .empty();
   };
-  if (forgotten) return signed_for("forget") || (m.draining() && signed_for("drain"));
+  // A drain's signature justifies the drained pod's own leave only (its own op), not a
+  // forget another pod records by copying it.
+  if (forgotten)
+    return signed_for("forget") || signed_for("forget-force") || (m.forgotten_by() == m.pod_id() && signed_for("drain"));
   return signed_for("drain");
 }
 
@@ -108,6 +112,8 @@ grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinReque
   m.clear_draining();
   m.clear_ca();
   m.clear_authorization();
+  m.clear_key_fingerprint();
+  m.clear_forgotten_by();
   auto refuse = [&](const std::string& why) {
     spdlog::warn("refused pod \"{}\" ({}) joining: {}", m.name(), m.address(), why);
     reply->set_accepted(false);
@@ -123,11 +129,23 @@ grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinReque
     return grpc::Status::OK;
   }
   if (m.name() == self_.name || m.pod_id() == pod_id_) return refuse("that is this pod's name or identity");
+  // One identity, one name: neither may be taken over (the id is no secret: it is in every
+  // member list and certificate).
+  std::optional<pb::Member> existing;  // this id's record
+  for (const pb::Member& known : ns_.members()) {
+    if (known.pod_id() == m.pod_id()) existing = known;
+    else if (known.name() == m.name() && !known.forgotten())
+      return refuse("the name \"" + m.name() + "\" belongs to another pod");
+  }
+  if (existing && existing->name() != m.name())
+    return refuse("that pod id belongs to pod \"" + existing->name() + "\"");
   {
     std::lock_guard lock(mu_);
-    for (auto& p : peers())
+    for (auto& p : peers()) {
       if (p->name == m.name() && p->id != 0 && p->id != m.pod_id())
         return refuse("the name \"" + m.name() + "\" belongs to another pod");
+      if (p->id == m.pod_id() && p->name != m.name()) return refuse("that pod id belongs to another pod");
+    }
   }
   const std::string& policy = config_.network.join;
   if (config_.network.tls) {
@@ -138,16 +156,23 @@ grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinReque
       if (!tls_.is_ca() && ca_address().empty())  // not a refusal: this member is still catching up
         return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                             "this pod does not hold the network CA and knows of none yet: ask again");
-      if (std::string why = certify_join(req, reply); !why.empty()) {
+      if (std::string why = certify_join(req, existing ? &*existing : nullptr, reply, &m); !why.empty()) {
         if (!reply->pending()) return refuse(why);
         reply->set_accepted(false);
         reply->set_reason(why);
         return grpc::Status::OK;
       }
-    } else if (std::string why = check_caller(ctx, req.protocol_version(), req.network(), req.chunk_size(), m.name(),
-                                              m.pod_id());
-               !why.empty() && why.find("not a member") == std::string::npos) {
-      return refuse(why);
+    } else {
+      // A member with its certificate joining again (a restart with peers): its certificate
+      // must be the pod it describes. Not yet in this pod's member list is fine (its Member
+      // op may be on its way): the CA certified it.
+      certs::Identity who;
+      if (std::string why = caller_identity(ctx, &who); !why.empty()) return refuse(why);
+      if (who.network != config_.network.name || who.pod_name != m.name() || who.pod_id != m.pod_id())
+        return refuse("the request describes another pod than its certificate");
+      if (existing && existing->forgotten() && member_change_authorized(*existing, true))
+        return refuse("this pod was forgotten: its identity can never come back");
+      m.set_key_fingerprint(who.key_fingerprint);
     }
   } else if (policy == "token" && (config_.network.token.empty() || req.token() != config_.network.token)) {
     // Without TLS only network.token is checked (wh1- tokens need the CA): none set, none fits.
@@ -155,8 +180,17 @@ grpc::Status PeerNode::handle_join(grpc::ServerContext* ctx, const pb::JoinReque
   } else if (policy == "approval") {
     return refuse("network.join = \"approval\" needs network.tls: add the pod to the [[pod]] list instead");
   }
-  // Recorded as an op: every member learns of the new pod, now or when it comes back.
-  if (int err = ns_.record_member(m)) return refuse(std::string("cannot record the member: ") + std::strerror(err));
+  // Recorded as an op: every member learns of the new pod, now or when it comes back. A
+  // member joining again keeps what it is (draining, the CA, an admin's signature): only its
+  // description is updated, and only when it changed.
+  pb::Member record = existing ? *existing : m;
+  record.set_name(m.name());
+  record.set_address(m.address());
+  record.set_role(m.role());
+  if (!m.key_fingerprint().empty()) record.set_key_fingerprint(m.key_fingerprint());
+  if (!existing || record.SerializeAsString() != existing->SerializeAsString())
+    if (int err = ns_.record_member(record))
+      return refuse(std::string("cannot record the member: ") + std::strerror(err));
   {
     std::lock_guard lock(mu_);
     add_peer_locked(m.name(), m.address(), m.role() == "storage", m.pod_id());

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <optional>
 #include <cerrno>
 #include <cstring>
 #include <sys/statvfs.h>
@@ -302,6 +303,11 @@ PeerNode::~PeerNode() {
 
 bool PeerNode::start(std::string* error) {
   if (!prepare_tls(error)) return false;
+  if (config_.network.tls) {
+    certs::Identity me;
+    std::string unused;
+    if (certs::read_cert(tls_.cert, &me, &unused)) own_key_fingerprint_ = me.key_fingerprint;
+  }
   {
     // Channels made before the certificate was there (the configured pods) get it now.
     std::lock_guard lock(mu_);
@@ -327,16 +333,22 @@ bool PeerNode::start(std::string* error) {
   if (!self_.peers.empty() && !join_network(error)) return false;
   // Every pod is in the replicated member list, so that a pod that joined knows them all
   // when it restarts with only its own file (and its peers may be down).
-  bool recorded = false;
-  for (const pb::Member& m : ns_.members()) {
-    if (m.pod_id() != pod_id_) continue;
-    pb::Member mine = self_member();
-    mine.set_draining(m.draining());  // a drain goes on across restarts, with its admin's signature
-    if (m.draining()) *mine.mutable_authorization() = m.authorization();
-    recorded |= m.SerializeAsString() == mine.SerializeAsString();
+  // Its record keeps what others recorded of it (a drain goes on across restarts, with its
+  // admin's signature; a forgotten pod records nothing): only the description is this pod's.
+  std::optional<pb::Member> recorded;
+  for (const pb::Member& m : ns_.members())
+    if (m.pod_id() == pod_id_) recorded = m;
+  if (!recorded || !recorded->forgotten()) {
+    const pb::Member self = self_member();
+    pb::Member mine = recorded ? *recorded : self;
+    mine.set_name(self.name());
+    mine.set_address(self.address());
+    mine.set_role(self.role());
+    mine.set_ca(self.ca());
+    if (!self.key_fingerprint().empty()) mine.set_key_fingerprint(self.key_fingerprint());
+    if (!recorded || mine.SerializeAsString() != recorded->SerializeAsString())
+      if (int err = ns_.record_member(mine)) spdlog::warn("cannot record this pod as a member: {}", err);
   }
-  if (!recorded)
-    if (int err = ns_.record_member(self_member())) spdlog::warn("cannot record this pod as a member: {}", err);
   // Versions this pod holds whose chunks may have been missed (a stop before fetching).
   for (Gid v : ns_.versions_held()) to_hold_.push_back(HeldVersion{v, 0});
   thread_ = std::thread([this] { loop(); });
@@ -345,6 +357,7 @@ bool PeerNode::start(std::string* error) {
   if (config_.network.replication_mode == "async") push_thread_ = std::thread([this] { push_loop(); });
   for (int i = 0; i < prefetch_threads(config_.network.chunk_size); ++i)
     prefetch_threads_.emplace_back([this] { prefetch_loop(); });
+  started_ = true;
   return true;
 }
 
@@ -630,6 +643,7 @@ std::string PeerNode::known_pod_names() {
 }
 
 std::string PeerNode::forget(const std::string& name, bool force, const pb::AdminAuthorization& auth) {
+  if (!started_) return "this pod is still starting (joining or catching up): ask again when it is mounted";
   if (name == self_.name) return "a pod cannot forget itself";
   Peer* peer = nullptr;
   for (auto& p : peers())
@@ -656,6 +670,7 @@ std::string PeerNode::forget(const std::string& name, bool force, const pb::Admi
 }
 
 std::string PeerNode::drain(const std::string& name, const pb::AdminAuthorization& auth) {
+  if (!started_) return "this pod is still starting (joining or catching up): ask again when it is mounted";
   pb::Member m;
   bool found = false;
   for (const pb::Member& known : ns_.members())

@@ -113,7 +113,8 @@ class PeerNode final : public ContentReplication {
   nlohmann::json pending_joins();
   // `wormhole approve|deny NAME`: decides a pending join (the caller verified the admin's
   // signature). Returns "" or why not.
-  std::string decide_join(const std::string& name, bool approve);
+  // `key_prefix` (optional, hex): the start of the key fingerprint the admin approves.
+  std::string decide_join(const std::string& name, bool approve, const std::string& key_prefix = "");
   // Peers with their state (alive / suspect / down / forgotten), for `wormhole status`.
   nlohmann::json status();
   // Chunk bytes this pod sent and received since it started, by kind: pushed (sent along a
@@ -227,7 +228,14 @@ class PeerNode final : public ContentReplication {
   std::shared_ptr<grpc::ServerCredentials> server_credentials() const;
   // Serves a join that carries a CSR (this pod holds the CA): the join policy (open, token,
   // approval), then the certificate. Returns "" (reply filled) or why not.
-  std::string certify_join(const pb::JoinRequest& req, pb::JoinReply* reply);
+  // `existing`: the member record of the pod's id, if any (its key must be the CSR's). Sets
+  // *m's key fingerprint when it issues.
+  std::string certify_join(const pb::JoinRequest& req, const pb::Member* existing, pb::JoinReply* reply,
+                           pb::Member* m);
+  // The identity in the caller's certificate (TLS); "" or why there is none.
+  std::string caller_identity(grpc::ServerContext* ctx, certs::Identity* who);
+  std::string own_key_fingerprint_;  // of this pod's certificate (set in start, before the server)
+  std::atomic<bool> started_{false};  // start() finished: control commands may act
   // The address of the pod that holds the network CA, as the member list says ("" if none).
   std::string ca_address();
   // Joins through the configured peers; when this pod never synced, catches up (bounded).

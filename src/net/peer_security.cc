@@ -24,6 +24,8 @@ constexpr int kFetchChainTimeoutMs = 3000;
 // while: an admin must run `wormhole approve`), once a second.
 constexpr int64_t kCertificateWaitMs = 15 * 60 * 1000;
 constexpr uint64_t kDefaultTokenTtlMs = 3600 * 1000;
+constexpr uint64_t kMaxTokenTtlMs = 365ull * 86400 * 1000;
+constexpr uint64_t kMaxTokenUses = 1000000;
 
 uint64_t wall_ms() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -54,17 +56,22 @@ std::shared_ptr<grpc::ServerCredentials> PeerNode::server_credentials() const {
   return grpc::SslServerCredentials(o);
 }
 
+std::string PeerNode::caller_identity(grpc::ServerContext* ctx, certs::Identity* who) {
+  const std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
+  const std::vector<grpc::string_ref> pems =
+      auth ? auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME) : std::vector<grpc::string_ref>{};
+  if (pems.empty()) return "no certificate: only members, with the certificate the network CA gave them, are served";
+  std::string error;
+  if (!certs::read_cert(std::string(pems[0].data(), pems[0].size()), who, &error))
+    return "an unreadable certificate: " + error;
+  return "";
+}
+
 std::string PeerNode::check_caller(grpc::ServerContext* ctx, uint32_t version, const std::string& network,
                                    uint64_t chunk_size, const std::string& name, uint64_t id) {
   if (config_.network.tls) {
-    const std::shared_ptr<const grpc::AuthContext> auth = ctx->auth_context();
-    const std::vector<grpc::string_ref> pems =
-        auth ? auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME) : std::vector<grpc::string_ref>{};
-    if (pems.empty()) return "no certificate: only members, with the certificate the network CA gave them, are served";
     certs::Identity who;
-    std::string error;
-    if (!certs::read_cert(std::string(pems[0].data(), pems[0].size()), &who, &error))
-      return "an unreadable certificate: " + error;
+    if (std::string why = caller_identity(ctx, &who); !why.empty()) return why;
     if (who.network != config_.network.name) return "a certificate of another network";
     if (!valid_pod_name(name)) return "invalid pod name";
     if (who.pod_name != name || who.pod_id != id)
@@ -261,8 +268,9 @@ bool PeerNode::obtain_certificate(std::string* error) {
   return false;
 }
 
-std::string PeerNode::certify_join(const pb::JoinRequest& req, pb::JoinReply* reply) {
-  const pb::Member& m = req.pod();
+std::string PeerNode::certify_join(const pb::JoinRequest& req, const pb::Member* existing, pb::JoinReply* reply,
+                                   pb::Member* described) {
+  const pb::Member& m = *described;
   if (!tls_.is_ca()) {
     reply->set_ca_address(ca_address());
     return "this pod does not hold the network CA: ask the pod that does" +
@@ -273,9 +281,13 @@ std::string PeerNode::certify_join(const pb::JoinRequest& req, pb::JoinReply* re
   if (!certs::read_csr(req.csr(), &who, &error)) return "a malformed certificate request: " + error;
   if (who.network != config_.network.name) return "a certificate request for another network";
   if (who.pod_name != m.name() || who.pod_id != m.pod_id()) return "the certificate request names another pod";
-  for (const pb::Member& known : ns_.members())
-    if (known.pod_id() == m.pod_id() && known.forgotten() && member_change_authorized(known, true))
-      return "this pod was forgotten: its identity can never come back";
+  if (existing && existing->forgotten() && member_change_authorized(*existing, true))
+    return "this pod was forgotten: its identity can never come back";
+  // A member keeps its key for life (a renewal is for the same key): a request for a known
+  // identity with another key is someone else taking it over. A pod that lost its key lost
+  // its storage directory too, and joins again as a new pod.
+  if (existing && !existing->key_fingerprint().empty() && existing->key_fingerprint() != who.key_fingerprint)
+    return "pod \"" + m.name() + "\" is certified for another key: a new storage directory joins as a new pod";
   const std::string& policy = config_.network.join;
   if (policy == "token") {
     std::string id, secret, fingerprint;
@@ -298,6 +310,9 @@ std::string PeerNode::certify_join(const pb::JoinRequest& req, pb::JoinReply* re
         return "waiting for an admin's approval";
       }
     } else {
+      // A decided request is not replaced by one with another key (it would inherit the
+      // decision's name): that key waits until the decision is used or the entry evicted.
+      if (it != pending_.end() && it->second.decision != 0) return "another key already asked for this name";
       if (it == pending_.end() && pending_.size() >= kMaxPendingJoins) {
         auto oldest = pending_.begin();  // the one asked for least recently goes
         for (auto p = pending_.begin(); p != pending_.end(); ++p)
@@ -321,12 +336,14 @@ std::string PeerNode::certify_join(const pb::JoinRequest& req, pb::JoinReply* re
     return "cannot issue the certificate: " + error;
   reply->set_certificate(cert);
   reply->set_ca_certificate(tls_.ca_cert);
+  described->set_key_fingerprint(who.key_fingerprint);
   spdlog::info("TLS: issued a certificate to pod {} ({:016x}, key {})", m.name(), m.pod_id(), who.key_fingerprint);
   return "";
 }
 
 nlohmann::json PeerNode::tokens(const nlohmann::json& request) {
   if (!config_.network.tls || !tokens_) return {{"error", "network.tls is off: join tokens need the network CA"}};
+  if (!started_) return {{"error", "this pod is still starting: ask again when it is mounted"}};
   const std::string action = request.value("action", "list");
   if (action == "list") return {{"tokens", tokens_->list(wall_ms())}};
   if (action == "revoke") {
@@ -342,8 +359,14 @@ nlohmann::json PeerNode::tokens(const nlohmann::json& request) {
   }
   if (config_.network.join != "token")
     return {{"error", "network.join is \"" + config_.network.join + "\": tokens are for join = \"token\""}};
-  const uint64_t ttl_ms = request.value("ttl_ms", kDefaultTokenTtlMs);
-  const uint32_t uses = request.value("uses", uint32_t{1});
+  const nlohmann::json ttl = request.value("ttl_ms", nlohmann::json(kDefaultTokenTtlMs));
+  const nlohmann::json uses_json = request.value("uses", nlohmann::json(1));
+  if (!ttl.is_number_unsigned() || ttl.get<uint64_t>() == 0 || ttl.get<uint64_t>() > kMaxTokenTtlMs)
+    return {{"error", "--ttl: from 1 ms to 365 days"}};
+  if (!uses_json.is_number_unsigned() || uses_json.get<uint64_t>() > kMaxTokenUses)
+    return {{"error", "--uses: from 0 (unlimited) to 1000000"}};
+  const uint64_t ttl_ms = ttl.get<uint64_t>();
+  const uint32_t uses = static_cast<uint32_t>(uses_json.get<uint64_t>());
   std::string error;
   const std::string token = tokens_->create(ttl_ms, uses, certs::cert_fingerprint(tls_.ca_cert), wall_ms(), &error);
   if (token.empty()) return {{"error", error}};
@@ -368,13 +391,18 @@ nlohmann::json PeerNode::pending_joins() {
   return out;
 }
 
-std::string PeerNode::decide_join(const std::string& name, bool approve) {
+std::string PeerNode::decide_join(const std::string& name, bool approve, const std::string& key_prefix) {
   if (config_.network.join != "approval") return "network.join is \"" + config_.network.join + "\", not \"approval\"";
   std::lock_guard lock(pending_mu_);
   auto it = pending_.find(name);
   if (it == pending_.end())
     return "no pending join from a pod named \"" + name + "\" here (`wormhole pending` lists them; joins wait on the "
            "pod that holds the network CA)";
+  // The key the admin saw in `wormhole pending`: another key asking under that name since
+  // (someone else) is not what was approved.
+  if (!key_prefix.empty() && it->second.key_fingerprint.compare(0, key_prefix.size(), key_prefix) != 0)
+    return "pod \"" + name + "\" now asks with key " + it->second.key_fingerprint.substr(0, 16) + "…, not " +
+           key_prefix + ": look at `wormhole pending` again";
   it->second.decision = approve ? 1 : -1;
   spdlog::info("an admin {} the join of pod {} (key {})", approve ? "approved" : "denied", name,
                it->second.key_fingerprint);

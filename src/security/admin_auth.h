@@ -1,8 +1,11 @@
-// Admin authorization (DESIGN.md §8): approvals, denials, drains and forgets are signed by
-// an admin key (`wormhole admin key create NAME`) listed in network.admins as
+// Admin authorization (DESIGN.md §8): approvals, denials, drains, forgets and join tokens
+// are signed by an admin key (`wormhole admin key create NAME`) listed in network.admins as
 // "NAME:PUBLIC_KEY", and checked by the pod before they take effect. What is signed is a
-// statement naming the network, the action, its target and the time: a signature cannot be
-// reused for another network, action or pod, and expires after kAdminStatementMaxAgeMs.
+// statement naming the network, the action ("forget-force" is not "forget"), its target (a
+// pod's name; for an approval also the key the admin saw) and the time: a signature does not
+// fit another network, action or target. The pod that takes the command refuses one older
+// than kAdminStatementMaxAgeMs or used before; a drain's or forget's signature then travels
+// in its op and every pod checks whose it is and what it signs (not its age).
 // Pure functions, thread-safe.
 #pragma once
 #include <cstdint>

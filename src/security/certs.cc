@@ -9,6 +9,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <memory>
@@ -241,6 +243,15 @@ Req parse_csr(const std::string& csr_pem, Identity* who, std::string* error) {
     *error = ssl_error("the certificate request's signature does not verify");
     return nullptr;
   }
+  // The keys pods make (create_key): nothing weaker, nothing exotic is certified.
+  char group[64] = {};
+  size_t group_len = 0;
+  if (EVP_PKEY_get_id(key) != EVP_PKEY_EC ||
+      EVP_PKEY_get_group_name(key, group, sizeof group, &group_len) != 1 || std::string(group) != "prime256v1") {
+    ERR_clear_error();
+    *error = "the certificate request's key is not EC P-256";
+    return nullptr;
+  }
   if (!identity_of_name(X509_REQ_get_subject_name(req.get()), who, error)) return nullptr;
   who->key_fingerprint = key_fingerprint_of(key);
   return req;
@@ -371,32 +382,60 @@ bool fetch_server_chain(const std::string& address, int timeout_ms, std::vector<
     *error = "cannot resolve " + address;
     return false;
   }
-  int fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-  bool connected = fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0 &&
-                   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0 &&
-                   ::connect(fd, found->ai_addr, found->ai_addrlen) == 0;
+  // One deadline for connect and handshake together: a server that dribbles bytes cannot
+  // hold a starting pod longer than timeout_ms.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto left_ms = [&] {
+    return static_cast<int>(std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count()));
+  };
+  int fd = -1;
+  std::string why = "no address";
+  for (addrinfo* a = found; a && fd < 0; a = a->ai_next) {  // bounded by the resolver's list
+    fd = ::socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) continue;
+    int rc = ::connect(fd, a->ai_addr, a->ai_addrlen);
+    if (rc != 0 && errno == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      int soerr = 0;
+      socklen_t len = sizeof soerr;
+      rc = ::poll(&p, 1, left_ms()) == 1 && ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr == 0
+               ? 0
+               : -1;
+      if (rc != 0) errno = soerr ? soerr : ETIMEDOUT;
+    }
+    if (rc != 0) {
+      why = std::strerror(errno);
+      ::close(fd);
+      fd = -1;
+    }
+  }
   freeaddrinfo(found);
-  if (!connected) {
-    *error = "cannot connect to " + address + ": " + std::strerror(errno);
-    if (fd >= 0) ::close(fd);
+  if (fd < 0) {
+    *error = "cannot connect to " + address + ": " + why;
     return false;
   }
   std::unique_ptr<SSL_CTX, Deleter<SSL_CTX, SSL_CTX_free>> ctx(SSL_CTX_new(TLS_client_method()));
-  std::unique_ptr<SSL, Deleter<SSL, SSL_free>> ssl(ctx ? SSL_new(ctx.get()) : nullptr);
+  // The minimum goes on the context before the connection is made from it.
+  const bool ctx_ok = ctx && SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION) == 1;
+  std::unique_ptr<SSL, Deleter<SSL, SSL_free>> ssl(ctx_ok ? SSL_new(ctx.get()) : nullptr);
   static const unsigned char kAlpn[] = {2, 'h', '2'};  // gRPC servers insist on HTTP/2
-  bool ok = ssl && SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION) == 1 &&
-            SSL_set_alpn_protos(ssl.get(), kAlpn, sizeof kAlpn) == 0 && SSL_set_fd(ssl.get(), fd) == 1 &&
-            SSL_connect(ssl.get()) == 1;
+  bool ok = ssl && SSL_set_alpn_protos(ssl.get(), kAlpn, sizeof kAlpn) == 0 && SSL_set_fd(ssl.get(), fd) == 1;
+  while (ok) {  // bounded by the deadline
+    const int rc = SSL_connect(ssl.get());
+    if (rc == 1) break;
+    const int err = SSL_get_error(ssl.get(), rc);
+    pollfd p{fd, static_cast<short>(err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN), 0};
+    ok = (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) && left_ms() > 0 && ::poll(&p, 1, left_ms()) == 1;
+  }
   if (ok) {
     STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl.get());
     const int n = chain ? sk_X509_num(chain) : 0;
     for (int i = 0; i < n && i < 8; ++i) pems->push_back(cert_pem_of(sk_X509_value(chain, i)));
     ok = !pems->empty();
     if (!ok) *error = address + " sent no certificate";
-    SSL_shutdown(ssl.get());
   } else {
-    *error = ssl_error("no TLS 1.3 handshake with " + address);
+    *error = ssl_error("no TLS 1.3 handshake with " + address + " within " + std::to_string(timeout_ms) + " ms");
   }
   ::close(fd);
   return ok;

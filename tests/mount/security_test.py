@@ -148,7 +148,11 @@ class ApprovalTest(unittest.TestCase):
             self.assertIn("network.admins", r.stderr)
         time.sleep(2)
         self.assertFalse(b._mounted())
-        wh("approve", "b", "--admin-key", alice_key, "-c", cluster.config, "-p", "a")
+        # The key the admin saw, pinned: a wrong one is refused, the right one approves.
+        r = wh("approve", "b", "--key", "0" * 16 if not b_key.startswith("0" * 16) else "1" * 16, "--admin-key",
+               alice_key, "-c", cluster.config, "-p", "a", check=False)
+        self.assertIn("now asks with key", r.stderr)
+        wh("approve", "b", "--key", b_key[:16], "--admin-key", alice_key, "-c", cluster.config, "-p", "a")
         wait_for(lambda: b._mounted(), what="b mounted once approved")
         wh("deny", "c", "--admin-key", alice_key, "-c", cluster.config, "-p", "a")
         self.assertNotEqual(refused(c), 0)

@@ -656,6 +656,27 @@ TEST(PeerTls, AJoiningPodGetsACertificateForItsOwnKeyAndBadRequestsAreRefused) {
     EXPECT_FALSE(st.ok() && r.accepted()) << name << " " << r.reason();
     EXPECT_TRUE(r.certificate().empty());
   }
+  // Taking over d (its id is no secret): with another key under its name and id, or its id
+  // under another name. Renewing d's certificate for its own key is fine.
+  std::string thief_key, thief_csr, renamed_csr;
+  ASSERT_TRUE(certs::create_key(&thief_key, &error));
+  ASSERT_TRUE(certs::make_csr(thief_key, certs::Identity{"net", "d", 0xd1, ""}, &thief_csr, &error));
+  ASSERT_TRUE(certs::make_csr(thief_key, certs::Identity{"net", "evil", 0xd1, ""}, &renamed_csr, &error));
+  for (const auto& [name, request] : std::vector<std::pair<std::string, std::string>>{{"d", thief_csr},
+                                                                                       {"evil", renamed_csr}}) {
+    pb::JoinReply r;
+    const grpc::Status st = n.join_with(*anonymous, name, 0xd1, request, &r);
+    EXPECT_TRUE(st.ok() && !r.accepted()) << name << ": " << st.error_message();
+    EXPECT_TRUE(r.certificate().empty()) << name << " took over d";
+  }
+  pb::JoinReply renewed;
+  ASSERT_TRUE(n.join_with(*anonymous, "d", 0xd1, csr, &renewed).ok());
+  EXPECT_TRUE(renewed.accepted()) << renewed.reason();
+  for (const pb::Member& m : n.ns.members())
+    if (m.pod_id() == 0xd1) {
+      EXPECT_EQ(m.name(), "d");
+      EXPECT_EQ(m.key_fingerprint(), who.key_fingerprint);
+    }
   // A pod asking without a CSR and without a certificate is not let in either.
   pb::JoinReply r;
   ASSERT_TRUE(n.join_with(*anonymous, "g", 0x61, "", &r).ok());
