@@ -245,6 +245,7 @@ bool validate_member(const pb::Member& m, std::string* why) {
   if (m.role() != "storage" && m.role() != "client") return fail(why, "member", "role \"" + m.role().substr(0, 16) + "\"");
   if (m.authorization().admin().size() > kMaxPodNameBytes || m.authorization().signature().size() > 64)
     return fail(why, "member", "oversized admin authorization");
+  if (m.key_fingerprint().size() > 64) return fail(why, "member", "oversized key fingerprint");
   return true;
 }
 

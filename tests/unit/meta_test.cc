@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <linux/fs.h>
 #include <random>
 #include <sys/stat.h>
@@ -899,6 +901,43 @@ TEST(Members, ForgottenIsFinalInAnyOrder) {
     ASSERT_EQ(members.size(), 1u);
     EXPECT_TRUE(members[0].forgotten()) << "forget first: " << forget_first;
   }
+}
+
+// What justified a forget (the admin's authorization, the origin of the op) is the newest
+// forget's, whatever the order, and later ops that are not forgets do not drop it.
+TEST(Members, TheNewestForgetsAuthorizationStaysInAnyOrder) {
+  auto op = [](uint64_t origin, uint64_t wall, bool forgotten, const std::string& sig) {
+    pb::Op o;
+    o.set_origin(origin);
+    o.set_seq(1);
+    o.mutable_hlc()->set_wall_ms(wall);
+    o.mutable_hlc()->set_pod(origin);
+    pb::Member* m = o.add_actions()->mutable_member();
+    m->set_pod_id(77);
+    m->set_name("gone");
+    m->set_address("127.0.0.1:" + std::to_string(wall));
+    m->set_role("storage");
+    m->set_forgotten(forgotten);
+    m->mutable_authorization()->set_signature(sig);
+    m->set_forgotten_by(999);  // never taken from an op
+    return o;
+  };
+  std::vector<pb::Op> ops{op(5, 1000, true, "first"), op(7, 2000, true, "newest"), op(6, 3000, false, "")};
+  std::vector<int> order{0, 1, 2};
+  do {
+    MemKv kv;
+    Meta meta(kv, 42, [](Gid) { return false; });
+    std::string err;
+    ASSERT_TRUE(meta.init(1, &err)) << err;
+    for (int i : order) ASSERT_TRUE(meta.apply(ops[static_cast<size_t>(i)], false).ok);
+    auto members = meta.members();
+    ASSERT_EQ(members.size(), 1u);
+    const std::string where = std::to_string(order[0]) + std::to_string(order[1]) + std::to_string(order[2]);
+    EXPECT_TRUE(members[0].forgotten()) << where;
+    EXPECT_EQ(members[0].authorization().signature(), "newest") << where;
+    EXPECT_EQ(members[0].forgotten_by(), 7u) << where;
+    EXPECT_EQ(members[0].address(), "127.0.0.1:3000") << where;  // the description: last writer wins
+  } while (std::next_permutation(order.begin(), order.end()));
 }
 
 // ---- concurrent changes that once lost or hid data ------------------------------------------
