@@ -64,8 +64,10 @@ class UpgradeTest(unittest.TestCase):
             tar.extractall(work)
         with open(os.path.join(work, "manifest.json")) as f:
             manifest = json.load(f)
+        # The fixture's deleted file must still be in the trash however old the fixture is
+        # (the default retention, a day, purged it the day after it was made).
         pod = Pod(root=work, name=manifest["pod"], network=manifest["network"], chunk_size=manifest["chunk_size"],
-                  storage=os.path.join(work, "storage"))
+                  storage=os.path.join(work, "storage"), extra_network='trash_retention = "36500d"')
         try:
             pod.start()
             m = pod.mnt
