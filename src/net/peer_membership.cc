@@ -215,9 +215,7 @@ bool PeerNode::join_network(std::string* error) {
   bool joined = certified_by_join_;
   for (const std::string& address : self_.peers) {
     if (joined) break;
-    grpc::ChannelArguments args;
-    if (config_.network.tls) args.SetSslTargetNameOverride(certs::kPodDnsName);
-    auto stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, channel_credentials(), args));
+    auto stub = pb::Peer::NewStub(peer_channel(address));
     pb::JoinRequest req;
     req.set_protocol_version(kProtocolVersion);
     req.set_network(config_.network.name);

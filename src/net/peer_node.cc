@@ -240,6 +240,17 @@ PeerNode::PeerNode(const Config& config, const PodConfig& self, uint64_t pod_id,
   ns_.set_expected_members(config.pods.size());
 }
 
+std::shared_ptr<grpc::Channel> PeerNode::peer_channel(const std::string& address) const {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
+  // A pod that comes back is talked to within seconds (gRPC's default backoff grows to
+  // 2 minutes, meanwhile every call to it fails at once and it is passed over).
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
+  // Every pod's certificate names kPodDnsName: who the peer is comes from its subject.
+  if (config_.network.tls) args.SetSslTargetNameOverride(certs::kPodDnsName);
+  return grpc::CreateCustomChannel(address, channel_credentials(), args);
+}
+
 PeerNode::PeerRange PeerNode::peers() const {
   return PeerRange{peer_slots_.data(), peer_slots_.data() + peer_count_.load(std::memory_order_acquire)};
 }
@@ -263,14 +274,7 @@ PeerNode::Peer* PeerNode::add_peer_locked(const std::string& name, const std::st
   peer->name = name;
   peer->address = address;
   peer->storage = storage;
-  grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-  // A pod that comes back is talked to within seconds (gRPC's default backoff grows to
-  // 2 minutes, meanwhile every call to it fails at once and it is passed over).
-  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
-  // Every pod's certificate names kPodDnsName: who the peer is comes from its subject.
-  if (config_.network.tls) args.SetSslTargetNameOverride(certs::kPodDnsName);
-  peer->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(address, channel_credentials(), args));
+  peer->stub = pb::Peer::NewStub(peer_channel(address));
   peer->id = id;
   if (id != 0) replicator_.add_member(id);
   peer_slots_[n] = std::move(peer);
@@ -311,11 +315,7 @@ bool PeerNode::start(std::string* error) {
   {
     // Channels made before the certificate was there (the configured pods) get it now.
     std::lock_guard lock(mu_);
-    grpc::ChannelArguments args;
-    args.SetMaxReceiveMessageSize(kMaxMessageBytes);
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
-    if (config_.network.tls) args.SetSslTargetNameOverride(certs::kPodDnsName);
-    for (auto& p : peers()) p->stub = pb::Peer::NewStub(grpc::CreateCustomChannel(p->address, channel_credentials(), args));
+    for (auto& p : peers()) p->stub = pb::Peer::NewStub(peer_channel(p->address));
   }
   service_ = std::make_unique<Service>(*this);
   grpc::ServerBuilder builder;

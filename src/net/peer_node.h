@@ -44,6 +44,7 @@
 #include "vfs/write_gate.h"
 
 namespace grpc {
+class Channel;
 class ChannelCredentials;
 class Server;
 class ServerContext;
@@ -225,6 +226,8 @@ class PeerNode final : public ContentReplication {
   // first use, logged). "" + *error when it does not match.
   std::string trusted_ca_at(const std::string& address, std::string* error);
   std::shared_ptr<grpc::ChannelCredentials> channel_credentials() const;
+  // A channel to the pod at `address` with this pod's credentials and channel settings.
+  std::shared_ptr<grpc::Channel> peer_channel(const std::string& address) const;
   std::shared_ptr<grpc::ServerCredentials> server_credentials() const;
   // Serves a join that carries a CSR (this pod holds the CA): the join policy (open, token,
   // approval), then the certificate. Returns "" (reply filled) or why not.
