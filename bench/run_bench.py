@@ -159,6 +159,8 @@ def main():
     parser.add_argument("--only-shaped", action="store_true",
                         help="run only the shaped-link read figures (network namespaces; root)")
     parser.add_argument("--only-tls", action="store_true", help="run only the TLS cost ratios")
+    parser.add_argument("--only-fuse", action="store_true",
+                        help="run only the small-file workloads against bindfs (one pod and three pods)")
     parser.add_argument("--long", action="store_true",
                         help="run only the long figures (rss_mb_1m_files: a pod's memory with --long-files files)")
     parser.add_argument("--long-files", type=int, default=1_000_000, help="files created for the long figures")
@@ -190,6 +192,16 @@ def main():
         for name, value in shaped_read_figures(work, args.shaped_mib):
             print(f"figure {name} {value:.2f}")
         shutil.rmtree(work, ignore_errors=True)
+        return
+    if args.only_fuse:
+        tarball = work + "-include.tar"
+        subprocess.run(["tar", "cf", tarball, "-C", "/usr", "include"], check=True)
+        try:
+            for name, value in fuse_limit_only(work, args.files, tarball):
+                print(f"ratio_fuse {name} {value:.3f}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            os.unlink(tarball)
         return
     if args.only_replication:
         for name, value in replication_figures(work, args.repl_files):
@@ -401,6 +413,37 @@ def one_pod_small_files(work, n, tarball):
         return small_file_times(pod.mnt, n, tarball, cold)
     finally:
         pod.cleanup()
+
+
+def three_pod_small_files(work, n, tarball):
+    """The small-file workloads on pod a of a three-pod network, redundancy 3 (as `make
+    bench` measures them, without the workloads before them)."""
+    root = os.path.join(work, "three-pods")
+    os.makedirs(root)
+    network = Cluster(names=("a", "b", "c"), redundancy=3, root_dir=root, chunk_size=CHUNK_SIZE)
+    try:
+        network.start()
+        for p in network.pods.values():
+            wait_for(lambda: all(q["state"] == "alive" for q in p.status()["peers"]), what="peers alive")
+        pod = network.pods["a"]
+
+        def cold():
+            pod.stop()
+            pod.start()
+            wait_for(lambda: all(q["state"] == "alive" for q in pod.status()["peers"]), what="peers alive")
+            drop_caches()
+        return small_file_times(pod.mnt, n, tarball, cold)
+    finally:
+        network.cleanup()
+
+
+def fuse_limit_only(work, n, tarball):
+    """`--only-fuse`: the FUSE-limit ratios alone, bindfs (best of two) against one pod and
+    pod a of three, in one run."""
+    bindfs_times = bindfs_best_times(work, n, tarball)
+    ratios = fuse_limit_ratios(n, bindfs_times, three_pod_small_files(work, n, tarball), "")
+    ratios += fuse_limit_ratios(n, bindfs_times, one_pod_small_files(work, n, tarball), "_one_pod")
+    return ratios
 
 
 def fuse_limit_ratios(n, bindfs_times, wormhole_times, suffix):

@@ -610,9 +610,9 @@ void wh_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 }
 
 void wh_fsyncdir(fuse_req_t req, fuse_ino_t, int, fuse_file_info*) {
-  // Namespace changes are in RocksDB's log on the storage file system: syncing that file
-  // system makes them durable.
-  fuse_reply_err(req, vfs(req).chunks().sync());
+  // Namespace changes are ops in RocksDB's log: the group commit makes every op applied so
+  // far durable (with the chunks this pod wrote before them).
+  fuse_reply_err(req, ns(req).make_durable());
 }
 
 void wh_statfs(fuse_req_t req, fuse_ino_t) {

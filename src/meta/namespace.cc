@@ -115,14 +115,23 @@ int Namespace::sync_log(bool own_ops) {
     target.erase(meta_.pod_id());
     target_hlc.erase(meta_.pod_id());
   }
-  {
+  auto already_durable = [&] {
     std::lock_guard lock(durable_mu_);
     bool done = true;
     for (auto& [origin, seq] : target) done &= durable_[origin] >= seq;
-    if (done) {
-      claim_stamps_locked(own_made, target_hlc);
-      return 0;
-    }
+    if (done) claim_stamps_locked(own_made, target_hlc);
+    return done;
+  };
+  if (already_durable()) return 0;
+  // Group commits of own ops run one at a time: the chunks of `target` may have been taken
+  // by a commit still syncing them (before_log_sync_ hands each pending chunk to one
+  // commit), and this one must not report them durable before that one is done. After the
+  // wait, that commit has usually covered `target` already. Received-only syncs do not
+  // wait here (an acknowledgement never waits for this pod's chunk writes).
+  std::unique_lock<std::mutex> own_sync;
+  if (own_ops) {
+    own_sync = std::unique_lock(own_sync_mu_);
+    if (already_durable()) return 0;
   }
   // This pod's ops name chunks this pod wrote: those are made durable first. Ops of other
   // pods do not wait for that (their chunks arrive by push or pull, and a holder that lost

@@ -237,7 +237,6 @@ int OpenFile::seal(uint64_t index) {
     }
     ref.set_sha256(sha);
     ref.set_length(static_cast<uint32_t>(d.data.size()));
-    unsynced_ = true;
   }
   if (ref.sha256().empty())
     chunks_.erase(index);
@@ -368,7 +367,6 @@ int OpenFile::seal_blocks(uint64_t index, DirtyChunk& d) {
       spdlog::error("cannot store blocks of chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(err));
       return err;
     }
-    unsynced_ = true;
     pb::ChunkRef ref;
     ref.set_index(index);
     ref.set_span_offset(s);
@@ -476,7 +474,6 @@ int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
     ref.set_sha256(results[i].sha);
     ref.set_length(static_cast<uint32_t>(buf->size()));
     if (index < chunk_count()) chunks_[index] = {ref};
-    unsynced_ = true;
     buffers_.give_back(std::move(*buf));
   }
   sealed_.notify_all();
@@ -678,10 +675,6 @@ int OpenFile::flush(bool sync) {
   sealed_.wait(lock, [this] { return sealing_.empty(); });
   if (int err = seal_all()) return err;
   if (modified_) {
-    if (sync && unsynced_) {
-      if (int err = store_.sync()) return err;
-      unsynced_ = false;
-    }
     // In sync mode place() copies the chunks before the version exists anywhere: a holder
     // that learns of the version already has its content.
     const std::vector<pb::ChunkRef> list = chunk_list();
@@ -693,8 +686,11 @@ int OpenFile::flush(bool sync) {
     holders_ = holders.empty() ? std::vector<uint64_t>{ns_.pod_id()} : holders;
     modified_ = false;
     // fsync: the log sync is a group commit outside the namespace lock (a synced commit
-    // held it across the disk sync, stopping every other FUSE thread's metadata). The
-    // version is committed either way: a failed sync is reported, not committed again.
+    // held it across the disk sync, stopping every other FUSE thread's metadata). It makes
+    // this pod's pending chunks durable first (ChunkStore::sync_pending: an fdatasync per
+    // chunk written since the last group commit, not a syncfs of the whole file system,
+    // which cost a SQLite commit ~30 KB of journal writes). The version is committed
+    // either way: a failed sync is reported, not committed again.
     if (sync)
       if (int err = ns_.make_durable()) return err;
     if (replication_) {
@@ -705,10 +701,9 @@ int OpenFile::flush(bool sync) {
   }
   if (sync) {
     // Nothing new through this handle, but `write; close; open; fsync` must still make the
-    // content durable: its chunks and version may have been written unsynced by an
-    // earlier handle (whose unsynced_ is gone). Sync the chunk store and the metadata log.
-    if (int err = store_.sync()) return err;
-    unsynced_ = false;
+    // content durable: its chunks and version may have been written by an earlier handle
+    // and not synced yet. The group commit covers both (chunks pending since the last one,
+    // then the metadata log).
     if (int err = ns_.make_durable()) return err;
   }
   return 0;

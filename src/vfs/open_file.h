@@ -162,7 +162,6 @@ class OpenFile {
   uint64_t size_ = 0;
   int64_t mtime_ns_ = 0;
   bool modified_ = false;      // pending state differs from base_version_
-  bool unsynced_ = false;      // chunks written since the last sync
   // Pending chunk list: the stored pieces by span index (each ref's `index` is its key),
   // sorted by span_offset, never empty; an index not present is a hole. Sparse, so a 1 TB
   // file with little data costs little.

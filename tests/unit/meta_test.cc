@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <linux/fs.h>
+#include <future>
 #include <random>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -73,6 +74,42 @@ TEST(Namespace, CreateLookupAndErrors) {
   uint64_t parent = 0;
   ASSERT_EQ(f.ns.list(1, &items, &parent), 0);
   EXPECT_TRUE(items.empty());
+}
+
+// fsync's group commit never reports this pod's chunks durable while another group commit
+// that took them from the pending list is still syncing them: the second caller waits for
+// the first (before, it found nothing pending, synced the log and returned at once).
+TEST(Namespace, AGroupCommitWaitsForTheOneSyncingItsChunks) {
+  Fixture f;
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  std::atomic<int> calls{0};
+  f.ns.set_before_log_sync([&] {
+    if (calls.fetch_add(1) == 0) {  // the first commit's chunk sync is slow
+      entered.set_value();
+      released.wait();
+    }
+    return 0;
+  });
+  f.mk(1, "a");
+  auto first = std::async(std::launch::async, [&] { return f.ns.make_durable(); });
+  entered.get_future().wait();
+  f.mk(1, "b");  // made while the first commit syncs: the second commit must sync it
+  std::atomic<bool> second_done{false};
+  auto second = std::async(std::launch::async, [&] {
+    const int err = f.ns.make_durable();
+    second_done = true;
+    return err;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(second_done) << "returned while the first group commit was still syncing chunks";
+  release.set_value();
+  EXPECT_EQ(first.get(), 0);
+  EXPECT_EQ(second.get(), 0);
+  EXPECT_EQ(calls.load(), 2);  // "b" came after the first commit's target: synced again
+  // Already durable: nothing to sync.
+  EXPECT_EQ(f.ns.make_durable(), 0);
+  EXPECT_EQ(calls.load(), 2);
 }
 
 // Character and block devices are stored with their number, reported as st_rdev, and
