@@ -188,6 +188,7 @@ std::string ChunkStore::path_of(const std::string& sha256) const {
 bool ChunkStore::init(std::string* error) {
   std::error_code ec;
   fs::create_directories(dir_ + "/tmp", ec);
+  if (!ec) fs::create_directories(dir_ + "/corrupt", ec);
   if (ec) {
     *error = "cannot create " + dir_ + ": " + ec.message();
     return false;
@@ -219,7 +220,7 @@ bool ChunkStore::init(std::string* error) {
   }
   uint64_t n = 0, bytes = 0, verified = 0, dropped = 0;
   for (auto& sub : fs::directory_iterator(dir_, ec)) {
-    if (!sub.is_directory() || sub.path().filename() == "tmp") continue;
+    if (!sub.is_directory() || sub.path().filename() == "tmp" || sub.path().filename() == "corrupt") continue;
     for (auto& f : fs::directory_iterator(sub.path(), ec)) {
       struct stat st;
       if (::stat(f.path().c_str(), &st) != 0) continue;
@@ -502,6 +503,27 @@ void log_stray(const fs::path& path, const char* why, int* logged) {
 
 }  // namespace
 
+int ChunkStore::set_aside(const std::string& sha256) {
+  std::lock_guard lock(stripe_of(sha256));
+  {
+    std::lock_guard cache_lock(mu_);
+    auto it = cache_.find(sha256);
+    if (it != cache_.end()) {
+      lru_.erase(it->second.second);
+      cache_.erase(it);
+    }
+  }
+  const std::string from = path_of(sha256);
+  struct stat st;
+  if (::stat(from.c_str(), &st) != 0) return errno;
+  // One file per chunk name (a later one replaces it): bounded by the chunks stored.
+  if (::rename(from.c_str(), (dir_ + "/corrupt/" + hex(sha256)).c_str()) != 0) return errno;
+  chunks_--;
+  bytes_ -= std::min<uint64_t>(bytes_.load(), static_cast<uint64_t>(st.st_size));
+  spdlog::error("chunk {} does not match its name: moved to {}/corrupt/ (a holder provides it again)", from, dir_);
+  return 0;
+}
+
 bool ChunkStore::refresh(const std::string& sha256) {
   std::lock_guard lock(stripe_of(sha256));
   return ::utimensat(AT_FDCWD, path_of(sha256).c_str(), nullptr, 0) == 0;
@@ -521,7 +543,8 @@ uint64_t ChunkStore::collect_garbage(const std::unordered_set<std::string>& live
   std::vector<Cached> in_cache;  // bounded by the chunks on disk (32 B + a hash each)
   for (auto& sub : fs::directory_iterator(dir_, ec)) {
     const std::string sub_name = sub.path().filename();
-    if (sub_name == "tmp" || sub_name == "running" || sub_name == "synced_until") continue;  // the store's own
+    if (sub_name == "tmp" || sub_name == "corrupt" || sub_name == "running" || sub_name == "synced_until")
+      continue;  // the store's own
     if (!sub.is_directory(ec) || sub_name.size() != 2 || hex_digit(sub_name[0]) < 0 || hex_digit(sub_name[1]) < 0) {
       log_stray(sub.path(), "not a chunk subdirectory", &strays);
       continue;

@@ -11,7 +11,7 @@
 //
 // A chunk lives at <dir>/<first 2 hex of its name>/<64 hex>; it is written to
 // <dir>/tmp first and renamed into place, so a crash never leaves a half chunk under its
-// name. Every chunk is verified against its hash the first time it is opened for reading;
+// name. A chunk found corrupt is moved to <dir>/corrupt/ (set_aside). Every chunk is verified against its hash the first time it is opened for reading;
 // open verified chunks stay in a bounded descriptor cache. Thread-safe.
 //
 // Durability is grouped: put() writes a chunk and starts its writeback without waiting;
@@ -76,6 +76,10 @@ class ChunkStore {
   ssize_t read(const std::string& sha256, uint64_t offset, size_t len, char* out);
 
   bool contains(const std::string& sha256);
+  // Takes chunk `sha256` out of the store because its bytes were found not to match its
+  // name (a read saw it): moved to <dir>/corrupt/ for inspection, so that contains() is
+  // false and a fetch from a holder stores a good copy. 0 or errno (ENOENT: not here).
+  int set_aside(const std::string& sha256);
   // Whether chunk `sha256` is here, and if so makes it young again for garbage collection
   // (under its stripe lock, as put's deduplication): a chunk about to be claimed or
   // confirmed (a repair copy found in the cache, a keeper's answer) then survives a GC

@@ -494,3 +494,96 @@ TEST(OpenFile, GarbageCollectionWaitingOnAFileDoesNotBlockGetattr) {
   ASSERT_EQ(fx.vfs.release(g), 0);
   ASSERT_EQ(fx.vfs.release(f), 0);
 }
+
+namespace {
+// Replication that holds good copies of chunks (by name) and stores one on fetch(), as a
+// holder answering would; counts the fetches.
+class CopyHolder final : public ContentReplication {
+ public:
+  explicit CopyHolder(ChunkStore& store) : store_(store) {}
+  std::map<std::string, std::string> copies;
+  int fetches = 0;
+  std::vector<uint64_t> place(Gid, Gid, const std::vector<pb::ChunkRef>&) override { return {}; }
+  int fetch(const std::string& sha256, const std::vector<uint64_t>&) override {
+    ++fetches;
+    auto it = copies.find(sha256);
+    if (it == copies.end()) return EIO;
+    return store_.put_expected(it->second.data(), it->second.size(), sha256);
+  }
+  ssize_t read_range(const std::string&, const std::vector<uint64_t>&, uint64_t, size_t, char*) override {
+    return -ENOTSUP;
+  }
+  void prefetch(const std::vector<std::string>&, const std::vector<uint64_t>&) override {}
+  void committed(Gid, Gid, const std::vector<pb::ChunkRef>&, const std::vector<uint64_t>&) override {}
+
+ private:
+  ChunkStore& store_;
+};
+
+std::string file_bytes(const std::string& path) {
+  std::string out(std::filesystem::file_size(path), '\0');
+  FILE* f = std::fopen(path.c_str(), "rb");
+  EXPECT_EQ(std::fread(out.data(), 1, out.size(), f), out.size());
+  std::fclose(f);
+  return out;
+}
+}  // namespace
+
+// A chunk this pod stores whose bytes no longer match its name (bit rot, a damaged disk) is
+// set aside and fetched again from a holder: the read returns the right bytes, and the copy
+// here is good again. With no holder to provide it, the read is EIO, never the bad bytes.
+TEST(OpenFile, ACorruptLocalChunkIsFetchedAgainFromAHolder) {
+  Fixture fx("corrupt");
+  const std::string data = pattern(2 * kChunk, 11);
+  {
+    std::shared_ptr<OpenFile> f;
+    ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+    ASSERT_EQ(f->write(0, data.data(), data.size(), 1), 0);
+    ASSERT_EQ(fx.vfs.release(f), 0);
+  }
+  const std::vector<pb::ChunkRef> refs = fx.committed();
+  ASSERT_EQ(refs.size(), 2u);
+  const std::string bad_chunk = refs[1].sha256();
+  const std::string path = fx.chunks.path_of(bad_chunk);
+  const std::string good = file_bytes(path);
+  {  // flip one byte on disk
+    FILE* f = std::fopen(path.c_str(), "r+b");
+    std::fseek(f, 100, SEEK_SET);
+    std::fputc(good[100] ^ 0x5a, f);
+    std::fclose(f);
+  }
+  for (bool holder_has_it : {true, false}) {
+    if (!holder_has_it) {  // corrupt it again; now nobody has a good copy
+      FILE* f = std::fopen(path.c_str(), "r+b");
+      std::fseek(f, 100, SEEK_SET);
+      std::fputc(good[100] ^ 0x5a, f);
+      std::fclose(f);
+    }
+    // A fresh store over the same directory (after an orderly stop, so that its start
+    // checks nothing): its first open verifies the chunk.
+    fx.chunks.mark_clean_shutdown();
+    ChunkStore store(fx.dir);
+    std::string err;
+    ASSERT_TRUE(store.init(&err)) << err;
+    Vfs vfs(fx.ns, store, kChunk);
+    CopyHolder holder(store);
+    if (holder_has_it) holder.copies[bad_chunk] = good;
+    vfs.set_replication(&holder);
+    std::shared_ptr<OpenFile> f;
+    ASSERT_EQ(vfs.open(fx.inode, &f), 0);
+    std::string out(data.size(), '\0');
+    if (holder_has_it) {
+      ASSERT_EQ(f->read(0, out.size(), out.data()), static_cast<ssize_t>(out.size()));
+      EXPECT_EQ(out, data);
+      EXPECT_EQ(holder.fetches, 1);
+      EXPECT_EQ(file_bytes(path), good) << "the copy here is good again";
+      EXPECT_TRUE(std::filesystem::exists(fx.dir + "/corrupt/" + ChunkStore::hex(bad_chunk)));
+    } else {
+      EXPECT_EQ(f->read(kChunk, kChunk, out.data()), -EIO);
+      EXPECT_EQ(holder.fetches, 1);
+      EXPECT_FALSE(std::filesystem::exists(path)) << "set aside, not served";
+    }
+    ASSERT_EQ(vfs.release(f), 0);
+    store.mark_clean_shutdown();
+  }
+}
