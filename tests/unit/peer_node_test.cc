@@ -172,6 +172,36 @@ TEST(PeerBoundary, APodWithAnotherChunkSizeIsRefused) {
   EXPECT_TRUE(n.exchange(n.envelope("b", kBId)).ok());
 }
 
+// Pods of another protocol version (a rolling upgrade across a format change) are refused
+// with a message saying both versions, for every request kind, never half-understood.
+TEST(PeerBoundary, APodOfAnotherProtocolVersionIsRefusedClearly) {
+  Node n;
+  for (uint32_t version : {kProtocolVersion - 1, kProtocolVersion + 1, 0u}) {
+    pb::Envelope e = n.envelope("b", kBId);
+    e.set_protocol_version(version);
+    const grpc::Status st = n.exchange(e);
+    EXPECT_EQ(st.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << version;
+    const std::string want = "protocol version " + std::to_string(version) + ", this pod speaks " +
+                             std::to_string(kProtocolVersion);
+    EXPECT_NE(st.error_message().find(want), std::string::npos) << st.error_message();
+    pb::ChunkRequest req;
+    req.set_protocol_version(version);
+    req.set_network("net");
+    req.set_chunk_size(64 << 10);
+    req.set_from_pod_name("b");
+    req.set_from_pod_id(kBId);
+    req.set_sha256(std::string(32, 'x'));
+    grpc::ClientContext ctx;
+    auto reader = n.stub->ReadChunk(&ctx, req);
+    pb::ChunkPiece piece;
+    EXPECT_FALSE(reader->Read(&piece));
+    const grpc::Status read = reader->Finish();
+    EXPECT_FALSE(read.ok()) << version;
+    EXPECT_NE(read.error_message().find(want), std::string::npos) << read.error_message();
+  }
+  EXPECT_TRUE(n.exchange(n.envelope("b", kBId)).ok());
+}
+
 TEST(PeerBoundary, AnInvalidBatchIsRejectedAndNothingOfItApplied) {
   Node n;
   pb::Envelope e = n.envelope("b", kBId);
@@ -313,13 +343,17 @@ class FakeHolder final : public pb::Peer::Service {
   std::atomic<Mode> mode{kTrue};
   std::atomic<int> asked{0};
   std::string bytes;  // the chunk
+  // When set: the first answer among the holders sharing it has one byte changed (the flag
+  // is taken by that answer), whatever `mode` says.
+  std::atomic<int>* lie_once = nullptr;
   grpc::Status ReadChunk(grpc::ServerContext*, const pb::ChunkRequest* req,
                          grpc::ServerWriter<pb::ChunkPiece>* writer) override {
     ++asked;
     if (mode == kLegacy && req->with_table()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "legacy");
     std::string data = bytes.substr(req->offset(), req->length() ? req->length() : std::string::npos);
     std::string table = ChunkStore::block_table(bytes.data(), bytes.size());
-    if (mode == kFlippedByte || mode == kForgedTable) data[10] ^= 1;
+    const bool lie = lie_once && lie_once->exchange(0) == 1;
+    if (mode == kFlippedByte || mode == kForgedTable || lie) data[10] ^= 1;
     if (mode == kForgedTable) {
       std::string changed = bytes;
       changed.replace(req->offset(), data.size(), data);
@@ -380,6 +414,46 @@ TEST(PeerData, ARangedReadVerifiesEveryBlock) {
   b.mode = FakeHolder::kLegacy;
   EXPECT_EQ(n.node->read_range(std::string(32, 'L'), {kBId}, 0, 4096, out.data()), -ENOTSUP);
   server->Shutdown();
+}
+
+// A holder answering with bad bytes is passed over for another: pods b and c both hold the
+// chunk, and whichever is asked first sends one byte changed (then both answer truly). A
+// ranged read and a whole fetch both end with the true bytes, after asking the second.
+TEST(PeerData, ABadAnswerIsPassedOverForAnotherHolder) {
+  Node n(1 << 20);
+  std::atomic<int> first_lies{1};
+  FakeHolder b, c;
+  b.bytes = c.bytes = blocks_pattern((1 << 20) - 1000, 5);
+  const std::string sha = ChunkStore::hash(b.bytes.data(), b.bytes.size());
+  std::vector<std::unique_ptr<grpc::Server>> servers;
+  for (auto [holder, pod] : {std::pair{&b, 1}, std::pair{&c, 2}}) {
+    holder->lie_once = &first_lies;
+    grpc::ServerBuilder builder;
+    builder.AddListeningPort(n.config.pods[pod].listen, grpc::InsecureServerCredentials());
+    builder.RegisterService(holder);
+    servers.push_back(builder.BuildAndStart());
+    ASSERT_TRUE(servers.back());
+  }
+  std::string out(100 << 10, '\0');
+  // Until a's channels connect (they failed while b and c were not listening yet).
+  for (int i = 0; i < 100 && n.node->read_range(sha, {kBId}, 0, 100, out.data()) != 100; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  first_lies = 1;
+  const int asked_before = b.asked + c.asked;
+  const uint64_t at = (5 << 16) + 77;
+  ASSERT_EQ(n.node->read_range(sha, {kBId}, at, out.size(), out.data()), static_cast<ssize_t>(out.size()));
+  EXPECT_EQ(out, b.bytes.substr(at, out.size()));
+  EXPECT_EQ(first_lies.load(), 0) << "the first answer was the bad one";
+  EXPECT_GE(b.asked + c.asked - asked_before, 2);
+  // The whole chunk: stored only as its true bytes.
+  first_lies = 1;
+  ASSERT_EQ(n.node->fetch(sha, {kBId}), 0);
+  EXPECT_EQ(first_lies.load(), 0);
+  ASSERT_TRUE(n.chunks.contains(sha));
+  std::string stored(b.bytes.size(), '\0');
+  ASSERT_EQ(n.chunks.read(sha, 0, stored.size(), stored.data()), static_cast<ssize_t>(stored.size()));
+  EXPECT_EQ(stored, b.bytes);
+  for (auto& s : servers) s->Shutdown();
 }
 
 TEST(PeerBoundary, WholeVersionsAreServedToMembersOnlyAndBounded) {
