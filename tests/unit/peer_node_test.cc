@@ -485,6 +485,95 @@ TEST(PeerBoundary, WholeVersionsAreServedToMembersOnlyAndBounded) {
   EXPECT_EQ(reply.versions(0).chunks(0).inline_data(), text);
 }
 
+namespace {
+// Pod "b" answering GetVersions with the whole record of one version: first for another
+// size (a lie or a mix-up: not taken), then truly.
+class WholeVersionHolder final : public pb::Peer::Service {
+ public:
+  std::atomic<int> asked{0};
+  std::atomic<bool> wrong_size{true};
+  Gid version;
+  pb::VersionRecord whole;
+  // Answers exchanges as an empty, reachable pod b (a pod that fails them is down, and a
+  // down pod is not asked).
+  grpc::Status Exchange(grpc::ServerContext*, const pb::Envelope*, pb::EnvelopeReply* reply) override {
+    reply->set_pod_name("b");
+    reply->set_pod_id(kBId);
+    return grpc::Status::OK;
+  }
+  grpc::Status GetVersions(grpc::ServerContext*, const pb::VersionsRequest* req, pb::VersionsReply* reply) override {
+    ++asked;
+    for (const pb::Gid& g : req->versions()) {
+      if (from_pb(g) != version) continue;
+      pb::VersionsReply::Whole* w = reply->add_versions();
+      *w->mutable_version() = g;
+      w->set_size(whole.size() + (wrong_size.exchange(false) ? 1 : 0));
+      *w->mutable_chunks() = whole.chunks();
+    }
+    return grpc::Status::OK;
+  }
+};
+}  // namespace
+
+// The asking side of whole versions: a delta that arrived over a base this pod lacks makes
+// an incomplete version (reads EIO, never garbage); the pod asks its writer for the whole
+// chunk list, refuses an answer for another size, and completes it from a true one.
+TEST(PeerData, AnIncompleteVersionIsCompletedFromItsWriter) {
+  Node n;
+  // Pod b's namespace makes the ops: a file, a first version, a second as a delta over it.
+  MemKv kv_b;
+  Namespace b(kv_b, kBId, [] { return int64_t{1'700'000'000'000'000'000}; }, [](Gid) { return false; });
+  std::string err;
+  ASSERT_TRUE(b.init(&err)) << err;
+  Attr f;
+  ASSERT_EQ(b.make(1, "f", pb::REGULAR, 0644, 0, 0, "", &f), 0);
+  auto inline_ref = [](uint64_t index, const std::string& text) {
+    pb::ChunkRef ref;
+    ref.set_index(index);
+    ref.set_sha256(ChunkStore::hash(text.data(), text.size()));
+    ref.set_length(static_cast<uint32_t>(text.size()));
+    ref.set_inline_data(text);
+    return ref;
+  };
+  // Two spans; the second version changes only the second, so its op is a delta that needs
+  // the first version's first span.
+  const uint64_t span = n.config.network.chunk_size, size = span + 3;
+  Gid v1, v2;
+  ASSERT_EQ(b.commit(f.id, Gid{}, size, {inline_ref(0, "one"), inline_ref(1, "abc")}, 1, {kBId}, false, &v1, 2), 0);
+  ASSERT_EQ(b.commit(f.id, v1, size, {inline_ref(0, "one"), inline_ref(1, "xyz")}, 2, {kBId}, false, &v2, 2), 0);
+  ASSERT_EQ(b.make_durable(), 0);
+  std::vector<pb::Op> ops = b.ops_after(kBId, 0, 100);
+  ASSERT_EQ(ops.size(), 3u);
+  // Pod a gets the create and the second commit, whose base (the first) it never saw.
+  to_pb(Gid{kBId, 999999}, ops[2].mutable_actions(0)->mutable_commit()->mutable_base_version());
+  ASSERT_EQ(n.ns.apply_remote(ops[0]), 0);
+  ops[2].set_seq(ops[0].seq() + 1);  // as if the first commit never existed
+  ASSERT_EQ(n.ns.apply_remote(ops[2]), 0);
+  ASSERT_EQ(n.ns.incomplete_versions(16).size(), 1u);
+  WholeVersionHolder holder;
+  holder.version = v2;
+  ASSERT_TRUE(b.get_version(v2, &holder.whole));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(n.config.pods[1].listen, grpc::InsecureServerCredentials());
+  builder.RegisterService(&holder);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_TRUE(server);
+  ASSERT_TRUE(n.exchange(n.envelope("b", kBId)).ok());  // a learns b's id
+  // complete_versions runs every 2 s: the first answer (another size) is refused, the next
+  // completes the version.
+  for (int i = 0; i < 150 && !n.ns.incomplete_versions(16).empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(n.ns.incomplete_versions(16).empty());
+  EXPECT_GE(holder.asked.load(), 2) << "the answer for another size was taken";
+  pb::VersionRecord rec;
+  ASSERT_TRUE(n.ns.get_version(v2, &rec));
+  EXPECT_FALSE(rec.incomplete());
+  ASSERT_EQ(rec.chunks_size(), 2);
+  EXPECT_EQ(rec.chunks(0).inline_data(), "one");
+  EXPECT_EQ(rec.chunks(1).inline_data(), "xyz");
+  server->Shutdown();
+}
+
 // ConfirmHolding: members only, bounded; "held" only for a version this pod names
 // itself a holder of in its own metadata, with every chunk stored.
 TEST(PeerBoundary, HoldingIsConfirmedOnlyForVersionsHeldWithTheirChunks) {
