@@ -76,9 +76,11 @@ class ChunkStore {
   ssize_t read(const std::string& sha256, uint64_t offset, size_t len, char* out);
 
   bool contains(const std::string& sha256);
-  // Takes chunk `sha256` out of the store because its bytes were found not to match its
-  // name (a read saw it): moved to <dir>/corrupt/ for inspection, so that contains() is
-  // false and a fetch from a holder stores a good copy. 0 or errno (ENOENT: not here).
+  // Takes chunk `sha256` out of the store if its bytes do not match its name (a read got
+  // EIO): checked again, and only then moved to <dir>/corrupt/ for inspection, so that
+  // contains() is false and a fetch from a holder stores a good copy. 0 when moved; EEXIST
+  // when the file matches its name (left; read it again); EIO when it cannot be read whole
+  // (left: a read error is not corruption); ENOENT when not here.
   int set_aside(const std::string& sha256);
   // Whether chunk `sha256` is here, and if so makes it young again for garbage collection
   // (under its stripe lock, as put's deduplication): a chunk about to be claimed or

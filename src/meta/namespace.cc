@@ -110,7 +110,7 @@ int Namespace::sync_log(bool own_ops) {
     target_hlc = meta_.applied_stamps();
   }
   // The newest op this pod made when the ops of `target` were applied.
-  const uint64_t own_made = target.count(meta_.pod_id()) ? target[meta_.pod_id()] : 0;
+  uint64_t own_made = target.count(meta_.pod_id()) ? target[meta_.pod_id()] : 0;
   if (!own_ops) {
     target.erase(meta_.pod_id());
     target_hlc.erase(meta_.pod_id());
@@ -132,6 +132,13 @@ int Namespace::sync_log(bool own_ops) {
   if (own_ops) {
     own_sync = std::unique_lock(own_sync_mu_);
     if (already_durable()) return 0;
+    // Everything applied by now is covered by this commit (its chunks were put before its
+    // op was applied, so they are pending): the callers that queued behind the last one
+    // share this one instead of each running its own.
+    std::shared_lock lock(mu_);
+    target = meta_.applied();
+    target_hlc = meta_.applied_stamps();
+    own_made = target.count(meta_.pod_id()) ? target[meta_.pod_id()] : 0;
   }
   // This pod's ops name chunks this pod wrote: those are made durable first. Ops of other
   // pods do not wait for that (their chunks arrive by push or pull, and a holder that lost

@@ -245,7 +245,7 @@ class Namespace {
   void claim_stamps_locked(uint64_t own_made, const std::map<uint64_t, Hlc>& durable_hlc);
   std::function<int()> before_log_sync_;  // see set_before_log_sync
   // Held across the chunk sync and log sync of a group commit of own ops (see sync_log);
-  // never with mu_ or durable_mu_ held when taken.
+  // never taken with mu_ or durable_mu_ held (mu_ is taken shared under it).
   std::mutex own_sync_mu_;
   // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
   std::mutex durable_mu_;

@@ -540,12 +540,17 @@ ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t 
   }
   const uint64_t in_chunk = ref.file_offset() + in_piece;
   ssize_t r = store_.read(ref.sha256(), in_chunk, n, out);
-  if (r == -EIO && replication_ && store_.set_aside(ref.sha256()) == 0) {
-    // This pod's copy does not match its name (the store logged it): fetched whole again
-    // from a holder, which also restores this pod's copy if it is a holder itself.
-    spdlog::error("read of {}: the copy of chunk {} here is corrupt; fetching it from a holder",
-                  ns_.path_of(inode_), index);
-    r = replication_->fetch(ref.sha256(), holders_) == 0 ? store_.read(ref.sha256(), in_chunk, n, out) : -EIO;
+  if (r == -EIO && replication_) {
+    const int aside = store_.set_aside(ref.sha256());
+    if (aside == 0) {
+      // This pod's copy does not match its name (the store logged it): fetched whole again
+      // from a holder, which also restores this pod's copy if it is a holder itself.
+      spdlog::error("read of {}: the copy of chunk {} here is corrupt; fetching it from a holder",
+                    ns_.path_of(inode_), index);
+      r = replication_->fetch(ref.sha256(), holders_) == 0 ? store_.read(ref.sha256(), in_chunk, n, out) : -EIO;
+    } else if (aside == EEXIST) {
+      r = store_.read(ref.sha256(), in_chunk, n, out);  // another reader restored it meanwhile
+    }
   }
   if (replication_ && (r == -ENOENT || remote_)) {
     // A reader streaming through the file (each read starting where the last ended, within

@@ -58,6 +58,44 @@ TEST(ChunkStore, CorruptChunkIsEIO) {
   EXPECT_EQ(fresh.read(sha, 0, 4, buf), -EIO);
 }
 
+// set_aside moves a chunk only when its bytes, read again, do not match its name: a good
+// chunk (the caller's EIO was a read error, or another reader restored it) stays, a
+// corrupt one goes to corrupt/ and is no longer contained (and no longer counted); a put of
+// the same bytes then stores them anew.
+TEST(ChunkStore, OnlyACorruptChunkIsSetAside) {
+  TempDir tmp("chunks-aside");
+  ChunkStore store(tmp / "store");
+  std::string err;
+  ASSERT_TRUE(store.init(&err)) << err;
+  std::string data(300000, 'z');  // several blocks: a table-named chunk
+  data[77] = 'y';
+  std::string sha;
+  ASSERT_EQ(store.put(data.data(), data.size(), &sha), 0);
+  EXPECT_EQ(store.set_aside(sha), EEXIST);
+  EXPECT_TRUE(store.contains(sha));
+  EXPECT_EQ(store.set_aside(std::string(32, 'n')), ENOENT);
+  {
+    std::fstream f(store.path_of(sha), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(200000);
+    f.put('X');
+  }
+  ASSERT_EQ(store.set_aside(sha), 0);
+  EXPECT_FALSE(store.contains(sha));
+  EXPECT_TRUE(std::filesystem::exists(tmp / "store/corrupt/" + ChunkStore::hex(sha)));
+  EXPECT_EQ(store.stats().chunks, 0u);
+  EXPECT_EQ(store.stats().bytes, 0u);
+  std::string again;
+  ASSERT_EQ(store.put(data.data(), data.size(), &again), 0);
+  EXPECT_EQ(again, sha);
+  std::string back(data.size(), '\0');
+  ChunkStore fresh(tmp / "store");  // verifies on first read, and ignores corrupt/
+  store.mark_clean_shutdown();
+  ASSERT_TRUE(fresh.init(&err)) << err;
+  EXPECT_EQ(fresh.stats().chunks, 1u);
+  ASSERT_EQ(fresh.read(sha, 0, back.size(), back.data()), static_cast<ssize_t>(back.size()));
+  EXPECT_EQ(back, data);
+}
+
 // After a crash (no orderly stop), chunks stored since the last group commit may be cut
 // short under their names (renamed before their bytes reached the disk): the next start
 // verifies them and removes the bad ones; older chunks, made durable, are not read again.
