@@ -143,17 +143,24 @@ std::string exchange_raw(const std::string& path, const std::string& bytes) {
   return out;
 }
 
-// The warnings logged while `fn` runs.
-template <class Fn>
-std::vector<std::string> warnings_during(Fn fn) {
-  auto sink = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
-  auto previous = spdlog::default_logger();
-  spdlog::set_default_logger(std::make_shared<spdlog::logger>("control-test", sink));
-  fn();
-  spdlog::set_default_logger(previous);
-  spdlog::drop("control-test");
-  return sink->last_formatted();
-}
+// Captures what is logged while it lives. Made before the threads that log start, and
+// outliving them: swapping spdlog's default logger under a logging thread is a data race
+// (TSan found it when the swap happened around a running server).
+class CapturedLog {
+ public:
+  CapturedLog() : previous_(spdlog::default_logger()) {
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>("control-test", sink_));
+  }
+  ~CapturedLog() {
+    spdlog::set_default_logger(previous_);
+    spdlog::drop("control-test");
+  }
+  std::vector<std::string> lines() { return sink_->last_formatted(); }
+
+ private:
+  std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_ = std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(256);
+  std::shared_ptr<spdlog::logger> previous_;
+};
 
 }  // namespace
 
@@ -229,6 +236,7 @@ TEST(ControlServer, AGroupTheDaemonIsNotInIsAStartError) {
 
 TEST(ControlServer, RefusesOtherUsersWithEacces) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root, to become another user";
+  CapturedLog log;  // before the server's thread starts, after it stops
   Server s("control-refuse");
   ASSERT_TRUE(s.started);
   // The kernel refuses first: the socket is 0600.
@@ -239,16 +247,15 @@ TEST(ControlServer, RefusesOtherUsersWithEacces) {
   EXPECT_EQ(o.err_no, EACCES);
   // Opened wide, the daemon refuses: credentials are checked on every connection.
   ASSERT_EQ(::chmod(s.path.c_str(), 0666), 0);
-  std::vector<std::string> logged = warnings_during([&] {
-    for (int i = 0; i < 3; i++) {
-      o = ask_as(s.path, kNobody, kNogroup, {});
-      EXPECT_FALSE(o.ok);
-      EXPECT_EQ(o.error,
-                "permission denied (EACCES): the control socket of pod p accepts root and the daemon's user only "
-                "(pod.control_group can admit a group)");
-      EXPECT_EQ(o.err_no, EACCES);
-    }
-  });
+  for (int i = 0; i < 3; i++) {
+    o = ask_as(s.path, kNobody, kNogroup, {});
+    EXPECT_FALSE(o.ok);
+    EXPECT_EQ(o.error,
+              "permission denied (EACCES): the control socket of pod p accepts root and the daemon's user only "
+              "(pod.control_group can admit a group)");
+    EXPECT_EQ(o.err_no, EACCES);
+  }
+  std::vector<std::string> logged = log.lines();
   EXPECT_EQ(s.handled.load(), 0);
   // Logged once for the user, not once per connection.
   size_t refusals = 0;

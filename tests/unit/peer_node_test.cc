@@ -3,6 +3,8 @@
 // One real PeerNode on 127.0.0.1, called through a plain gRPC stub as any peer could.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -26,6 +28,14 @@ using namespace wormhole;
 namespace {
 
 constexpr uint64_t kSelfId = 0xa1, kBId = 0xb1;
+
+// The deadline of a test's own call: 5 s, times WORMHOLE_TIMEOUT_SCALE (sanitizer builds
+// run gRPC several times slower; scripts/test sets it, as for the mount tests).
+std::chrono::system_clock::time_point call_deadline() {
+  const char* scale = std::getenv("WORMHOLE_TIMEOUT_SCALE");
+  const int factor = scale ? std::max(1, std::atoi(scale)) : 1;
+  return std::chrono::system_clock::now() + std::chrono::seconds(5 * factor);
+}
 
 int free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -85,7 +95,7 @@ struct Node {
   grpc::Status exchange(const pb::Envelope& e, pb::EnvelopeReply* reply = nullptr) {
     pb::EnvelopeReply ignored;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     return stub->Exchange(&ctx, e, reply ? reply : &ignored);
   }
   // A request about `versions` (GetVersions, ConfirmHolding) sent as pod `from` (`id`).
@@ -114,7 +124,7 @@ struct Node {
     req.set_offset(offset);
     req.set_length(length);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     auto reader = stub->ReadChunk(&ctx, req);
     pb::ChunkPiece piece;
     while (reader->Read(&piece)) {
@@ -255,7 +265,7 @@ TEST(PeerBoundary, APushStoresOnlyAnnouncedChunks) {
   auto push = [&](const std::vector<uint64_t>& chain, const std::string& announced, const std::string& bytes,
                   pb::PushReply* reply) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     auto writer = n.stub->PushChunks(&ctx, reply);
     pb::ChunkPiece head;
     pb::PushHeader* h = head.mutable_header();
@@ -470,7 +480,7 @@ TEST(PeerBoundary, WholeVersionsAreServedToMembersOnlyAndBounded) {
   auto ask = [&](const std::string& from, uint64_t id, std::vector<Gid> versions, pb::VersionsReply* reply) {
     auto req = n.versions_request<pb::VersionsRequest>(from, id, versions);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     return n.stub->GetVersions(&ctx, req, reply);
   };
   pb::VersionsReply reply;
@@ -598,7 +608,7 @@ TEST(PeerBoundary, HoldingIsConfirmedOnlyForVersionsHeldWithTheirChunks) {
   auto ask = [&](const std::string& from, uint64_t id, std::vector<Gid> versions, pb::ConfirmHoldingReply* reply) {
     auto req = n.versions_request<pb::ConfirmHoldingRequest>(from, id, versions);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     return n.stub->ConfirmHolding(&ctx, req, reply);
   };
   pb::ConfirmHoldingReply reply;
@@ -662,7 +672,7 @@ struct TlsNode : Node {
   grpc::Status exchange_with(pb::Peer::Stub& s, const pb::Envelope& e) {
     pb::EnvelopeReply reply;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     return s.Exchange(&ctx, e, &reply);
   }
   grpc::Status read_with(pb::Peer::Stub& s, const std::string& sha, const std::string& from, uint64_t id,
@@ -675,7 +685,7 @@ struct TlsNode : Node {
     req.set_from_pod_id(id);
     req.set_sha256(sha);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     auto reader = s.ReadChunk(&ctx, req);
     pb::ChunkPiece piece;
     while (reader->Read(&piece)) *data += piece.data();
@@ -698,7 +708,7 @@ struct TlsNode : Node {
     }
     req.set_csr(csr);
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     return s.Join(&ctx, req, reply);
   }
 };
@@ -913,7 +923,7 @@ TEST(PeerTls, MutatedJoinRequestsAreRefusedWithoutHarm) {
     if (!req.ParseFromString(bytes)) continue;
     pb::JoinReply reply;
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    ctx.set_deadline(call_deadline());
     const grpc::Status st = anonymous->Join(&ctx, req, &reply);
     ++sent;
     EXPECT_TRUE(!st.ok() || !reply.accepted()) << "a mutated join was accepted";
