@@ -37,11 +37,11 @@ namespace {
 struct FileHandle {
   std::shared_ptr<OpenFile> file;
   uint32_t opener_uid = 0;
-  bool privileges_checked = false;  // set-user/group-id bits checked since open
   // Wrote, truncated or allocated through this handle: its close commits the file's
   // pending writes. A close of a handle that did not (a reader on the writer's pod) must
-  // not turn another handle's unfinished writes into a version others see.
-  bool wrote = false;
+  // not turn another handle's unfinished writes into a version others see. Atomic: writes
+  // on one handle arrive on several FUSE threads at once (TSan saw the plain bool race).
+  std::atomic<bool> wrote{false};
 };
 
 // An open directory handle: a snapshot of the listing taken at opendir, so offsets stay
