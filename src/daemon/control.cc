@@ -191,12 +191,15 @@ bool control_peer_allowed(uid_t uid, gid_t gid, const std::vector<gid_t>& groups
 ControlServer::ControlServer(std::string path, Handler handler, ControlAccess access)
     : path_(std::move(path)), handler_(std::move(handler)), access_(std::move(access)), daemon_uid_(::geteuid()) {}
 
-ControlServer::~ControlServer() {
+ControlServer::~ControlServer() { stop(); }
+
+void ControlServer::stop() {
   stop_ = true;
   if (thread_.joinable()) thread_.join();
   if (fd_ >= 0) {
     ::close(fd_);
     ::unlink(path_.c_str());
+    fd_ = -1;
   }
 }
 

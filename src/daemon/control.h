@@ -44,7 +44,10 @@ class ControlServer {
  public:
   using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
   ControlServer(std::string path, Handler handler, ControlAccess access = {});
-  ~ControlServer();  // stops the thread and removes the socket
+  ~ControlServer();  // stop()
+  // Stops serving (the request being served finishes first) and removes the socket. Call
+  // before anything the handler uses goes away. Idempotent.
+  void stop();
   // Binds, sets the socket's mode and group, and starts serving on a thread. False +
   // *error on failure (e.g. the daemon may not give the socket to the group: it must be
   // root or a member).

@@ -350,6 +350,9 @@ int run_daemon(const Config& config, const PodConfig& pod, const std::string& jo
   int rc = run_fuse(vfs, opts);
   // An orderly stop: nothing changes content or metadata any more once the timers and the
   // network are down; then everything is made durable and the chunk store marked clean.
+  // The control socket goes first: its handler reads the peer node (a status asked during
+  // the stop read it while it was destroyed; TSan saw it).
+  control.stop();
   timers.reset();
   if (node) {
     vfs.set_replication(nullptr);
