@@ -160,13 +160,17 @@ std::string ChunkStore::content_hash_of_file(int fd) {
   return ok ? std::string(reinterpret_cast<char*>(md), md_len) : std::string();
 }
 
-bool ChunkStore::check_file(int fd, const std::string& sha256, std::string* table, uint64_t* size) {
-  if (!table_of_file(fd, table, size)) return false;
-  if (name_of_table(*table) == sha256) return true;
+ChunkStore::FileCheck ChunkStore::check_file_bytes(int fd, const std::string& sha256, std::string* table,
+                                                   uint64_t* size) {
+  if (!table_of_file(fd, table, size)) return FileCheck::kUnreadable;
+  if (name_of_table(*table) == sha256) return FileCheck::kMatches;
   // A legacy chunk (named by its bytes' hash) costs a second pass, once per open: only
   // chunks of more than one block can be legacy (for one block both names agree).
   table->clear();
-  return *size > kBlockBytes && content_hash_of_file(fd) == sha256;
+  if (*size <= kBlockBytes) return FileCheck::kMismatch;
+  const std::string content = content_hash_of_file(fd);
+  if (content.empty()) return FileCheck::kUnreadable;
+  return content == sha256 ? FileCheck::kMatches : FileCheck::kMismatch;
 }
 
 std::string ChunkStore::hex(const std::string& sha256) {
@@ -533,18 +537,10 @@ int ChunkStore::set_aside(const std::string& sha256) {
   if (fd < 0) return errno;
   std::string table;
   uint64_t size = 0;
-  bool readable = table_of_file(fd, &table, &size);
-  bool matches = false;
-  if (readable && name_of_table(table) == sha256) {
-    matches = true;
-  } else if (readable && size > kBlockBytes) {  // perhaps a legacy chunk (see check_file)
-    const std::string content = content_hash_of_file(fd);
-    readable = !content.empty();
-    matches = content == sha256;
-  }
+  const FileCheck check = check_file_bytes(fd, sha256, &table, &size);
   ::close(fd);
-  if (!readable) return EIO;
-  if (matches) return EEXIST;
+  if (check == FileCheck::kUnreadable) return EIO;
+  if (check == FileCheck::kMatches) return EEXIST;
   // One file per chunk name (a later one replaces it): bounded by the chunks stored.
   if (::rename(from.c_str(), (dir_ + "/corrupt/" + hex(sha256)).c_str()) != 0) return errno;
   chunks_--;

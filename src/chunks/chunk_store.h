@@ -11,8 +11,9 @@
 //
 // A chunk lives at <dir>/<first 2 hex of its name>/<64 hex>; it is written to
 // <dir>/tmp first and renamed into place, so a crash never leaves a half chunk under its
-// name. A chunk found corrupt is moved to <dir>/corrupt/ (set_aside). Every chunk is verified against its hash the first time it is opened for reading;
-// open verified chunks stay in a bounded descriptor cache. Thread-safe.
+// name. Every chunk is verified against its hash the first time it is opened for reading;
+// open verified chunks stay in a bounded descriptor cache; a chunk found corrupt is moved
+// to <dir>/corrupt/ (set_aside). Thread-safe.
 //
 // Durability is grouped: put() writes a chunk and starts its writeback without waiting;
 // sync_pending(), called by the metadata group commit before the log sync, waits for all of
@@ -150,9 +151,14 @@ class ChunkStore {
   static bool table_of_file(int fd, std::string* table, uint64_t* size);
   // The SHA-256 of the file's bytes (a legacy chunk's name), or "" on a read error.
   static std::string content_hash_of_file(int fd);
-  // What a chunk file `fd` named `sha256` is: true and its table (empty if legacy) when its
-  // bytes match the name, false when they do not or cannot be read.
-  static bool check_file(int fd, const std::string& sha256, std::string* table, uint64_t* size);
+  // What a chunk file `fd` named `sha256` holds: kMatches (and its table, empty if legacy)
+  // when its bytes match the name, kMismatch when they do not, kUnreadable on a read error.
+  enum class FileCheck { kMatches, kMismatch, kUnreadable };
+  static FileCheck check_file_bytes(int fd, const std::string& sha256, std::string* table, uint64_t* size);
+  // check_file_bytes() == kMatches.
+  static bool check_file(int fd, const std::string& sha256, std::string* table, uint64_t* size) {
+    return check_file_bytes(fd, sha256, table, size) == FileCheck::kMatches;
+  }
   std::shared_ptr<OpenChunk> open_verified(const std::string& sha256, int* err);
   void cache_insert(const std::string& sha256, std::shared_ptr<OpenChunk> chunk);
   // `table`: the chunk's block table, empty for a legacy chunk.
