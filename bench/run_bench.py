@@ -310,8 +310,7 @@ def main():
     if args.pods > 1:
         # Best of two, as bindfs's (a single run of ours against bindfs's best would make the
         # ratio the machine's noise).
-        one_pod_runs = [one_pod_small_files(work, n, tarball) for _ in range(2)]
-        one_pod_best = {m: min(r[m] for r in one_pod_runs) for m in one_pod_runs[0]}
+        one_pod_best = best_times([one_pod_small_files(work, n, tarball) for _ in range(2)])
         fuse_ratios += fuse_limit_ratios(n, bindfs_times, one_pod_best, "_one_pod")
 
     figures = []
@@ -402,8 +401,12 @@ def bindfs_best_times(work, n, tarball, runs=2):
     """The best of `runs` bindfs runs per workload: a machine shared with other work has
     moments several times slower (one run saw bindfs delete 975/s, the next 5k/s), and a
     slow baseline would flatter Wormhole. The best of two keeps the ratios on the safe side."""
-    all_runs = [bindfs_small_files(work, n, tarball) for _ in range(runs)]
-    return {m: min(r[m] for r in all_runs) for m in all_runs[0]}
+    return best_times([bindfs_small_files(work, n, tarball) for _ in range(runs)])
+
+
+def best_times(runs):
+    """The shortest time of each workload over `runs` ({workload: seconds} each)."""
+    return {m: min(r[m] for r in runs) for m in runs[0]}
 
 
 def one_pod_small_files(work, n, tarball):
@@ -453,7 +456,7 @@ def fuse_limit_only(work, n, tarball, runs=2):
         runs_of["bindfs"].append(bindfs_small_files(work, n, tarball))
         runs_of["three"].append(three_pod_small_files(work, n, tarball))
         runs_of["one"].append(one_pod_small_files(work, n, tarball))
-    best = {k: {m: min(r[m] for r in v) for m in v[0]} for k, v in runs_of.items()}
+    best = {k: best_times(v) for k, v in runs_of.items()}
     ratios = fuse_limit_ratios(n, best["bindfs"], best["three"], "")
     ratios += fuse_limit_ratios(n, best["bindfs"], best["one"], "_one_pod")
     return ratios
