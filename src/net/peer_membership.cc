@@ -317,11 +317,14 @@ grpc::Status PeerNode::serve_snapshot(grpc::ServerContext* ctx, const pb::Snapsh
     bytes += k.size() + v.size();
     ++keys;
     if (piece.keys_size() >= static_cast<int>(kSnapshotPieceKeys) || bytes >= kSnapshotPieceBytes) {
-      ok = writer->Write(piece);
+      // Cancellation is checked once per piece, not per key: on the sync API IsCancelled
+      // polls the call's completion queue (~25 µs), which made a 300k-record snapshot
+      // take 8 s of one core.
+      ok = writer->Write(piece) && !ctx->IsCancelled();
       piece.Clear();
       bytes = 0;
     }
-    return ok && !ctx->IsCancelled();
+    return ok;
   });
   if (!ok) return grpc::Status(grpc::StatusCode::CANCELLED, "the receiver went away");
   if (!complete) {
