@@ -25,6 +25,8 @@ by default, the issue's figure) created on pod a, with
   figure catchup_ops_per_s       pod c stopped while another --repl-files files are created,
                                  then started: ops it applied per second, from its start until
                                  it lists them all.
+  figure join_fresh_pod_s        then a pod that was never a member (d) joins: seconds from its
+                                 start until it lists all the files (it starts from a snapshot).
 (The names keep "100k" whatever --repl-files is; the run prints the count.)
 `--only-replication` runs just these.
 
@@ -58,6 +60,7 @@ MIB = 1 << 20
 
 
 CHUNK_SIZE = "4MiB"  # network.chunk_size (--chunk-size)
+JOIN_TOKEN = "bench-join"  # lets the replication figures' newcomer join
 
 
 def drop_caches():
@@ -670,7 +673,8 @@ def replication_figures(work, n):
     """Figures of issue 11 (replication that keeps up, lighter ops) on a fresh network of
     three pods, redundancy 2. See the module's docstring."""
     figures = []
-    net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE)
+    net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE,
+                  extra_network=f'join = "token"\ntoken = "{JOIN_TOKEN}"\n')
     try:
         start_network(net)
         a, b, c = net.pods["a"], net.pods["b"], net.pods["c"]
@@ -702,6 +706,23 @@ def replication_figures(work, n):
         took = wait_listed((c,), n, n, t_start, 1200)["c"]
         figures.append(("catchup_ops_per_s", ops2 / took))
         print(f"# replication: c applied {ops2} ops in {took:.2f} s after its start", flush=True)
+
+        # A pod that was never a member joins through a: it starts from a snapshot of a
+        # member's metadata (the logs are trimmed; and a fresh pod lacking more than 10,000
+        # ops is advised one anyway), then mounts.
+        with open(net.config) as f:
+            a_listen = f.read().split('listen = "')[1].split('"')[0]
+        d = Pod(root=net.root, name="d", chunk_size=CHUNK_SIZE,
+                extra_network=f'redundancy = 2\njoin = "token"\ntoken = "{JOIN_TOKEN}"',
+                extra_pod=f'listen = "127.0.0.1:{harness.free_port()}"\npeers = ["{a_listen}"]')
+        try:
+            t_join = time.monotonic()
+            d.start()
+            took = wait_listed((d,), 0, 2 * n, t_join, 600)["d"]
+            figures.append(("join_fresh_pod_s", took))
+            print(f"# replication: a new pod d lists all {2 * n} files {took:.2f} s after its start", flush=True)
+        finally:
+            d.cleanup()
     finally:
         net.cleanup()
     for name, value in figures:

@@ -1622,10 +1622,10 @@ bool Meta::list_xattrs(Gid inode, std::vector<std::string>* names) {
   });
 }
 
-size_t Meta::count_keys(std::string_view prefix) {
+size_t Meta::count_keys(KvStore& kv, std::string_view prefix) {
   size_t n = 0;
   // For status only: a failed read (logged by the store) shows a smaller count.
-  (void)kv_.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) { return ++n, true; });
+  (void)kv.scan(prefix, prefix_end(prefix), false, [&](std::string_view, std::string_view) { return ++n, true; });
   return n;
 }
 
@@ -1696,8 +1696,8 @@ std::vector<Gid> Meta::versions_held_by(uint64_t pod) {
   return out;
 }
 
-bool Meta::for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit) {
-  return kv_.scan(keys::kInodePrefix, prefix_end(keys::kInodePrefix), false, [&](std::string_view k, std::string_view v) {
+bool Meta::for_each_inode(KvStore& kv, const std::function<void(Gid, const pb::InodeRecord&)>& visit) {
+  return kv.scan(keys::kInodePrefix, prefix_end(keys::kInodePrefix), false, [&](std::string_view k, std::string_view v) {
     pb::InodeRecord rec;
     if (k.size() == 17 && rec.ParseFromArray(v.data(), static_cast<int>(v.size()))) visit(keys::get_gid(k, 1), rec);
     return true;

@@ -197,8 +197,8 @@ class Meta {
   bool get_xattr(Gid inode, std::string_view name, std::string* value);
   // Names of the xattrs of `inode`; false when the store failed (*names incomplete).
   bool list_xattrs(Gid inode, std::vector<std::string>* names);
-  // Number of stored records of one kind (a key prefix of meta/keys.h), for status.
-  size_t count_keys(std::string_view prefix);
+  // Number of records of one kind (a key prefix of meta/keys.h) in `kv`, for status.
+  static size_t count_keys(KvStore& kv, std::string_view prefix);
   const Hlc& last_hlc() const { return clock_.last(); }
 
   std::vector<Gid> versions_held_by(uint64_t pod);
@@ -210,8 +210,8 @@ class Meta {
   // How many holder claims and releases changed a version record so far (a trigger for
   // the repair worker: another pod's claim can make this pod's copy a surplus). Any thread.
   uint64_t hold_changes() const { return hold_changes_.load(std::memory_order_relaxed); }
-  // Visits every inode record; false when the store failed part-way.
-  bool for_each_inode(const std::function<void(Gid, const pb::InodeRecord&)>& visit);
+  // Visits every inode record of `kv`; false when the store failed part-way.
+  static bool for_each_inode(KvStore& kv, const std::function<void(Gid, const pb::InodeRecord&)>& visit);
   // Every chunk hash referenced by a stored version (for chunk garbage collection), with
   // whether this pod must keep it: it is a holder of the version, or its writer (a client
   // writer's copy feeds the holders' pulls), or the version names no holder (an old

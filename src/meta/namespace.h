@@ -215,6 +215,7 @@ class Namespace {
   std::vector<pb::Op> ops_after(uint64_t origin, uint64_t after, size_t limit);
   uint64_t pod_id() const { return meta_.pod_id(); }
   void purge_if_unused(Gid inode);
+  // Counts for `status`: a full scan of the committed store, without the namespace's lock.
   NamespaceStats stats();
   // Every chunk referenced by a stored version, and whether this pod must keep it (see
   // Meta::for_each_chunk); false when the store failed part-way (the

@@ -249,6 +249,10 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
   if (message.has_ops()) {
     if (message.ops().has_sender_progress()) note_peer_progress(from, message.ops().sender_progress());
     if (message.ops().snapshot_needed()) {
+      // Advice that a snapshot is only faster comes too late for a pod that applied ops
+      // meanwhile (another peer's answer): it goes on with ops. A needed one is always
+      // passed on (the caller says so when this pod cannot take it).
+      if (message.ops().snapshot_faster() && !ns_.empty_history()) return out;
       snapshot_source_ = from;
       return out;  // nothing to apply: a snapshot replaces what this pod has
     }
@@ -338,6 +342,19 @@ void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>
     hold_back(c.ops);
     if (c.ops.size() < before) c.exhausted = true;  // later ops of this origin must not go before it
   };
+  if (told) {
+    // A pod that has applied nothing and lacks many ops starts faster from a snapshot.
+    bool fresh = true;
+    for (const auto& [origin, seq] : theirs) fresh &= seq == 0;
+    uint64_t lacking = 0;
+    for (const auto& [origin, seq] : have_here) lacking += seq;  // they have none of them
+    if (fresh && lacking > kSnapshotRatherThanOps) {
+      batch->clear_ops();
+      batch->set_snapshot_needed(true);
+      batch->set_snapshot_faster(true);
+      return;
+    }
+  }
   std::vector<Cursor> cursors;
   for (auto& [origin, seq] : have_here) {
     auto it = theirs.find(origin);

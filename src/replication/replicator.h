@@ -41,6 +41,11 @@ class Replicator {
   static constexpr size_t kMaxOrigins = kMaxPods;
   // Ops sent in answer to one sync request, at most.
   static constexpr size_t kMaxBatchOps = kMaxOpsPerBatch;
+  // A pod that has applied nothing yet and lacks more ops than this is told to start from
+  // a snapshot even when every op is still kept: replaying costs ~30 µs per op here (a
+  // create is two ops), a snapshot ~2 µs per record and ~3 records per file (measured:
+  // 100k ops replayed in 3.3 s, the 300k records of the same files copied in 0.55 s).
+  static constexpr uint64_t kSnapshotRatherThanOps = 10000;
 
   struct Outgoing {
     uint64_t to;

@@ -37,6 +37,9 @@ class BufferedKv : public KvStore {
   // sync) and stops holding. On failure nothing held reached the store and it is dropped.
   KvStatus release();
   bool holding() const { return holding_.load(std::memory_order_acquire); }
+  // The store under the buffer: reads there see what was released only, and need no lock
+  // of the buffer's user (the store's own thread-safety holds).
+  KvStore& committed() { return store_; }
 
   bool get(std::string_view key, std::string* value) override;
   [[nodiscard]] bool scan(std::string_view start, std::string_view end, bool reverse,

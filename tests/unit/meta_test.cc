@@ -4,6 +4,7 @@
 
 #include <linux/fs.h>
 #include <future>
+#include <optional>
 #include <random>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -110,6 +111,22 @@ TEST(Namespace, AGroupCommitWaitsForTheOneSyncingItsChunks) {
   // Already durable: nothing to sync.
   EXPECT_EQ(f.ns.make_durable(), 0);
   EXPECT_EQ(calls.load(), 2);
+}
+
+// `status` counts files with a full scan: it must not wait for (nor hold back) a batch of
+// received ops being applied, which holds the namespace's lock (it did: a status polled
+// during a long catch-up kept every batch waiting for its scan). Counts are of what is
+// committed.
+TEST(Namespace, StatusCountsDoNotWaitForABatchBeingApplied) {
+  Fixture f;
+  f.mk(1, "a");
+  std::optional<Namespace::RemoteBatch> batch;
+  batch.emplace(f.ns);  // holds the namespace's lock, as a batch of received ops does
+  auto stats = std::async(std::launch::async, [&] { return f.ns.stats(); });
+  const bool ready = stats.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  batch.reset();  // commits, releasing the lock (so that the test ends either way)
+  EXPECT_TRUE(ready) << "status waited for the batch";
+  EXPECT_EQ(stats.get().files, 1u);
 }
 
 // Character and block devices are stored with their number, reported as st_rdev, and

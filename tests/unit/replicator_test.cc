@@ -223,3 +223,49 @@ TEST(ReplicatorBoundary, CatchingUpThroughARelayNeverStallsOnAnotherOriginsOp) {
   EXPECT_EQ(d.ns.applied()[kA], backlog);
   EXPECT_EQ(d.rep.waiting(), 0u);
 }
+
+// A pod that applied nothing yet and lacks more than kSnapshotRatherThanOps ops is told to
+// start from a snapshot although every op is kept (faster than replaying them); a pod with
+// state of its own is sent ops, and advice that comes after it applied some is ignored.
+TEST(ReplicatorCatchUp, AFreshPodFarBehindIsAdvisedASnapshotOthersGetOps) {
+  PodUnderTest a(kA, {kA, kB}), fresh(kB, {kA, kB}), started(kB, {kA, kB});
+  a.mkdir("first");
+  ASSERT_EQ(a.ns.make_durable(), 0);
+  std::string rejected;
+  // Only one op behind: ops, even for an empty pod.
+  auto answer = a.rep.receive(kB, fresh.rep.sync_request(kA).message, a.now_ms(), &rejected);
+  ASSERT_EQ(answer.size(), 1u);
+  EXPECT_FALSE(answer[0].message.ops().snapshot_needed());
+  EXPECT_EQ(answer[0].message.ops().ops_size(), 1);
+  started.rep.receive(kA, answer[0].message, started.now_ms(), &rejected);
+  ASSERT_EQ(rejected, "");
+  ASSERT_EQ(started.ns.applied()[kA], 1u);
+
+  for (uint64_t i = 0; i < Replicator::kSnapshotRatherThanOps; ++i) a.mkdir("d" + std::to_string(i));
+  ASSERT_EQ(a.ns.make_durable(), 0);
+  answer = a.rep.receive(kB, fresh.rep.sync_request(kA).message, a.now_ms(), &rejected);
+  ASSERT_EQ(answer.size(), 1u);
+  const pb::PeerMessage advice = answer[0].message;
+  EXPECT_TRUE(advice.ops().snapshot_needed());
+  EXPECT_TRUE(advice.ops().snapshot_faster());
+  EXPECT_EQ(advice.ops().ops_size(), 0);
+  fresh.rep.receive(kA, advice, fresh.now_ms(), &rejected);
+  EXPECT_EQ(rejected, "");
+  EXPECT_EQ(fresh.rep.take_snapshot_source(), kA);
+
+  // The pod that applied an op is sent the next batch instead...
+  answer = a.rep.receive(kB, started.rep.sync_request(kA).message, a.now_ms(), &rejected);
+  ASSERT_EQ(answer.size(), 1u);
+  EXPECT_FALSE(answer[0].message.ops().snapshot_needed());
+  EXPECT_EQ(answer[0].message.ops().ops_size(), static_cast<int>(Replicator::kMaxBatchOps));
+  // ... and ignores advice that reaches it late (asked while it was empty).
+  started.rep.receive(kA, advice, started.now_ms(), &rejected);
+  EXPECT_EQ(rejected, "");
+  EXPECT_EQ(started.rep.take_snapshot_source(), 0u);
+  // A needed snapshot (ops trimmed) is passed on whatever this pod has: the caller says why
+  // it cannot take it.
+  pb::PeerMessage needed = advice;
+  needed.mutable_ops()->set_snapshot_faster(false);
+  started.rep.receive(kA, needed, started.now_ms(), &rejected);
+  EXPECT_EQ(started.rep.take_snapshot_source(), kA);
+}
