@@ -1704,8 +1704,8 @@ bool Meta::for_each_inode(KvStore& kv, const std::function<void(Gid, const pb::I
   });
 }
 
-bool Meta::for_each_chunk(const std::function<void(const std::string&, bool)>& visit) {
-  return kv_.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view k, std::string_view v) {
+bool Meta::for_each_chunk(KvStore& kv, const std::function<void(const std::string&, bool)>& visit) const {
+  return kv.scan(keys::kVersionPrefix, prefix_end(keys::kVersionPrefix), false, [&](std::string_view k, std::string_view v) {
     pb::VersionRecord rec;
     if (!parse_version(v, &rec)) return true;
     const bool own = k.size() == 17 && keys::get_gid(k, 1).pod == pod_id_;

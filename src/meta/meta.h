@@ -216,8 +216,9 @@ class Meta {
   // whether this pod must keep it: it is a holder of the version, or its writer (a client
   // writer's copy feeds the holders' pulls), or the version names no holder (an old
   // record). The others are cache here. False when the store failed part-way: the hashes
-  // visited are then not all the live ones.
-  bool for_each_chunk(const std::function<void(const std::string& sha256, bool held)>& visit);
+  // visited are then not all the live ones. Reads `kv` (this Meta's store, or the store
+  // under its buffer: Namespace scans that without its lock).
+  bool for_each_chunk(KvStore& kv, const std::function<void(const std::string& sha256, bool held)>& visit) const;
 
  private:
   struct Edge {

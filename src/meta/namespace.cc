@@ -930,8 +930,11 @@ NamespaceStats Namespace::stats() {
 }
 
 bool Namespace::for_each_chunk(const std::function<void(const std::string&, bool held)>& visit) {
-  std::shared_lock lock(mu_);
-  return meta_.for_each_chunk(visit);
+  // A full scan of the version records (seconds for millions of files), so not under mu_:
+  // the committed store's iterator is a consistent view. Holding the lock gave nothing
+  // more — a version committed after the scan references chunks GC keeps by their age
+  // (the grace period), whether it came during the scan or just after.
+  return meta_.for_each_chunk(buffered_.committed(), visit);
 }
 
 }  // namespace wormhole

@@ -218,8 +218,9 @@ class Namespace {
   // Counts for `status`: a full scan of the committed store, without the namespace's lock.
   NamespaceStats stats();
   // Every chunk referenced by a stored version, and whether this pod must keep it (see
-  // Meta::for_each_chunk); false when the store failed part-way (the
-  // chunks visited are then not all the live ones: garbage collection must not run).
+  // Meta::for_each_chunk), as committed (without the namespace's lock); false when the
+  // store failed part-way (the chunks visited are then not all the live ones: garbage
+  // collection must not run).
   bool for_each_chunk(const std::function<void(const std::string& sha256, bool held)>& visit);
 
  private:
