@@ -51,6 +51,7 @@ void Replicator::reset() {
   stable_.clear();
   changed_ = {};
   snapshot_source_ = 0;
+  snapshot_optional_ = false;
   pushed_.clear();
   pull_again_.clear();
   for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
@@ -252,7 +253,10 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
       // Advice that a snapshot is only faster comes too late for a pod that applied ops
       // meanwhile (another peer's answer): it goes on with ops. A needed one is always
       // passed on (the caller says so when this pod cannot take it).
-      if (message.ops().snapshot_faster() && !ns_.empty_history()) return out;
+      const bool optional = message.ops().snapshot_faster();
+      if (optional && !ns_.empty_history()) return out;
+      // A needed snapshot pending stays needed whatever advice comes after it.
+      snapshot_optional_ = snapshot_source_ != 0 ? snapshot_optional_ && optional : optional;
       snapshot_source_ = from;
       return out;  // nothing to apply: a snapshot replaces what this pod has
     }
@@ -299,6 +303,9 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     }
     if (waiting_count_ > 0) deliver_waiting(batch);
     batch.commit();  // a failure is logged; the ops come again (anti-entropy)
+    // Advice to start from a snapshot because it is faster is void once ops were applied
+    // (another peer answered with ops in the same round): this pod goes on with ops.
+    if (snapshot_source_ != 0 && snapshot_optional_ && !ns_.empty_history()) snapshot_source_ = 0;
     if (message.ops().ops_size() > 0) {
       // Acknowledge with what this pod has now, durably (one log sync for the whole batch).
       // An acknowledgement carries no ops, so it is never answered itself.

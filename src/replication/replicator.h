@@ -107,8 +107,8 @@ class Replicator {
   // it). What trimming and the trash purge wait for (Namespace::set_stable).
   std::map<uint64_t, Hlc> stable_stamps();
   size_t waiting() const { return waiting_count_; }
-  // The peer that said this pod needs a snapshot (it lacks ops no longer kept), or 0;
-  // cleared by the call.
+  // The peer that said this pod needs a snapshot (it lacks ops no longer kept), or that a
+  // snapshot is faster (while this pod has applied no op yet), or 0; cleared by the call.
   uint64_t take_snapshot_source() { return std::exchange(snapshot_source_, 0); }
   // What remote ops applied since the last call changed (for kernel cache invalidation).
   Namespace::Changed take_changed() { return std::exchange(changed_, {}); }
@@ -154,6 +154,7 @@ class Replicator {
   std::map<uint64_t, Hlc> stable_;                           // see stable_stamps()
   Namespace::Changed changed_;
   uint64_t snapshot_source_ = 0;
+  bool snapshot_optional_ = false;  // the advice was only that a snapshot is faster
 };
 
 }  // namespace wormhole

@@ -262,6 +262,20 @@ TEST(ReplicatorCatchUp, AFreshPodFarBehindIsAdvisedASnapshotOthersGetOps) {
   started.rep.receive(kA, advice, started.now_ms(), &rejected);
   EXPECT_EQ(rejected, "");
   EXPECT_EQ(started.rep.take_snapshot_source(), 0u);
+  // Advice followed, in the same round, by another peer's ops is void: ops go on.
+  PodUnderTest empty(kB, {kA, kB});
+  empty.rep.receive(kA, advice, empty.now_ms(), &rejected);
+  answer = a.rep.receive(kB, empty.rep.sync_request(kA).message, a.now_ms(), &rejected);
+  ASSERT_EQ(answer.size(), 1u);
+  ASSERT_TRUE(answer[0].message.ops().snapshot_needed());  // still empty: advised again
+  pb::PeerMessage first_op = answer[0].message;
+  first_op.mutable_ops()->clear_snapshot_needed();
+  first_op.mutable_ops()->clear_snapshot_faster();
+  first_op.mutable_ops()->add_ops()->CopyFrom(started.ns.ops_after(kA, 0, 1).at(0));
+  empty.rep.receive(kA, first_op, empty.now_ms(), &rejected);
+  EXPECT_EQ(rejected, "");
+  EXPECT_EQ(empty.ns.applied()[kA], 1u);
+  EXPECT_EQ(empty.rep.take_snapshot_source(), 0u);
   // A needed snapshot (ops trimmed) is passed on whatever this pod has: the caller says why
   // it cannot take it.
   pb::PeerMessage needed = advice;
