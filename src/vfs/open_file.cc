@@ -45,8 +45,8 @@ bool OpenFile::refresh_locked() {
   if (modified_ || !dirty_.empty() || !sealing_.empty()) return false;
   Gid version;
   pb::VersionRecord v;
-  // The same version again only if it was incomplete when loaded (it may be whole now).
-  if (ns_.current_version(inode_, &version, &v) != 0 || (version == base_version_ && !base_incomplete_)) return false;
+  // A failed load left base_version_ as it was, so a version that failed is tried again.
+  if (ns_.current_version(inode_, &version, &v) != 0 || version == base_version_) return false;
   if (load_locked(version, v) != 0) {
     maybe_stale_.store(true, std::memory_order_release);  // reads fail with EIO; try again next time
     return false;
@@ -58,12 +58,32 @@ bool OpenFile::refresh_locked() {
 }
 
 int OpenFile::load_locked(Gid version, const pb::VersionRecord& v) {
+  // All or nothing: a version that cannot be loaded leaves the handle as it was, with the
+  // error for its reads. Half-loaded state (the new size over an empty or partial chunk
+  // list) read as zeros, and a write through the handle committed those zeros over the
+  // file as a descendant of the version it could not load.
+  const Gid old_version = base_version_;
+  const uint64_t old_size = size_;
+  const int64_t old_mtime_ns = mtime_ns_;
+  std::vector<uint64_t> old_holders = std::move(holders_);
+  std::map<uint64_t, std::vector<pb::ChunkRef>> old_chunks = std::move(chunks_);
+  load_error_ = adopt_locked(version, v);
+  if (load_error_ != 0) {
+    base_version_ = old_version;
+    size_ = old_size;
+    mtime_ns_ = old_mtime_ns;
+    holders_ = std::move(old_holders);
+    chunks_ = std::move(old_chunks);
+  }
+  return load_error_;
+}
+
+int OpenFile::adopt_locked(Gid version, const pb::VersionRecord& v) {
   base_version_ = version;
   size_ = v.size();
   mtime_ns_ = v.mtime_ns();
   holders_.assign(v.holders().begin(), v.holders().end());
   chunks_.clear();
-  base_incomplete_ = v.incomplete();
   if (v.incomplete()) {
     spdlog::error("version {} of {} is not known whole on this pod (a delta over a version it lacks): EIO",
                   base_version_.str(), ns_.path_of(inode_));
@@ -679,6 +699,10 @@ ssize_t OpenFile::read_locked(uint64_t offset, size_t len, char* out) {
 ssize_t OpenFile::read(uint64_t offset, size_t len, char* out) {
   refresh();
   std::shared_lock lock(mu_);
+  // The current version could not be loaded (logged, naming the file): EIO, not the
+  // content this handle held before (a new open fails the same way) — unless this handle
+  // changed it since: its own writes are what it reads.
+  if (load_error_ != 0 && !modified_) return -load_error_;
   return read_locked(offset, len, out);
 }
 
@@ -697,6 +721,7 @@ int OpenFile::flush(bool sync) {
     const Gid base = std::exchange(base_version_, version);
     holders_ = holders.empty() ? std::vector<uint64_t>{ns_.pod_id()} : holders;
     modified_ = false;
+    load_error_ = 0;  // the handle's state is a committed version now
     // fsync: the log sync is a group commit outside the namespace lock (a synced commit
     // held it across the disk sync, stopping every other FUSE thread's metadata). It makes
     // this pod's pending chunks durable first (ChunkStore::sync_pending: an fdatasync per

@@ -78,6 +78,11 @@ class OpenFile {
   // Reloads now if a newer version was committed elsewhere and nothing is pending here.
   // Returns true if the content changed (the kernel's cached pages are then stale).
   bool refresh();
+  // Whether the current version could not be loaded: reads fail with EIO meanwhile.
+  bool load_failed() {
+    std::shared_lock lock(mu_);
+    return load_error_ != 0;
+  }
 
   // Returns bytes read (short at end of file) or -errno.
   ssize_t read(uint64_t offset, size_t len, char* out);
@@ -112,8 +117,13 @@ class OpenFile {
     // many ranges): seal the whole span. Only with base_loaded.
     bool whole = false;
   };
-  // Loads version `version` (`v`) as the base. Lock held. Returns 0 or errno.
+  // Loads version `version` (`v`) as the base, all or nothing: on failure the handle keeps
+  // its state and reads fail with the error (load_error_) until a load succeeds or the
+  // handle writes (its writes over the state it kept commit as a concurrent version). Lock
+  // held. Returns 0 or errno.
   int load_locked(Gid version, const pb::VersionRecord& v);
+  // load_locked's work, which may leave the state half-changed on failure.
+  int adopt_locked(Gid version, const pb::VersionRecord& v);
   // See refresh(); lock held.
   bool refresh_locked();
   uint64_t span(uint64_t index) const;
@@ -172,7 +182,7 @@ class OpenFile {
   std::atomic<uint64_t> readahead_end_{0};
   std::atomic<bool> remote_{false};
   std::atomic<bool> maybe_stale_{false};       // see note_new_version()
-  bool base_incomplete_ = false;               // base_version_ was incomplete when loaded (guarded by mu_)
+  int load_error_ = 0;  // the errno of the last load when it failed, else 0 (guarded by mu_)
   std::atomic<uint64_t> read_end_{0};          // file offset where the last stored read ended
   std::atomic<uint32_t> sequential_reads_{0};  // stored reads in a row that followed the last
   // A read starting within this of where the last ended follows it; after this many such

@@ -41,7 +41,9 @@ int Vfs::open(Gid inode, std::shared_ptr<OpenFile>* file, bool* reloaded) {
   // Outside the table lock: the file's own lock may be held by a flush waiting on holders.
   if (existed) (*file)->note_new_version();  // cheap when nothing changed: one version read
   const bool changed = existed && (*file)->refresh();
-  if (reloaded) *reloaded = changed;
+  // A version that could not be loaded counts as a change: the kernel must not keep
+  // serving the pages of the one before (its reads then fail here, as a new open's would).
+  if (reloaded) *reloaded = changed || (existed && (*file)->load_failed());
   return 0;
 }
 

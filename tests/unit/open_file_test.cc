@@ -587,3 +587,44 @@ TEST(OpenFile, ACorruptLocalChunkIsFetchedAgainFromAHolder) {
     store.mark_clean_shutdown();
   }
 }
+
+// A handle that cannot load the version another pod committed (here its inline piece does
+// not match its hash; in a network, a delta whose base has not arrived yet) keeps its
+// state whole: reads fail with EIO (never zeros of the new size), and a write through it
+// still has the content it read as its base, so its commit keeps every byte (before: the
+// failed load had left the new size over an empty chunk list, and the write committed
+// zeros over the file as a descendant of the new version — the content lost).
+TEST(OpenFile, AVersionThatCannotBeLoadedLeavesTheHandleWhole) {
+  Fixture fx("unloadable");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  const std::string first = pattern(1000, 7);
+  ASSERT_EQ(f->write(0, first.data(), first.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  EXPECT_EQ(fx.read_all(*f, first.size()), first);
+
+  Gid v1, v2;
+  pb::VersionRecord rec;
+  ASSERT_EQ(fx.ns.current_version(fx.inode, &v1, &rec), 0);
+  pb::ChunkRef bad;
+  bad.set_index(0);
+  bad.set_length(2000);
+  bad.set_inline_data(pattern(2000, 8));
+  bad.set_sha256(std::string(32, 'x'));  // not the hash of the data
+  ASSERT_EQ(fx.ns.commit(fx.inode, v1, 2000, {bad}, 2, {}, false, &v2), 0);
+  fx.vfs.note_new_versions({fx.inode});
+
+  std::string out(2000, '\0');
+  EXPECT_EQ(f->read(0, out.size(), out.data()), -EIO);
+  EXPECT_EQ(f->read(0, out.size(), out.data()), -EIO);  // tried again, still EIO
+  // A write through the handle: its base is still the content it read.
+  ASSERT_EQ(f->write(0, "Z", 1, 3), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  Gid v3;
+  ASSERT_EQ(fx.ns.current_version(fx.inode, &v3, &rec), 0);
+  EXPECT_EQ(rec.size(), first.size());
+  std::string expected = first;
+  expected[0] = 'Z';
+  EXPECT_EQ(fx.read_all(*f, first.size()), expected);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
