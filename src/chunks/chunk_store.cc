@@ -284,6 +284,8 @@ bool ChunkStore::verify_file(const std::string& path, const std::string& name) {
 }
 
 int ChunkStore::put(const char* data, size_t len, std::string* sha256) {
+  if (put_hook_)
+    if (int err = put_hook_()) return err;
   std::string table = block_table(data, len);
   *sha256 = name_of_table(table);
   return store(data, len, *sha256, std::move(table));

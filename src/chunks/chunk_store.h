@@ -122,6 +122,8 @@ class ChunkStore {
   // Tests only: called by collect_garbage with each unreferenced chunk it is about to
   // check and delete, before it takes the chunk's lock (to run a put in that window).
   void set_gc_hook_for_test(std::function<void(const std::string& sha256)> hook) { gc_hook_ = std::move(hook); }
+  // Tests only: called at the start of every put; a non-zero errno fails the put with it.
+  void set_put_hook_for_test(std::function<int()> hook) { put_hook_ = std::move(hook); }
 
   ChunkStoreStats stats() const { return {chunks_.load(), bytes_.load()}; }
   std::string path_of(const std::string& sha256) const;
@@ -190,6 +192,7 @@ class ChunkStore {
   size_t max_open_files_;
   std::array<std::mutex, kStripes> stripes_;
   std::function<void(const std::string&)> gc_hook_;
+  std::function<int()> put_hook_;
   int dir_fd_ = -1;
   std::atomic<uint64_t> chunks_{0}, bytes_{0}, tmp_seq_{0};
   std::mutex mu_;  // guards the cache; taken after a stripe lock, never before

@@ -483,6 +483,13 @@ int OpenFile::seal_outside_lock(std::unique_lock<std::shared_mutex>& lock,
       // Keep the bytes as a dirty chunk: a later flush retries, nothing is lost.
       spdlog::error("cannot store chunk {} of {}: {}", index, ns_.path_of(inode_), std::strerror(results[i].err));
       if (!first_err) first_err = results[i].err;
+      if (dirty_.count(index)) {
+        // Written again while being stored: that dirty chunk started from these bytes
+        // (make_dirty) and holds the newer writes over them; putting these back would
+        // undo those writes.
+        buffers_.give_back(std::move(*buf));
+        continue;
+      }
       DirtyChunk& d = dirty_[index];
       d.data = std::move(*buf);
       d.base_loaded = true;

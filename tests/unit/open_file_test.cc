@@ -628,3 +628,37 @@ TEST(OpenFile, AVersionThatCannotBeLoadedLeavesTheHandleWhole) {
   EXPECT_EQ(fx.read_all(*f, first.size()), expected);
   ASSERT_EQ(fx.vfs.release(f), 0);
 }
+
+// A full chunk that fails to store (ENOSPC) while the same chunk is written again keeps the
+// newer write: the failed bytes go back as the chunk's content only when nothing newer
+// started from them (before: they replaced the dirty chunk of the newer write, whose bytes
+// were then lost although its write had returned success).
+TEST(OpenFile, AFailedSealDoesNotUndoANewerWriteOfItsChunk) {
+  Fixture fx("failed-seal");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  std::promise<void> entered, go;
+  std::shared_future<void> released = go.get_future().share();
+  std::atomic<int> puts{0};
+  fx.chunks.set_put_hook_for_test([&] {
+    if (puts.fetch_add(1) != 0) return 0;
+    entered.set_value();
+    released.wait();
+    return ENOSPC;  // the first put: the disk is full
+  });
+  const std::string full = pattern(kChunk, 9);
+  auto first = std::async(std::launch::async, [&] { return f->write(0, full.data(), full.size(), 1); });
+  entered.get_future().wait();  // the full chunk is being stored, outside the file's lock
+  ASSERT_EQ(f->write(100, "NEWER", 5, 2), 0);
+  go.set_value();
+  EXPECT_EQ(first.get(), ENOSPC);
+  fx.chunks.set_put_hook_for_test(nullptr);
+  std::string expected = full;
+  expected.replace(100, 5, "NEWER");
+  EXPECT_EQ(fx.read_all(*f, full.size()), expected);
+  ASSERT_EQ(f->flush(false), 0);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  EXPECT_EQ(fx.read_all(*f, full.size()), expected);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
