@@ -708,8 +708,7 @@ def replication_figures(work, n):
         print(f"# replication: c applied {ops2} ops in {took:.2f} s after its start", flush=True)
 
         # A pod that was never a member joins through a: it starts from a snapshot of a
-        # member's metadata (the logs are trimmed; and a fresh pod lacking more than 10,000
-        # ops is advised one anyway), then mounts.
+        # member's metadata (every pod is up again, so the logs are trimmed), then mounts.
         with open(net.config) as f:
             a_listen = f.read().split('listen = "')[1].split('"')[0]
         d = Pod(root=net.root, name="d", chunk_size=CHUNK_SIZE,

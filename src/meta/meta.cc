@@ -267,9 +267,9 @@ bool Meta::create_roots(uint64_t wall_ms, std::string* error) {
 }
 
 
-bool Meta::snapshot(const std::function<bool(std::string_view, std::string_view)>& visit) {
+bool Meta::snapshot(KvStore& kv, const std::function<bool(std::string_view, std::string_view)>& visit) const {
   // One scan is one store iterator: a consistent view even while ops are applied.
-  return kv_.scan("", "\xff", false, [&](std::string_view k, std::string_view v) { return pod_local_key(k) || visit(k, v); });
+  return kv.scan("", "\xff", false, [&](std::string_view k, std::string_view v) { return pod_local_key(k) || visit(k, v); });
 }
 
 bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint64_t wall_ms, std::string* error) {
@@ -336,9 +336,20 @@ bool Meta::install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint
   }
   if (!ok) {
     if (error->empty()) *error = "the snapshot could not be read";
-    wipe();
-    create_roots(wall_ms, error);
-    (void)load_state();  // an empty pod again; a failed read here shows at the next start
+    // Back to an empty pod; the marker goes only once that is durable. Otherwise it stays
+    // (the next start drops the half copy) and this process applies nothing more: its
+    // progress in memory is still empty (nothing of the half copy is claimed to peers),
+    // and ops of its own written over the half copy would be dropped with it at the next
+    // start (numbered again from 1: peers would take them for ones they have).
+    std::string reset_error;
+    const bool reset = wipe() && create_roots(wall_ms, &reset_error) &&
+                       kv_.write(KvBatch{{marker, std::nullopt}}, true).ok && load_state();
+    if (!reset) {
+      half_installed_ = true;
+      *error += "; and the half copy could not be removed (" +
+                (reset_error.empty() ? std::string("the metadata store failed") : reset_error) +
+                "): this pod applies nothing until it is started again";
+    }
     return false;
   }
   ino_cache_.clear();  // nothing read during the install stays
@@ -528,6 +539,7 @@ KvStatus Meta::apply(const pb::Op& op, bool sync) {
   changes_ = Changes{};
   in_view_before_.clear();
   reborn_.clear();
+  if (half_installed_) return KvStatus{false, false, "a snapshot install could not be undone: start the pod again"};
   std::string why;
   if (!in_order(op, &why)) return KvStatus{false, false, "refused: " + why};
   const uint64_t origin = op.origin();

@@ -142,11 +142,12 @@ class Meta {
   // Visits a consistent copy of the replicated state (everything but this pod's counters
   // and local bookkeeping), in key order, until `visit` returns false. False when the store
   // failed: what was visited is then not the whole state and must not be installed.
-  bool snapshot(const std::function<bool(std::string_view key, std::string_view value)>& visit);
+  bool snapshot(KvStore& kv, const std::function<bool(std::string_view key, std::string_view value)>& visit) const;
   // Replaces this pod's state by a snapshot read through `next`: it fills a batch of pairs
   // and returns 1, or returns 0 at the complete end, -1 when the copy was cut. Only for a
   // pod that applied no op yet. False + *error if the snapshot could not be read or
-  // written: the pod is then empty again.
+  // written: the pod is then empty again — or, if even that failed, every later apply
+  // fails until a restart drops the half copy (its marker stays).
   using SnapshotBatch = std::vector<std::pair<std::string, std::string>>;
   bool install_snapshot(const std::function<int(SnapshotBatch*)>& next, uint64_t wall_ms, std::string* error);
   uint64_t local_seq() const { return local_seq_; }
@@ -300,6 +301,7 @@ class Meta {
   std::atomic<uint64_t> hold_changes_{0};
   std::function<bool(Gid)> in_use_;
   HlcClock clock_;
+  bool half_installed_ = false;  // see install_snapshot: a failed install could not be undone
   uint64_t gid_seq_ = 0;  // last gid minted by this pod
   uint64_t next_ino_ = 2; // next FUSE inode number (1 is the root)
   uint64_t local_seq_ = 0;

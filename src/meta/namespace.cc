@@ -740,7 +740,10 @@ bool Namespace::snapshot(const std::function<bool(std::string_view, std::string_
   // before anyone sees it (this pod's ops in it are given out): it was all written before
   // the iterator existed, which is before the first visit, so one log sync there covers it.
   bool synced = false, failed = false;
-  const bool read_ok = meta_.snapshot([&](std::string_view k, std::string_view v) {
+  // The committed store, not the buffer: a received batch being applied (held writes,
+  // not yet written, not covered by the log sync, dropped if its write fails) must not
+  // leave in a snapshot.
+  const bool read_ok = meta_.snapshot(buffered_.committed(), [&](std::string_view k, std::string_view v) {
     if (!synced) {
       synced = true;
       if (!kv_.sync().ok) {
@@ -757,7 +760,10 @@ bool Namespace::snapshot(const std::function<bool(std::string_view, std::string_
 bool Namespace::install_snapshot(const std::function<int(Meta::SnapshotBatch*)>& next, std::string* error) {
   {
     std::unique_lock lock(mu_);
-    if (!meta_.install_snapshot(next, static_cast<uint64_t>(wall_ns_() / 1000000), error)) return false;
+    installing_snapshot_ = true;  // no chunk list for GC meanwhile (for_each_chunk)
+    const bool installed = meta_.install_snapshot(next, static_cast<uint64_t>(wall_ns_() / 1000000), error);
+    installing_snapshot_ = false;
+    if (!installed) return false;
   }
   {
     std::lock_guard lock(durable_mu_);
@@ -933,8 +939,12 @@ bool Namespace::for_each_chunk(const std::function<void(const std::string&, bool
   // A full scan of the version records (seconds for millions of files), so not under mu_:
   // the committed store's iterator is a consistent view. Holding the lock gave nothing
   // more — a version committed after the scan references chunks GC keeps by their age
-  // (the grace period), whether it came during the scan or just after.
-  return meta_.for_each_chunk(buffered_.committed(), visit);
+  // (the grace period), whether it came during the scan or just after. Except during a
+  // snapshot install, which writes in many steps: a half-installed store would make the
+  // chunks of versions still to come look unreferenced, so no list then.
+  if (installing_snapshot_.load()) return false;
+  const bool whole = meta_.for_each_chunk(buffered_.committed(), visit);
+  return whole && !installing_snapshot_.load();
 }
 
 }  // namespace wormhole

@@ -249,6 +249,7 @@ class Namespace {
   // Held across the chunk sync and log sync of a group commit of own ops (see sync_log);
   // never taken with mu_ or durable_mu_ held (mu_ is taken shared under it).
   std::mutex own_sync_mu_;
+  std::atomic<bool> installing_snapshot_{false};  // see for_each_chunk
   // Guards durable_. Never held across the log sync; taken after mu_ when both are held.
   std::mutex durable_mu_;
   std::map<uint64_t, uint64_t> durable_;  // see durable_applied()

@@ -303,7 +303,6 @@ bool validate_peer_message(const pb::PeerMessage& message, const OpLimits& limit
   const pb::OpBatch& batch = message.ops();
   if (static_cast<size_t>(batch.ops_size()) > kMaxOpsPerBatch) return fail(why, "batch", "too many ops");
   if (batch.snapshot_needed() && batch.ops_size() > 0) return fail(why, "batch", "snapshot advice with ops");
-  if (batch.snapshot_faster() && !batch.snapshot_needed()) return fail(why, "batch", "snapshot_faster without snapshot_needed");
   if (batch.has_sender_progress() && !validate_progress(batch.sender_progress(), why)) return false;
   for (const pb::Op& op : batch.ops())
     if (!validate_op(op, limits, why)) return false;

@@ -51,7 +51,6 @@ void Replicator::reset() {
   stable_.clear();
   changed_ = {};
   snapshot_source_ = 0;
-  snapshot_optional_ = false;
   pushed_.clear();
   pull_again_.clear();
   for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
@@ -250,13 +249,6 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
   if (message.has_ops()) {
     if (message.ops().has_sender_progress()) note_peer_progress(from, message.ops().sender_progress());
     if (message.ops().snapshot_needed()) {
-      // Advice that a snapshot is only faster comes too late for a pod that applied ops
-      // meanwhile (another peer's answer): it goes on with ops. A needed one is always
-      // passed on (the caller says so when this pod cannot take it).
-      const bool optional = message.ops().snapshot_faster();
-      if (optional && !ns_.empty_history()) return out;
-      // A needed snapshot pending stays needed whatever advice comes after it.
-      snapshot_optional_ = snapshot_source_ != 0 ? snapshot_optional_ && optional : optional;
       snapshot_source_ = from;
       return out;  // nothing to apply: a snapshot replaces what this pod has
     }
@@ -303,9 +295,6 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
     }
     if (waiting_count_ > 0) deliver_waiting(batch);
     batch.commit();  // a failure is logged; the ops come again (anti-entropy)
-    // Advice to start from a snapshot because it is faster is void once ops were applied
-    // (another peer answered with ops in the same round): this pod goes on with ops.
-    if (snapshot_source_ != 0 && snapshot_optional_ && !ns_.empty_history()) snapshot_source_ = 0;
     if (message.ops().ops_size() > 0) {
       // Acknowledge with what this pod has now, durably (one log sync for the whole batch).
       // An acknowledgement carries no ops, so it is never answered itself.
@@ -349,19 +338,6 @@ void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>
     hold_back(c.ops);
     if (c.ops.size() < before) c.exhausted = true;  // later ops of this origin must not go before it
   };
-  if (told) {
-    // A pod that has applied nothing and lacks many ops starts faster from a snapshot.
-    bool fresh = true;
-    for (const auto& [origin, seq] : theirs) fresh &= seq == 0;
-    uint64_t lacking = 0;
-    for (const auto& [origin, seq] : have_here) lacking += seq;  // they have none of them
-    if (fresh && lacking > kSnapshotRatherThanOps) {
-      batch->clear_ops();
-      batch->set_snapshot_needed(true);
-      batch->set_snapshot_faster(true);
-      return;
-    }
-  }
   std::vector<Cursor> cursors;
   for (auto& [origin, seq] : have_here) {
     auto it = theirs.find(origin);

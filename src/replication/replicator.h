@@ -41,11 +41,6 @@ class Replicator {
   static constexpr size_t kMaxOrigins = kMaxPods;
   // Ops sent in answer to one sync request, at most.
   static constexpr size_t kMaxBatchOps = kMaxOpsPerBatch;
-  // A pod that has applied nothing yet and lacks more ops than this is told to start from
-  // a snapshot even when every op is still kept: replaying costs ~30 µs per op here (a
-  // create is two ops), a snapshot ~2 µs per record and ~3 records per file (measured:
-  // 100k ops replayed in 3.3 s, the 300k records of the same files copied in 0.55 s).
-  static constexpr uint64_t kSnapshotRatherThanOps = 10000;
 
   struct Outgoing {
     uint64_t to;
@@ -107,8 +102,8 @@ class Replicator {
   // it). What trimming and the trash purge wait for (Namespace::set_stable).
   std::map<uint64_t, Hlc> stable_stamps();
   size_t waiting() const { return waiting_count_; }
-  // The peer that said this pod needs a snapshot (it lacks ops no longer kept), or that a
-  // snapshot is faster (while this pod has applied no op yet), or 0; cleared by the call.
+  // The peer that said this pod needs a snapshot (it lacks ops no longer kept), or 0;
+  // cleared by the call.
   uint64_t take_snapshot_source() { return std::exchange(snapshot_source_, 0); }
   // What remote ops applied since the last call changed (for kernel cache invalidation).
   Namespace::Changed take_changed() { return std::exchange(changed_, {}); }
@@ -154,7 +149,6 @@ class Replicator {
   std::map<uint64_t, Hlc> stable_;                           // see stable_stamps()
   Namespace::Changed changed_;
   uint64_t snapshot_source_ = 0;
-  bool snapshot_optional_ = false;  // the advice was only that a snapshot is faster
 };
 
 }  // namespace wormhole

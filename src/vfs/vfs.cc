@@ -110,7 +110,8 @@ uint64_t Vfs::collect_garbage(int64_t grace_s, uint64_t cache_bytes) {
   std::unordered_set<std::string> live, cached;
   if (!ns_.for_each_chunk([&](const std::string& sha, bool held) { (held ? live : cached).insert(sha); })) {
     // Chunks missing from a partial list would look unreferenced and be deleted.
-    spdlog::error("garbage collection skipped: the metadata store could not be read");
+    spdlog::error("garbage collection skipped: the metadata store could not be read whole (or a snapshot was "
+                  "being installed)");
     return 0;
   }
   // The open files are taken under the table lock, their pending chunks asked for after

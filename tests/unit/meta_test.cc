@@ -770,6 +770,63 @@ TEST(Snapshots, AnInstallCutByACrashStartsEmptyAgain) {
   }
 }
 
+// A snapshot cut during the transfer (the source went away) leaves an empty pod whose
+// marker is gone: what it does afterwards survives a restart (before, the marker stayed,
+// and the next start dropped every replicated key, the pod's own later ops with them).
+// When even going back to empty fails, the pod applies nothing more until a restart.
+TEST(Snapshots, AnInstallCutDuringTheTransferLeavesAnEmptyPodThatKeepsItsLaterOps) {
+  MemKv source_kv, kv;
+  auto clock = [] { return int64_t{1'700'000'000'000'000'000}; };
+  Namespace source(source_kv, 7, clock, [](Gid) { return false; });
+  std::string err;
+  ASSERT_TRUE(source.init(&err)) << err;
+  Attr a;
+  ASSERT_EQ(source.make(1, "kept", pb::REGULAR, 0644, 0, 0, "", &a), 0);
+  Meta::SnapshotBatch pairs;
+  ASSERT_TRUE(source.snapshot([&](std::string_view k, std::string_view v) {
+    pairs.emplace_back(std::string(k), std::string(v));
+    return true;
+  }));
+  ASSERT_GT(pairs.size(), 2u);
+  auto cut_halfway = [&pairs](size_t* at) {
+    return [&pairs, at](Meta::SnapshotBatch* batch) {
+      if (*at >= pairs.size() / 2) return -1;  // the source went away
+      batch->push_back(pairs[(*at)++]);
+      return 1;
+    };
+  };
+  {
+    Namespace pod(kv, 8, clock, [](Gid) { return false; });
+    ASSERT_TRUE(pod.init(&err)) << err;
+    size_t at = 0;
+    EXPECT_FALSE(pod.install_snapshot(cut_halfway(&at), &err));
+    EXPECT_TRUE(pod.empty_history());
+    ASSERT_EQ(pod.make(1, "mine", pb::REGULAR, 0644, 0, 0, "", &a), 0);
+    ASSERT_EQ(pod.make_durable(), 0);
+  }
+  {
+    Namespace restarted(kv, 8, clock, [](Gid) { return false; });
+    ASSERT_TRUE(restarted.init(&err)) << err;
+    EXPECT_EQ(restarted.lookup(1, "mine", &a), 0) << "the pod's own op was dropped at its restart";
+    EXPECT_NE(restarted.lookup(1, "kept", &a), 0);
+  }
+  MemKv kv2;
+  {
+    Namespace pod(kv2, 9, clock, [](Gid) { return false; });
+    ASSERT_TRUE(pod.init(&err)) << err;
+    kv2.fail_scans_under("");  // the store fails: the install, and going back to empty
+    size_t at = 0;
+    EXPECT_FALSE(pod.install_snapshot(cut_halfway(&at), &err));
+    EXPECT_NE(err.find("applies nothing"), std::string::npos) << err;
+    EXPECT_NE(pod.make(1, "mine", pb::REGULAR, 0644, 0, 0, "", &a), 0);  // refused
+  }
+  kv2.stop_failing_scans();
+  Namespace restarted(kv2, 9, clock, [](Gid) { return false; });
+  ASSERT_TRUE(restarted.init(&err)) << err;  // drops the half copy
+  EXPECT_TRUE(restarted.empty_history());
+  EXPECT_EQ(restarted.make(1, "mine", pb::REGULAR, 0644, 0, 0, "", &a), 0);
+}
+
 // ---- ops from a hostile or broken peer: Meta::apply changes nothing they could break ----
 
 namespace {

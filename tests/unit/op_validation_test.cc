@@ -421,11 +421,6 @@ TEST(OpValidation, MessagesAreBounded) {
   msg.mutable_ops()->set_snapshot_needed(true);
   EXPECT_FALSE(validate_peer_message(msg, limits(), &why));
   msg.Clear();
-  msg.mutable_ops()->set_snapshot_faster(true);  // advice that no snapshot is needed
-  EXPECT_FALSE(validate_peer_message(msg, limits(), &why));
-  msg.mutable_ops()->set_snapshot_needed(true);
-  EXPECT_TRUE(validate_peer_message(msg, limits(), &why)) << why;
-  msg.Clear();
   (*msg.mutable_ops()->mutable_sender_progress()->mutable_applied())[0] = 5;
   EXPECT_FALSE(validate_peer_message(msg, limits(), &why));
   // One bad op condemns the batch.

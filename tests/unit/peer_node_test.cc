@@ -445,9 +445,14 @@ TEST(PeerData, ABadAnswerIsPassedOverForAnotherHolder) {
     ASSERT_TRUE(servers.back());
   }
   std::string out(100 << 10, '\0');
-  // Until a's channels connect (they failed while b and c were not listening yet).
-  for (int i = 0; i < 100 && n.node->read_range(sha, {kBId}, 0, 100, out.data()) != 100; ++i)
+  // Until a's channels to both connect (they failed while b and c were not listening yet,
+  // and a channel in its reconnect backoff fails calls at once): a read in which one lied
+  // and the other answered truly has reached both.
+  for (int i = 0; i < 100; ++i) {
+    first_lies = 1;
+    if (n.node->read_range(sha, {kBId}, 0, 100, out.data()) == 100 && first_lies.load() == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   first_lies = 1;
   const int asked_before = b.asked + c.asked;
   const uint64_t at = (5 << 16) + 77;
