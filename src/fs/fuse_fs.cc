@@ -412,11 +412,13 @@ int open_handle(fuse_req_t req, const Attr& a, fuse_file_info* fi, bool created 
   // libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do, here.
   if (!created && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
     h->wrote = true;
-    int err = h->file->truncate(0, Vfs::now_ns());
-    // A truncating open drops privileges as a truncate does (the kernel leaves it to us).
-    if (!err && killpriv::kill_requested(req, ctx(req))) err = kill_privileges(req, a.ino);
+    // A truncating open drops privileges as a truncate does (the kernel leaves it to us);
+    // first, so that an open failing there has changed nothing: a failed open must not
+    // truncate the file (the release then commits nothing).
+    int err = killpriv::kill_requested(req, ctx(req)) ? kill_privileges(req, a.ino) : 0;
+    if (!err) err = h->file->truncate(0, Vfs::now_ns());
     if (err) {
-      vfs(req).release(h->file);
+      vfs(req).release(h->file, /*commit_writes=*/false);
       return err;
     }
   }

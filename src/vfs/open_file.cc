@@ -46,7 +46,16 @@ bool OpenFile::refresh_locked() {
   Gid version;
   pb::VersionRecord v;
   // A failed load left base_version_ as it was, so a version that failed is tried again.
-  if (ns_.current_version(inode_, &version, &v) != 0 || version == base_version_) return false;
+  const int err = ns_.current_version(inode_, &version, &v);
+  if (err == EIO) {
+    // The current version's record could not be read: not known to be this handle's, so
+    // no stale content is served; tried again at the next read.
+    load_error_ = EIO;
+    maybe_stale_.store(true, std::memory_order_release);
+    return false;
+  }
+  // ENOENT: the file is gone (deleted, and purged): an open handle keeps its content.
+  if (err != 0 || version == base_version_) return false;
   if (load_locked(version, v) != 0) {
     maybe_stale_.store(true, std::memory_order_release);  // reads fail with EIO; try again next time
     return false;
@@ -763,6 +772,8 @@ bool OpenFile::set_pending_mtime(int64_t mtime_ns) {
 void OpenFile::overlay(Attr* attr) {
   refresh();
   std::shared_lock lock(mu_);
+  // A version that could not be loaded: its size from the namespace stands (reads fail).
+  if (load_error_ != 0 && !modified_) return;
   attr->size = size_;
   if (modified_) attr->mtime_ns = attr->ctime_ns = mtime_ns_;
 }
