@@ -31,7 +31,10 @@ class KvStore {
   // Returns false when the store failed (an I/O error, corruption) before the range was
   // visited to its end or to the point where `visit` stopped: what was visited is then only
   // part of the range, and "not seen" must not be taken for "absent" (a directory with
-  // entries would look empty). Callers report EIO.
+  // entries would look empty). Callers report EIO. RocksKv's scan is one iterator, a
+  // consistent view as of its start, which the scans made without the namespace's lock
+  // rely on (status counts, GC's chunk list, snapshots); MemKv's copies slices and is not
+  // (tests, where no such scan races writes).
   [[nodiscard]] virtual bool scan(std::string_view start, std::string_view end, bool reverse,
                                   const std::function<bool(std::string_view key, std::string_view value)>& visit) = 0;
   // Applies all of `batch` or none of it. With `sync`, durable on return.
