@@ -724,20 +724,33 @@ TEST(Versions, DenseRecordsOfOlderPodsReadAsSparseLists) {
   EXPECT_EQ(referenced.size(), 2u);  // garbage collection sees the old record's chunks
 }
 
-// A snapshot install cut by a crash leaves its marker: the next start drops the half copy
-// (whose progress records would claim ops the pod lacks) and starts as an empty pod.
-TEST(Snapshots, AnInstallCutByACrashStartsEmptyAgain) {
-  MemKv source_kv, kv;
+namespace {
+
+// The snapshot of a pod (id 7) that made one file, "kept".
+Meta::SnapshotBatch snapshot_of_a_pod_with_one_file() {
+  MemKv source_kv;
   Namespace source(source_kv, 7, [] { return int64_t{1'700'000'000'000'000'000}; }, [](Gid) { return false; });
   std::string err;
-  ASSERT_TRUE(source.init(&err)) << err;
+  EXPECT_TRUE(source.init(&err)) << err;
   Attr a;
-  ASSERT_EQ(source.make(1, "kept", pb::REGULAR, 0644, 0, 0, "", &a), 0);
+  EXPECT_EQ(source.make(1, "kept", pb::REGULAR, 0644, 0, 0, "", &a), 0);
   Meta::SnapshotBatch pairs;
-  ASSERT_TRUE(source.snapshot([&](std::string_view k, std::string_view v) {
+  EXPECT_TRUE(source.snapshot([&](std::string_view k, std::string_view v) {
     pairs.emplace_back(std::string(k), std::string(v));
     return true;
   }));
+  return pairs;
+}
+
+}  // namespace
+
+// A snapshot install cut by a crash leaves its marker: the next start drops the half copy
+// (whose progress records would claim ops the pod lacks) and starts as an empty pod.
+TEST(Snapshots, AnInstallCutByACrashStartsEmptyAgain) {
+  MemKv kv;
+  std::string err;
+  Attr a;
+  const Meta::SnapshotBatch pairs = snapshot_of_a_pod_with_one_file();
   {
     // What a crash in the middle of an install leaves: the marker, and part of the copy.
     KvBatch half{{keys::state("installing_snapshot"), "1"}};
@@ -775,18 +788,11 @@ TEST(Snapshots, AnInstallCutByACrashStartsEmptyAgain) {
 // and the next start dropped every replicated key, the pod's own later ops with them).
 // When even going back to empty fails, the pod applies nothing more until a restart.
 TEST(Snapshots, AnInstallCutDuringTheTransferLeavesAnEmptyPodThatKeepsItsLaterOps) {
-  MemKv source_kv, kv;
+  MemKv kv;
   auto clock = [] { return int64_t{1'700'000'000'000'000'000}; };
-  Namespace source(source_kv, 7, clock, [](Gid) { return false; });
   std::string err;
-  ASSERT_TRUE(source.init(&err)) << err;
   Attr a;
-  ASSERT_EQ(source.make(1, "kept", pb::REGULAR, 0644, 0, 0, "", &a), 0);
-  Meta::SnapshotBatch pairs;
-  ASSERT_TRUE(source.snapshot([&](std::string_view k, std::string_view v) {
-    pairs.emplace_back(std::string(k), std::string(v));
-    return true;
-  }));
+  const Meta::SnapshotBatch pairs = snapshot_of_a_pod_with_one_file();
   ASSERT_GT(pairs.size(), 2u);
   auto cut_halfway = [&pairs](size_t* at) {
     return [&pairs, at](Meta::SnapshotBatch* batch) {
