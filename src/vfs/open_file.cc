@@ -55,7 +55,11 @@ bool OpenFile::refresh_locked() {
     return false;
   }
   // ENOENT: the file is gone (deleted, and purged): an open handle keeps its content.
-  if (err != 0 || version == base_version_) return false;
+  if (err != 0) return false;
+  if (version == base_version_) {
+    load_error_ = 0;  // what this handle holds is the current version (a read error passed)
+    return false;
+  }
   if (load_locked(version, v) != 0) {
     maybe_stale_.store(true, std::memory_order_release);  // reads fail with EIO; try again next time
     return false;
