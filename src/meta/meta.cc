@@ -1265,8 +1265,16 @@ size_t Meta::trim(size_t max_entries, const std::map<uint64_t, Hlc>& stable_in, 
   }
   // The purge reads the log's delete index as just trimmed: a second batch.
   KvTxn purge_txn(kv_);
+  // purge_trash moves its cursor and due time on; a purge whose write fails must look at
+  // the same entries again, not skip them for a round (or a whole retention period).
+  const std::string purge_cursor = purge_cursor_;
+  const uint64_t purge_due_ms = purge_due_ms_;
   const size_t purged = purge_trash(purge_txn, max_entries, is_stable, now_ms, retention_ms);
-  if (purged > 0 && !purge_txn.commit(false).ok) return removed;
+  if (purged > 0 && !purge_txn.commit(false).ok) {
+    purge_cursor_ = purge_cursor;
+    purge_due_ms_ = purge_due_ms;
+    return removed;
+  }
   return removed + purged;
 }
 

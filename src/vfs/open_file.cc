@@ -623,8 +623,10 @@ ssize_t OpenFile::read_stored(uint64_t index, const pb::ChunkRef& ref, uint64_t 
     }
   }
   if (r < 0) {
+    // A chunk this pod does not hold (remote_) failed because no holder gave it (down,
+    // too slow, or none has a good copy); one it holds, because its copy is unreadable.
     spdlog::error("read of {} failed at chunk {}: {}", ns_.path_of(inode_), index,
-                  r == -ENOENT ? "chunk missing" : "chunk corrupt or unreadable");
+                  remote_ ? "no holder gave the chunk" : r == -ENOENT ? "chunk missing" : "chunk corrupt or unreadable");
     return -EIO;
   }
   if (static_cast<size_t>(r) < n) {
