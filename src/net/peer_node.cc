@@ -19,7 +19,14 @@ namespace {
 
 constexpr auto kPushEvery = std::chrono::milliseconds(50);
 constexpr auto kSyncEvery = std::chrono::milliseconds(1000);
-constexpr auto kRpcDeadline = std::chrono::seconds(2);
+// The deadline of one exchange (ops, heartbeats) is two thirds of the silence after which a
+// peer is suspect (at least 2 s, so at least 1.3 s): a peer that answers within its failure
+// threshold is never cut off by a deadline shorter than that threshold, and a hung one holds
+// the sender's round for less than the threshold. A network configured with longer failure
+// times (a slow link, a sanitizer build under test) gets longer deadlines with them.
+std::chrono::milliseconds exchange_deadline(const NetworkConfig& network) {
+  return std::chrono::milliseconds(network.suspect_after_ms * 2 / 3);
+}
 constexpr int kMaxReconnectBackoffMs = 2000;
 // Received op batches waiting to be applied or being applied, at most (each is at most
 // kMaxOpsPerBatch ops and one message): beyond, a sender is told to send again later.
@@ -435,7 +442,7 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
     *req.mutable_body() = o.message;
     if (o.message.has_ops()) op_bytes_sent_ += o.message.ops().ByteSizeLong();
     *req.mutable_space() = space;
-    call->ctx.set_deadline(std::chrono::system_clock::now() + kRpcDeadline);
+    call->ctx.set_deadline(std::chrono::system_clock::now() + exchange_deadline(config_.network));
     Call* c = call.get();
     o.peer->stub->async()->Exchange(&c->ctx, &c->req, &c->reply, [c, &done_mu, &done_cv, &done](grpc::Status st) {
       c->status = std::move(st);

@@ -203,6 +203,19 @@ def free_port():
         return s.getsockname()[1]
 
 
+def scaled_failure_times(extra_network):
+    """The failure times of a network under test, when WORMHOLE_TIMEOUT_SCALE is above 1 and
+    the test sets none of its own: the defaults (suspect after 3 s, down after 10 s) times the
+    scale. A sanitized build is several times slower; with the defaults its pods would see
+    each other as silent (and their exchanges, whose deadline follows suspect_after, time out)
+    while they are only slow."""
+    scale = float(os.environ.get("WORMHOLE_TIMEOUT_SCALE", "1"))
+    if scale <= 1 or "failure" in extra_network:
+        return ""
+    return (f'failure = {{ suspect_after = "{int(3 * scale)}s", '
+            f'down_after = "{int(10 * scale)}s" }}\n')
+
+
 class Cluster:
     """Several pods of one network on 127.0.0.1, described by one shared config file."""
 
@@ -213,6 +226,7 @@ class Cluster:
         os.chmod(self.root, 0o755)
         self.config = os.path.join(self.root, "network.toml")
         roles = roles or {}
+        extra_network += scaled_failure_times(extra_network)
         text = (f'[network]\nname = "{network}"\nchunk_size = "{chunk_size}"\nredundancy = {redundancy}\n'
                 f'{extra_network}conflict = "{conflict}"\n[network.replication]\ndelay = "{delay}"\nmode = "{mode}"\n')
         for n in names:

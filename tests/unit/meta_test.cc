@@ -22,11 +22,13 @@ using namespace wormhole;
 namespace {
 
 // A store whose writes can be made to fail, as a full disk would.
+// `fail` fails every write; `fail_if` those batches it picks.
 class FlakyKv : public MemKv {
  public:
   bool fail = false;
+  std::function<bool(const KvBatch&)> fail_if;
   KvStatus write(const KvBatch& b, bool sync) override {
-    if (fail) return KvStatus{false, true, "No space left on device"};
+    if (fail || (fail_if && fail_if(b))) return KvStatus{false, true, "No space left on device"};
     return MemKv::write(b, sync);
   }
 };
@@ -395,6 +397,36 @@ TEST(Namespace, TrimPurgesDeletedInodes) {
   f.ns.for_each_chunk([&](const std::string&, bool) { n++; });
   EXPECT_EQ(n, 0);
   EXPECT_EQ(f.ns.stats().move_log_entries, 0u);
+}
+
+// A purge of the trash whose write fails (a full disk) is tried again at the next trim. Its
+// pass had moved the trash cursor and the next due time on before the write: the entry
+// then waited a whole retention period more (before the fix the file below was still
+// there after the second trim).
+TEST(Namespace, APurgeWhoseWriteFailsIsTriedAgainAtTheNextTrim) {
+  Fixture f;
+  const uint64_t kRetentionMs = 60'000;
+  f.ns.set_trash_retention_ms(kRetentionMs);
+  const uint64_t file = f.mk(1, "f");
+  ASSERT_EQ(f.ns.unlink(1, "f"), 0);
+  f.now += int64_t{kRetentionMs + 1} * 1'000'000;  // old enough to be purged
+  const std::string trash = keys::dir_prefix(kTrashId);
+  bool purge_failed = false;
+  f.kv.fail_if = [&](const KvBatch& b) {
+    for (auto& [k, v] : b)
+      if (!v && k.starts_with(trash)) return purge_failed = true;  // the trash entry's removal
+    return false;
+  };
+  f.ns.trim();
+  ASSERT_TRUE(purge_failed) << "the purge was not tried";
+  Attr a;
+  EXPECT_EQ(f.ns.getattr(file, &a), 0) << "purged although its write failed";
+  f.kv.fail_if = nullptr;
+  f.ns.trim();
+  EXPECT_EQ(f.ns.getattr(file, &a), ENOENT) << "the purge waits for another retention period";
+  std::vector<TrashItem> items;
+  ASSERT_EQ(f.ns.list_trash(10, &items), 0);
+  EXPECT_TRUE(items.empty());
 }
 
 // ---- the replicated move operation ------------------------------------------------------

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "common/limits.h"
+#include "meta/keys.h"
 #include "store/mem_kv.h"
 #include "temp_dir.h"
 #include "vfs/vfs.h"
@@ -626,6 +627,35 @@ TEST(OpenFile, AVersionThatCannotBeLoadedLeavesTheHandleWhole) {
   std::string expected = first;
   expected[0] = 'Z';
   EXPECT_EQ(fx.read_all(*f, first.size()), expected);
+  ASSERT_EQ(fx.vfs.release(f), 0);
+}
+
+// A handle whose file's version record cannot be read (a read error of the store, a record
+// gone or malformed) serves no content it cannot vouch for: reads fail with EIO. Once the
+// record reads again and names the version the handle holds, they pass again (before, the
+// error was taken for "the file is gone" and the handle served what it held, unchecked).
+TEST(OpenFile, AVersionRecordThatCannotBeReadIsEioUntilItReadsAgain) {
+  Fixture fx("unreadable-record");
+  std::shared_ptr<OpenFile> f;
+  ASSERT_EQ(fx.vfs.open(fx.inode, &f), 0);
+  const std::string first = pattern(1000, 5);
+  ASSERT_EQ(f->write(0, first.data(), first.size(), 1), 0);
+  ASSERT_EQ(f->flush(false), 0);
+  EXPECT_EQ(fx.read_all(*f, first.size()), first);
+
+  Gid v1;
+  pb::VersionRecord rec;
+  ASSERT_EQ(fx.ns.current_version(fx.inode, &v1, &rec), 0);
+  std::string saved;
+  ASSERT_TRUE(fx.kv.get(keys::version(v1), &saved));
+  ASSERT_TRUE(fx.kv.write({{keys::version(v1), std::nullopt}}, false).ok);  // unreadable now
+  fx.vfs.note_new_versions({fx.inode});
+  std::string out(first.size(), '\0');
+  EXPECT_EQ(f->read(0, out.size(), out.data()), -EIO);
+  EXPECT_EQ(f->read(0, out.size(), out.data()), -EIO);  // tried again, still unreadable
+
+  ASSERT_TRUE(fx.kv.write({{keys::version(v1), saved}}, false).ok);  // readable again
+  EXPECT_EQ(fx.read_all(*f, first.size()), first);
   ASSERT_EQ(fx.vfs.release(f), 0);
 }
 
