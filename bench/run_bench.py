@@ -192,7 +192,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
         return
     if args.only_shaped:
-        for name, value in shaped_read_figures(work, args.shaped_mib):
+        for name, value in shaped_read_figures(work, args.shaped_mib) + slow_peer_figures(work):
             print(f"figure {name} {value:.2f}")
         shutil.rmtree(work, ignore_errors=True)
         return
@@ -323,6 +323,7 @@ def main():
                             remote_read(work, holders, args.remote_mib)))
             print(f"{figures[-1][0]:<22} {figures[-1][1]:10.1f} MB/s (reader holds no copy)", flush=True)
         figures += shaped_read_figures(work, args.shaped_mib)  # the same over shaped links (issue 8 §6)
+        figures += slow_peer_figures(work)  # a peer on a slow link holds back no other (issue 11)
         tls_ratios = tls_cost_ratios(work, n, args.remote_mib)  # what mutual TLS costs (issue 9)
     else:
         tls_ratios = []
@@ -885,6 +886,40 @@ def tls_cost_ratios(work, n, remote_mib, runs=2):
             print(f"# tls={tls}: remote read {rr:.1f} MB/s, create {cr:.0f} files/s", flush=True)
     return [("tls_remote_read", best[("rr", "true")] / best[("rr", "false")]),
             ("tls_create_3_pods", best[("cr", "true")] / best[("cr", "false")])]
+
+
+def slow_peer_figures(work, n=20000, link_mbit=8):
+    """Issue 11: a peer on a slow link holds back no other. Three pods, redundancy 2; what
+    reaches c is capped at `link_mbit` Mbit/s (network namespaces, tbf). `n` small files are
+    created on a; the figure is the seconds after the last create until b lists them all:
+      figure replication_lag_slow_peer_s  (b on a fast link; c's lag is printed, not a figure)
+    Returns [] (with a note) when namespaces cannot be made here."""
+    from netns import PodNet
+    names = ["a", "b", "c"]
+    try:
+        links = PodNet(names)
+    except (subprocess.CalledProcessError, FileNotFoundError) as e:
+        print(f"# slow-peer figure skipped: cannot make network namespaces ({e})")
+        return []
+    net = None
+    try:
+        links.shape_towards("c", link_mbit)
+        net = Cluster(names=names, redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE,
+                      listen={p: links.address(p) for p in names}, prefix={p: links.prefix(p) for p in names})
+        start_network(net)
+        a, b, c = (net.pods[p] for p in names)
+        t0 = time.monotonic()
+        ops = create_small(a.mnt, 0, n)
+        t_created = time.monotonic()
+        lag_b = wait_listed((b,), 0, n, t_created, 600)["b"]
+        lag_c = wait_listed((c,), 0, n, t_created, 1200)["c"]
+        print(f"# slow peer: {n} files ({ops} ops) created on a in {t_created - t0:.1f} s; b (fast link) lists "
+              f"them {lag_b:.2f} s after the last create, c ({link_mbit} Mbit/s towards it) {lag_c:.2f} s", flush=True)
+        return [("replication_lag_slow_peer_s", lag_b)]
+    finally:
+        if net:
+            net.cleanup()
+        links.close()
 
 
 def shaped_read_figures(work, size_mib, link_mbit=200):

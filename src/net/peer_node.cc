@@ -10,6 +10,7 @@
 #include <cstring>
 #include <sys/statvfs.h>
 
+#include "common/invariant.h"
 #include "common/pb_ids.h"
 #include "meta/op_validation.h"
 #include "net/peer.h"
@@ -297,6 +298,10 @@ PeerNode::~PeerNode() {
   }
   push_cv_.notify_all();
   {
+    std::lock_guard lock(calls_mu_);  // so the loop does not miss it while waiting for answers
+  }
+  calls_cv_.notify_all();
+  {
     std::lock_guard lock(fetch_mu_);  // so no prefetch worker misses the wake-up
   }
   fetch_cv_.notify_all();
@@ -421,6 +426,15 @@ bool PeerNode::exchange(Peer& peer, const pb::PeerMessage& message) {
   return exchange_all(one)[0];
 }
 
+void PeerNode::prepare_exchange(const pb::PeerMessage& message, const pb::PodSpace& space, pb::Envelope* req,
+                                grpc::ClientContext* ctx) {
+  identify(req);
+  *req->mutable_body() = message;
+  if (message.has_ops()) op_bytes_sent_ += message.ops().ByteSizeLong();
+  *req->mutable_space() = space;
+  ctx->set_deadline(std::chrono::system_clock::now() + exchange_deadline(config_.network));
+}
+
 std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, bool forget) {
   // All calls are in flight at once: a round costs the slowest peer's round trip, not
   // the sum of them (what a sync-mode close waits for).
@@ -437,12 +451,7 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
   const pb::PodSpace space = my_space();
   for (const Outbound& o : batch) {
     auto call = std::make_unique<Call>();
-    pb::Envelope& req = call->req;
-    identify(&req);
-    *req.mutable_body() = o.message;
-    if (o.message.has_ops()) op_bytes_sent_ += o.message.ops().ByteSizeLong();
-    *req.mutable_space() = space;
-    call->ctx.set_deadline(std::chrono::system_clock::now() + exchange_deadline(config_.network));
+    prepare_exchange(o.message, space, &call->req, &call->ctx);
     Call* c = call.get();
     o.peer->stub->async()->Exchange(&c->ctx, &c->req, &c->reply, [c, &done_mu, &done_cv, &done](grpc::Status st) {
       c->status = std::move(st);
@@ -457,49 +466,47 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
     done_cv.wait(lock, [&] { return done == calls.size(); });  // every call ends (deadline)
   }
   std::vector<bool> answered(batch.size(), false);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    Peer& peer = *batch[i].peer;
-    Call& c = *calls[i];
-    if (c.status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
-      peer.last_ok_ms = now_ms();  // reachable, only busy: what was sent goes again later
-      continue;
-    }
-    if (!c.status.ok()) {
-      if (!peer.reported_down.exchange(true))
-        spdlog::warn("pod {} ({}) unreachable: {}", peer.name, peer.address, c.status.error_message());
-      continue;
-    }
-    if (peer.reported_down.exchange(false)) spdlog::info("pod {} ({}) reachable", peer.name, peer.address);
-    peer.last_ok_ms = now_ms();
-    peer.used_bytes = c.reply.space().used_bytes();
-    peer.free_bytes = c.reply.space().free_bytes();
-    const std::string why =
-        c.reply.pod_name() == peer.name
-            ? check_sender(kProtocolVersion, config_.network.name, config_.network.chunk_size, c.reply.pod_name(), c.reply.pod_id())
-            : "answered as pod \"" + c.reply.pod_name() + "\"";
-    if (!why.empty()) {
-      spdlog::warn("ignoring the answer of {}: {}", peer.address, why);
-      continue;
-    }
-    // An answer is one message per request kind at most (Replicator::receive); more is
-    // not an honest answer.
-    constexpr int kMaxReplies = 4;
-    if (c.reply.replies_size() > kMaxReplies) {
-      spdlog::warn("ignoring the answer of pod {}: {} messages", peer.name, c.reply.replies_size());
-      continue;
-    }
-    {
-      std::lock_guard lock(mu_);
-      for (const pb::PeerMessage& m : c.reply.replies()) {
-        std::string rejected;
-        replicator_.receive(peer.id, m, wall_now_ms(), &rejected);  // answers need no answer
-        if (!rejected.empty()) spdlog::warn("rejected an answer of pod {} ({}): {}", peer.name, peer.address, rejected);
-      }
-    }
-    answered[i] = true;
-  }
+  for (size_t i = 0; i < batch.size(); ++i) answered[i] = handle_answer(*batch[i].peer, calls[i]->status, calls[i]->reply);
   if (forget) forget_changed();
   return answered;
+}
+
+bool PeerNode::handle_answer(Peer& peer, const grpc::Status& status, const pb::EnvelopeReply& reply) {
+  if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+    peer.last_ok_ms = now_ms();  // reachable, only busy: what was sent goes again later
+    return false;
+  }
+  if (!status.ok()) {
+    if (!peer.reported_down.exchange(true))
+      spdlog::warn("pod {} ({}) unreachable: {}", peer.name, peer.address, status.error_message());
+    return false;
+  }
+  if (peer.reported_down.exchange(false)) spdlog::info("pod {} ({}) reachable", peer.name, peer.address);
+  peer.last_ok_ms = now_ms();
+  peer.used_bytes = reply.space().used_bytes();
+  peer.free_bytes = reply.space().free_bytes();
+  const std::string why =
+      reply.pod_name() == peer.name
+          ? check_sender(kProtocolVersion, config_.network.name, config_.network.chunk_size, reply.pod_name(), reply.pod_id())
+          : "answered as pod \"" + reply.pod_name() + "\"";
+  if (!why.empty()) {
+    spdlog::warn("ignoring the answer of {}: {}", peer.address, why);
+    return false;
+  }
+  // An answer is one message per request kind at most (Replicator::receive); more is
+  // not an honest answer.
+  constexpr int kMaxReplies = 4;
+  if (reply.replies_size() > kMaxReplies) {
+    spdlog::warn("ignoring the answer of pod {}: {} messages", peer.name, reply.replies_size());
+    return false;
+  }
+  std::lock_guard lock(mu_);
+  for (const pb::PeerMessage& m : reply.replies()) {
+    std::string rejected;
+    replicator_.receive(peer.id, m, wall_now_ms(), &rejected);  // answers need no answer
+    if (!rejected.empty()) spdlog::warn("rejected an answer of pod {} ({}): {}", peer.name, peer.address, rejected);
+  }
+  return true;
 }
 
 pb::PodSpace PeerNode::my_space() {
@@ -554,61 +561,173 @@ std::vector<bool> PeerNode::sync_round() {
   return exchange_all(requests);
 }
 
+// One exchange the loop started and did not wait for (see loop()). Owned by the loop
+// thread; gRPC's callback only hands it back through answered_calls_.
+struct PeerNode::LoopCall {
+  enum Kind { kPush, kSync, kPull };
+  Kind kind;
+  Peer* peer;
+  pb::Envelope req;
+  pb::EnvelopeReply reply;
+  grpc::ClientContext ctx;
+  grpc::Status status;
+};
+
+void PeerNode::start_loop_call(LoopCall* call) {
+  call->peer->stub->async()->Exchange(&call->ctx, &call->req, &call->reply, [this, call](grpc::Status st) {
+    call->status = std::move(st);
+    std::lock_guard lock(calls_mu_);  // notify under the lock: the loop may be leaving
+    answered_calls_.push_back(call);
+    calls_cv_.notify_one();
+  });
+}
+
 void PeerNode::loop() {
+  // Every exchange of the loop is started without waiting for its answer; answers are
+  // handled as they come. So a slow or silent peer (a long link, a pod that hangs) holds
+  // back no other — each call ends by its own deadline —, and pushes are pipelined: up to
+  // kPushWindow batches in flight per peer, so a peer applies the next batch while the
+  // answer to the last one travels back. Bounds: per peer, kPushWindow pushes, one sync
+  // request and one repeated pull in flight at most.
+  constexpr int kPushWindow = 2;
+  struct Flight {
+    int pushes = 0, syncs = 0, pulls = 0;
+    bool push_lost = false;  // a push in flight was lost or refused: settle once none is left
+    bool backlogged = false;  // its last push was a full batch: more is due as soon as there is room
+  };
+  std::map<Peer*, Flight> flight;
+  std::map<LoopCall*, std::unique_ptr<LoopCall>> owned;
+  const auto start = [&](Peer& peer, LoopCall::Kind kind, const pb::PeerMessage& message, const pb::PodSpace& space) {
+    auto call = std::make_unique<LoopCall>();
+    call->kind = kind;
+    call->peer = &peer;
+    prepare_exchange(message, space, &call->req, &call->ctx);
+    LoopCall* c = call.get();
+    owned.emplace(c, std::move(call));
+    start_loop_call(c);
+  };
+  // Handles the answers that came (waiting for one at most `wait`). Whether one was the
+  // answer to a sync request.
+  const auto handle_answers = [&](std::chrono::milliseconds wait) {
+    bool synced = false;
+    std::vector<LoopCall*> done;
+    {
+      std::unique_lock lock(calls_mu_);
+      calls_cv_.wait_for(lock, wait, [&] { return !answered_calls_.empty() || stop_; });
+      done.swap(answered_calls_);
+    }
+    for (LoopCall* c : done) {
+      const bool answered = handle_answer(*c->peer, c->status, c->reply);
+      Flight& f = flight[c->peer];
+      if (c->kind == LoopCall::kPush) {
+        --f.pushes;
+        f.push_lost |= !answered;
+        if (f.pushes == 0) {
+          // Answered (acknowledged) or lost: either way the next push starts after what the
+          // peer acknowledged, so a lost batch goes again at the next push (within
+          // kPushEvery: a peer too busy to take it is not asked again at once), not by
+          // anti-entropy.
+          std::lock_guard lock(mu_);
+          if (c->peer->id != 0) replicator_.push_settled(c->peer->id);
+          if (f.push_lost) f.backlogged = false;
+          f.push_lost = false;
+        }
+      } else if (c->kind == LoopCall::kSync) {
+        --f.syncs;
+        synced = true;
+      } else {
+        --f.pulls;
+      }
+      WH_INVARIANT(f.pushes >= 0 && f.syncs >= 0 && f.pulls >= 0, "loop exchange counts below zero");
+      owned.erase(c);
+    }
+    if (!done.empty()) forget_changed();
+    return synced;
+  };
+
   auto next_sync = std::chrono::steady_clock::now();
+  auto next_push = next_sync;
   while (!stop_) {
-    // More is due at once when a push or an answer was a full batch: the next round starts
-    // without the timer's pause (back-to-back batches while a peer is behind). Each round
-    // waits for its answers, so one batch per peer is in flight: that is the flow control.
-    bool more_due = false;
+    // Pushes go out every kPushEvery, batching what was made meanwhile (a receiver's cost
+    // is mostly per batch), and at once to a peer whose last push was a full batch as soon
+    // as its window has room (back-to-back while it is behind).
+    const auto now = std::chrono::steady_clock::now();
+    bool backlog_room = false;
+    for (auto& [peer, f] : flight) backlog_room |= f.backlogged && f.pushes < kPushWindow && !f.push_lost;
+    const bool push_now = now >= next_push || backlog_room;
+    if (now >= next_push) next_push = now + kPushEvery;
     std::vector<Replicator::Outgoing> out;
-    std::vector<uint64_t> pull_again;
+    std::vector<std::pair<Peer*, pb::PeerMessage>> pulls;
     // The group commit before publish_local (which gives out only durable ops), outside the
     // node's lock, which a sync-mode close takes.
-    if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
+    if (push_now) {
+      if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
+    }
+    const pb::PodSpace space = my_space();
     {
       std::vector<uint64_t> unreachable;  // not pushed to until a sync round reaches them
-      for (auto& peer : peers())
-        if (peer->id != 0 && (peer->reported_down || peer->forgotten)) unreachable.push_back(peer->id);
-      std::lock_guard lock(mu_);
-      if (config_.network.replication_delay_ms > 0) {
-        // network.replication.delay: ops wait this long before leaving the pod.
-        const uint64_t wall_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                           std::chrono::system_clock::now().time_since_epoch())
-                                                           .count());
-        replicator_.set_publish_cutoff(wall_ms - config_.network.replication_delay_ms);
+      std::vector<uint64_t> busy;         // their window is full, or waits to be settled
+      for (auto& peer : peers()) {
+        if (peer->id == 0) continue;
+        const Flight& f = flight[peer.get()];
+        const bool down = peer->reported_down || peer->forgotten;
+        if (f.pushes > 0 && (f.pushes >= kPushWindow || f.push_lost || down))
+          busy.push_back(peer->id);
+        else if (down)
+          unreachable.push_back(peer->id);
       }
-      out = replicator_.publish_local(unreachable);
-      pull_again = replicator_.take_pull_again();
-    }
-    std::vector<Outbound> batch;
-    for (auto& o : out) {
-      more_due |= static_cast<size_t>(o.message.ops().ops_size()) >= Replicator::kMaxBatchOps;
-      if (Peer* peer = peer_by_id(o.to)) batch.push_back(Outbound{peer, std::move(o.message)});
-    }
-    if (!batch.empty()) {
-      exchange_all(batch);
-      // Answered (acknowledged) or lost: either way the next push starts after what the
-      // peer acknowledged, so a lost batch goes again now, not by anti-entropy.
       std::lock_guard lock(mu_);
-      for (const Outbound& o : batch) replicator_.push_settled(o.peer->id);
-    }
-    if (!pull_again.empty()) {
+      if (push_now) {
+        if (config_.network.replication_delay_ms > 0) {
+          // network.replication.delay: ops wait this long before leaving the pod.
+          const uint64_t wall_ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                             std::chrono::system_clock::now().time_since_epoch())
+                                                             .count());
+          replicator_.set_publish_cutoff(wall_ms - config_.network.replication_delay_ms);
+        }
+        out = replicator_.publish_local(unreachable, busy);
+        for (auto& peer : peers())
+          if (peer->id != 0 && std::find(busy.begin(), busy.end(), peer->id) == busy.end())
+            flight[peer.get()].backlogged = false;  // set again below if it got a full batch
+      }
       // A peer had more for this pod than one batch (a restart, a partition): ask again now.
-      std::vector<Outbound> requests;
-      {
+      for (uint64_t id : replicator_.take_pull_again())
+        if (Peer* peer = peer_by_id(id); peer && !peer->forgotten && flight[peer].pulls == 0)
+          pulls.emplace_back(peer, replicator_.sync_request(id).message);
+    }
+    for (auto& o : out) {
+      Peer* peer = peer_by_id(o.to);
+      if (!peer) {  // not a peer of this node (cannot be answered): sent again from its acknowledgement
         std::lock_guard lock(mu_);
-        for (uint64_t id : pull_again)
-          if (Peer* peer = peer_by_id(id); peer && !peer->forgotten)
-            requests.push_back(Outbound{peer, replicator_.sync_request(id).message});
+        replicator_.push_settled(o.to);
+        continue;
       }
-      exchange_all(requests);
-      more_due = true;
+      Flight& f = flight[peer];
+      ++f.pushes;
+      f.backlogged = static_cast<size_t>(o.message.ops().ops_size()) >= Replicator::kMaxBatchOps;
+      start(*peer, LoopCall::kPush, o.message, space);
+    }
+    for (auto& [peer, message] : pulls) {
+      ++flight[peer].pulls;
+      start(*peer, LoopCall::kPull, message, space);
     }
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
       adopt_members();
-      sync_round();
+      // A sync request to every peer (anti-entropy, heartbeat), also to peers whose id is
+      // not known yet: the answer tells it. One in flight per peer: a silent peer is asked
+      // again once its last request has timed out.
+      std::vector<std::pair<Peer*, pb::PeerMessage>> syncs;
+      {
+        std::lock_guard lock(mu_);
+        for (auto& peer : peers())
+          if (!peer->forgotten && flight[peer.get()].syncs == 0)
+            syncs.emplace_back(peer.get(), replicator_.sync_request(peer->id).message);
+      }
+      for (auto& [peer, message] : syncs) {
+        ++flight[peer].syncs;
+        start(*peer, LoopCall::kSync, message, space);
+      }
       update_situation();
       act_on_snapshot_advice();
       std::map<uint64_t, uint64_t> everyone;
@@ -627,8 +746,22 @@ void PeerNode::loop() {
       if (!stable.empty()) ns_.set_stable(std::move(stable));
       review_under_replicated();
     }
-    if (!more_due) std::this_thread::sleep_for(kPushEvery);
+    bool more_due = false;  // a backlogged peer whose window has room
+    for (auto& [peer, f] : flight) more_due |= f.backlogged && f.pushes < kPushWindow && !f.push_lost;
+    const auto until_push = std::chrono::duration_cast<std::chrono::milliseconds>(next_push - std::chrono::steady_clock::now());
+    if (handle_answers(more_due ? std::chrono::milliseconds(0) : std::max(until_push, std::chrono::milliseconds(0)))) {
+      // What the answers to this round tell (a peer back, a peer's snapshot advice) acts
+      // now, not at the next round.
+      update_situation();
+      act_on_snapshot_advice();
+    }
   }
+  // Stopping: every call still in flight is cancelled, and its callback waited for (it
+  // names objects this thread owns).
+  for (auto& [c, call] : owned) call->ctx.TryCancel();
+  std::unique_lock lock(calls_mu_);
+  calls_cv_.wait(lock, [&] { return answered_calls_.size() == owned.size(); });  // bounded: TryCancel, deadlines
+  answered_calls_.clear();
 }
 
 PodState PeerNode::state_of(const Peer& p) const {

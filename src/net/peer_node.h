@@ -45,6 +45,7 @@
 
 namespace grpc {
 class Channel;
+class ClientContext;
 class ChannelCredentials;
 class Server;
 class ServerContext;
@@ -165,6 +166,17 @@ class PeerNode final : public ContentReplication {
     Peer* peer;
     pb::PeerMessage message;
   };
+  // Fills a request: the sender fields, `message`, this pod's space, the exchange deadline.
+  void prepare_exchange(const pb::PeerMessage& message, const pb::PodSpace& space, pb::Envelope* req,
+                        grpc::ClientContext* ctx);
+  // Handles the answer to one exchange with `peer`: its reachability and space, and the
+  // messages of the reply (validated, then given to the replicator under mu_). Whether the
+  // peer answered (false: unreachable, busy, or an answer that is refused).
+  bool handle_answer(Peer& peer, const grpc::Status& status, const pb::EnvelopeReply& reply);
+  // The loop's exchanges are asynchronous (see loop()): one started, answered into
+  // answered_calls_.
+  struct LoopCall;
+  void start_loop_call(LoopCall* call);
   // Sends every message at once and handles the replies; whether each peer answered.
   // `forget`: tell the kernel what changed now. False when the caller holds a lock the
   // kernel may wait for (a FUSE thread in close): the next round tells it.
@@ -474,6 +486,9 @@ class PeerNode final : public ContentReplication {
   std::unique_ptr<Service> service_;
   std::unique_ptr<grpc::Server> server_;
   std::atomic<bool> stop_{false};
+  std::mutex calls_mu_;                     // a leaf lock: guards answered_calls_
+  std::condition_variable calls_cv_;        // a loop exchange was answered, or stop
+  std::vector<LoopCall*> answered_calls_;   // answered, not yet handled by the loop (bounded by its calls in flight)
   std::atomic<uint64_t> pushed_bytes_{0}, received_bytes_{0}, fetched_bytes_{0}, served_bytes_{0};
   std::atomic<uint64_t> op_bytes_sent_{0};  // op batches sent to peers (serialized bytes)
   std::atomic<int> op_batches_queued_{0};   // received op batches not yet applied (flow control)

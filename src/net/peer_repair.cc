@@ -534,11 +534,14 @@ void PeerNode::update_situation() {
     mode = GateMode::kReadOnly;
     reason = "this pod has left the network (drained or forgotten)";
   }
-  bool situation_changed, disconnect_changed, mode_changed;
+  bool situation_changed, disconnect_changed, mode_changed, log_situation;
   {
     std::lock_guard lock(repair_mu_);
     SituationState& st = situation_;
     situation_changed = !st.known || st.situation != situation;
+    // Logged when it changes (and once at the start): before the first survey it is
+    // evaluated again at every answer to a sync request, and is the same.
+    log_situation = st.since_wall_ms == 0 || st.situation != situation;
     disconnect_changed = st.disconnected != disconnected;
     mode_changed = st.mode != mode;
     if (situation_changed) st.since_wall_ms = wall_ms();
@@ -549,7 +552,7 @@ void PeerNode::update_situation() {
     st.mode = mode;
     st.disconnected = disconnected;
   }
-  if (situation_changed)
+  if (log_situation)
     spdlog::log(situation == Situation::kFavorable ? spdlog::level::info : spdlog::level::warn,
                 "situation: {} ({}); reaction: {}", situation_name(situation), situation_reason(situation, in),
                 situation == Situation::kGrave       ? config_.network.reactions.grave

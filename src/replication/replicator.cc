@@ -118,17 +118,20 @@ void Replicator::hold_back(std::vector<pb::Op>& ops) const {
   }
 }
 
-std::vector<Replicator::Outgoing> Replicator::publish_local(const std::vector<uint64_t>& unreachable) {
+std::vector<Replicator::Outgoing> Replicator::publish_local(const std::vector<uint64_t>& unreachable,
+                                                            const std::vector<uint64_t>& busy) {
   std::vector<Outgoing> out;
   // Peers usually stand at the same cursor: the op log is read once per distinct cursor
   // (at most one per peer).
   std::map<uint64_t, std::vector<uint64_t>> by_cursor;
+  auto listed = [](const std::vector<uint64_t>& v, uint64_t peer) { return std::find(v.begin(), v.end(), peer) != v.end(); };
   for (uint64_t peer : peers_) {
     uint64_t& cursor = pushed_[peer];
-    if (std::find(unreachable.begin(), unreachable.end(), peer) != unreachable.end()) {
+    if (listed(unreachable, peer)) {
       cursor = peer_has(peer, self_);  // what it has not acknowledged is sent again later
       continue;
     }
+    if (listed(busy, peer)) continue;  // its pushes in flight stay counted as sent
     cursor = std::max(cursor, peer_has(peer, self_));
     by_cursor[cursor].push_back(peer);
   }

@@ -3,10 +3,11 @@
 // simulation) carries them, in any order, possibly twice, possibly never.
 //
 //  * push: ops committed locally stream to every peer (publish_local), from a cursor per
-//    peer that the caller rewinds to what the peer acknowledged once a push is answered or
-//    lost (push_settled), so a lost push is sent again at once rather than left to
-//    anti-entropy; a full batch means more is due, and the caller pushes again without
-//    waiting for its timer (back-to-back, one batch in flight per peer: flow control);
+//    peer that the caller rewinds to what the peer acknowledged once its pushes are all
+//    answered or lost (push_settled), so a lost push is sent again at once rather than left
+//    to anti-entropy; a full batch means more is due, and the caller pushes again without
+//    waiting for an answer (pipelined: the caller keeps a bounded window of batches in
+//    flight per peer, and names the peers whose window is full as `busy`: flow control);
 //  * pull (anti-entropy): a pod sends its per-origin progress (sync_request); the peer
 //    answers with the ops it lacks, from its op log, a bounded batch at a time; an answer
 //    that was a full batch makes the asker ask again at once (take_pull_again), so a pod
@@ -59,10 +60,14 @@ class Replicator {
   // Messages carrying this pod's ops each peer has not been sent yet (at most one batch
   // per peer), as far as they are durable: call Namespace::make_durable() first (a group
   // commit, best outside the caller's locks). Peers in `unreachable` get nothing; their
-  // cursor goes back to what they acknowledged.
-  std::vector<Outgoing> publish_local(const std::vector<uint64_t>& unreachable = {});
+  // cursor goes back to what they acknowledged. Peers in `busy` (their window of pushes in
+  // flight is full) get nothing either; their cursor stays after what was sent them.
+  std::vector<Outgoing> publish_local(const std::vector<uint64_t>& unreachable = {},
+                                      const std::vector<uint64_t>& busy = {});
   // Every push to `peer` so far was answered (its acknowledgement received) or lost: the
-  // next one starts after what the peer acknowledged, so nothing lost is skipped.
+  // next one starts after what the peer acknowledged, so nothing lost is skipped. Call it
+  // only when none is in flight any more: a push still on its way is not acknowledged yet,
+  // and would be sent a second time.
   void push_settled(uint64_t peer);
   // A peer whose message carried a full batch of ops (it may have more for this pod), at
   // most one (they would all send the same ops; the ops' origin preferred): the caller asks

@@ -68,6 +68,12 @@ class PodNet:
         sh("ip", "netns", "exec", self.ns(pod), "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf",
            "rate", f"{mbit}mbit", "burst", "256kb", "latency", "100ms")
 
+    def shape_towards(self, pod, mbit):
+        """Caps what reaches `pod` at `mbit` Mbit/s: its bridge port's egress (a pod on a slow
+        link receiving)."""
+        sh("ip", "netns", "exec", self.bridge_ns, "tc", "qdisc", "replace", "dev", f"p{self.pods.index(pod)}", "root",
+           "tbf", "rate", f"{mbit}mbit", "burst", "256kb", "latency", "100ms")
+
     def close(self):
         for ns in reversed(self.created):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
