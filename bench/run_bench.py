@@ -888,7 +888,7 @@ def tls_cost_ratios(work, n, remote_mib, runs=2):
             ("tls_create_3_pods", best[("cr", "true")] / best[("cr", "false")])]
 
 
-def slow_peer_figures(work, n=20000, link_mbit=8):
+def slow_peer_figures(work, n=20000, link_mbit=4):
     """Issue 11: a peer on a slow link holds back no other. Three pods, redundancy 2; what
     reaches c is capped at `link_mbit` Mbit/s (network namespaces, tbf). `n` small files are
     created on a; the figure is the seconds after the last create until b lists them all:
