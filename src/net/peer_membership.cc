@@ -291,8 +291,7 @@ int PeerNode::act_on_snapshot_advice() {
   Peer* peer = source ? peer_by_id(source) : nullptr;
   if (!peer) return 0;
   if (ns_.empty_history()) return install_snapshot_from(*peer) ? 1 : -1;
-  if (snapshot_refused_from_ != source) {  // said once per advising peer
-    snapshot_refused_from_ = source;
+  if (snapshot_refused_from_.insert(source).second) {  // said once per advising peer (bounded by the peers)
     spdlog::error("pod {} no longer keeps ops this pod lacks, and this pod has state of its own: it cannot catch "
                   "up; start it again with an empty storage directory",
                   peer->name);
@@ -348,6 +347,7 @@ bool PeerNode::install_snapshot_from(Peer& peer) {
   size_t records = 0;
   bool complete = false;
   std::string error;
+  ++snapshot_installs_;  // answers to requests made before are stale from here (loop)
   const bool ok = ns_.install_snapshot(
       [&](Meta::SnapshotBatch* batch) {
         if (complete) return 0;

@@ -471,7 +471,8 @@ std::vector<bool> PeerNode::exchange_all(const std::vector<Outbound>& batch, boo
   return answered;
 }
 
-bool PeerNode::handle_answer(Peer& peer, const grpc::Status& status, const pb::EnvelopeReply& reply) {
+bool PeerNode::handle_answer(Peer& peer, const grpc::Status& status, const pb::EnvelopeReply& reply,
+                             bool use_replies) {
   if (status.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
     peer.last_ok_ms = now_ms();  // reachable, only busy: what was sent goes again later
     return false;
@@ -500,6 +501,7 @@ bool PeerNode::handle_answer(Peer& peer, const grpc::Status& status, const pb::E
     spdlog::warn("ignoring the answer of pod {}: {} messages", peer.name, reply.replies_size());
     return false;
   }
+  if (!use_replies) return true;
   std::lock_guard lock(mu_);
   for (const pb::PeerMessage& m : reply.replies()) {
     std::string rejected;
@@ -567,6 +569,7 @@ struct PeerNode::LoopCall {
   enum Kind { kPush, kSync, kPull };
   Kind kind;
   Peer* peer;
+  uint64_t installs_at_start;  // snapshot_installs_ when started: an answer from before an install is stale
   pb::Envelope req;
   pb::EnvelopeReply reply;
   grpc::ClientContext ctx;
@@ -596,11 +599,18 @@ void PeerNode::loop() {
     bool backlogged = false;  // its last push was a full batch: more is due as soon as there is room
   };
   std::map<Peer*, Flight> flight;
+  // A peer whose last push was a full batch and that can take the next one now. The same
+  // test decides whether to push at once and whether to wait: a peer that is down or has a
+  // lost push is waited for (it is `busy` below), never polled in a loop.
+  const auto backlog_room = [](const Peer& peer, const Flight& f) {
+    return f.backlogged && !f.push_lost && f.pushes < kPushWindow && !peer.reported_down && !peer.forgotten;
+  };
   std::map<LoopCall*, std::unique_ptr<LoopCall>> owned;
   const auto start = [&](Peer& peer, LoopCall::Kind kind, const pb::PeerMessage& message, const pb::PodSpace& space) {
     auto call = std::make_unique<LoopCall>();
     call->kind = kind;
     call->peer = &peer;
+    call->installs_at_start = snapshot_installs_.load();
     prepare_exchange(message, space, &call->req, &call->ctx);
     LoopCall* c = call.get();
     owned.emplace(c, std::move(call));
@@ -617,7 +627,10 @@ void PeerNode::loop() {
       done.swap(answered_calls_);
     }
     for (LoopCall* c : done) {
-      const bool answered = handle_answer(*c->peer, c->status, c->reply);
+      // An answer to a request made before a snapshot was installed speaks of the state
+      // the install replaced (its ops, its advice): only the peer's reachability is used.
+      const bool stale = c->installs_at_start != snapshot_installs_.load();
+      const bool answered = handle_answer(*c->peer, c->status, c->reply, !stale);
       Flight& f = flight[c->peer];
       if (c->kind == LoopCall::kPush) {
         --f.pushes;
@@ -652,9 +665,9 @@ void PeerNode::loop() {
     // is mostly per batch), and at once to a peer whose last push was a full batch as soon
     // as its window has room (back-to-back while it is behind).
     const auto now = std::chrono::steady_clock::now();
-    bool backlog_room = false;
-    for (auto& [peer, f] : flight) backlog_room |= f.backlogged && f.pushes < kPushWindow && !f.push_lost;
-    const bool push_now = now >= next_push || backlog_room;
+    bool backlogged = false;
+    for (auto& [peer, f] : flight) backlogged |= backlog_room(*peer, f);
+    const bool push_now = now >= next_push || backlogged;
     if (now >= next_push) next_push = now + kPushEvery;
     std::vector<Replicator::Outgoing> out;
     std::vector<std::pair<Peer*, pb::PeerMessage>> pulls;
@@ -747,14 +760,13 @@ void PeerNode::loop() {
       review_under_replicated();
     }
     bool more_due = false;  // a backlogged peer whose window has room
-    for (auto& [peer, f] : flight) more_due |= f.backlogged && f.pushes < kPushWindow && !f.push_lost;
+    for (auto& [peer, f] : flight) more_due |= backlog_room(*peer, f);
     const auto until_push = std::chrono::duration_cast<std::chrono::milliseconds>(next_push - std::chrono::steady_clock::now());
-    if (handle_answers(more_due ? std::chrono::milliseconds(0) : std::max(until_push, std::chrono::milliseconds(0)))) {
-      // What the answers to this round tell (a peer back, a peer's snapshot advice) acts
-      // now, not at the next round.
+    // A peer's reachability, as the answers to this round tell it, counts now, not at the
+    // next round. (Snapshot advice waits for the round: an install blocks this loop, and a
+    // failing one is tried again once a round, not at every answer.)
+    if (handle_answers(more_due ? std::chrono::milliseconds(0) : std::max(until_push, std::chrono::milliseconds(0))))
       update_situation();
-      act_on_snapshot_advice();
-    }
   }
   // Stopping: every call still in flight is cancelled, and its callback waited for (it
   // names objects this thread owns).

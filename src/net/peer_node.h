@@ -170,9 +170,11 @@ class PeerNode final : public ContentReplication {
   void prepare_exchange(const pb::PeerMessage& message, const pb::PodSpace& space, pb::Envelope* req,
                         grpc::ClientContext* ctx);
   // Handles the answer to one exchange with `peer`: its reachability and space, and the
-  // messages of the reply (validated, then given to the replicator under mu_). Whether the
-  // peer answered (false: unreachable, busy, or an answer that is refused).
-  bool handle_answer(Peer& peer, const grpc::Status& status, const pb::EnvelopeReply& reply);
+  // messages of the reply (validated, then given to the replicator under mu_, unless
+  // `use_replies` is false). Whether the peer answered (false: unreachable, busy, or an
+  // answer that is refused).
+  bool handle_answer(Peer& peer, const grpc::Status& status, const pb::EnvelopeReply& reply,
+                     bool use_replies = true);
   // The loop's exchanges are asynchronous (see loop()): one started, answered into
   // answered_calls_.
   struct LoopCall;
@@ -419,7 +421,8 @@ class PeerNode final : public ContentReplication {
   static constexpr size_t kMaxPeers = 256;
   std::array<std::unique_ptr<Peer>, kMaxPeers> peer_slots_;
   std::atomic<size_t> peer_count_{0};
-  uint64_t snapshot_refused_from_ = 0;  // last peer whose snapshot advice was refused (log once)
+  std::set<uint64_t> snapshot_refused_from_;  // peers whose snapshot advice was refused (logged once each; loop thread)
+  std::atomic<uint64_t> snapshot_installs_{0};  // snapshot installs begun (see LoopCall::installs_at_start)
   std::mutex hold_mu_;
   std::condition_variable hold_cv_;  // stop
   std::deque<HeldVersion> to_hold_;  // versions whose chunks this pod must fetch (bounded; guarded by hold_mu_)
