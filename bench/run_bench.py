@@ -207,7 +207,7 @@ def main():
             os.unlink(tarball)
         return
     if args.only_replication:
-        for name, value in replication_figures(work, args.repl_files):
+        for name, value in replication_figures(work, args.repl_files) + join_kept_logs_figures(work, args.repl_files // 2):
             print(f"figure {name} {value:.1f}")
         shutil.rmtree(work, ignore_errors=True)
         return
@@ -339,6 +339,7 @@ def main():
         print(f"{figures[-1][0]:<48} {figures[-1][1]:12.0f} bytes (reader holds no copy)", flush=True)
     if args.pods > 1:
         figures += replication_figures(work, args.repl_files)
+        figures += join_kept_logs_figures(work, args.repl_files // 2)
     if args.pods > 1:
         figures += repair_figures(work, args.repair_mib)
     shutil.rmtree(work, ignore_errors=True)
@@ -728,6 +729,39 @@ def replication_figures(work, n):
     for name, value in figures:
         print(f"{name:<48} {value:12.1f}", flush=True)
     return figures
+
+
+def join_kept_logs_figures(work, n):
+    """Snapshot when faster (issue 11): a pod joins through a member while the op logs are
+    all kept (a third member, c, never started, so nothing is trimmed). It is told to
+    install a snapshot rather than replay the 2n ops:
+      figure join_kept_logs_s  seconds after its start until it lists all n files"""
+    net = Cluster(names=("a", "b", "c"), redundancy=2, root_dir=work, chunk_size=CHUNK_SIZE,
+                  extra_network=f'join = "token"\ntoken = "{JOIN_TOKEN}"\n')
+    try:
+        a, b = net.pods["a"], net.pods["b"]
+        a.start()
+        b.start()
+        wait_for(lambda: any(q["name"] == "b" and q["state"] == "alive" for q in a.status()["peers"]), what="b alive")
+        ops = create_small(a.mnt, 0, n)
+        wait_listed((b,), 0, n, time.monotonic(), 600)
+        with open(net.config) as f:
+            a_listen = f.read().split('listen = "')[1].split('"')[0]
+        d = Pod(root=net.root, name="d", chunk_size=CHUNK_SIZE,
+                extra_network=f'redundancy = 2\njoin = "token"\ntoken = "{JOIN_TOKEN}"',
+                extra_pod=f'listen = "127.0.0.1:{harness.free_port()}"\npeers = ["{a_listen}"]')
+        try:
+            t_join = time.monotonic()
+            d.start()
+            took = wait_listed((d,), 0, n, t_join, 600)["d"]
+            how = "a snapshot" if "installed a snapshot" in d.read_log() else "replaying the ops"
+            print(f"# replication: a new pod d, joining while every op is kept ({ops} ops), lists all {n} files "
+                  f"{took:.2f} s after its start ({how})", flush=True)
+            return [("join_kept_logs_s", took)]
+        finally:
+            d.cleanup()
+    finally:
+        net.cleanup()
 
 
 def repair_figures(work, size_mib):

@@ -290,7 +290,15 @@ int PeerNode::act_on_snapshot_advice() {
   }
   Peer* peer = source ? peer_by_id(source) : nullptr;
   if (!peer) return 0;
-  if (ns_.empty_history()) return install_snapshot_from(*peer) ? 1 : -1;
+  if (ns_.empty_history()) {
+    if (install_snapshot_from(*peer)) return 1;
+    // Advice that was optional (snapshot when faster) is asked for no more: a pod whose
+    // installs fail replays the ops instead. (Ops that were trimmed leave no choice: the
+    // advice comes again, and the install is tried again.)
+    std::lock_guard lock(mu_);
+    replicator_.set_accepts_snapshot(false);
+    return -1;
+  }
   if (snapshot_refused_from_.insert(source).second) {  // said once per advising peer (bounded by the peers)
     spdlog::error("pod {} no longer keeps ops this pod lacks, and this pod has state of its own: it cannot catch "
                   "up; start it again with an empty storage directory",

@@ -32,6 +32,7 @@ void Replicator::remove_member(uint64_t pod) {
   peer_stamps_.erase(pod);
   peer_made_.erase(pod);
   pushed_.erase(pod);
+  peer_accepts_snapshot_.erase(pod);
   pull_again_.erase(std::remove(pull_again_.begin(), pull_again_.end(), pod), pull_again_.end());
 }
 
@@ -52,6 +53,7 @@ void Replicator::reset() {
   changed_ = {};
   snapshot_source_ = 0;
   pushed_.clear();
+  peer_accepts_snapshot_.clear();
   pull_again_.clear();
   for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
 }
@@ -132,6 +134,7 @@ std::vector<Replicator::Outgoing> Replicator::publish_local(const std::vector<ui
       continue;
     }
     if (listed(busy, peer)) continue;  // its pushes in flight stay counted as sent
+    if (push_waits_for_snapshot(peer)) continue;  // it will install a snapshot, or report first
     cursor = std::max(cursor, peer_has(peer, self_));
     by_cursor[cursor].push_back(peer);
   }
@@ -162,7 +165,27 @@ std::vector<uint64_t> Replicator::take_pull_again() { return std::exchange(pull_
 Replicator::Outgoing Replicator::sync_request(uint64_t peer) {
   pb::PeerMessage msg;
   *msg.mutable_sync_request() = progress_message();
+  msg.mutable_sync_request()->set_accepts_snapshot(accepts_snapshot_ && ns_.empty_history());
   return Outgoing{peer, std::move(msg)};
+}
+
+uint64_t Replicator::ops_lacking(const google::protobuf::Map<uint64_t, uint64_t>& theirs) const {
+  uint64_t lacking = 0;
+  for (auto& [origin, seq] : ns_.applied()) {
+    auto it = theirs.find(origin);
+    const uint64_t have = it == theirs.end() ? 0 : it->second;
+    if (seq > have) lacking += seq - have;
+  }
+  return lacking;
+}
+
+bool Replicator::push_waits_for_snapshot(uint64_t peer) const {
+  if (snapshot_faster_ops_ == 0) return false;
+  auto it = peer_accepts_snapshot_.find(peer);
+  if (it != peer_accepts_snapshot_.end() && !it->second) return false;  // it replays: push
+  const uint64_t made = ns_.durable_applied()[self_];
+  const uint64_t has = peer_has(peer, self_);
+  return made > has && made - has > snapshot_faster_ops_;
 }
 
 bool Replicator::deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const {
@@ -238,8 +261,17 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
   }
   if (message.has_sync_request()) {
     note_peer_progress(from, message.sync_request());
-    // Answer with what the peer lacks, origin by origin, up to one batch.
+    const bool accepts = message.sync_request().accepts_snapshot();
+    peer_accepts_snapshot_[from] = accepts;
     pb::PeerMessage reply;
+    if (accepts && snapshot_faster_ops_ > 0 && ops_lacking(message.sync_request().applied()) > snapshot_faster_ops_) {
+      // A newcomer far behind: a snapshot is faster than the replay (set_snapshot_faster_ops).
+      reply.mutable_ops()->set_snapshot_needed(true);
+      *reply.mutable_ops()->mutable_sender_progress() = progress_message();
+      out.push_back(Outgoing{from, std::move(reply)});
+      return out;
+    }
+    // Answer with what the peer lacks, origin by origin, up to one batch.
     add_missing_ops(message.sync_request().applied(), true, reply.mutable_ops());
     // This pod's ops in the answer need not be pushed again.
     uint64_t& cursor = pushed_[from];

@@ -95,6 +95,18 @@ class Replicator {
   // Highest op of `origin` that `peer` reported applied.
   uint64_t peer_has(uint64_t peer, uint64_t origin) const;
 
+  // Snapshot when faster: a peer that asks with nothing applied (Progress.accepts_snapshot)
+  // and lacks more than `ops` ops is answered "snapshot needed" instead of the first batch
+  // of a long replay (copying a record costs a few µs, applying an op tens), and this pod's
+  // pushes wait meanwhile: pushed ops would give the peer a history, and it could no longer
+  // install. Pushes also wait for a peer that has not reported yet while more than `ops` of
+  // this pod's ops are due to it (it may be such a newcomer). 0 turns it off.
+  void set_snapshot_faster_ops(uint64_t ops) { snapshot_faster_ops_ = ops; }
+  // Whether this pod's sync requests say it accepts a snapshot while it has applied nothing
+  // (true by default; the caller turns it off after an install failed, so that a pod whose
+  // installs fail replays instead of waiting for a snapshot forever).
+  void set_accepts_snapshot(bool accepts) { accepts_snapshot_ = accepts; }
+
   // Holds back this pod's own ops stamped after `wall_ms` (network.replication.delay):
   // they are neither pushed nor given in answers yet. UINT64_MAX (the default) = no delay.
   void set_publish_cutoff(uint64_t wall_ms) { cutoff_wall_ms_ = wall_ms; }
@@ -154,6 +166,14 @@ class Replicator {
   std::map<uint64_t, Hlc> stable_;                           // see stable_stamps()
   Namespace::Changed changed_;
   uint64_t snapshot_source_ = 0;
+  uint64_t snapshot_faster_ops_ = 20000;
+  bool accepts_snapshot_ = true;
+  // Per peer: whether its last sync request accepted a snapshot (absent: it never asked).
+  std::map<uint64_t, bool> peer_accepts_snapshot_;
+  // Whether pushes to `peer` wait (see set_snapshot_faster_ops).
+  bool push_waits_for_snapshot(uint64_t peer) const;
+  // Ops a pod that applied `theirs` lacks, summed over the origins this pod has.
+  uint64_t ops_lacking(const google::protobuf::Map<uint64_t, uint64_t>& theirs) const;
 };
 
 }  // namespace wormhole

@@ -241,3 +241,55 @@ TEST(ReplicationStream, OpsRelayedForAPodThatIsDownComeBackToBack) {
   // The first batch comes with c's first sync round (its first round); then one per round.
   EXPECT_LE(static_cast<uint64_t>(rounds), batches + 2) << "rounds for " << missing << " ops";
 }
+
+// Snapshot when faster: a newcomer that has applied nothing and lacks more ops than the
+// bound is told to install a snapshot rather than replay them, and the members' pushes wait
+// meanwhile (pushed ops would give it a history, and then it could not install). Once it
+// has installed, it is sent what came since. A newcomer whose install failed says so (it no
+// longer accepts a snapshot) and is sent the ops.
+TEST(ReplicationStream, ANewcomerFarBehindIsToldToInstallASnapshot) {
+  constexpr uint64_t kFasterAbove = 500;
+  for (const bool install_fails : {false, true}) {
+    SCOPED_TRACE(install_fails ? "the install fails" : "the install works");
+    Network net(2);
+    TestPod &a = net.pod(0), &b = net.pod(1);
+    b.stop();  // b has never run while a makes its history
+    a.rep->set_snapshot_faster_ops(kFasterAbove);
+    create_files(a, 0, 1000);  // about 1,000 ops: more than the bound
+    net.round(true);
+    b.start();
+    b.rep->set_snapshot_faster_ops(kFasterAbove);
+    ASSERT_EQ(a.ns->make_durable(), 0);
+    EXPECT_TRUE(a.rep->publish_local().empty()) << "pushed to a pod not heard from, with more than the bound due";
+    net.exchange(b, a.id, b.rep->sync_request(a.id).message);
+    EXPECT_EQ(b.rep->take_snapshot_source(), a.id) << "no snapshot advice to a fresh pod far behind";
+    EXPECT_TRUE(b.ns->empty_history()) << "ops given with the advice";
+    EXPECT_TRUE(a.rep->publish_local().empty()) << "pushed to a newcomer that will install a snapshot";
+    if (install_fails) {
+      b.rep->set_accepts_snapshot(false);
+    } else {
+      Meta::SnapshotBatch pairs;
+      ASSERT_TRUE(a.ns->snapshot([&](std::string_view k, std::string_view v) {
+        pairs.emplace_back(std::string(k), std::string(v));
+        return true;
+      }));
+      size_t at = 0;
+      std::string err;
+      ASSERT_TRUE(b.ns->install_snapshot(
+          [&](Meta::SnapshotBatch* batch) {
+            if (at >= pairs.size()) return 0;
+            batch->push_back(pairs[at++]);
+            return 1;
+          },
+          &err))
+          << err;
+      b.rep->reset();
+      EXPECT_FALSE(b.ns->empty_history());
+    }
+    create_files(a, 1000, 10);  // and more after
+    for (int rounds = 0; !net.all_have_everything() && rounds < 1000; ++rounds) net.run_round();
+    ASSERT_TRUE(net.all_have_everything());
+    EXPECT_EQ(listing(b), listing(a));
+    EXPECT_EQ(b.rep->take_snapshot_source(), 0u) << "advised again";
+  }
+}
