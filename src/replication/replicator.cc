@@ -32,7 +32,7 @@ void Replicator::remove_member(uint64_t pod) {
   peer_stamps_.erase(pod);
   peer_made_.erase(pod);
   pushed_.erase(pod);
-  peer_accepts_snapshot_.erase(pod);
+  peer_advised_snapshot_.erase(pod);
   pull_again_.erase(std::remove(pull_again_.begin(), pull_again_.end(), pod), pull_again_.end());
 }
 
@@ -53,7 +53,7 @@ void Replicator::reset() {
   changed_ = {};
   snapshot_source_ = 0;
   pushed_.clear();
-  peer_accepts_snapshot_.clear();
+  peer_advised_snapshot_.clear();
   pull_again_.clear();
   for (uint64_t peer : peers_) ns_.add_member(peer);  // the snapshot's progress lacks them maybe
 }
@@ -127,6 +127,7 @@ std::vector<Replicator::Outgoing> Replicator::publish_local(const std::vector<ui
   // (at most one per peer).
   std::map<uint64_t, std::vector<uint64_t>> by_cursor;
   auto listed = [](const std::vector<uint64_t>& v, uint64_t peer) { return std::find(v.begin(), v.end(), peer) != v.end(); };
+  const std::map<uint64_t, uint64_t> applied = ns_.applied();
   for (uint64_t peer : peers_) {
     uint64_t& cursor = pushed_[peer];
     if (listed(unreachable, peer)) {
@@ -134,7 +135,7 @@ std::vector<Replicator::Outgoing> Replicator::publish_local(const std::vector<ui
       continue;
     }
     if (listed(busy, peer)) continue;  // its pushes in flight stay counted as sent
-    if (push_waits_for_snapshot(peer)) continue;  // it will install a snapshot, or report first
+    if (push_waits_for_snapshot(peer, applied)) continue;  // it will install a snapshot, or report first
     cursor = std::max(cursor, peer_has(peer, self_));
     by_cursor[cursor].push_back(peer);
   }
@@ -179,13 +180,19 @@ uint64_t Replicator::ops_lacking(const google::protobuf::Map<uint64_t, uint64_t>
   return lacking;
 }
 
-bool Replicator::push_waits_for_snapshot(uint64_t peer) const {
+bool Replicator::push_waits_for_snapshot(uint64_t peer, const std::map<uint64_t, uint64_t>& applied) const {
   if (snapshot_faster_ops_ == 0) return false;
-  auto it = peer_accepts_snapshot_.find(peer);
-  if (it != peer_accepts_snapshot_.end() && !it->second) return false;  // it replays: push
-  const uint64_t made = ns_.durable_applied()[self_];
-  const uint64_t has = peer_has(peer, self_);
-  return made > has && made - has > snapshot_faster_ops_;
+  auto it = peer_advised_snapshot_.find(peer);
+  if (it != peer_advised_snapshot_.end()) return it->second;  // advised: it installs; else it replays
+  // Not heard from yet: it may be a newcomer that every member will advise (the ops of all
+  // origins count, not only this pod's: its few own ops pushed first would keep the
+  // newcomer from installing). Until its first report, at most one round trip.
+  uint64_t lacking = 0;
+  for (auto& [origin, seq] : applied) {
+    const uint64_t has = peer_has(peer, origin);
+    if (seq > has) lacking += seq - has;
+  }
+  return lacking > snapshot_faster_ops_;
 }
 
 bool Replicator::deliverable(const pb::Op& op, const std::map<uint64_t, uint64_t>& applied) const {
@@ -261,12 +268,14 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
   }
   if (message.has_sync_request()) {
     note_peer_progress(from, message.sync_request());
-    const bool accepts = message.sync_request().accepts_snapshot();
-    peer_accepts_snapshot_[from] = accepts;
+    const bool advise = message.sync_request().accepts_snapshot() && snapshot_faster_ops_ > 0 &&
+                        ops_lacking(message.sync_request().applied()) > snapshot_faster_ops_;
+    peer_advised_snapshot_[from] = advise;
     pb::PeerMessage reply;
-    if (accepts && snapshot_faster_ops_ > 0 && ops_lacking(message.sync_request().applied()) > snapshot_faster_ops_) {
+    if (advise) {
       // A newcomer far behind: a snapshot is faster than the replay (set_snapshot_faster_ops).
       reply.mutable_ops()->set_snapshot_needed(true);
+      reply.mutable_ops()->set_snapshot_optional(true);
       *reply.mutable_ops()->mutable_sender_progress() = progress_message();
       out.push_back(Outgoing{from, std::move(reply)});
       return out;
@@ -284,7 +293,10 @@ std::vector<Replicator::Outgoing> Replicator::receive(uint64_t from, const pb::P
   if (message.has_ops()) {
     if (message.ops().has_sender_progress()) note_peer_progress(from, message.ops().sender_progress());
     if (message.ops().snapshot_needed()) {
-      snapshot_source_ = from;
+      // Optional advice to a pod that has applied something meanwhile (another member's
+      // answer or push came first): it replays, as the adviser will see from its next
+      // request.
+      if (!message.ops().snapshot_optional() || ns_.empty_history()) snapshot_source_ = from;
       return out;  // nothing to apply: a snapshot replaces what this pod has
     }
     if (static_cast<size_t>(message.ops().ops_size()) >= kMaxBatchOps) {
@@ -418,11 +430,17 @@ void Replicator::add_missing_ops(const google::protobuf::Map<uint64_t, uint64_t>
 }
 
 Replicator::Outgoing Replicator::catch_up(uint64_t peer) {
+  pb::PeerMessage msg;
+  if (push_waits_for_snapshot(peer, ns_.applied())) {
+    // A newcomer about to install a snapshot (or not heard from, far behind): ops would
+    // keep it from installing. It is sent nothing; it acknowledges once it has the snapshot.
+    *msg.mutable_ops()->mutable_sender_progress() = progress_message();
+    return Outgoing{peer, std::move(msg)};
+  }
   pb::Progress known;
   auto it = peer_applied_.find(peer);
   if (it != peer_applied_.end())
     for (auto& [origin, seq] : it->second) (*known.mutable_applied())[origin] = seq;
-  pb::PeerMessage msg;
   add_missing_ops(known.applied(), false, msg.mutable_ops());
   *msg.mutable_ops()->mutable_sender_progress() = progress_message();
   return Outgoing{peer, std::move(msg)};

@@ -99,8 +99,9 @@ class Replicator {
   // and lacks more than `ops` ops is answered "snapshot needed" instead of the first batch
   // of a long replay (copying a record costs a few µs, applying an op tens), and this pod's
   // pushes wait meanwhile: pushed ops would give the peer a history, and it could no longer
-  // install. Pushes also wait for a peer that has not reported yet while more than `ops` of
-  // this pod's ops are due to it (it may be such a newcomer). 0 turns it off.
+  // install (and sync-mode catch_up sends it nothing). Pushes also wait for a peer that has
+  // not reported yet while it may lack more than `ops` ops (it may be such a newcomer; its
+  // first report comes within a round trip). 0 turns it off.
   void set_snapshot_faster_ops(uint64_t ops) { snapshot_faster_ops_ = ops; }
   // Whether this pod's sync requests say it accepts a snapshot while it has applied nothing
   // (true by default; the caller turns it off after an install failed, so that a pod whose
@@ -168,10 +169,12 @@ class Replicator {
   uint64_t snapshot_source_ = 0;
   uint64_t snapshot_faster_ops_ = 20000;
   bool accepts_snapshot_ = true;
-  // Per peer: whether its last sync request accepted a snapshot (absent: it never asked).
-  std::map<uint64_t, bool> peer_accepts_snapshot_;
-  // Whether pushes to `peer` wait (see set_snapshot_faster_ops).
-  bool push_waits_for_snapshot(uint64_t peer) const;
+  // Per peer: whether its last sync request was answered with the optional snapshot advice
+  // (true) or not (false); absent: it never asked.
+  std::map<uint64_t, bool> peer_advised_snapshot_;
+  // Whether pushes to `peer` wait (see set_snapshot_faster_ops); `applied`: what this pod
+  // has applied (Namespace::applied, read once by the caller).
+  bool push_waits_for_snapshot(uint64_t peer, const std::map<uint64_t, uint64_t>& applied) const;
   // Ops a pod that applied `theirs` lacks, summed over the origins this pod has.
   uint64_t ops_lacking(const google::protobuf::Map<uint64_t, uint64_t>& theirs) const;
 };

@@ -243,28 +243,39 @@ TEST(ReplicationStream, OpsRelayedForAPodThatIsDownComeBackToBack) {
 }
 
 // Snapshot when faster: a newcomer that has applied nothing and lacks more ops than the
-// bound is told to install a snapshot rather than replay them, and the members' pushes wait
-// meanwhile (pushed ops would give it a history, and then it could not install). Once it
-// has installed, it is sent what came since. A newcomer whose install failed says so (it no
-// longer accepts a snapshot) and is sent the ops.
+// bound is told to install a snapshot rather than replay them, and no member pushes to it
+// meanwhile — not even one with few ops of its own (pushed ops would give it a history, and
+// then it could not install). Once it has installed, it is sent what came since. A
+// newcomer whose install failed says so (it no longer accepts a snapshot) and is sent the
+// ops.
 TEST(ReplicationStream, ANewcomerFarBehindIsToldToInstallASnapshot) {
   constexpr uint64_t kFasterAbove = 500;
   for (const bool install_fails : {false, true}) {
     SCOPED_TRACE(install_fails ? "the install fails" : "the install works");
-    Network net(2);
-    TestPod &a = net.pod(0), &b = net.pod(1);
-    b.stop();  // b has never run while a makes its history
-    a.rep->set_snapshot_faster_ops(kFasterAbove);
+    Network net(3);
+    TestPod &a = net.pod(0), &b = net.pod(1), &c = net.pod(2);
+    b.stop();  // b has never run while a and c make their history
+    for (TestPod* p : {&a, &c}) p->rep->set_snapshot_faster_ops(kFasterAbove);
     create_files(a, 0, 1000);  // about 1,000 ops: more than the bound
-    net.round(true);
+    create_files(c, 5000, 2);  // c: a few ops of its own
+    for (int i = 0; i < 3; ++i) net.round(true);
     b.start();
     b.rep->set_snapshot_faster_ops(kFasterAbove);
-    ASSERT_EQ(a.ns->make_durable(), 0);
-    EXPECT_TRUE(a.rep->publish_local().empty()) << "pushed to a pod not heard from, with more than the bound due";
-    net.exchange(b, a.id, b.rep->sync_request(a.id).message);
-    EXPECT_EQ(b.rep->take_snapshot_source(), a.id) << "no snapshot advice to a fresh pod far behind";
+    auto pushes_to_b = [&](TestPod& p) {
+      EXPECT_EQ(p.ns->make_durable(), 0);
+      size_t n = 0;
+      for (auto& o : p.rep->publish_local()) n += o.to == b.id;
+      return n;
+    };
+    EXPECT_EQ(pushes_to_b(a), 0u) << "a pushed to a pod not heard from that may lack more than the bound";
+    EXPECT_EQ(pushes_to_b(c), 0u) << "c pushed its few ops to a pod not heard from that may lack many";
+    for (TestPod* p : {&a, &c}) {
+      net.exchange(b, p->id, b.rep->sync_request(p->id).message);
+      EXPECT_EQ(b.rep->take_snapshot_source(), p->id) << "no snapshot advice to a fresh pod far behind";
+    }
     EXPECT_TRUE(b.ns->empty_history()) << "ops given with the advice";
-    EXPECT_TRUE(a.rep->publish_local().empty()) << "pushed to a newcomer that will install a snapshot";
+    EXPECT_EQ(pushes_to_b(a), 0u) << "pushed to a newcomer that will install a snapshot";
+    EXPECT_EQ(pushes_to_b(c), 0u) << "pushed to a newcomer that will install a snapshot";
     if (install_fails) {
       b.rep->set_accepts_snapshot(false);
     } else {
