@@ -46,7 +46,10 @@ struct Message {
 
 class Simulation {
  public:
-  Simulation(uint32_t seed, int pods) : rng_(seed) {
+  // Odd seeds advise a snapshot to an empty pod that lacks more than 5 ops (snapshot when
+  // faster, scaled down to the simulation's sizes): the path runs under the faults too (it
+  // changes those runs: 182 power losses over the 12 seeds instead of 195).
+  Simulation(uint32_t seed, int pods) : rng_(seed), snapshot_faster_ops_(seed % 2 ? 5 : 20000) {
     for (int i = 0; i < pods; ++i) {
       pods_.emplace_back();
       pods_.back().id = next_id_++;
@@ -63,6 +66,7 @@ class Simulation {
     std::string err;
     ASSERT_TRUE(p.ns->init(&err)) << err;
     p.rep = std::make_unique<Replicator>(*p.ns, members_);
+    p.rep->set_snapshot_faster_ops(snapshot_faster_ops_);
     p.ns->make_durable();  // as the push loop: a group commit, then the push
     send_all(p.id, p.rep->publish_local());
   }
@@ -419,6 +423,7 @@ class Simulation {
 
  private:
   std::mt19937 rng_;
+  const uint64_t snapshot_faster_ops_;  // see the constructor
   int64_t now_ms_ = 1'800'000'000'000;
   uint64_t order_ = 0;
   bool faults_off_ = false;
