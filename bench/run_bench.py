@@ -711,11 +711,7 @@ def replication_figures(work, n):
 
         # A pod that was never a member joins through a: it starts from a snapshot of a
         # member's metadata (every pod is up again, so the logs are trimmed), then mounts.
-        with open(net.config) as f:
-            a_listen = f.read().split('listen = "')[1].split('"')[0]
-        d = Pod(root=net.root, name="d", chunk_size=CHUNK_SIZE,
-                extra_network=f'redundancy = 2\njoin = "token"\ntoken = "{JOIN_TOKEN}"',
-                extra_pod=f'listen = "127.0.0.1:{harness.free_port()}"\npeers = ["{a_listen}"]')
+        d = joining_pod(net)
         try:
             t_join = time.monotonic()
             d.start()
@@ -729,6 +725,15 @@ def replication_figures(work, n):
     for name, value in figures:
         print(f"{name:<48} {value:12.1f}", flush=True)
     return figures
+
+
+def joining_pod(net):
+    """Pod "d", not started: not in `net`'s file, it joins through pod a with the join token."""
+    with open(net.config) as f:
+        a_listen = f.read().split('listen = "')[1].split('"')[0]
+    return Pod(root=net.root, name="d", chunk_size=CHUNK_SIZE,
+               extra_network=f'redundancy = 2\njoin = "token"\ntoken = "{JOIN_TOKEN}"',
+               extra_pod=f'listen = "127.0.0.1:{harness.free_port()}"\npeers = ["{a_listen}"]')
 
 
 def join_kept_logs_figures(work, n):
@@ -745,11 +750,7 @@ def join_kept_logs_figures(work, n):
         wait_for(lambda: any(q["name"] == "b" and q["state"] == "alive" for q in a.status()["peers"]), what="b alive")
         ops = create_small(a.mnt, 0, n)
         wait_listed((b,), 0, n, time.monotonic(), 600)
-        with open(net.config) as f:
-            a_listen = f.read().split('listen = "')[1].split('"')[0]
-        d = Pod(root=net.root, name="d", chunk_size=CHUNK_SIZE,
-                extra_network=f'redundancy = 2\njoin = "token"\ntoken = "{JOIN_TOKEN}"',
-                extra_pod=f'listen = "127.0.0.1:{harness.free_port()}"\npeers = ["{a_listen}"]')
+        d = joining_pod(net)
         try:
             t_join = time.monotonic()
             d.start()
