@@ -15,6 +15,7 @@
 #include "meta/keys.h"
 #include "meta/ino_cache.h"
 #include "meta/namespace.h"
+#include "snapshot_records.h"
 #include "store/mem_kv.h"
 
 using namespace wormhole;
@@ -766,11 +767,8 @@ Meta::SnapshotBatch snapshot_of_a_pod_with_one_file() {
   EXPECT_TRUE(source.init(&err)) << err;
   Attr a;
   EXPECT_EQ(source.make(1, "kept", pb::REGULAR, 0644, 0, 0, "", &a), 0);
-  Meta::SnapshotBatch pairs;
-  EXPECT_TRUE(source.snapshot([&](std::string_view k, std::string_view v) {
-    pairs.emplace_back(std::string(k), std::string(v));
-    return true;
-  }));
+  Meta::SnapshotBatch pairs = wormhole::testing::snapshot_records(source);
+  EXPECT_FALSE(pairs.empty());
   return pairs;
 }
 
@@ -801,15 +799,7 @@ TEST(Snapshots, AnInstallCutByACrashStartsEmptyAgain) {
     std::string v;
     EXPECT_FALSE(kv.get(keys::state("installing_snapshot"), &v));
     // And a whole install works afterwards, leaving no marker.
-    size_t at = 0;
-    ASSERT_TRUE(restarted.install_snapshot(
-        [&](Meta::SnapshotBatch* batch) {
-          if (at >= pairs.size()) return 0;
-          batch->push_back(pairs[at++]);
-          return 1;
-        },
-        &err))
-        << err;
+    ASSERT_TRUE(wormhole::testing::install_records(restarted, pairs, 1, &err)) << err;
     EXPECT_FALSE(kv.get(keys::state("installing_snapshot"), &v));
     EXPECT_EQ(restarted.lookup(1, "kept", &a), 0);
   }

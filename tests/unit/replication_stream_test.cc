@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "replication/replicator.h"
+#include "snapshot_records.h"
 #include "store/mem_kv.h"
 
 using namespace wormhole;
@@ -279,21 +280,10 @@ TEST(ReplicationStream, ANewcomerFarBehindIsToldToInstallASnapshot) {
     if (install_fails) {
       b.rep->set_accepts_snapshot(false);
     } else {
-      Meta::SnapshotBatch pairs;
-      ASSERT_TRUE(a.ns->snapshot([&](std::string_view k, std::string_view v) {
-        pairs.emplace_back(std::string(k), std::string(v));
-        return true;
-      }));
-      size_t at = 0;
+      const Meta::SnapshotBatch records = wormhole::testing::snapshot_records(*a.ns);
+      ASSERT_FALSE(records.empty());
       std::string err;
-      ASSERT_TRUE(b.ns->install_snapshot(
-          [&](Meta::SnapshotBatch* batch) {
-            if (at >= pairs.size()) return 0;
-            batch->push_back(pairs[at++]);
-            return 1;
-          },
-          &err))
-          << err;
+      ASSERT_TRUE(wormhole::testing::install_records(*b.ns, records, 100, &err)) << err;
       b.rep->reset();
       EXPECT_FALSE(b.ns->empty_history());
     }

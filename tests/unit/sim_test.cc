@@ -18,6 +18,7 @@
 #include "common/pb_ids.h"
 #include "meta/keys.h"
 #include "replication/replicator.h"
+#include "snapshot_records.h"
 #include "store/mem_kv.h"
 
 using namespace wormhole;
@@ -132,21 +133,10 @@ class Simulation {
   void install_snapshot(Pod& p, uint64_t source_id) {
     Pod* source = by_id(source_id);
     if (!source || !source->up() || !p.ns->empty_history()) return;
-    std::vector<std::pair<std::string, std::string>> pairs;
-    source->ns->snapshot([&](std::string_view k, std::string_view v) {
-      pairs.emplace_back(std::string(k), std::string(v));
-      return true;
-    });
-    size_t at = 0;
+    const Meta::SnapshotBatch records = wormhole::testing::snapshot_records(*source->ns);
+    ASSERT_FALSE(records.empty());
     std::string err;
-    ASSERT_TRUE(p.ns->install_snapshot(
-        [&](Meta::SnapshotBatch* batch) {
-          if (at >= pairs.size()) return 0;
-          for (size_t n = 0; n < 100 && at < pairs.size(); ++n) batch->push_back(pairs[at++]);  // several batches
-          return 1;
-        },
-        &err))
-        << err;
+    ASSERT_TRUE(wormhole::testing::install_records(*p.ns, records, 100, &err)) << err;  // several batches
     p.rep->reset();
     snapshots_++;
   }
