@@ -676,7 +676,12 @@ void PeerNode::loop() {
     if (push_now) {
       if (int err = ns_.make_durable()) spdlog::error("cannot make metadata durable: {}", std::strerror(err));
     }
-    const pb::PodSpace space = my_space();
+    // This pod's space rides on every request; read (statvfs) only when one is started.
+    std::optional<pb::PodSpace> space_read;
+    const auto space = [&]() -> const pb::PodSpace& {
+      if (!space_read) space_read = my_space();
+      return *space_read;
+    };
     {
       std::vector<uint64_t> unreachable;  // not pushed to until a sync round reaches them
       std::vector<uint64_t> busy;         // their window is full, or waits to be settled
@@ -718,11 +723,11 @@ void PeerNode::loop() {
       Flight& f = flight[peer];
       ++f.pushes;
       f.backlogged = static_cast<size_t>(o.message.ops().ops_size()) >= Replicator::kMaxBatchOps;
-      start(*peer, LoopCall::kPush, o.message, space);
+      start(*peer, LoopCall::kPush, o.message, space());
     }
     for (auto& [peer, message] : pulls) {
       ++flight[peer].pulls;
-      start(*peer, LoopCall::kPull, message, space);
+      start(*peer, LoopCall::kPull, message, space());
     }
     if (std::chrono::steady_clock::now() >= next_sync) {
       next_sync = std::chrono::steady_clock::now() + kSyncEvery;
@@ -739,7 +744,7 @@ void PeerNode::loop() {
       }
       for (auto& [peer, message] : syncs) {
         ++flight[peer].syncs;
-        start(*peer, LoopCall::kSync, message, space);
+        start(*peer, LoopCall::kSync, message, space());
       }
       update_situation();
       act_on_snapshot_advice();
