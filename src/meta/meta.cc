@@ -905,16 +905,19 @@ void Meta::set_edge(KvTxn& txn, Gid entry, const Edge* old_edge, const Edge* new
     changes_.names.push_back({kRootId, std::string(kLostFoundName), Gid{}});
     changes_.names.push_back({kLostFoundId, lost_name(old_edge->name, entry), Gid{}});
   }
+  // A move keeps its entry's inode (only a new entry or a removal changes it): its link
+  // key stays as it is, and is not written again (a write is a memtable insert).
+  const bool same_inode = old_edge && new_edge && old_edge->inode == new_edge->inode;
   if (old_edge) {
     txn.del(keys::dirent(old_edge->parent, old_edge->name, entry));
-    txn.del(keys::link(old_edge->inode, entry));
+    if (!same_inode) txn.del(keys::link(old_edge->inode, entry));
     adjust(*old_edge, -1);
   }
   if (new_edge) {
     std::string ino;
     keys::put_gid(ino, new_edge->inode);
     txn.put(keys::dirent(new_edge->parent, new_edge->name, entry), ino);
-    txn.put(keys::link(new_edge->inode, entry), "");
+    if (!same_inode) txn.put(keys::link(new_edge->inode, entry), "");
     pb::EntryRecord rec;
     to_pb(new_edge->parent, rec.mutable_parent());
     rec.set_name(new_edge->name);
