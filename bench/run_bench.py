@@ -928,6 +928,7 @@ def slow_peer_figures(work, n=20000, link_mbit=4):
     reaches c is capped at `link_mbit` Mbit/s (network namespaces, tbf). `n` small files are
     created on a; the figure is the seconds after the last create until b lists them all:
       figure replication_lag_slow_peer_s  (b on a fast link; c's lag is printed, not a figure)
+      figure op_wire_bytes_per_op         (op bytes sent per op and peer: batches travel packed)
     Returns [] (with a note) when namespaces cannot be made here."""
     from netns import PodNet
     names = ["a", "b", "c"]
@@ -950,7 +951,10 @@ def slow_peer_figures(work, n=20000, link_mbit=4):
         lag_c = wait_listed((c,), 0, n, t_created, 1200)["c"]
         print(f"# slow peer: {n} files ({ops} ops) created on a in {t_created - t0:.1f} s; b (fast link) lists "
               f"them {lag_b:.2f} s after the last create, c ({link_mbit} Mbit/s towards it) {lag_c:.2f} s", flush=True)
-        return [("replication_lag_slow_peer_s", lag_b)]
+        # Op batches travel packed (zstd): the bytes a peer receives per op, pushes and
+        # answers together (a serialized small-file op is ~500 bytes).
+        wire = a.status()["transfer"]["op_bytes_sent"] / (ops * 2)
+        return [("replication_lag_slow_peer_s", lag_b), ("op_wire_bytes_per_op", wire)]
     finally:
         if net:
             net.cleanup()

@@ -302,6 +302,8 @@ bool validate_peer_message(const pb::PeerMessage& message, const OpLimits& limit
   if (!message.has_ops()) return true;  // nothing to act on
   const pb::OpBatch& batch = message.ops();
   if (static_cast<size_t>(batch.ops_size()) > kMaxOpsPerBatch) return fail(why, "batch", "too many ops");
+  // The network layer unpacks what travels packed (net/op_packing.h) before it gets here.
+  if (!batch.packed_ops().empty()) return fail(why, "batch", "packed ops not unpacked");
   if (batch.snapshot_needed() && batch.ops_size() > 0) return fail(why, "batch", "snapshot advice with ops");
   if (batch.has_sender_progress() && !validate_progress(batch.sender_progress(), why)) return false;
   for (const pb::Op& op : batch.ops())

@@ -1,4 +1,5 @@
 #include "net/peer_node.h"
+#include "net/op_packing.h"
 
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
@@ -86,7 +87,8 @@ class PeerNode::Service final : public pb::Peer::Service {
     // its batch in memory. A pod that sends faster than this one applies finds the queue
     // full and is told to come back (its push cursor rewinds, nothing is lost): memory stays
     // bounded whatever a peer sends.
-    const bool carries_ops = req->body().has_ops() && req->body().ops().ops_size() > 0;
+    const bool carries_ops =
+        req->body().has_ops() && (req->body().ops().ops_size() > 0 || !req->body().ops().packed_ops().empty());
     if (carries_ops && node_.op_batches_queued_.fetch_add(1) >= kMaxQueuedOpBatches) {
       node_.op_batches_queued_.fetch_sub(1);
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "busy applying ops: send again later");
@@ -94,8 +96,17 @@ class PeerNode::Service final : public pb::Peer::Service {
     std::vector<Replicator::Outgoing> out;
     std::string rejected;
     {
-      std::lock_guard lock(node_.mu_);
-      out = node_.replicator_.receive(req->from_pod_id(), req->body(), wall_now_ms(), &rejected);
+      // Unpacked only once admitted: at most kMaxQueuedOpBatches unpacked batches exist.
+      pb::PeerMessage unpacked;
+      const bool packed = carries_ops && !req->body().ops().packed_ops().empty();
+      if (packed) {
+        unpacked = req->body();
+        if (!unpack_ops(unpacked.mutable_ops(), kMaxMessageBytes, &rejected)) rejected = "ops: " + rejected;
+      }
+      if (rejected.empty()) {
+        std::lock_guard lock(node_.mu_);
+        out = node_.replicator_.receive(req->from_pod_id(), packed ? unpacked : req->body(), wall_now_ms(), &rejected);
+      }
     }
     if (carries_ops) node_.op_batches_queued_.fetch_sub(1);
     if (!rejected.empty()) {
@@ -104,7 +115,11 @@ class PeerNode::Service final : public pb::Peer::Service {
     }
     node_.forget_changed();
     for (auto& o : out)
-      if (o.to == req->from_pod_id()) *reply->add_replies() = std::move(o.message);
+      if (o.to == req->from_pod_id()) {
+        pb::PeerMessage* m = reply->add_replies();
+        *m = std::move(o.message);
+        if (m->has_ops()) pack_ops(m->mutable_ops());
+      }
     return grpc::Status::OK;
   }
 
@@ -430,7 +445,10 @@ void PeerNode::prepare_exchange(const pb::PeerMessage& message, const pb::PodSpa
                                 grpc::ClientContext* ctx) {
   identify(req);
   *req->mutable_body() = message;
-  if (message.has_ops()) op_bytes_sent_ += message.ops().ByteSizeLong();
+  if (message.has_ops()) {
+    pack_ops(req->mutable_body()->mutable_ops());
+    op_bytes_sent_ += req->body().ops().ByteSizeLong();
+  }
   *req->mutable_space() = space;
   ctx->set_deadline(std::chrono::system_clock::now() + exchange_deadline(config_.network));
 }
@@ -502,10 +520,23 @@ bool PeerNode::handle_answer(Peer& peer, const grpc::Status& status, const pb::E
     return false;
   }
   if (!use_replies) return true;
-  std::lock_guard lock(mu_);
+  // Packed ops are unpacked before the node's lock is taken (decompression is CPU work).
+  std::vector<pb::PeerMessage> messages;
   for (const pb::PeerMessage& m : reply.replies()) {
+    if (!m.has_ops() || m.ops().packed_ops().empty()) continue;
+    std::string why;
+    messages.push_back(m);
+    if (!unpack_ops(messages.back().mutable_ops(), kMaxMessageBytes, &why)) {
+      spdlog::warn("rejected an answer of pod {} ({}): ops: {}", peer.name, peer.address, why);
+      return true;
+    }
+  }
+  std::lock_guard lock(mu_);
+  size_t next_unpacked = 0;
+  for (const pb::PeerMessage& m : reply.replies()) {
+    const bool packed = m.has_ops() && !m.ops().packed_ops().empty();
     std::string rejected;
-    replicator_.receive(peer.id, m, wall_now_ms(), &rejected);  // answers need no answer
+    replicator_.receive(peer.id, packed ? messages[next_unpacked++] : m, wall_now_ms(), &rejected);  // answers need no answer
     if (!rejected.empty()) spdlog::warn("rejected an answer of pod {} ({}): {}", peer.name, peer.address, rejected);
   }
   return true;

@@ -65,7 +65,8 @@ namespace wormhole {
 // 7: HoldVersion (repair copies claimed by their holder).
 // 8: HoldVersion.release (surplus copies released), ConfirmHolding.
 // 9: mutual TLS (network.tls), JoinRequest.csr and the CA pod, pending joins.
-inline constexpr uint32_t kProtocolVersion = 9;
+// 10: OpBatch.packed_ops (op batches compressed on the wire).
+inline constexpr uint32_t kProtocolVersion = 10;
 
 class PeerNode final : public ContentReplication {
  public:

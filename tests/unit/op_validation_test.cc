@@ -5,11 +5,14 @@
 #include <algorithm>
 #include <functional>
 
+#include <zstd.h>
+
 #include "chunks/chunk_store.h"
 #include "common/limits.h"
 #include "common/pb_ids.h"
 #include "meta/namespace.h"
 #include "meta/op_validation.h"
+#include "net/op_packing.h"
 #include "store/mem_kv.h"
 
 using namespace wormhole;
@@ -428,4 +431,110 @@ TEST(OpValidation, MessagesAreBounded) {
   for (const pb::Op& op : honest().ops) *msg.mutable_ops()->add_ops() = op;
   move_of(*msg.mutable_ops()->mutable_ops(0))->set_name("a/b");
   EXPECT_FALSE(validate_peer_message(msg, limits(), &why));
+}
+
+// ---- op batches on the wire (net/op_packing.h) -----------------------------------------
+
+namespace {
+
+// A batch of `count` copies of every honest op: what a busy pod pushes.
+pb::OpBatch big_batch(size_t rounds) {
+  pb::OpBatch batch;
+  for (size_t i = 0; i < rounds; ++i)
+    for (const pb::Op& op : honest().ops) *batch.add_ops() = op;
+  (*batch.mutable_sender_progress()->mutable_applied())[kPod] = 7;
+  return batch;
+}
+
+std::string zstd_frame(const std::string& plain, bool with_size) {
+  if (with_size) {
+    std::string out(ZSTD_compressBound(plain.size()), '\0');
+    out.resize(ZSTD_compress(out.data(), out.size(), plain.data(), plain.size(), 1));
+    return out;
+  }
+  // A frame that does not say how much it unpacks to (allowed by the format).
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 0);
+  std::string out(ZSTD_compressBound(plain.size()) + 64, '\0');
+  ZSTD_inBuffer in{plain.data(), plain.size(), 0};
+  ZSTD_outBuffer o{out.data(), out.size(), 0};
+  EXPECT_EQ(ZSTD_compressStream2(cctx, &o, &in, ZSTD_e_end), 0u);
+  ZSTD_freeCCtx(cctx);
+  out.resize(o.pos);
+  return out;
+}
+
+}  // namespace
+
+TEST(OpPacking, ABigBatchTravelsPackedAndUnpacksToTheSameOps) {
+  const pb::OpBatch original = big_batch(20);
+  pb::OpBatch batch = original;
+  pack_ops(&batch);
+  EXPECT_EQ(batch.ops_size(), 0);
+  ASSERT_FALSE(batch.packed_ops().empty());
+  EXPECT_LT(batch.ByteSizeLong() * 2, original.ByteSizeLong()) << "ops should pack to well under half";
+  EXPECT_EQ(batch.sender_progress().applied().at(kPod), 7u);  // the rest of the batch stays as it is
+  std::string why;
+  pb::PeerMessage packed_message;
+  *packed_message.mutable_ops() = batch;
+  EXPECT_FALSE(validate_peer_message(packed_message, limits(), &why)) << "packed ops must be unpacked first";
+  ASSERT_TRUE(unpack_ops(&batch, 64 << 20, &why)) << why;
+  EXPECT_TRUE(batch.packed_ops().empty());
+  EXPECT_EQ(batch.SerializeAsString(), original.SerializeAsString());
+  *packed_message.mutable_ops() = batch;
+  EXPECT_TRUE(validate_peer_message(packed_message, limits(), &why)) << why;
+}
+
+TEST(OpPacking, ASmallBatchStaysPlain) {
+  pb::OpBatch batch;
+  *batch.add_ops() = honest().ops[0];
+  ASSERT_LT(batch.ByteSizeLong(), kPackOpsFromBytes);
+  const std::string before = batch.SerializeAsString();
+  pack_ops(&batch);
+  EXPECT_EQ(batch.SerializeAsString(), before);
+  std::string why;
+  EXPECT_TRUE(unpack_ops(&batch, 64 << 20, &why));  // nothing packed: unchanged
+  EXPECT_EQ(batch.SerializeAsString(), before);
+}
+
+TEST(OpPacking, HostilePackedOpsAreRejectedAndChangeNothing) {
+  pb::OpBatch packed = big_batch(20);
+  const size_t plain_bytes = packed.ByteSizeLong();
+  pack_ops(&packed);
+  std::string why;
+  auto rejected = [&](pb::OpBatch batch, const std::string& expect) {
+    const std::string before = batch.SerializeAsString();
+    why.clear();
+    const bool ok = unpack_ops(&batch, 64 << 20, &why);
+    EXPECT_EQ(batch.SerializeAsString(), before) << expect;
+    return !ok && why.find(expect) != std::string::npos;
+  };
+  // More than the bound: not decompressed at all (a decompression bomb of zeros).
+  pb::OpBatch bomb;
+  bomb.set_packed_ops(zstd_frame(std::string(65 << 20, '\0'), true));
+  EXPECT_TRUE(rejected(bomb, "unpack to")) << why;
+  pb::OpBatch small_bound = packed;
+  EXPECT_FALSE(unpack_ops(&small_bound, plain_bytes / 2, &why));
+  // Not a frame; a frame of unknown size; a cut frame; a frame of something else.
+  pb::OpBatch garbage;
+  garbage.set_packed_ops("not zstd at all");
+  EXPECT_TRUE(rejected(garbage, "zstd frame")) << why;
+  pb::OpBatch streamed;
+  streamed.set_packed_ops(zstd_frame(honest().ops[0].SerializeAsString(), false));
+  EXPECT_TRUE(rejected(streamed, "zstd frame")) << why;
+  pb::OpBatch cut = packed;
+  cut.set_packed_ops(packed.packed_ops().substr(0, packed.packed_ops().size() - 8));
+  EXPECT_TRUE(rejected(cut, "do not unpack")) << why;
+  pb::OpBatch other;
+  other.set_packed_ops(zstd_frame(std::string(5000, '\xff'), true));
+  EXPECT_TRUE(rejected(other, "not a list of ops")) << why;
+  pb::OpBatch nested;
+  pb::OpBatch inner;
+  inner.set_packed_ops("x");
+  nested.set_packed_ops(zstd_frame(inner.SerializeAsString(), true));
+  EXPECT_TRUE(rejected(nested, "not a list of ops")) << why;
+  // Packed and plain ops at once.
+  pb::OpBatch both = packed;
+  *both.add_ops() = honest().ops[0];
+  EXPECT_TRUE(rejected(both, "both")) << why;
 }
