@@ -14,9 +14,12 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "chunks/chunk_store.h"
 #include "common/pb_ids.h"
+#include "net/op_packing.h"
+#include "net/peer.h"
 #include "net/peer_node.h"
 #include "security/admin_auth.h"
 #include "proto/wormhole.grpc.pb.h"
@@ -234,6 +237,40 @@ TEST(PeerBoundary, AnInvalidBatchIsRejectedAndNothingOfItApplied) {
   m->set_name("fine");
   EXPECT_TRUE(n.exchange(e).ok());
   EXPECT_EQ(n.ns.applied()[kBId], 1u);
+}
+
+TEST(PeerBoundary, APackedBatchIsAppliedAndAHostileOneRejectedUnopened) {
+  Node n;
+  // 200 creates made by pod b: a batch that travels packed.
+  MemKv b_kv;
+  int64_t b_now = int64_t{1'700'000'000'000'000'000};
+  Namespace b{b_kv, kBId, [&] { return b_now += 1000; }, [](Gid) { return false; }};
+  std::string err;
+  ASSERT_TRUE(b.init(&err)) << err;
+  Attr attr;
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(b.make(1, "f" + std::to_string(i), pb::REGULAR, 0644, 0, 0, "", &attr), 0);
+  ASSERT_EQ(b.make_durable(), 0);
+  pb::Envelope e = n.envelope("b", kBId);
+  pb::OpBatch* batch = e.mutable_body()->mutable_ops();
+  for (pb::Op& op : b.ops_after(kBId, 0, 512)) *batch->add_ops() = std::move(op);
+  const uint64_t ops = static_cast<uint64_t>(batch->ops_size());
+  ASSERT_GE(ops, 200u);
+  pb::Envelope hostile = e;
+  pack_ops(batch);
+  ASSERT_FALSE(batch->packed_ops().empty());
+  // A frame that claims to unpack to more than a message may hold: refused unopened.
+  std::string zeros(kMaxMessageBytes + 1, '\0');
+  std::string bomb(ZSTD_compressBound(zeros.size()), '\0');
+  bomb.resize(ZSTD_compress(bomb.data(), bomb.size(), zeros.data(), zeros.size(), 1));
+  hostile.mutable_body()->mutable_ops()->clear_ops();
+  hostile.mutable_body()->mutable_ops()->set_packed_ops(bomb);
+  grpc::Status st = n.exchange(hostile);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("unpack to"), std::string::npos) << st.error_message();
+  EXPECT_EQ(n.ns.applied()[kBId], 0u);
+  ASSERT_TRUE(n.exchange(e).ok());
+  EXPECT_EQ(n.ns.applied()[kBId], ops);
+  EXPECT_EQ(n.ns.lookup(1, "f199", &attr), 0);
 }
 
 TEST(PeerBoundary, JoinsAreValidated) {
